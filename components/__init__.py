@@ -1,0 +1,1 @@
+"""Pulumi components of the paper-trading deployment: one component per module."""

@@ -1,0 +1,146 @@
+"""Small helpers shared by every component: names, labels and the hardening baseline.
+
+Keeping the baseline in one place means a container cannot drift from it by
+accident: components build their containers through `hardened_container_args`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence
+
+import pulumi
+import pulumi_docker as docker
+
+from .config import Limits
+
+LABEL_PREFIX = "paper-trading"
+ROLE_LABEL = f"{LABEL_PREFIX}.role"
+COLOR_LABEL = f"{LABEL_PREFIX}.color"
+STACK_LABEL = f"{LABEL_PREFIX}.stack"
+SERVICE_LABEL = f"{LABEL_PREFIX}.service"
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class NetworkNames:
+    """Docker network names, plain strings so policies can read them at preview."""
+
+    frontend: str
+    backend: str
+    monitoring: str
+
+
+def labels(values: Mapping[str, str]) -> list[docker.ContainerLabelArgs]:
+    """Container labels in a stable (sorted) order so the graph is deterministic."""
+    return [docker.ContainerLabelArgs(label=k, value=v) for k, v in sorted(values.items())]
+
+
+def network_attachments(
+    attachments: Mapping[str, Sequence[str]],
+) -> list[docker.ContainerNetworksAdvancedArgs]:
+    """`{network name: [aliases]}` to networks_advanced entries, sorted by name."""
+    return [
+        docker.ContainerNetworksAdvancedArgs(name=name, aliases=list(aliases) or None)
+        for name, aliases in sorted(attachments.items())
+    ]
+
+
+def log_options(max_size: str = "10m", max_file: int = 5) -> dict[str, str]:
+    """json-file rotation: every container's logs stay bounded on the host."""
+    return {"max-size": max_size, "max-file": str(max_file)}
+
+
+def hardened_container_args(
+    *,
+    image: str,
+    name: str,
+    service: str,
+    stack_labels: Mapping[str, str],
+    networks: Mapping[str, Sequence[str]],
+    limits: Limits,
+    read_only: bool = True,
+    user: Optional[str] = None,
+    envs: Optional[Sequence[str]] = None,
+    tmpfs: Optional[Mapping[str, str]] = None,
+    volumes: Optional[Sequence[docker.ContainerVolumeArgs]] = None,
+    mounts: Optional[Sequence[docker.ContainerMountArgs]] = None,
+    uploads: Optional[Sequence[docker.ContainerUploadArgs]] = None,
+    ports: Optional[Sequence[docker.ContainerPortArgs]] = None,
+    command: Optional[Sequence[str]] = None,
+    healthcheck: Optional[docker.ContainerHealthcheckArgs] = None,
+    wait: bool = False,
+    wait_timeout: int = 120,
+    capability_adds: Optional[Sequence[str]] = None,
+    extra_labels: Optional[Mapping[str, str]] = None,
+    max_retries: int = 5,
+) -> dict[str, Any]:
+    """Keyword arguments for `docker.Container` with the CIS-5 baseline applied.
+
+    No privileges, every capability dropped (adds only where a service needs one),
+    `no-new-privileges`, memory and CPU limits, bounded `on-failure` restarts,
+    log rotation, never the default bridge (explicit user networks only).
+    """
+    if not networks:
+        raise ValueError(f"{name}: a container needs at least one user network")
+    all_labels = {**stack_labels, SERVICE_LABEL: service, **(extra_labels or {})}
+    args: dict[str, Any] = dict(
+        image=image,
+        name=name,
+        hostname=name,
+        labels=labels(all_labels),
+        networks_advanced=network_attachments(networks),
+        # The first user network, never Docker's default bridge.
+        network_mode=sorted(networks)[0],
+        read_only=read_only,
+        privileged=False,
+        capabilities=docker.ContainerCapabilitiesArgs(
+            drops=["ALL"], adds=sorted(capability_adds) if capability_adds else None
+        ),
+        security_opts=["no-new-privileges:true"],
+        memory=limits.memory_mb,
+        memory_swap=limits.memory_mb,
+        cpus=f"{limits.cpus:g}",
+        restart="on-failure",
+        max_retry_count=max_retries,
+        log_driver="json-file",
+        log_opts=log_options(),
+        must_run=True,
+        envs=list(envs) if envs else None,
+        tmpfs=dict(tmpfs) if tmpfs else None,
+        volumes=list(volumes) if volumes else None,
+        mounts=list(mounts) if mounts else None,
+        uploads=list(uploads) if uploads else None,
+        ports=list(ports) if ports else None,
+        command=list(command) if command else None,
+        healthcheck=healthcheck,
+        user=user,
+        init=True,
+        destroy_grace_seconds=30,
+    )
+    if wait:
+        if healthcheck is None:
+            raise ValueError(f"{name}: wait=True needs a healthcheck")
+        args.update(wait=True, wait_timeout=wait_timeout)
+    return args
+
+
+def secret_file(path: str, content: pulumi.Input[str], owner: Optional[str] = None) -> docker.ContainerUploadArgs:
+    """A secret handed to a container as a file (never as an env value)."""
+    return docker.ContainerUploadArgs(
+        file=path,
+        content=pulumi.Output.secret(content),
+        permissions="0400",
+        owner=owner,
+    )
+
+
+def healthcheck(
+    test: Sequence[str], interval: str = "10s", timeout: str = "5s", retries: int = 5,
+    start_period: str = "20s",
+) -> docker.ContainerHealthcheckArgs:
+    return docker.ContainerHealthcheckArgs(
+        tests=list(test), interval=interval, timeout=timeout, retries=retries,
+        start_period=start_period,
+    )

@@ -1,0 +1,425 @@
+"""Typed stack configuration for the `paper-trading:` namespace.
+
+Every key is validated before a single resource is registered: a typo or an unsafe
+value stops the program with one message naming every offending key by its config
+path. Paper-trading mode, real trades and exchange permissions are typed as literals,
+so no value other than the safe one can even be represented.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Literal, Mapping, Optional
+
+import pulumi
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+PROJECT = "paper-trading"
+Color = Literal["blue", "green"]
+COLORS: tuple[Color, Color] = ("blue", "green")
+
+
+class ConfigError(pulumi.RunError):
+    """Raised for invalid stack config; `RunError` makes Pulumi print only the message."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(
+            "invalid stack configuration:\n  " + "\n  ".join(problems)
+        )
+
+
+class _Model(BaseModel):
+    """Base for every config object: camelCase keys, unknown keys rejected, immutable."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+        strict=False,
+    )
+
+
+def _pinned(ref: str) -> str:
+    """An image reference must carry an explicit tag or digest, never `latest`."""
+    if not ref or any(c.isspace() for c in ref):
+        raise ValueError("must be an image reference like repo/name:tag")
+    if "@sha256:" in ref:
+        return ref
+    last = ref.rsplit("/", 1)[-1]
+    if ":" not in last:
+        raise ValueError(f"image {ref!r} must be pinned to a tag or digest")
+    if last.rsplit(":", 1)[1] in ("", "latest"):
+        raise ValueError(f"image {ref!r} must not use the 'latest' tag")
+    return ref
+
+
+class SslConfig(_Model):
+    enabled: bool = True
+    cert_path: str = "/etc/ssl/paper-trading/fullchain.pem"
+    key_path: str = "/etc/ssl/paper-trading/privkey.pem"
+
+    @field_validator("cert_path", "key_path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must be an absolute path on the Docker host")
+        return value
+
+
+class ServerConfig(_Model):
+    """`port` is the app's listen port inside its container; `host` the public name."""
+
+    port: int = Field(default=3000, ge=1024, le=65535)
+    host: str = Field(default="localhost", min_length=1)
+    ssl: SslConfig = SslConfig()
+
+
+class DatabaseConfig(_Model):
+    url: Optional[SecretStr] = None
+    ssl: bool = False
+    pool_size: int = Field(default=10, ge=1, le=200)
+
+
+class ExchangeConfig(_Model):
+    api_key: SecretStr
+    api_secret: Optional[SecretStr] = None
+    passphrase: Optional[SecretStr] = None
+    sandbox: bool = True
+    permissions: Literal["READ_ONLY"]
+    base_url: Optional[str] = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _https(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not value.startswith("https://"):
+            raise ValueError("must be an https:// URL")
+        return value
+
+
+SANDBOX_URLS = {
+    "binance": "https://testnet.binance.vision",
+    "kucoin": "https://openapi-sandbox.kucoin.com",
+}
+PRODUCTION_URLS = {
+    "binance": "https://api.binance.com",
+    "kucoin": "https://api.kucoin.com",
+}
+
+
+class ExchangesConfig(_Model):
+    binance: Optional[ExchangeConfig] = None
+    kucoin: Optional[ExchangeConfig] = None
+
+    @model_validator(mode="after")
+    def _binance_has_no_passphrase(self) -> "ExchangesConfig":
+        if self.binance is not None and self.binance.passphrase is not None:
+            raise ValueError("binance.passphrase: Binance keys have no passphrase")
+        return self
+
+    def configured(self) -> dict[str, ExchangeConfig]:
+        """The exchanges that have a key, by name, in a stable order."""
+        found = {"binance": self.binance, "kucoin": self.kucoin}
+        return {name: ex for name, ex in found.items() if ex is not None}
+
+    def base_url(self, name: str) -> str:
+        exchange = self.configured()[name]
+        if exchange.base_url:
+            return exchange.base_url
+        return (SANDBOX_URLS if exchange.sandbox else PRODUCTION_URLS)[name]
+
+
+class PrometheusConfig(_Model):
+    enabled: bool = True
+    port: int = Field(default=9090, ge=1, le=65535)
+    retention: str = Field(default="15d", pattern=r"^[0-9]+[smhdwy]$")
+    scrape_interval: str = Field(default="15s", pattern=r"^[0-9]+[smh]$")
+    evaluation_interval: str = Field(default="15s", pattern=r"^[0-9]+[smh]$")
+
+
+class GrafanaConfig(_Model):
+    enabled: bool = True
+    port: int = Field(default=3001, ge=1, le=65535)
+    admin_password: Optional[SecretStr] = None
+
+
+class AlertmanagerConfig(_Model):
+    enabled: bool = True
+    port: int = Field(default=9093, ge=1, le=65535)
+    webhook_url: Optional[SecretStr] = None
+
+
+class LogsConfig(_Model):
+    enabled: bool = True
+    port: int = Field(default=3100, ge=1, le=65535)
+    retention: str = Field(default="168h", pattern=r"^[0-9]+h$")
+
+
+class MonitoringConfig(_Model):
+    prometheus: PrometheusConfig = PrometheusConfig()
+    grafana: GrafanaConfig = GrafanaConfig()
+    alertmanager: AlertmanagerConfig = AlertmanagerConfig()
+    logs: LogsConfig = LogsConfig()
+    bind_address: str = "127.0.0.1"
+
+
+class ColorConfig(_Model):
+    image: str
+    replicas: int = Field(default=2, ge=1, le=20)
+
+    @field_validator("image")
+    @classmethod
+    def _image_pinned(cls, value: str) -> str:
+        return _pinned(value)
+
+
+class DeploymentConfig(_Model):
+    active_color: Color = "blue"
+    blue: ColorConfig
+    green: ColorConfig
+
+    def color(self, color: Color) -> ColorConfig:
+        return self.blue if color == "blue" else self.green
+
+    @property
+    def preview_color(self) -> Color:
+        return "green" if self.active_color == "blue" else "blue"
+
+
+class HealthPaths(_Model):
+    basic: str = "/health"
+    detailed: str = "/health/detailed"
+    ready: str = "/health/ready"
+    live: str = "/health/live"
+    metrics: str = "/metrics"
+
+    @field_validator("*")
+    @classmethod
+    def _rooted(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with '/'")
+        return value
+
+
+class Limits(_Model):
+    """Per-container resource limits; memory in MiB, CPUs as a fraction of cores."""
+
+    memory_mb: int = Field(ge=16, le=65536)
+    cpus: float = Field(gt=0, le=64)
+
+
+class AppConfig(_Model):
+    health: HealthPaths = HealthPaths()
+    limits: Limits = Limits(memory_mb=512, cpus=1.0)
+    user: str = Field(default="1000:1000", pattern=r"^[1-9][0-9]*(:[1-9][0-9]*)?$")
+    log_level: Literal["debug", "info", "warn", "error"] = "info"
+
+
+class RateLimit(_Model):
+    rate_per_second: int = Field(ge=1, le=100000)
+    burst: int = Field(ge=0, le=100000)
+
+
+class ProxyConfig(_Model):
+    public_address: str = "0.0.0.0"
+    http_port: int = Field(default=80, ge=1, le=65535)
+    https_port: int = Field(default=443, ge=1, le=65535)
+    preview_port: int = Field(default=8443, ge=1, le=65535)
+    api_rate_limit: RateLimit = RateLimit(rate_per_second=20, burst=40)
+    auth_rate_limit: RateLimit = RateLimit(rate_per_second=1, burst=5)
+    worker_shutdown_timeout: str = Field(default="30s", pattern=r"^[0-9]+[sm]$")
+    limits: Limits = Limits(memory_mb=256, cpus=1.0)
+
+
+class Images(_Model):
+    """Infrastructure images, pinned by tag; override per stack to move versions."""
+
+    nginx: str = "nginx:1.27.3-alpine"
+    postgres: str = "postgres:15.10-alpine"
+    redis: str = "redis:7.4.1-alpine"
+    rabbitmq: str = "rabbitmq:3.13.7-alpine"
+    prometheus: str = "prom/prometheus:v2.55.1"
+    alertmanager: str = "prom/alertmanager:v0.27.0"
+    grafana: str = "grafana/grafana:11.3.1"
+    loki: str = "grafana/loki:3.3.0"
+    promtail: str = "grafana/promtail:3.3.0"
+    node_exporter: str = "prom/node-exporter:v1.8.2"
+    cadvisor: str = "gcr.io/cadvisor/cadvisor:v0.49.1"
+    postgres_exporter: str = "quay.io/prometheuscommunity/postgres-exporter:v0.16.0"
+    redis_exporter: str = "oliver006/redis_exporter:v1.66.0"
+    nginx_exporter: str = "nginx/nginx-prometheus-exporter:1.3.0"
+
+    @field_validator("*")
+    @classmethod
+    def _image_pinned(cls, value: str) -> str:
+        return _pinned(value)
+
+
+class DatastoreLimits(_Model):
+    postgres: Limits = Limits(memory_mb=1024, cpus=1.0)
+    redis: Limits = Limits(memory_mb=256, cpus=0.5)
+    rabbitmq: Limits = Limits(memory_mb=512, cpus=0.5)
+    monitoring: Limits = Limits(memory_mb=512, cpus=0.5)
+
+
+class Settings(_Model):
+    """The whole `paper-trading:` namespace."""
+
+    environment: Literal["production", "staging", "development"] = "production"
+    paper_trading_mode: Literal[True]
+    allow_real_trades: Literal[False]
+    name_prefix: str = Field(default="paper-trading", pattern=r"^[a-z][a-z0-9-]{1,30}$")
+    server: ServerConfig = ServerConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    exchanges: ExchangesConfig = ExchangesConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
+    deployment: DeploymentConfig
+    app: AppConfig = AppConfig()
+    proxy: ProxyConfig = ProxyConfig()
+    images: Images = Images()
+    limits: DatastoreLimits = DatastoreLimits()
+
+    @model_validator(mode="after")
+    def _production_is_tls_only(self) -> "Settings":
+        if self.environment == "production" and not self.server.ssl.enabled:
+            raise ValueError("server.ssl.enabled: production requires TLS")
+        ports = [self.proxy.http_port, self.proxy.https_port, self.proxy.preview_port]
+        if len(set(ports)) != len(ports):
+            raise ValueError("proxy: httpPort, httpsPort and previewPort must differ")
+        return self
+
+
+#: Keys whose whole object holds a secret somewhere inside; Pulumi marks the whole
+#: top-level key secret when any nested path is set with `--secret`.
+SECRET_PATHS: tuple[tuple[str, ...], ...] = (
+    ("database", "url"),
+    ("exchanges", "binance", "apiKey"),
+    ("exchanges", "binance", "apiSecret"),
+    ("exchanges", "kucoin", "apiKey"),
+    ("exchanges", "kucoin", "apiSecret"),
+    ("exchanges", "kucoin", "passphrase"),
+    ("monitoring", "grafana", "adminPassword"),
+    ("monitoring", "alertmanager", "webhookUrl"),
+)
+
+_FRIENDLY = {
+    "extra_forbidden": "unknown key (is it misspelt?)",
+    "missing": "is required",
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
+    "int_parsing": "must be a whole number",
+    "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "string_type": "must be a string",
+    "model_type": "must be an object",
+    "model_attributes_type": "must be an object",
+    "dict_type": "must be an object",
+}
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind == "literal_error":
+        expected = ctx.get("expected", "")
+        if not expected:
+            return "has a forbidden value"
+        expected = expected.replace("'", "").replace("True", "true").replace("False", "false")
+        return f"must be {expected}"
+    if kind == "greater_than_equal":
+        return f"must be at least {ctx['ge']}"
+    if kind == "greater_than":
+        return f"must be greater than {ctx['gt']}"
+    if kind == "less_than_equal":
+        return f"must be at most {ctx['le']}"
+    if kind == "string_pattern_mismatch":
+        return f"must match {ctx['pattern']}"
+    if kind == "string_too_short":
+        return "must not be empty"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    return _FRIENDLY.get(kind, str(error["msg"]))
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def _decode(raw: str) -> Any:
+    """Pulumi hands scalars as strings and objects as JSON strings."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _dig(tree: Any, path: tuple[str, ...]) -> Any:
+    for part in path:
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+def parse_settings(
+    raw: Mapping[str, str], secret_keys: frozenset[str] = frozenset()
+) -> Settings:
+    """Validate `{key: raw string}` (keys without namespace) into `Settings`.
+
+    Collects every problem (schema, unsafe values, secrets stored in plain text)
+    and raises one `ConfigError` listing them all by config path.
+    """
+    data = {key: _decode(value) for key, value in raw.items()}
+    problems: list[str] = []
+    for path in SECRET_PATHS:
+        if _dig(data, path) is not None and path[0] not in secret_keys:
+            problems.append(
+                f"{PROJECT}:{_path(path)}: is a secret; set it with "
+                f"`pulumi config set --secret --path {_path(path)} ...`"
+            )
+    settings: Optional[Settings] = None
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            loc = tuple(error["loc"])
+            text = _describe(error)
+            nested = re.match(r"^([A-Za-z0-9_.]+): (.*)$", text)
+            if error["type"] == "value_error" and nested:
+                loc, text = loc + tuple(nested.group(1).split(".")), nested.group(2)
+            problems.append(f"{PROJECT}:{_path(loc)}: {text}")
+    if problems or settings is None:
+        raise ConfigError(sorted(set(problems)))
+    return settings
+
+
+def load_settings() -> Settings:
+    """Read the `paper-trading:` namespace from the running Pulumi program."""
+    from pulumi.runtime import config as runtime_config
+
+    prefix = f"{PROJECT}:"
+    keys = set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
+    raw: dict[str, str] = {}
+    secrets: set[str] = set()
+    for full_key in sorted(k for k in keys if k.startswith(prefix)):
+        value = runtime_config.get_config(full_key)
+        if value is None:
+            continue
+        key = full_key[len(prefix):]
+        raw[key] = value
+        if runtime_config.is_config_secret(full_key) or full_key in set(
+            runtime_config.get_config_secret_keys_env()
+        ):
+            secrets.add(key)
+    return parse_settings(raw, frozenset(secrets))

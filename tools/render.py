@@ -1,0 +1,356 @@
+"""Offline render: evaluate the real program for a stack under the SDK's mock runtime.
+
+Like `helm template`, it writes what `pulumi up` would deploy without an engine:
+every resource (type, name, parent, options, inputs) as JSON, and every generated
+configuration file (anything uploaded into a container) under a folder.
+
+    python -m tools.render --stack prod --out build/render/prod
+
+Secrets come from stand-ins (`secret:<path>`); in the JSON they are masked.
+The same machinery backs the tests and the offline policy check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import runpy
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = "paper-trading"
+SECRET_SIG = "4dabf18193072939515e22adb298388d"
+SECRET_VALUE = "1b47061264138c4ac30d75fd1eb44270"
+UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+MASK = "[secret]"
+
+
+@dataclass
+class Resource:
+    """One registered resource as the engine would see it."""
+
+    urn: str
+    type: str
+    name: str
+    parent: Optional[str]
+    custom: bool
+    inputs: dict[str, Any]
+    wire: dict[str, Any]
+    options: dict[str, Any]
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        return {entry["label"]: entry["value"] for entry in self.inputs.get("labels") or []}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "urn": self.urn, "type": self.type, "name": self.name, "parent": self.parent,
+            "custom": self.custom, "options": self.options, "inputs": _masked(self.wire),
+        }
+
+
+@dataclass
+class Graph:
+    stack: str
+    resources: list[Resource]
+    outputs: dict[str, Any]
+    secret_outputs: list[str] = field(default_factory=list)
+
+    def of_type(self, type_: str) -> list[Resource]:
+        return [r for r in self.resources if r.type == type_]
+
+    def by_name(self, name: str) -> Resource:
+        for resource in self.resources:
+            if resource.name == name:
+                return resource
+        raise KeyError(name)
+
+    @property
+    def containers(self) -> list[Resource]:
+        return self.of_type("docker:index/container:Container")
+
+    def files(self) -> dict[str, str]:
+        """Generated config files by `<container or resource name>/<path>`; secrets masked."""
+        found: dict[str, str] = {}
+        for resource in self.resources:
+            owner = resource.inputs.get("name") or resource.name
+            for upload, wire in zip(resource.inputs.get("uploads") or [], resource.wire.get("uploads") or []):
+                content = upload.get("content")
+                if content is None:
+                    continue
+                secret = _is_secret(wire) or _is_secret(wire.get("content"))
+                found[f"{owner}{upload['file']}"] = MASK if secret else content
+            for path, content in (resource.inputs.get("renderedFiles") or {}).items():
+                found[f"{owner}/{path.lstrip('/')}"] = content
+        return found
+
+
+def _is_secret(value: Any) -> bool:
+    return isinstance(value, dict) and value.get(SECRET_SIG) == SECRET_VALUE
+
+
+def _unwrap(value: Any) -> Any:
+    """Wire form (secret envelopes) to plain values, as a policy sees them."""
+    if _is_secret(value):
+        return _unwrap(value.get("value"))
+    if isinstance(value, dict):
+        return {k: _unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unwrap(v) for v in value]
+    return value
+
+
+def _masked(value: Any) -> Any:
+    if _is_secret(value):
+        return MASK
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items() if k != "__provider"}
+    if isinstance(value, list):
+        return [_masked(v) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------- config
+
+
+def _secure_to_standin(value: Any, path: str) -> tuple[Any, bool]:
+    """Replace `{secure: ...}` leaves by stand-ins; say whether any was found."""
+    if isinstance(value, dict) and set(value) == {"secure"}:
+        return f"secret:{path}", True
+    if isinstance(value, dict):
+        out, found = {}, False
+        for key, item in value.items():
+            out[key], nested = _secure_to_standin(item, f"{path}.{key}")
+            found = found or nested
+        return out, found
+    if isinstance(value, list):
+        items = [_secure_to_standin(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [v for v, _ in items], any(f for _, f in items)
+    return value, False
+
+
+def _with_standins(key: str, value: Any) -> tuple[Any, bool]:
+    """Add stand-ins for the secrets a stack sets with `pulumi config set --secret`."""
+    from components.config import SECRET_PATHS
+
+    added = False
+    for path in SECRET_PATHS:
+        if path[0] != key or len(path) < 3 or path[-1] not in ("apiKey",):
+            continue
+        parent = value
+        for part in path[1:-1]:
+            parent = parent.get(part) if isinstance(parent, dict) else None
+        if isinstance(parent, dict) and path[-1] not in parent:
+            parent[path[-1]] = f"secret:{'.'.join(path)}"
+            added = True
+    return value, added
+
+
+def stack_config(stack: str, root: Path = ROOT) -> tuple[dict[str, str], list[str]]:
+    """`Pulumi.<stack>.yaml` as the engine hands it to the program: JSON strings, secret keys."""
+    path = root / f"Pulumi.{stack}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"no stack file {path.name} in {root}")
+    document = yaml.safe_load(path.read_text()) or {}
+    values = document.get("config") or {}
+    config: dict[str, str] = {}
+    secret_keys: list[str] = []
+    for full_key, value in values.items():
+        value, secret = _secure_to_standin(value, full_key.split(":", 1)[-1])
+        if full_key.startswith(f"{PROJECT}:"):
+            value, added = _with_standins(full_key.split(":", 1)[1], value)
+            secret = secret or added
+        config[full_key] = value if isinstance(value, str) else json.dumps(value)
+        if secret:
+            secret_keys.append(full_key)
+    return config, secret_keys
+
+
+def stack_names(root: Path = ROOT) -> list[str]:
+    return sorted(p.name[len("Pulumi."):-len(".yaml")] for p in root.glob("Pulumi.*.yaml"))
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _mock_state(type_: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Deterministic outputs a provider would compute, so two runs give one graph."""
+    state = dict(inputs)
+    if type_.startswith("random:index/random"):
+        state["result"] = f"mock-{name}-{int(inputs.get('length', 32))}"
+    elif type_ == "docker:index/remoteImage:RemoteImage":
+        state["imageId"] = f"sha256:mock-{inputs.get('name')}"
+        state["repoDigest"] = f"{inputs.get('name')}@sha256:mock"
+    elif type_ == "pulumi-python:dynamic:Resource":
+        provider = state.pop("__provider", None)
+        state.update(_dynamic_outputs(provider, inputs))
+    return state
+
+
+def _dynamic_outputs(provider: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """Offline stand-in for a dynamic provider's create: its `render_outputs` hook if any."""
+    if not isinstance(provider, str):
+        return {}
+    try:
+        import base64
+
+        import dill  # type: ignore[import-untyped]
+
+        instance = dill.loads(base64.b64decode(provider))
+    except Exception:  # noqa: BLE001 - an undecodable provider just keeps its inputs
+        return {}
+    hook = getattr(instance, "render_outputs", None)
+    return dict(hook(dict(inputs))) if callable(hook) else {}
+
+
+def evaluate(
+    stack: str,
+    config: Optional[Mapping[str, str]] = None,
+    secret_keys: Optional[list[str]] = None,
+    root: Path = ROOT,
+    preview: bool = False,
+) -> Graph:
+    """Run `__main__.py` for `stack` under mocks and return its resource graph.
+
+    `config`/`secret_keys` replace the stack file's values when given (tests use
+    this to feed bad or mutated configs through the real program).
+    """
+    import pulumi
+    from google.protobuf import json_format
+    from pulumi.runtime import mocks as pmocks
+    from pulumi.runtime import settings
+    from pulumi.runtime.stack import run_pulumi_func
+    from pulumi.runtime.sync_await import _sync_await
+
+    if config is None:
+        config, default_secrets = stack_config(stack, root)
+        secret_keys = default_secrets if secret_keys is None else secret_keys
+    records: list[Resource] = []
+
+    class Mocks(pmocks.Mocks):
+        def new_resource(self, args: pmocks.MockResourceArgs) -> tuple[Optional[str], dict[str, Any]]:
+            return f"{args.name}-id", _mock_state(args.typ, args.name, args.inputs)
+
+        def call(self, args: pmocks.MockCallArgs) -> tuple[dict[str, Any], Optional[list[tuple[str, str]]]]:
+            return {}, None
+
+    class RecordingMonitor(pmocks.MockMonitor):
+        def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC name
+            response = super().RegisterResource(request)
+            if request.type != "pulumi:pulumi:Stack":
+                wire = json_format.MessageToDict(request.object)
+                wire.pop("__provider", None)
+                options: dict[str, Any] = {
+                    "protect": bool(request.protect),
+                    "retainOnDelete": bool(request.retainOnDelete),
+                    "deleteBeforeReplace": bool(request.deleteBeforeReplace),
+                    "dependsOn": sorted(request.dependencies),
+                    "ignoreChanges": list(request.ignoreChanges),
+                    "aliases": sorted(
+                        json_format.MessageToDict(a).get("spec", {}).get("name", "")
+                        or json_format.MessageToDict(a).get("urn", "")
+                        for a in request.aliases
+                    ),
+                }
+                records.append(Resource(
+                    urn=response.urn, type=request.type, name=request.name,
+                    parent=request.parent or None, custom=bool(request.custom),
+                    inputs=_unwrap(wire), wire=wire, options=options,
+                ))
+            return response
+
+    settings.reset_options(project=PROJECT, stack=stack, preview=preview)
+    monitor = RecordingMonitor(Mocks())
+    pmocks.set_mocks(Mocks(), project=PROJECT, stack=stack, preview=preview, monitor=monitor)
+    pulumi.runtime.set_all_config(dict(config), secret_keys or [])
+
+    program = str(root / "__main__.py")
+    sys_path_added = str(root) not in sys.path
+    if sys_path_added:
+        sys.path.insert(0, str(root))
+
+    def run() -> Any:
+        runpy.run_path(program, run_name="__main__")
+        return None
+
+    try:
+        _sync_await(run_pulumi_func(lambda: run()))
+    finally:
+        if sys_path_added:
+            sys.path.remove(str(root))
+    stack_resource = settings.get_root_resource()
+    outputs, secret_outputs = _stack_outputs(stack_resource)
+    records.sort(key=lambda r: r.urn)
+    return Graph(stack=stack, resources=records, outputs=outputs, secret_outputs=secret_outputs)
+
+
+def _stack_outputs(stack_resource: Any) -> tuple[dict[str, Any], list[str]]:
+    import pulumi
+    from pulumi.runtime.sync_await import _sync_await
+
+    outputs: dict[str, Any] = {}
+    secret: list[str] = []
+    for name, value in sorted((getattr(stack_resource, "outputs", None) or {}).items()):
+        out = pulumi.Output.from_input(value)
+        outputs[name] = _sync_await(out.future())
+        if _sync_await(out.is_secret()):
+            secret.append(name)
+    return outputs, secret
+
+
+# --------------------------------------------------------------------------- output
+
+
+def write(graph: Graph, out: Path) -> list[Path]:
+    """Write `resources.json`, `outputs.json` and `files/...`; return what was written."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    resources = out / "resources.json"
+    resources.write_text(json.dumps([r.to_json() for r in graph.resources], indent=2, sort_keys=True) + "\n")
+    written.append(resources)
+    outputs = out / "outputs.json"
+    shown = {k: (MASK if k in graph.secret_outputs else v) for k, v in graph.outputs.items()}
+    outputs.write_text(json.dumps(shown, indent=2, sort_keys=True, default=str) + "\n")
+    written.append(outputs)
+    for rel, content in sorted(graph.files().items()):
+        target = out / "files" / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+        written.append(target)
+    return written
+
+
+def iter_summary(graph: Graph) -> Iterator[str]:
+    yield f"stack {graph.stack}: {len(graph.resources)} resources, {len(graph.files())} files"
+    for name, value in graph.outputs.items():
+        shown = MASK if name in graph.secret_outputs else value
+        yield f"  output {name} = {shown}"
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.render", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stack", default="prod", help="stack name: reads Pulumi.<stack>.yaml")
+    parser.add_argument("--out", type=Path, help="folder to write into (default build/render/<stack>)")
+    args = parser.parse_args(argv)
+    from components.config import ConfigError
+
+    try:
+        graph = evaluate(args.stack)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    out = args.out or ROOT / "build" / "render" / args.stack
+    write(graph, out)
+    for line in iter_summary(graph):
+        print(line)
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
