@@ -273,6 +273,36 @@ class DatastoreLimits(_Model):
     monitoring: Limits = Limits(memory_mb=512, cpus=0.5)
 
 
+class BackupRetention(_Model):
+    """Backups are removed when beyond `keepCount` OR older than `maxAgeDays`; the newest good one never."""
+
+    keep_count: int = Field(default=14, ge=1, le=1000)
+    max_age_days: int = Field(default=30, ge=1, le=3650)
+
+
+class BackupConfig(_Model):
+    """Scheduled logical backups (docs/backup.md). `secondTarget` is an absolute host path bind-mounted."""
+
+    enabled: bool = True
+    interval_minutes: int = Field(default=360, ge=5, le=10080)
+    retention: BackupRetention = BackupRetention()
+    second_target: Optional[str] = None
+    rabbitmq_definitions: bool = True
+    redis_snapshot: bool = True
+    limits: Limits = Limits(memory_mb=256, cpus=0.5)
+
+    @field_validator("second_target")
+    @classmethod
+    def _host_path(cls, value: Optional[str]) -> Optional[str]:
+        if value is None:
+            return value
+        if not value.startswith("/") or value.rstrip("/") in ("", "/var/lib/docker") or ".." in value.split("/"):
+            raise ValueError("must be an absolute host path (not /, not containing '..')")
+        if any(c.isspace() or c in ":,\\" for c in value):
+            raise ValueError("must not contain whitespace, ':' , ',' or backslashes")
+        return value.rstrip("/")
+
+
 class Settings(_Model):
     """The whole `paper-trading:` namespace."""
 
@@ -289,6 +319,7 @@ class Settings(_Model):
     proxy: ProxyConfig = ProxyConfig()
     images: Images = Images()
     limits: DatastoreLimits = DatastoreLimits()
+    backup: BackupConfig = BackupConfig()
 
     @model_validator(mode="after")
     def _production_is_tls_only(self) -> "Settings":
