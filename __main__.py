@@ -2,12 +2,37 @@
 
 import pulumi
 
-from components.config import load_settings
+from components.app import AppColor, AppColorArgs
+from components.config import COLORS, load_settings
+from components.common import STACK_LABEL
+from components.datastores import Datastores, DatastoresArgs
 from components.network import Networks, NetworksArgs
 from components.volumes import Volumes, VolumesArgs
 
 settings = load_settings()
 stack = pulumi.get_stack()
+stack_labels = {STACK_LABEL: stack}
+
 networks = Networks("networks", NetworksArgs(name_prefix=settings.name_prefix, stack=stack))
 volumes = Volumes("volumes", VolumesArgs(name_prefix=settings.name_prefix, stack=stack))
+datastores = Datastores(
+    "datastores",
+    DatastoresArgs(settings=settings, networks=networks.names, volumes=volumes, stack_labels=stack_labels),
+    opts=pulumi.ResourceOptions(depends_on=[*networks.all, *volumes.by_service.values()]),
+)
+apps = {
+    color: AppColor(
+        f"app-{color}",
+        AppColorArgs(
+            color=color, settings=settings, networks=networks.names, datastores=datastores,
+            stack_labels=stack_labels,
+        ),
+        opts=pulumi.ResourceOptions(depends_on=networks.all),
+    )
+    for color in COLORS
+}
+
 pulumi.export("activeColor", settings.deployment.active_color)
+pulumi.export("previewColor", settings.deployment.preview_color)
+for color in COLORS:
+    pulumi.export(f"{color}Image", settings.deployment.color(color).image)

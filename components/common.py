@@ -84,6 +84,12 @@ def hardened_container_args(
     """
     if not networks:
         raise ValueError(f"{name}: a container needs at least one user network")
+    if read_only and uploads:
+        writable = [v.container_path for v in volumes or [] if v.container_path]  # type: ignore[attr-defined]
+        for upload in uploads:
+            target = str(upload.file)  # type: ignore[attr-defined]
+            if not any(target.startswith(path.rstrip("/") + "/") for path in writable):
+                raise ValueError(f"{name}: upload {target} needs a volume (read-only root filesystem)")
     all_labels = {**stack_labels, SERVICE_LABEL: service, **(extra_labels or {})}
     args: dict[str, Any] = dict(
         image=image,
@@ -91,8 +97,8 @@ def hardened_container_args(
         hostname=name,
         labels=labels(all_labels),
         networks_advanced=network_attachments(networks),
-        # The first user network, never Docker's default bridge.
-        network_mode=sorted(networks)[0],
+        # The first network given is the primary one; never Docker's default bridge.
+        network_mode=next(iter(networks)),
         read_only=read_only,
         privileged=False,
         capabilities=docker.ContainerCapabilitiesArgs(
@@ -126,14 +132,54 @@ def hardened_container_args(
     return args
 
 
-def secret_file(path: str, content: pulumi.Input[str], owner: Optional[str] = None) -> docker.ContainerUploadArgs:
-    """A secret handed to a container as a file (never as an env value)."""
+def secret_file(
+    path: str, content: pulumi.Input[str], owner: Optional[str] = None, mode: str = "0400"
+) -> docker.ContainerUploadArgs:
+    """A secret handed to a container as a file (never as an env value).
+
+    Files land in a volume private to the container. Images that start as root and
+    drop to their own service user (postgres, redis, rabbitmq) need `mode="0444"`
+    unless `owner` names that user.
+    """
     return docker.ContainerUploadArgs(
         file=path,
         content=pulumi.Output.secret(content),
-        permissions="0400",
+        permissions=mode,
         owner=owner,
+        group=owner,
     )
+
+
+def config_file(path: str, content: str) -> docker.ContainerUploadArgs:
+    """A generated, non-secret config file uploaded into a container."""
+    return docker.ContainerUploadArgs(file=path, content=content, permissions="0444")
+
+
+def scratch_volume(path: str) -> docker.ContainerVolumeArgs:
+    """An anonymous volume: a writable spot for uploads in a read-only container.
+
+    Docker refuses to copy files into a read-only root filesystem except into
+    volume paths (checked on Docker 20.10), so every upload directory is one.
+    """
+    return docker.ContainerVolumeArgs(container_path=path)
+
+
+def http_probe(url: str) -> list[str]:
+    """A healthcheck that works in alpine (wget), Debian (curl), Node or Python images."""
+    node = (
+        "node -e \"require('http').get('" + url + "',r=>process.exit(r.statusCode===200?0:1))"
+        ".on('error',()=>process.exit(1))\""
+    )
+    python = (
+        "python3 -c \"import sys,urllib.request;"
+        "sys.exit(0 if urllib.request.urlopen('" + url + "',timeout=4).status==200 else 1)\""
+    )
+    return [
+        "CMD-SHELL",
+        f"if command -v wget >/dev/null; then wget -q -O /dev/null {url}; "
+        f"elif command -v curl >/dev/null; then curl -fsS -o /dev/null {url}; "
+        f"elif command -v node >/dev/null; then {node}; else {python}; fi",
+    ]
 
 
 def healthcheck(

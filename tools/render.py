@@ -214,6 +214,7 @@ def evaluate(
     secret_keys: Optional[list[str]] = None,
     root: Path = ROOT,
     preview: bool = False,
+    records: Optional[list[Resource]] = None,
 ) -> Graph:
     """Run `__main__.py` for `stack` under mocks and return its resource graph.
 
@@ -230,7 +231,7 @@ def evaluate(
     if config is None:
         config, default_secrets = stack_config(stack, root)
         secret_keys = default_secrets if secret_keys is None else secret_keys
-    records: list[Resource] = []
+    records = [] if records is None else records
 
     class Mocks(pmocks.Mocks):
         def new_resource(self, args: pmocks.MockResourceArgs) -> tuple[Optional[str], dict[str, Any]]:

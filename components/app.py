@@ -1,0 +1,161 @@
+"""One color (blue or green) of the Node.js trading app: `replicas` hardened containers.
+
+The paper-trading switches are plain, known-at-preview environment values so the
+policy pack can read them; every credential is a file in a volume private to the
+container. Exchange permissions travel with the keys so the app can refuse a key
+that is not declared read-only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import pulumi
+import pulumi_docker as docker
+
+from .common import (
+    COLOR_LABEL,
+    ROLE_LABEL,
+    NetworkNames,
+    hardened_container_args,
+    healthcheck,
+    http_probe,
+    scratch_volume,
+    secret_file,
+)
+from .config import Color, Settings
+from .datastores import DATABASE_NAME, DATABASE_USER, RABBITMQ_USER, Datastores
+
+SECRETS_DIR = "/run/secrets"
+APP_ROLE = "app"
+
+
+@dataclass(frozen=True)
+class AppColorArgs:
+    color: Color
+    settings: Settings
+    networks: NetworkNames
+    datastores: Datastores
+    stack_labels: Mapping[str, str]
+
+
+def alias(color: Color) -> str:
+    """The DNS name the proxy and Prometheus use for every replica of a color."""
+    return f"app-{color}"
+
+
+def container_name(prefix: str, color: Color, index: int) -> str:
+    return f"{prefix}-app-{color}-{index}"
+
+
+def safety_envs(color: Color) -> list[str]:
+    """The paper-trading switches every app container carries, exactly once each."""
+    return [
+        "NODE_ENV=production",
+        "PAPER_TRADING_MODE=true",
+        "ALLOW_REAL_TRADES=false",
+        f"DEPLOYMENT_COLOR={color}",
+    ]
+
+
+def app_envs(settings: Settings, color: Color) -> list[str]:
+    """Everything the app needs to find its peers; no secret values, only file paths."""
+    s = settings
+    envs = safety_envs(color) + [
+        f"PORT={s.server.port}",
+        "HOST=0.0.0.0",
+        f"LOG_LEVEL={s.app.log_level}",
+        "DATABASE_HOST=postgres",
+        "DATABASE_PORT=5432",
+        f"DATABASE_NAME={DATABASE_NAME}",
+        f"DATABASE_USER={DATABASE_USER}",
+        f"DATABASE_PASSWORD_FILE={SECRETS_DIR}/database_password",
+        f"DATABASE_SSL={'true' if s.database.ssl else 'false'}",
+        f"DATABASE_POOL_SIZE={s.database.pool_size}",
+        "REDIS_HOST=redis",
+        "REDIS_PORT=6379",
+        f"REDIS_PASSWORD_FILE={SECRETS_DIR}/redis_password",
+        "RABBITMQ_HOST=rabbitmq",
+        "RABBITMQ_PORT=5672",
+        f"RABBITMQ_USER={RABBITMQ_USER}",
+        f"RABBITMQ_PASSWORD_FILE={SECRETS_DIR}/rabbitmq_password",
+    ]
+    if s.database.url is not None:
+        envs.append(f"DATABASE_URL_FILE={SECRETS_DIR}/database_url")
+    for name, exchange in s.exchanges.configured().items():
+        upper = name.upper()
+        envs += [
+            f"{upper}_API_KEY_FILE={SECRETS_DIR}/{name}_api_key",
+            f"{upper}_PERMISSIONS={exchange.permissions}",
+            f"{upper}_SANDBOX={'true' if exchange.sandbox else 'false'}",
+            f"{upper}_BASE_URL={s.exchanges.base_url(name)}",
+        ]
+        if exchange.api_secret is not None:
+            envs.append(f"{upper}_API_SECRET_FILE={SECRETS_DIR}/{name}_api_secret")
+        if exchange.passphrase is not None:
+            envs.append(f"{upper}_PASSPHRASE_FILE={SECRETS_DIR}/{name}_passphrase")
+    return envs
+
+
+def app_secret_files(settings: Settings, datastores: Datastores) -> list[docker.ContainerUploadArgs]:
+    owner = settings.app.user.split(":")[0]
+    files: list[tuple[str, pulumi.Input[str]]] = [
+        ("database_password", datastores.postgres_password.result),
+        ("redis_password", datastores.redis_password.result),
+        ("rabbitmq_password", datastores.rabbitmq_password.result),
+    ]
+    if settings.database.url is not None:
+        files.append(("database_url", settings.database.url.get_secret_value()))
+    for name, exchange in settings.exchanges.configured().items():
+        files.append((f"{name}_api_key", exchange.api_key.get_secret_value()))
+        if exchange.api_secret is not None:
+            files.append((f"{name}_api_secret", exchange.api_secret.get_secret_value()))
+        if exchange.passphrase is not None:
+            files.append((f"{name}_passphrase", exchange.passphrase.get_secret_value()))
+    return [secret_file(f"{SECRETS_DIR}/{file}", value, owner=owner) for file, value in files]
+
+
+class AppColor(pulumi.ComponentResource):
+    """All replicas of one color, reachable as `app-<color>` on every network."""
+
+    def __init__(self, name: str, args: AppColorArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("paper-trading:app:AppColor", name, None, opts)
+        s, color = args.settings, args.color
+        color_config = s.deployment.color(color)
+        self.color = color
+        self.alias = alias(color)
+        self.image_ref = color_config.image
+        self.image = docker.RemoteImage(
+            "image", name=color_config.image, keep_locally=True, opts=pulumi.ResourceOptions(parent=self),
+        )
+        ready = f"http://127.0.0.1:{s.server.port}{s.app.health.ready}"
+        envs = app_envs(s, color)
+        networks = {
+            args.networks.frontend: [self.alias],
+            args.networks.backend: [self.alias],
+            args.networks.monitoring: [self.alias],
+        }
+        self.containers: list[docker.Container] = []
+        for index in range(1, color_config.replicas + 1):
+            name_ = container_name(s.name_prefix, color, index)
+            self.containers.append(docker.Container(
+                f"{color}-{index}",
+                **hardened_container_args(
+                    image=color_config.image, name=name_, service=f"app-{color}",
+                    stack_labels=args.stack_labels, networks=networks, limits=s.app.limits,
+                    user=s.app.user, envs=envs,
+                    tmpfs={"/tmp": "rw,noexec,nosuid,size=64m"},
+                    volumes=[scratch_volume(SECRETS_DIR)],
+                    uploads=app_secret_files(s, args.datastores),
+                    healthcheck=healthcheck(http_probe(ready)),
+                    wait=True,
+                    extra_labels={ROLE_LABEL: APP_ROLE, COLOR_LABEL: color},
+                ),
+                opts=pulumi.ResourceOptions(
+                    parent=self,
+                    depends_on=[self.image, *args.datastores.containers],
+                    delete_before_replace=True,
+                ),
+            ))
+        self.register_outputs({"containers": [c.name for c in self.containers]})

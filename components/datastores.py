@@ -1,0 +1,188 @@
+"""Postgres, Redis and RabbitMQ on the internal backend network.
+
+Passwords come from pulumi-random and reach the containers as files in a volume
+private to each container, never as environment values (which `docker inspect`
+would show to anyone with access to the engine).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import pulumi
+import pulumi_docker as docker
+import pulumi_random as random
+
+from .common import (
+    NetworkNames,
+    config_file,
+    hardened_container_args,
+    healthcheck,
+    scratch_volume,
+    secret_file,
+)
+from .config import Settings
+from .volumes import Volumes
+
+DATABASE_NAME = "trading_bot"
+DATABASE_USER = "trading"
+RABBITMQ_USER = "trading"
+SECRETS_DIR = "/run/secrets"
+# Official images start as root, fix data-directory ownership, then drop to their
+# own user: these are the capabilities that step needs, nothing more.
+ENTRYPOINT_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID")
+
+
+@dataclass(frozen=True)
+class DatastoresArgs:
+    settings: Settings
+    networks: NetworkNames
+    volumes: Volumes
+    stack_labels: Mapping[str, str]
+
+
+def _password(name: str, parent: pulumi.Resource) -> random.RandomPassword:
+    # Alphanumeric only: the value goes into URLs and config files unescaped.
+    return random.RandomPassword(
+        name, length=32, special=False, opts=pulumi.ResourceOptions(parent=parent)
+    )
+
+
+def redis_conf(password: str) -> str:
+    """Redis config with auth and append-only persistence; a secret (holds the password)."""
+    return (
+        f"requirepass {password}\n"
+        "appendonly yes\n"
+        "appendfsync everysec\n"
+        "save 900 1\nsave 300 10\n"
+        "dir /data\n"
+        "protected-mode yes\n"
+        "rename-command FLUSHALL \"\"\n"
+        "rename-command FLUSHDB \"\"\n"
+    )
+
+
+def rabbitmq_conf(password: str) -> str:
+    """RabbitMQ defaults: our user instead of guest; a secret (holds the password)."""
+    return (
+        f"default_user = {RABBITMQ_USER}\n"
+        f"default_pass = {password}\n"
+        "loopback_users.guest = true\n"
+        "prometheus.tcp.port = 15692\n"
+    )
+
+
+RABBITMQ_PLUGINS = "[rabbitmq_prometheus,rabbitmq_management].\n"
+
+
+class Datastores(pulumi.ComponentResource):
+    """The three stateful services, each on its own data volume."""
+
+    def __init__(self, name: str, args: DatastoresArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("paper-trading:datastores:Datastores", name, None, opts)
+        s, prefix = args.settings, args.settings.name_prefix
+        self.database_name = DATABASE_NAME
+        self.database_user = DATABASE_USER
+        self.postgres_password = _password("postgres-password", self)
+        self.redis_password = _password("redis-password", self)
+        self.rabbitmq_password = _password("rabbitmq-password", self)
+
+        self.images: dict[str, docker.RemoteImage] = {
+            service: docker.RemoteImage(
+                f"{service}-image", name=ref, keep_locally=True,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            for service, ref in (
+                ("postgres", s.images.postgres), ("redis", s.images.redis), ("rabbitmq", s.images.rabbitmq),
+            )
+        }
+        backend = {args.networks.backend: ["postgres"]}
+        self.postgres = docker.Container(
+            "postgres",
+            **hardened_container_args(
+                image=s.images.postgres, name=f"{prefix}-postgres", service="postgres",
+                stack_labels=args.stack_labels, networks=backend, limits=s.limits.postgres,
+                envs=[
+                    f"POSTGRES_DB={DATABASE_NAME}",
+                    f"POSTGRES_USER={DATABASE_USER}",
+                    f"POSTGRES_PASSWORD_FILE={SECRETS_DIR}/postgres_password",
+                    "POSTGRES_INITDB_ARGS=--auth-host=scram-sha-256 --auth-local=scram-sha-256",
+                    "PGDATA=/var/lib/postgresql/data/pgdata",
+                ],
+                tmpfs={"/var/run/postgresql": "rw,noexec,nosuid,size=16m", "/tmp": "rw,noexec,nosuid,size=64m"},
+                volumes=[args.volumes.mount("postgres", "/var/lib/postgresql/data"), scratch_volume(SECRETS_DIR)],
+                uploads=[secret_file(f"{SECRETS_DIR}/postgres_password", self.postgres_password.result, mode="0444")],
+                healthcheck=healthcheck(
+                    ["CMD-SHELL", f"pg_isready -h 127.0.0.1 -U {DATABASE_USER} -d {DATABASE_NAME}"]
+                ),
+                wait=True,
+                capability_adds=ENTRYPOINT_CAPS,
+            ),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[self.images["postgres"]], delete_before_replace=True,
+            ),
+        )
+        self.redis = docker.Container(
+            "redis",
+            **hardened_container_args(
+                image=s.images.redis, name=f"{prefix}-redis", service="redis",
+                stack_labels=args.stack_labels, networks={args.networks.backend: ["redis"]},
+                limits=s.limits.redis,
+                command=["redis-server", f"{SECRETS_DIR}/redis.conf"],
+                volumes=[args.volumes.mount("redis", "/data"), scratch_volume(SECRETS_DIR)],
+                uploads=[secret_file(
+                    f"{SECRETS_DIR}/redis.conf", self.redis_password.result.apply(redis_conf), mode="0444",
+                )],
+                healthcheck=healthcheck([
+                    "CMD-SHELL",
+                    "redis-cli --no-auth-warning -a \"$(sed -n 's/^requirepass //p' "
+                    f"{SECRETS_DIR}/redis.conf)\" ping | grep -q PONG",
+                ]),
+                wait=True,
+                capability_adds=ENTRYPOINT_CAPS,
+            ),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[self.images["redis"]], delete_before_replace=True,
+            ),
+        )
+        self.rabbitmq = docker.Container(
+            "rabbitmq",
+            **hardened_container_args(
+                image=s.images.rabbitmq, name=f"{prefix}-rabbitmq", service="rabbitmq",
+                stack_labels=args.stack_labels,
+                networks={args.networks.backend: ["rabbitmq"], args.networks.monitoring: ["rabbitmq"]},
+                limits=s.limits.rabbitmq,
+                envs=[
+                    "RABBITMQ_ENABLED_PLUGINS_FILE=/etc/paper-trading/rabbitmq/enabled_plugins",
+                    f"RABBITMQ_NODENAME=rabbit@{prefix}-rabbitmq",
+                ],
+                tmpfs={"/tmp": "rw,noexec,nosuid,size=64m"},
+                volumes=[
+                    args.volumes.mount("rabbitmq", "/var/lib/rabbitmq"),
+                    scratch_volume("/etc/rabbitmq/conf.d"),
+                    scratch_volume("/etc/paper-trading/rabbitmq"),
+                ],
+                uploads=[
+                    secret_file(
+                        "/etc/rabbitmq/conf.d/20-paper-trading.conf",
+                        self.rabbitmq_password.result.apply(rabbitmq_conf), mode="0444",
+                    ),
+                    config_file("/etc/paper-trading/rabbitmq/enabled_plugins", RABBITMQ_PLUGINS),
+                ],
+                healthcheck=healthcheck(["CMD-SHELL", "rabbitmq-diagnostics -q ping"], start_period="60s"),
+                wait=True,
+                wait_timeout=180,
+                capability_adds=ENTRYPOINT_CAPS,
+            ),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[self.images["rabbitmq"]], delete_before_replace=True,
+            ),
+        )
+        self.register_outputs({
+            "postgres": self.postgres.name, "redis": self.redis.name, "rabbitmq": self.rabbitmq.name,
+        })
+
+    @property
+    def containers(self) -> list[docker.Container]:
+        return [self.postgres, self.redis, self.rabbitmq]

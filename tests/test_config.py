@@ -1,0 +1,120 @@
+"""Bad stack config fails before any resource is registered, naming every bad key."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from components.config import ConfigError, parse_settings
+from tools.render import Resource, evaluate, stack_config
+
+BASE_DEPLOYMENT = {
+    "activeColor": "blue",
+    "blue": {"image": "ghcr.io/example/app:1.0.0", "replicas": 2},
+    "green": {"image": "ghcr.io/example/app:1.0.0", "replicas": 2},
+}
+
+
+def _with(key: str, value: Any) -> tuple[dict[str, str], list[str]]:
+    config, secrets = stack_config("prod")
+    full = f"paper-trading:{key}"
+    if value is None:
+        config.pop(full, None)
+    else:
+        config[full] = value if isinstance(value, str) else json.dumps(value)
+    return config, secrets
+
+
+def _nested(key: str, path: list[str], value: Any) -> tuple[dict[str, str], list[str]]:
+    config, secrets = stack_config("prod")
+    tree = json.loads(config[f"paper-trading:{key}"])
+    node = tree
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+    node[path[-1]] = value
+    config[f"paper-trading:{key}"] = json.dumps(tree)
+    return config, secrets
+
+
+# (case id, config builder, the key path the message must name)
+BAD_CONFIGS = [
+    ("paper-mode-off", lambda: _with("paperTradingMode", "false"), "paperTradingMode"),
+    ("paper-mode-missing", lambda: _with("paperTradingMode", None), "paperTradingMode"),
+    ("paper-mode-string", lambda: _with("paperTradingMode", "yes"), "paperTradingMode"),
+    ("real-trades-on", lambda: _with("allowRealTrades", "true"), "allowRealTrades"),
+    ("real-trades-missing", lambda: _with("allowRealTrades", None), "allowRealTrades"),
+    ("trade-permission", lambda: _nested("exchanges", ["binance", "permissions"], "TRADE"),
+     "exchanges.binance.permissions"),
+    ("withdraw-permission", lambda: _nested("exchanges", ["kucoin", "permissions"], "READ_WRITE"),
+     "exchanges.kucoin.permissions"),
+    ("unknown-exchange", lambda: _nested("exchanges", ["kraken"], {"permissions": "READ_ONLY"}),
+     "exchanges.kraken"),
+    ("replicas-zero", lambda: _nested("deployment", ["blue", "replicas"], 0), "deployment.blue.replicas"),
+    ("replicas-text", lambda: _nested("deployment", ["green", "replicas"], "two"), "deployment.green.replicas"),
+    ("bad-color", lambda: _nested("deployment", ["activeColor"], "red"), "deployment.activeColor"),
+    ("latest-image", lambda: _nested("deployment", ["blue", "image"], "app:latest"), "deployment.blue.image"),
+    ("untagged-image", lambda: _nested("deployment", ["green", "image"], "ghcr.io/x/app"), "deployment.green.image"),
+    ("missing-green", lambda: _with("deployment", {"blue": BASE_DEPLOYMENT["blue"]}), "deployment.green"),
+    ("typo-top-level", lambda: _with("paperTradingMod", "true"), "paperTradingMod"),
+    ("typo-nested", lambda: _nested("server", ["sssl"], {}), "server.sssl"),
+    ("port-range", lambda: _nested("server", ["port"], 70000), "server.port"),
+    ("pool-negative", lambda: _nested("database", ["poolSize"], -1), "database.poolSize"),
+    ("bad-environment", lambda: _with("environment", "prod"), "environment"),
+    ("relative-cert", lambda: _nested("server", ["ssl", "certPath"], "certs/x.pem"), "server.ssl.certPath"),
+    ("plaintext-key", lambda: (_nested("exchanges", ["binance", "apiKey"], "abc")[0], []),
+     "exchanges.binance.apiKey"),
+    ("tls-off-in-prod", lambda: _nested("server", ["ssl", "enabled"], False), "server.ssl.enabled"),
+    ("infra-image-latest", lambda: _with("images", {"postgres": "postgres:latest"}), "images.postgres"),
+    ("grafana-port", lambda: _nested("monitoring", ["grafana", "port"], 0), "monitoring.grafana.port"),
+    ("not-json-object", lambda: _with("deployment", "blue"), "deployment"),
+]
+
+
+@pytest.mark.parametrize("case,build,key", BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS])
+def test_bad_config_names_key_and_registers_nothing(case: str, build: Any, key: str) -> None:
+    config, secrets = build()
+    records: list[Resource] = []
+    with pytest.raises(ConfigError) as caught:
+        evaluate("prod", config=config, secret_keys=secrets, records=records)
+    message = str(caught.value)
+    assert f"paper-trading:{key}" in message, message
+    assert "Traceback" not in message and "pydantic" not in message.lower()
+    assert records == [], f"{case}: {len(records)} resources registered before the error"
+
+
+def test_every_problem_listed_in_one_message() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_settings({
+            "paperTradingMode": "false",
+            "allowRealTrades": "true",
+            "deployment": json.dumps({"blue": {"image": "a:1", "replicas": 0}, "green": {"image": "a:latest"}}),
+        })
+    assert caught.value.problems == [
+        "paper-trading:allowRealTrades: must be false",
+        "paper-trading:deployment.blue.replicas: must be at least 1",
+        "paper-trading:deployment.green.image: image 'a:latest' must not use the 'latest' tag",
+        "paper-trading:paperTradingMode: must be true",
+    ]
+
+
+def test_secret_values_are_secret_types() -> None:
+    config, secrets = stack_config("prod")
+    raw = {k.split(":", 1)[1]: v for k, v in config.items()}
+    settings = parse_settings(raw, frozenset(k.split(":", 1)[1] for k in secrets))
+    binance = settings.exchanges.binance
+    assert binance is not None
+    assert "secret:" not in repr(binance), "a SecretStr must not print its value"
+    assert binance.api_key.get_secret_value() == "secret:exchanges.binance.apiKey"
+
+
+def test_valid_stacks_parse_with_safe_values() -> None:
+    for stack in ("prod", "dev"):
+        config, secrets = stack_config(stack)
+        raw = {k.split(":", 1)[1]: v for k, v in config.items() if k.startswith("paper-trading:")}
+        settings = parse_settings(raw, frozenset(k.split(":", 1)[1] for k in secrets))
+        assert settings.paper_trading_mode is True
+        assert settings.allow_real_trades is False
+        for exchange in settings.exchanges.configured().values():
+            assert exchange.permissions == "READ_ONLY"

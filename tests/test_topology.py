@@ -1,0 +1,175 @@
+"""The rendered graph of every stack: networks, exposure, volumes, labels, determinism."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tools.render import Graph, Resource, evaluate, stack_names
+from tests.support import render_with, rendered
+
+STACKS = stack_names()
+CONTAINER = "docker:index/container:Container"
+
+
+def _labels(res: Resource) -> dict[str, str]:
+    return res.label_map
+
+
+def _networks(res: Resource) -> list[str]:
+    return [n["name"] for n in res.inputs.get("networksAdvanced") or []]
+
+
+def _prefix(graph: Graph) -> str:
+    backend = [n for n in graph.of_type("docker:index/network:Network") if n.inputs.get("internal")]
+    return str(backend[0].inputs["name"]).removesuffix("-backend")
+
+
+def test_repo_has_prod_and_dev_stacks() -> None:
+    assert {"prod", "dev"} <= set(STACKS)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_stack_evaluates(stack: str) -> None:
+    graph = rendered(stack)
+    assert graph.containers, "no containers rendered"
+    assert graph.outputs["activeColor"] in ("blue", "green")
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_no_container_on_default_bridge(stack: str) -> None:
+    graph = rendered(stack)
+    prefix = _prefix(graph)
+    for res in graph.containers:
+        nets = _networks(res)
+        assert nets, f"{res.name} has no user network"
+        assert all(n.startswith(f"{prefix}-") for n in nets), (res.name, nets)
+        assert res.inputs.get("networkMode") in nets, (res.name, res.inputs.get("networkMode"))
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_backend_network_internal(stack: str) -> None:
+    graph = rendered(stack)
+    nets = {n.name: n.inputs for n in graph.of_type("docker:index/network:Network")}
+    assert nets["backend"]["internal"] is True
+    assert set(nets) == {"frontend", "backend", "monitoring"}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_only_proxy_publishes_beyond_loopback(stack: str) -> None:
+    graph = rendered(stack)
+    for res in graph.containers:
+        for port in res.inputs.get("ports") or []:
+            ip = port.get("ip")
+            assert ip, f"{res.name}: port {port} has no explicit address"
+            if not ip.startswith("127."):
+                assert _labels(res).get("paper-trading.role") == "proxy", (res.name, port)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_datastores_only_on_internal_networks(stack: str) -> None:
+    graph = rendered(stack)
+    prefix = _prefix(graph)
+    for name in ("postgres", "redis"):
+        res = graph.by_name(name)
+        assert _networks(res) == [f"{prefix}-backend"]
+        assert not res.inputs.get("ports")
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_data_volumes_protected_and_retained(stack: str) -> None:
+    graph = rendered(stack)
+    volumes = {v.name: v for v in graph.of_type("docker:index/volume:Volume")}
+    expected = {f"{s}-data" for s in (
+        "postgres", "redis", "rabbitmq", "prometheus", "alertmanager", "grafana", "logs", "backups")}
+    assert expected <= set(volumes)
+    for name in expected:
+        assert volumes[name].options["protect"] is True, name
+        assert volumes[name].options["retainOnDelete"] is True, name
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_both_colors_deployed_with_safety_envs_and_labels(stack: str) -> None:
+    graph = rendered(stack)
+    apps = [r for r in graph.containers if _labels(r).get("paper-trading.role") == "app"]
+    colors = {_labels(r)["paper-trading.color"] for r in apps}
+    assert colors == {"blue", "green"}
+    for res in apps:
+        envs = res.inputs["envs"]
+        color = _labels(res)["paper-trading.color"]
+        assert envs.count("PAPER_TRADING_MODE=true") == 1
+        assert envs.count("ALLOW_REAL_TRADES=false") == 1
+        assert f"DEPLOYMENT_COLOR={color}" in envs
+        assert not [e for e in envs if e.startswith(("PAPER_TRADING_MODE=", "ALLOW_REAL_TRADES="))
+                    and e not in ("PAPER_TRADING_MODE=true", "ALLOW_REAL_TRADES=false")]
+        aliases = {a for n in res.inputs["networksAdvanced"] for a in n.get("aliases") or []}
+        assert f"app-{color}" in aliases
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_app_containers_hardened(stack: str) -> None:
+    graph = rendered(stack)
+    for res in graph.containers:
+        if _labels(res).get("paper-trading.role") != "app":
+            continue
+        i = res.inputs
+        assert i["readOnly"] is True and i["privileged"] is False
+        assert i["capabilities"]["drops"] == ["ALL"] and not i["capabilities"].get("adds")
+        assert "no-new-privileges:true" in i["securityOpts"]
+        assert i["memory"] > 0 and float(i["cpus"]) > 0
+        assert i["user"] and not i["user"].startswith("0")
+        assert i["restart"] == "on-failure" and i["maxRetryCount"] <= 10
+        assert i["logOpts"]["max-size"] and i["wait"] is True
+        assert i["healthcheck"]["tests"][0] == "CMD-SHELL"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_secrets_never_in_envs_or_plain_uploads(stack: str) -> None:
+    graph = rendered(stack)
+    for res in graph.containers:
+        for env in res.inputs.get("envs") or []:
+            assert "secret:" not in env and "mock-" not in env, (res.name, env)
+        for upload, wire in zip(res.inputs.get("uploads") or [], res.wire.get("uploads") or []):
+            if "secret:" in str(upload.get("content")) or "mock-" in str(upload.get("content")):
+                assert "4dabf18193072939515e22adb298388d" in json.dumps(wire), (res.name, upload["file"])
+
+
+def test_secret_outputs_are_not_plain() -> None:
+    graph = rendered("prod")
+    for name, value in graph.outputs.items():
+        if name not in graph.secret_outputs:
+            assert "secret:" not in str(value) and "mock-" not in str(value), name
+
+
+def test_two_evaluations_give_the_same_graph() -> None:
+    first = [r.to_json() for r in evaluate("prod").resources]
+    second = [r.to_json() for r in evaluate("prod").resources]
+    assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
+
+
+def _by_urn(graph: Graph) -> dict[str, dict[str, Any]]:
+    return {r.urn: r.to_json()["inputs"] for r in graph.resources}
+
+
+def test_flipping_active_color_changes_only_routing_resources() -> None:
+    blue = rendered("prod")
+    config = json.loads(json.dumps(blue.outputs))
+    assert config["activeColor"] == "blue"
+    from tools.render import stack_config
+
+    raw, _ = stack_config("prod")
+    deployment = json.loads(raw["paper-trading:deployment"])
+    deployment["activeColor"] = "green"
+    green = render_with("prod", deployment=deployment)
+    assert green.outputs["activeColor"] == "green"
+    before, after = _by_urn(blue), _by_urn(green)
+    assert set(before) == set(after), "flipping the color must not add or remove resources"
+    changed = sorted(urn for urn in before if before[urn] != after[urn])
+    routing_types = ("pulumi-python:dynamic:Resource",)
+    for urn in changed:
+        kind = urn.split("::")[2].split("$")[-1]
+        assert kind in routing_types, f"flip changed a non-routing resource: {urn}"
+    for res in green.containers:
+        assert before[res.urn] == after[res.urn], res.name
