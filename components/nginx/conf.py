@@ -1,0 +1,371 @@
+"""The proxy's `nginx.conf`, built from the settings in one place.
+
+The file never mentions which color is live: that lives in the routing include
+(`routing.py`), so a blue/green switch rewrites a two-line file and reloads,
+and the proxy container's inputs stay the same. Paths and listen ports are
+parameters (`NginxPaths`, `NginxListen`) only so tests can run this exact
+config with the host's nginx on loopback; production uses the defaults.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..config import COLORS, Settings
+from .routing import ROUTING_PATH
+
+CONF_DIR = "/etc/paper-trading/nginx"
+CONF_PATH = f"{CONF_DIR}/nginx.conf"
+ACME_ROOT = "/var/www/acme"
+
+HSTS = "max-age=63072000; includeSubDomains"
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'self'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+PERMISSIONS_POLICY = "camera=(), microphone=(), geolocation=(), payment=(), usb=()"
+TLS_CIPHERS = ":".join([
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+])
+
+# Obvious attack patterns in the raw request line (path and query, still
+# percent-encoded, matched case-insensitively). Defence in depth only: the app
+# must handle these itself. Kept specific so normal trading calls never match.
+# No `\\`, `\n`, `\t` or `\r` inside: nginx's quoted strings would rewrite them.
+_SP = r"(?:\s|\+|%20|%09|%0a|%0d)"
+BLOCKED_URI_PATTERNS: tuple[str, ...] = (
+    # SQL injection
+    rf"union(?:{_SP}|/\*.*?\*/|%2f%2a.*?%2a%2f)+(?:all{_SP}+)?select",
+    rf"(?:'|%27){_SP}*(?:or|and){_SP}+(?:'|%27|[0-9]|true|false)",
+    rf"(?:'|%27){_SP}*(?:--|%2d%2d|#|%23|;|%3b)",
+    rf"(?:;|%3b){_SP}*(?:drop|truncate|shutdown|insert|delete|update|alter)(?:{_SP}|$)",
+    r"(?:sleep|benchmark|pg_sleep)(?:\(|%28)[0-9]",
+    rf"waitfor{_SP}+delay",
+    r"information_schema",
+    # cross-site scripting
+    r"(?:<|%3c)(?:/|%2f)?(?:script|iframe|svg|object|embed)",
+    r"javascript(?::|%3a)",
+    rf"on(?:error|load|mouseover|focus|click){_SP}*(?:=|%3d)",
+    r"document\.cookie",
+    # command injection
+    rf"(?:;|%3b|\||%7c|&&|%26%26|`|%60|\$\(|%24%28){_SP}*"
+    rf"(?:cat|ls|id|whoami|uname|wget|curl|bash|sh|nc|rm|python[0-9.]*|perl)(?:{_SP}|&|$|%3b|;)",
+    # path traversal and probes for local files
+    r"(?:\.|%2e)(?:\.|%2e)(?:/|%2f|\x5c|%5c)",
+    r"(?:/|%2f)etc(?:/|%2f)(?:passwd|shadow)",
+    r"(?:/|%2f)proc(?:/|%2f)self",
+    r"%00",
+)
+
+
+@dataclass(frozen=True)
+class NginxPaths:
+    """Where things are inside the proxy container (tests point them at a temp dir)."""
+
+    conf_dir: str = CONF_DIR
+    routing_include: str = ROUTING_PATH
+    tls_cert: str = "/run/tls/fullchain.pem"
+    tls_key: str = "/run/tls/privkey.pem"
+    pid: str = "/tmp/nginx.pid"
+    temp_dir: str = "/var/cache/nginx"
+    mime_types: str = "/etc/nginx/mime.types"
+    access_log: str = "/dev/stdout"
+    error_log: str = "stderr"
+    acme_root: str = ACME_ROOT
+
+    @property
+    def conf(self) -> str:
+        return f"{self.conf_dir}/nginx.conf"
+
+
+@dataclass(frozen=True)
+class NginxListen:
+    """Listen ports inside the container and where each color's app is found.
+
+    `upstreams` overrides `app-<color>:<server.port>` (Docker DNS aliases) with
+    `host:port` per color; only tests use it, to reach stand-ins on loopback.
+    """
+
+    address: str = ""
+    http: int = 8080
+    https: int = 8443
+    preview: int = 9443
+    status: int = 8081
+    upstreams: tuple[tuple[str, str], ...] = ()
+
+    def at(self, port: int) -> str:
+        return f"{self.address}:{port}" if self.address else str(port)
+
+
+def _q(value: str) -> str:
+    """An nginx double-quoted string."""
+    if '"' in value or "\\\\" in value:
+        raise ValueError(f"cannot quote {value!r} for nginx")
+    return f'"{value}"'
+
+
+def _upstream_map(source: str, target: str, settings: Settings, listen: NginxListen) -> list[str]:
+    overrides = dict(listen.upstreams)
+    lines = [f"    map {source} {target} {{", '        default "";']
+    for color in COLORS:
+        address = overrides.get(color, f"app-{color}:{settings.server.port}")
+        lines.append(f"        {color} {_q(address)};")
+    lines.append("    }")
+    return lines
+
+
+PROXY_PASS = "proxy_pass http://$app_upstream;"
+
+
+def _proxy_headers(websocket: bool = False) -> list[str]:
+    """What the app receives about the request."""
+    lines = [
+        "proxy_http_version 1.1;",
+        "proxy_set_header Host $host;",
+        "proxy_set_header X-Real-IP $remote_addr;",
+        # The proxy is the edge: never forward a client-supplied chain.
+        "proxy_set_header X-Forwarded-For $remote_addr;",
+        "proxy_set_header X-Forwarded-Proto $scheme;",
+        "proxy_set_header X-Request-ID $request_id;",
+        'proxy_set_header X-Preview-Color "";',
+    ]
+    if websocket:
+        lines += [
+            "proxy_set_header Upgrade $http_upgrade;",
+            "proxy_set_header Connection $connection_upgrade;",
+            "proxy_read_timeout 1h;",
+            "proxy_send_timeout 1h;",
+        ]
+    else:
+        lines.append('proxy_set_header Connection "";')
+    return lines
+
+
+def _locations(settings: Settings, public: bool) -> list[str]:
+    api = settings.proxy.api_rate_limit
+    auth = settings.proxy.auth_rate_limit
+    api_limit = f"limit_req zone=api burst={api.burst} nodelay;"
+    auth_limit = f"limit_req zone=auth burst={auth.burst} nodelay;"
+    blocks: list[tuple[str, list[str]]] = [
+        ("location /", []),
+        ("location /api/", [api_limit]),
+        ("location /api/auth/", [api_limit, auth_limit]),
+        ("location /auth/", [auth_limit]),
+    ]
+    # Server-level proxy_set_header lines apply to every location that sets none;
+    # /ws sets its own, so it repeats them all (nginx does not merge them).
+    lines = [f"        {line}" for line in _proxy_headers()]
+    for head, extra in blocks:
+        lines.append(f"        {head} {{ {' '.join([*extra, PROXY_PASS])} }}")
+    lines.append("        location /ws {")
+    lines += [f"            {line}" for line in [api_limit, *_proxy_headers(websocket=True), PROXY_PASS]]
+    lines.append("        }")
+    if public:
+        # The app's metrics are for Prometheus on the monitoring network, not the internet.
+        lines.append(f"        location = {settings.app.health.metrics} {{ return 404; }}")
+    return lines
+
+
+def _security_headers(tls: bool) -> list[str]:
+    lines = [f"add_header Strict-Transport-Security {_q(HSTS)} always;"] if tls else []
+    return lines + [
+        'add_header X-Content-Type-Options "nosniff" always;',
+        'add_header X-Frame-Options "DENY" always;',
+        'add_header Referrer-Policy "no-referrer" always;',
+        f"add_header Content-Security-Policy {_q(CSP)} always;",
+        f"add_header Permissions-Policy {_q(PERMISSIONS_POLICY)} always;",
+        'add_header Cross-Origin-Opener-Policy "same-origin" always;',
+    ]
+
+
+def _app_server(settings: Settings, listen_on: str, tls: bool, preview: bool) -> list[str]:
+    color = "$preview_color" if preview else "$live_color"
+    upstream = "$preview_upstream" if preview else "$live_upstream"
+    role = "preview" if preview else "live"
+    body = [
+        f"listen {listen_on}{' ssl' if tls else ''} default_server;",
+        "server_name _;",
+        *_security_headers(tls),
+        f"add_header X-Deployment-Color {color} always;",
+        "add_header X-Upstream-Color $upstream_http_x_deployment_color always;",
+        f"set $served_color {color};",
+        f"set $app_upstream {upstream};",
+        'if ($blocked_request) { return 400 "request blocked\\n"; }',
+    ]
+    if preview:
+        body.append(
+            'if ($preview_color = invalid) { return 400 "X-Preview-Color must be blue or green\\n"; }'
+        )
+    body.append(f'if ({color} = none) {{ return 503 "no color promoted yet ({role})\\n"; }}')
+    lines = [f"    # {role} traffic", "    server {"]
+    lines += [f"        {line}" for line in body]
+    lines += _locations(settings, public=not preview)
+    lines.append("    }")
+    return lines
+
+
+def _redirect_server(settings: Settings, listen: NginxListen, paths: NginxPaths) -> list[str]:
+    port = settings.proxy.https_port
+    target = f"https://{settings.server.host}{'' if port == 443 else f':{port}'}"
+    return [
+        "    # plain HTTP: only ACME challenges, everything else moves to HTTPS",
+        "    server {",
+        f"        listen {listen.at(listen.http)} default_server;",
+        "        server_name _;",
+        *[f"        {line}" for line in _security_headers(tls=False)],
+        "        location /.well-known/acme-challenge/ {",
+        f"            root {paths.acme_root};",
+        "            try_files $uri =404;",
+        "        }",
+        f"        location / {{ return 301 {target}$request_uri; }}",
+        "    }",
+    ]
+
+
+def _status_server(listen: NginxListen) -> list[str]:
+    return [
+        "    # status: container health and stub_status for the exporter; never published",
+        "    server {",
+        f"        listen {listen.at(listen.status)};",
+        "        server_name _;",
+        "        access_log off;",
+        '        location = /nginx-health { default_type text/plain; return 200 "ok\\n"; }',
+        "        location = /stub_status { stub_status; }",
+        "        location / { return 404; }",
+        "    }",
+    ]
+
+
+def _log_format() -> list[str]:
+    fields = [
+        ('"time":"', "$time_iso8601", '"'),
+        ('"request_id":"', "$request_id", '"'),
+        ('"remote_addr":"', "$remote_addr", '"'),
+        ('"listener":"', "$server_port", '"'),
+        ('"host":"', "$host", '"'),
+        ('"method":"', "$request_method", '"'),
+        ('"uri":"', "$uri", '"'),
+        ('"status":', "$status", ""),
+        ('"bytes":', "$body_bytes_sent", ""),
+        ('"request_time":', "$request_time", ""),
+        ('"upstream_addr":"', "$upstream_addr", '"'),
+        ('"upstream_status":"', "$upstream_status", '"'),
+        ('"color":"', "$served_color", '"'),
+        ('"user_agent":"', "$http_user_agent", '"'),
+    ]
+    parts = ",".join(f"{a}{b}{c}" for a, b, c in fields)
+    return [f"    log_format audit escape=json '{{{parts}}}';"]
+
+
+def render_nginx_conf(
+    settings: Settings, paths: NginxPaths = NginxPaths(), listen: NginxListen = NginxListen()
+) -> str:
+    """The whole `nginx.conf` for `settings`; independent of the active color."""
+    tls = settings.server.ssl.enabled
+    proxy = settings.proxy
+    workers = max(1, min(8, math.ceil(proxy.limits.cpus)))
+    temp = paths.temp_dir
+    api_rate = proxy.api_rate_limit.rate_per_second
+    auth_rate = proxy.auth_rate_limit.rate_per_second
+    lines = [
+        "# Generated by components/nginx/conf.py. The live color is in the routing include.",
+        f"worker_processes {workers};",
+        f"pid {paths.pid};",
+        f"error_log {paths.error_log} warn;",
+        # On a reload old workers finish in-flight requests for at most this long;
+        # open websockets are closed when it expires.
+        f"worker_shutdown_timeout {proxy.worker_shutdown_timeout};",
+        "",
+        "events {",
+        "    worker_connections 4096;",
+        "}",
+        "",
+        "http {",
+        f"    include {paths.mime_types};",
+        "    default_type application/octet-stream;",
+        "    server_tokens off;",
+        "    sendfile on;",
+        "    tcp_nopush on;",
+        "    keepalive_timeout 65s;",
+        "    client_max_body_size 1m;",
+        "    client_header_timeout 10s;",
+        "    client_body_timeout 10s;",
+        "    send_timeout 30s;",
+        "    reset_timedout_connection on;",
+        f"    client_body_temp_path {temp}/client_temp;",
+        f"    proxy_temp_path {temp}/proxy_temp;",
+        f"    fastcgi_temp_path {temp}/fastcgi_temp;",
+        f"    uwsgi_temp_path {temp}/uwsgi_temp;",
+        f"    scgi_temp_path {temp}/scgi_temp;",
+        "",
+        "    # Docker's embedded DNS: app-<color> aliases are looked up per request,",
+        "    # so a replaced app container is found without a reload.",
+        "    resolver 127.0.0.11 valid=5s ipv6=off;",
+        "    resolver_timeout 3s;",
+        "    proxy_connect_timeout 5s;",
+        "    proxy_send_timeout 60s;",
+        "    proxy_read_timeout 60s;",
+        "    proxy_hide_header X-Powered-By;",
+        "    proxy_hide_header X-Deployment-Color;",
+        "",
+        *_log_format(),
+        f"    access_log {paths.access_log} audit;",
+        "",
+        f"    limit_req_zone $binary_remote_addr zone=api:10m rate={api_rate}r/s;",
+        f"    limit_req_zone $binary_remote_addr zone=auth:10m rate={auth_rate}r/s;",
+        "    limit_req_status 429;",
+        "    limit_req_log_level warn;",
+        "",
+        "    # $live_color and $preview_default_color: blue, green or none.",
+        f"    include {paths.routing_include};",
+        "",
+        "    # X-Preview-Color picks the preview color (the gate validates a candidate",
+        "    # with it); absent -> the routing default; anything else -> 400.",
+        "    map $http_x_preview_color $preview_color {",
+        '        "" $preview_default_color;',
+        "        blue blue;",
+        "        green green;",
+        "        default invalid;",
+        "    }",
+        *_upstream_map("$live_color", "$live_upstream", settings, listen),
+        *_upstream_map("$preview_color", "$preview_upstream", settings, listen),
+        "    map $http_upgrade $connection_upgrade {",
+        "        default upgrade;",
+        '        "" close;',
+        "    }",
+        "    map $request_uri $blocked_request {",
+        "        default 0;",
+        *[f"        {_q('~*' + pattern)} 1;" for pattern in BLOCKED_URI_PATTERNS],
+        "    }",
+        "",
+    ]
+    if tls:
+        lines += [
+            f"    ssl_certificate {paths.tls_cert};",
+            f"    ssl_certificate_key {paths.tls_key};",
+            "    ssl_protocols TLSv1.2 TLSv1.3;",
+            f"    ssl_ciphers {TLS_CIPHERS};",
+            "    ssl_prefer_server_ciphers off;",
+            "    ssl_ecdh_curve X25519:prime256v1:secp384r1;",
+            "    ssl_session_cache shared:TLS:10m;",
+            "    ssl_session_timeout 1d;",
+            "    ssl_session_tickets off;",
+            "",
+            *_redirect_server(settings, listen, paths),
+            "",
+            *_app_server(settings, listen.at(listen.https), tls=True, preview=False),
+        ]
+    else:
+        lines += _app_server(settings, listen.at(listen.http), tls=False, preview=False)
+    lines += [
+        "",
+        *_app_server(settings, listen.at(listen.preview), tls=tls, preview=True),
+        "",
+        *_status_server(listen),
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
