@@ -1,0 +1,137 @@
+"""The edge proxy: one hardened nginx container in front of both colors.
+
+Its inputs never depend on `deployment.activeColor`: it ships a bootstrap routing
+include that promotes nothing (`none` -> 503), and the routing resource writes the
+real one and reloads nginx. So a color switch never replaces this container; only
+a change to the proxy's own settings or image does (a short outage, see docs/proxy.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_docker as docker
+
+from .common import (
+    ROLE_LABEL,
+    NetworkNames,
+    config_file,
+    hardened_container_args,
+    healthcheck,
+    http_probe,
+    scratch_volume,
+)
+from .config import Settings
+from .nginx import ROUTING_PATH, NginxListen, NginxPaths, render_nginx_conf, render_routing
+from .nginx.conf import CONF_DIR, CONF_PATH
+
+PROXY_ROLE = "proxy"
+PROXY_ALIAS = "proxy"
+#: nginx's uid/gid in the official image; listens only on unprivileged ports.
+PROXY_USER = "101:101"
+LISTEN = NginxListen()
+PATHS = NginxPaths()
+
+
+@dataclass(frozen=True)
+class ProxyArgs:
+    settings: Settings
+    networks: NetworkNames
+    stack_labels: Mapping[str, str]
+    depends_on: Sequence[pulumi.Resource] = ()
+
+
+def proxy_files(settings: Settings) -> dict[str, str]:
+    """In-container path -> content of every file uploaded into the proxy."""
+    return {
+        CONF_PATH: render_nginx_conf(settings, PATHS, LISTEN),
+        # Bootstrap copy: nothing promoted, so nothing unvalidated is ever live.
+        ROUTING_PATH: render_routing(None, None),
+    }
+
+
+def proxy_ports(settings: Settings) -> list[docker.ContainerPortArgs]:
+    """Published ports, each with an explicit host address; preview only on loopback."""
+    proxy = settings.proxy
+    ports = [docker.ContainerPortArgs(
+        internal=LISTEN.http, external=proxy.http_port, ip=proxy.public_address, protocol="tcp",
+    )]
+    if settings.server.ssl.enabled:
+        ports.append(docker.ContainerPortArgs(
+            internal=LISTEN.https, external=proxy.https_port, ip=proxy.public_address, protocol="tcp",
+        ))
+    ports.append(docker.ContainerPortArgs(
+        internal=LISTEN.preview, external=proxy.preview_port, ip="127.0.0.1", protocol="tcp",
+    ))
+    return ports
+
+
+def proxy_mounts(settings: Settings) -> list[docker.ContainerMountArgs]:
+    """The TLS pair, read-only from the host (the key must be readable by uid 101)."""
+    mounts: list[docker.ContainerMountArgs] = []
+    ssl = settings.server.ssl
+    if ssl.enabled:
+        for source, target in ((ssl.cert_path, PATHS.tls_cert), (ssl.key_path, PATHS.tls_key)):
+            mounts.append(
+                docker.ContainerMountArgs(type="bind", source=source, target=target, read_only=True)
+            )
+    return mounts
+
+
+def public_url(settings: Settings) -> str:
+    if settings.server.ssl.enabled:
+        return f"https://{settings.server.host}:{settings.proxy.https_port}"
+    return f"http://{settings.server.host}:{settings.proxy.http_port}"
+
+
+def preview_url(settings: Settings) -> str:
+    scheme = "https" if settings.server.ssl.enabled else "http"
+    return f"{scheme}://127.0.0.1:{settings.proxy.preview_port}"
+
+
+class Proxy(pulumi.ComponentResource):
+    """nginx: TLS, security headers, rate limits and the blue/green switch point."""
+
+    def __init__(self, name: str, args: ProxyArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("paper-trading:proxy:Proxy", name, None, opts)
+        s = args.settings
+        self.container_name = f"{s.name_prefix}-proxy"
+        self.files = proxy_files(s)
+        self.public_url = public_url(s)
+        self.preview_url = preview_url(s)
+        self.image = docker.RemoteImage(
+            "image", name=s.images.nginx, keep_locally=True, opts=pulumi.ResourceOptions(parent=self),
+        )
+        health = f"http://127.0.0.1:{LISTEN.status}/nginx-health"
+        self.container = docker.Container(
+            "proxy",
+            **hardened_container_args(
+                image=s.images.nginx, name=self.container_name, service=PROXY_ROLE,
+                stack_labels=args.stack_labels,
+                # Frontend first: it is the container's primary network.
+                networks={args.networks.frontend: [PROXY_ALIAS], args.networks.monitoring: [PROXY_ALIAS]},
+                limits=s.proxy.limits, user=PROXY_USER,
+                tmpfs={
+                    "/tmp": "rw,noexec,nosuid,size=16m",
+                    PATHS.temp_dir: "rw,noexec,nosuid,size=64m",
+                    "/var/run": "rw,noexec,nosuid,size=1m",
+                },
+                volumes=[scratch_volume(CONF_DIR)],
+                mounts=proxy_mounts(s) or None,
+                uploads=[config_file(path, content) for path, content in self.files.items()],
+                ports=proxy_ports(s),
+                command=["nginx", "-e", "stderr", "-c", CONF_PATH, "-g", "daemon off;"],
+                healthcheck=healthcheck(http_probe(health), start_period="10s"),
+                wait=True,
+                extra_labels={ROLE_LABEL: PROXY_ROLE},
+            ),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[self.image, *args.depends_on],
+                # Fixed name and host ports: the old container must go first.
+                delete_before_replace=True,
+            ),
+        )
+        self.register_outputs({"publicUrl": self.public_url, "previewUrl": self.preview_url})
