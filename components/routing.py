@@ -1,0 +1,410 @@
+"""The blue/green switch: a resource that owns which color the live proxy serves.
+
+The proxy reaches both colors by their DNS aliases; which one is live is the
+routing include inside the running proxy container (see `nginx/routing.py`).
+This module writes that file, checks it with `nginx -t`, reloads nginx
+gracefully, confirms through the public listener that responses carry the new
+`X-Deployment-Color`, and runs the post-promotion checks; if the checks fail it
+switches straight back and fails. A refused file is restored before anything
+reloads, so traffic never sees it.
+
+The same code serves three callers: the Pulumi dynamic resource (`Routing`), the
+emergency CLI (`python -m components.routing switch --to blue --container X`)
+for when the engine is unavailable, and the Docker tests and benchmark.
+
+Dynamic providers are pickled with dill, so the provider class is small, refers
+to module-level functions, and creates every client inside its methods.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import re
+import sys
+import tarfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import pulumi
+import pulumi.dynamic as dyn
+
+from .config import Color
+from .nginx.conf import CONF_PATH
+from .nginx.routing import ROUTING_PATH, render_routing
+
+COLOR_HEADER = "X-Deployment-Color"
+#: The value the live listener reports while nothing is promoted.
+NONE = "none"
+#: Consecutive fresh-connection responses that must show the new color.
+CONFIRM_STREAK = 3
+#: Inputs whose change re-applies the routing (nothing ever forces a replace).
+SWITCH_INPUTS = ("liveColor", "previewColor", "proxyContainerId", "proxyContainerName", "renderedFiles")
+
+_MAP_RE = re.compile(r'map \$host \$live_color \{ default "(blue|green|none)"; \}')
+
+
+class RoutingError(Exception):
+    """A switch that did not happen (or was undone); the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the switch is confirmed and checked: the proxy's public listener."""
+
+    url: str
+    ca_file: str | None = None
+    insecure: bool = False
+    host_header: str | None = None
+    probe_path: str = "/health"
+
+    def verify(self) -> bool | str:
+        if self.insecure:
+            return False
+        return self.ca_file or True
+
+
+@dataclass(frozen=True)
+class SwitchResult:
+    live: Color
+    preview: Color | None
+    previous_live: str | None
+    switch_ms: float
+    checks: list[str] = field(default_factory=list)
+
+
+#: (endpoint, color) -> failure messages; empty means the checks passed.
+Checker = Callable[[Endpoint, Color], list[str]]
+
+
+# --------------------------------------------------------------------------- docker side
+
+
+def docker_client() -> Any:
+    """The engine the docker provider uses: honours DOCKER_HOST, DOCKER_TLS_VERIFY, ..."""
+    import docker
+
+    return docker.from_env(timeout=30)
+
+
+def find_proxy(client: Any, name: str) -> Any:
+    """The running proxy container, or a RoutingError that says what to do."""
+    import docker.errors
+
+    try:
+        container = client.containers.get(name)
+    except docker.errors.NotFound:
+        raise RoutingError(
+            f"proxy container {name!r} not found on the Docker Engine; deploy the proxy first "
+            "(pulumi up) or pass the right --container name"
+        ) from None
+    if container.status != "running":
+        raise RoutingError(f"proxy container {name!r} is {container.status}, not running; traffic unchanged")
+    return container
+
+
+def read_file(container: Any, path: str) -> str | None:
+    """A text file from the container, or None when it does not exist."""
+    import docker.errors
+
+    try:
+        chunks, _ = container.get_archive(path)
+    except docker.errors.NotFound:
+        return None
+    with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as archive:
+        member = archive.next()
+        handle = archive.extractfile(member) if member is not None else None
+        return handle.read().decode() if handle is not None else None
+
+
+def write_file(container: Any, path: str, content: str) -> None:
+    """Put `content` at `path` (a volume path: the proxy's rootfs is read-only)."""
+    directory, _, name = path.rpartition("/")
+    data = content.encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mode = 0o644
+        info.mtime = int(time.time())
+        archive.addfile(info, io.BytesIO(data))
+    if not container.put_archive(directory or "/", buffer.getvalue()):
+        raise RoutingError(f"could not write {path} into {container.name}")
+
+
+def _nginx(container: Any, *args: str) -> tuple[int, str]:
+    """Run nginx with the proxy's own config inside the container, as its user."""
+    result = container.exec_run(["nginx", "-e", "stderr", "-c", CONF_PATH, *args])
+    output = result.output.decode(errors="replace") if result.output else ""
+    return int(result.exit_code), output.strip()
+
+
+def live_color_of(content: str | None) -> str | None:
+    """The live color a routing file selects (`blue`, `green`, `none`), or None if unreadable."""
+    match = _MAP_RE.search(content or "")
+    return match.group(1) if match else None
+
+
+# --------------------------------------------------------------------------- listener side
+
+
+def observe(endpoint: Endpoint, timeout: float = 2.0) -> str | None:
+    """`X-Deployment-Color` of one fresh-connection request to the listener (None if no answer)."""
+    import httpx
+
+    headers = {"Host": endpoint.host_header} if endpoint.host_header else {}
+    try:
+        with httpx.Client(verify=endpoint.verify(), timeout=timeout, follow_redirects=False) as client:
+            response = client.get(endpoint.url.rstrip("/") + endpoint.probe_path, headers=headers)
+    except httpx.HTTPError:
+        return None
+    color: str | None = response.headers.get(COLOR_HEADER)
+    return color
+
+
+def confirm(endpoint: Endpoint, expected: str, deadline_s: float = 15.0) -> float:
+    """Poll until CONFIRM_STREAK fresh requests in a row carry `expected`; seconds taken."""
+    start = time.monotonic()
+    streak, seen = 0, None
+    while time.monotonic() - start < deadline_s:
+        seen = observe(endpoint)
+        streak = streak + 1 if seen == expected else 0
+        if streak >= CONFIRM_STREAK:
+            return time.monotonic() - start
+        if streak == 0:
+            time.sleep(0.02)
+    raise RoutingError(
+        f"{endpoint.url} did not report {COLOR_HEADER}: {expected} within {deadline_s:g}s (last seen: {seen})"
+    )
+
+
+def validation_checks(endpoint: Endpoint, color: Color) -> list[str]:
+    """The validation module's blocking health and safety checks, through the public listener."""
+    from validation.promotion import post_promotion_failures
+
+    return list(post_promotion_failures(
+        endpoint.url, color, ca_file=endpoint.ca_file, insecure=endpoint.insecure,
+    ))
+
+
+# --------------------------------------------------------------------------- the switch
+
+
+def _apply(container: Any, content: str) -> None:
+    """Write, test, reload; a refused file is restored and nginx's message raised."""
+    previous = read_file(container, ROUTING_PATH)
+    write_file(container, ROUTING_PATH, content)
+    code, output = _nginx(container, "-t")
+    if code != 0:
+        if previous is not None:
+            write_file(container, ROUTING_PATH, previous)
+        raise RoutingError(
+            f"nginx refused the new routing (previous file restored, traffic unchanged):\n{output}"
+        )
+    code, output = _nginx(container, "-s", "reload")
+    if code != 0:
+        if previous is not None:
+            write_file(container, ROUTING_PATH, previous)
+        raise RoutingError(f"nginx reload failed (previous file restored):\n{output}")
+
+
+def switch(
+    container_name: str,
+    live: Color,
+    preview: Color | None,
+    endpoint: Endpoint | None,
+    checker: Checker | None = None,
+    client: Any = None,
+    content: str | None = None,
+) -> SwitchResult:
+    """Make `live` the live color of the proxy `container_name`, or fail leaving the old one.
+
+    `endpoint` None skips the confirmation (only when no listener is reachable from here);
+    `checker` None skips the post-promotion checks. `content` overrides the rendered file
+    (tests use it to hand nginx a broken one).
+    """
+    start = time.monotonic()
+    container = find_proxy(client or docker_client(), container_name)
+    previous = read_file(container, ROUTING_PATH)
+    previous_live = live_color_of(previous)
+    _apply(container, content if content is not None else render_routing(live, preview))
+    if endpoint is not None:
+        try:
+            confirm(endpoint, live)
+        except RoutingError as exc:
+            _revert(container, previous, endpoint, previous_live)
+            raise RoutingError(f"{exc}; switched back to {previous_live}") from None
+    elapsed_ms = (time.monotonic() - start) * 1000
+    if checker is not None and endpoint is not None:
+        failures = checker(endpoint, live)
+        if failures:
+            _revert(container, previous, endpoint, previous_live)
+            raise RoutingError(
+                f"post-promotion checks failed on {live}; switched back to {previous_live}:\n  "
+                + "\n  ".join(failures)
+            )
+    return SwitchResult(live, preview, previous_live, elapsed_ms)
+
+
+def _revert(container: Any, previous: str | None, endpoint: Endpoint, previous_live: str | None) -> None:
+    """Put the previous routing back at once (best effort confirm: the caller fails anyway)."""
+    if previous is None:
+        return
+    _apply(container, previous)
+    if previous_live is not None:
+        with contextlib.suppress(RoutingError):
+            confirm(endpoint, previous_live, deadline_s=5.0)
+
+
+def current(container_name: str, client: Any = None) -> str:
+    """The routing file the proxy serves from now."""
+    container = find_proxy(client or docker_client(), container_name)
+    return read_file(container, ROUTING_PATH) or ""
+
+
+# --------------------------------------------------------------------------- Pulumi resource
+
+
+def _endpoint(props: dict[str, Any]) -> Endpoint | None:
+    url = props.get("publicUrl")
+    if not url:
+        return None
+    return Endpoint(
+        url=str(url), ca_file=props.get("caFile") or None, insecure=bool(props.get("insecure")),
+        host_header=props.get("hostHeader") or None, probe_path=str(props.get("probePath") or "/health"),
+    )
+
+
+def _apply_props(props: dict[str, Any]) -> dict[str, Any]:
+    live = cast(Color, props["liveColor"])
+    preview = cast(Color | None, props.get("previewColor") or None)
+    result = switch(
+        str(props["proxyContainerName"]), live, preview, _endpoint(props),
+        checker=validation_checks if props.get("postPromotionChecks", True) else None,
+    )
+    return {**props, "previousLiveColor": result.previous_live, "switchMs": round(result.switch_ms, 1)}
+
+
+class RoutingProvider(dyn.ResourceProvider):
+    """CRUD for the routing choice; diff never asks for a replace."""
+
+    serialize_as_secret_always = False
+
+    def create(self, props: dict[str, Any]) -> dyn.CreateResult:
+        outs = _apply_props(props)
+        return dyn.CreateResult(id_=f"{props['proxyContainerName']}-routing", outs=outs)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.DiffResult:
+        changed = [key for key in SWITCH_INPUTS if olds.get(key) != news.get(key)]
+        return dyn.DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
+        return dyn.UpdateResult(outs=_apply_props(news))
+
+    def read(self, id_: str, props: dict[str, Any]) -> dyn.ReadResult:
+        """Refresh reports the color the proxy really serves (e.g. after an emergency switch)."""
+        try:
+            live = live_color_of(current(str(props["proxyContainerName"])))
+        except Exception:  # noqa: BLE001 - no engine or no proxy: keep the recorded state
+            return dyn.ReadResult(id_, props)
+        if live in ("blue", "green"):
+            props = {**props, "liveColor": live}
+        return dyn.ReadResult(id_, props)
+
+    def delete(self, _id: str, _props: dict[str, Any]) -> None:
+        """Leave traffic as it is: deleting the record must not take the site down."""
+
+    def render_outputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Offline stand-in for create (tools/render.py): what create would report, no engine."""
+        return {**inputs, "previousLiveColor": None, "switchMs": 0.0}
+
+
+@dataclass(frozen=True)
+class RoutingArgs:
+    proxy_container_name: pulumi.Input[str]
+    #: The proxy's identity: a replaced proxy (bootstrap routing) gets the choice applied again.
+    proxy_container_id: pulumi.Input[str]
+    #: The color the gate approved.
+    live_color: pulumi.Input[str]
+    preview_color: pulumi.Input[str | None]
+    public_url: pulumi.Input[str]
+    ca_file: str | None = None
+    insecure: bool = False
+    host_header: str | None = None
+    probe_path: str = "/health"
+    post_promotion_checks: bool = True
+
+
+def _rendered(colors: list[Any]) -> dict[str, str]:
+    live, preview = colors
+    return {ROUTING_PATH: render_routing(cast(Color | None, live), cast(Color | None, preview))}
+
+
+class Routing(pulumi.ComponentResource):
+    """Owns the live/preview choice inside the running proxy (one small update per switch)."""
+
+    def __init__(self, name: str, args: RoutingArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("paper-trading:routing:Routing", name, None, opts)
+        props: dict[str, Any] = {
+            "proxyContainerName": args.proxy_container_name,
+            "proxyContainerId": args.proxy_container_id,
+            "liveColor": args.live_color,
+            "previewColor": args.preview_color,
+            "publicUrl": args.public_url,
+            "caFile": args.ca_file,
+            "insecure": args.insecure,
+            "hostHeader": args.host_header,
+            "probePath": args.probe_path,
+            "postPromotionChecks": args.post_promotion_checks,
+            "renderedFiles": pulumi.Output.all(args.live_color, args.preview_color).apply(_rendered),
+        }
+        self.switch = dyn.Resource(
+            RoutingProvider(), "switch", props, opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.register_outputs({})
+
+
+# --------------------------------------------------------------------------- emergency CLI
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m components.routing",
+        description="Switch or show the live color directly on the proxy (same code as the resource).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    go = sub.add_parser("switch", help="make a color live: write, nginx -t, reload, confirm, check")
+    go.add_argument("--to", required=True, choices=["blue", "green"])
+    go.add_argument("--preview", choices=["blue", "green", "none"], help="default: the other color")
+    go.add_argument("--container", required=True, help="the proxy container, e.g. paper-trading-proxy")
+    go.add_argument("--url", help="public listener to confirm on, e.g. https://trading.example.com")
+    go.add_argument("--ca-file")
+    go.add_argument("--insecure", action="store_true", help="skip TLS verification when confirming")
+    go.add_argument("--host-header")
+    go.add_argument("--no-checks", action="store_true", help="skip the post-promotion checks")
+    show = sub.add_parser("show", help="print the routing file the proxy serves from")
+    show.add_argument("--container", required=True)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "show":
+            print(current(args.container), end="")
+            return 0
+        live = cast(Color, args.to)
+        preview_arg: str | None = args.preview or ("green" if live == "blue" else "blue")
+        preview = None if preview_arg == NONE else cast(Color, preview_arg)
+        endpoint = Endpoint(args.url, args.ca_file, args.insecure, args.host_header) if args.url else None
+        checker = None if args.no_checks or endpoint is None else validation_checks
+        result = switch(args.container, live, preview, endpoint, checker=checker)
+    except RoutingError as exc:
+        print(f"routing: {exc}", file=sys.stderr)
+        return 1
+    confirmed = "confirmed" if endpoint else "not confirmed (no --url)"
+    print(f"routing: live {result.previous_live} -> {result.live} in {result.switch_ms:.0f} ms, {confirmed}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
