@@ -166,12 +166,44 @@ class LogsConfig(_Model):
     retention: str = Field(default="168h", pattern=r"^[0-9]+h$")
 
 
+class AlertThresholds(_Model):
+    """Alert thresholds (docs/monitoring.md); the paper-trading safety alerts have none: they fire at once."""
+
+    error_rate: float = Field(default=0.05, gt=0, lt=1)
+    latency_p95_seconds: float = Field(default=1.0, gt=0, le=60)
+    cert_expiry_days: int = Field(default=14, ge=1, le=90)
+    backup_max_age_hours: int = Field(default=26, ge=1, le=24 * 14)
+    disk_free_ratio: float = Field(default=0.10, gt=0, lt=1)
+    memory_available_ratio: float = Field(default=0.10, gt=0, lt=1)
+
+
 class MonitoringConfig(_Model):
     prometheus: PrometheusConfig = PrometheusConfig()
     grafana: GrafanaConfig = GrafanaConfig()
     alertmanager: AlertmanagerConfig = AlertmanagerConfig()
     logs: LogsConfig = LogsConfig()
     bind_address: str = "127.0.0.1"
+    alerts: AlertThresholds = AlertThresholds()
+    # Probes readiness, the live color (X-Deployment-Color) and certificate expiry.
+    blackbox_image: str = "prom/blackbox-exporter:v0.25.0"
+    # `Limits` is defined further down: a factory defers building the default.
+    exporter_limits: "Limits" = Field(default_factory=lambda: Limits(memory_mb=128, cpus=0.25))
+
+    @field_validator("blackbox_image")
+    @classmethod
+    def _blackbox_pinned(cls, value: str) -> str:
+        return _pinned(value)
+
+    @field_validator("bind_address")
+    @classmethod
+    def _ipv4(cls, value: str) -> str:
+        import ipaddress
+
+        try:
+            ipaddress.IPv4Address(value)
+        except ValueError as exc:
+            raise ValueError("must be an IPv4 address such as 127.0.0.1") from exc
+        return value
 
 
 class ColorConfig(_Model):
@@ -289,6 +321,7 @@ class BackupConfig(_Model):
     second_target: Optional[str] = None
     rabbitmq_definitions: bool = True
     redis_snapshot: bool = True
+    restore_check_days: int = Field(default=7, ge=0, le=365)
     limits: Limits = Limits(memory_mb=256, cpus=0.5)
 
     @field_validator("second_target")

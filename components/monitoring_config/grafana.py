@@ -1,0 +1,161 @@
+"""Grafana provisioning: datasources, the dashboard provider, and dashboards as JSON.
+
+Datasource uids are fixed (`layout.*_UID`) so dashboards can reference them and a
+test can prove every panel's datasource exists.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+from ..config import Settings
+from . import layout, rules
+from ._yaml import dump
+
+PROM = {"type": "prometheus", "uid": layout.PROMETHEUS_UID}
+LOKI = {"type": "loki", "uid": layout.LOKI_UID}
+
+
+def datasources(settings: Settings) -> str:
+    mon = settings.monitoring
+    entries: list[dict[str, Any]] = [{
+        "name": "Prometheus", "uid": layout.PROMETHEUS_UID, "type": "prometheus", "access": "proxy",
+        "url": f"http://{layout.ALIASES['prometheus']}:{layout.PROMETHEUS_PORT}", "isDefault": True,
+        "editable": False, "jsonData": {"timeInterval": mon.prometheus.scrape_interval},
+    }]
+    if mon.logs.enabled:
+        entries.append({
+            "name": "Loki", "uid": layout.LOKI_UID, "type": "loki", "access": "proxy",
+            "url": f"http://{layout.ALIASES['loki']}:{layout.LOKI_PORT}", "editable": False,
+        })
+    if mon.alertmanager.enabled:
+        entries.append({
+            "name": "Alertmanager", "uid": layout.ALERTMANAGER_UID, "type": "alertmanager", "access": "proxy",
+            "url": f"http://{layout.ALIASES['alertmanager']}:{layout.ALERTMANAGER_PORT}", "editable": False,
+            "jsonData": {"implementation": "prometheus", "handleGrafanaManagedAlerts": False},
+        })
+    return dump({"apiVersion": 1, "prune": True, "datasources": entries}, "Grafana datasources")
+
+
+def dashboard_providers() -> str:
+    return dump({"apiVersion": 1, "providers": [{
+        "name": "paper-trading", "orgId": 1, "folder": "Paper trading", "type": "file",
+        "disableDeletion": True, "allowUiUpdates": False, "updateIntervalSeconds": 60,
+        "options": {"path": layout.GRAFANA_DASHBOARDS_DIR, "foldersFromFilesStructure": False},
+    }]}, "Grafana dashboard providers")
+
+
+class _Board:
+    """Lays panels out on Grafana's 24-column grid, left to right."""
+
+    def __init__(self) -> None:
+        self.panels: list[dict[str, Any]] = []
+        self._x = 0
+        self._y = 0
+        self._row_h = 0
+
+    def add(self, title: str, kind: str, targets: list[dict[str, Any]], w: int = 8, h: int = 8,
+            datasource: Optional[dict[str, str]] = None, unit: Optional[str] = None,
+            extra: Optional[dict[str, Any]] = None) -> None:
+        if self._x + w > 24:
+            self._x, self._y, self._row_h = 0, self._y + self._row_h, 0
+        ds = datasource or PROM
+        panel: dict[str, Any] = {
+            "id": len(self.panels) + 1, "title": title, "type": kind, "datasource": ds,
+            "gridPos": {"x": self._x, "y": self._y, "w": w, "h": h},
+            "targets": [{**t, "datasource": ds, "refId": chr(ord("A") + i)} for i, t in enumerate(targets)],
+            "fieldConfig": {"defaults": {"unit": unit} if unit else {}, "overrides": []},
+            "options": {},
+        }
+        panel.update(extra or {})
+        self.panels.append(panel)
+        self._x += w
+        self._row_h = max(self._row_h, h)
+
+
+def _q(expr: str, legend: str = "") -> dict[str, Any]:
+    return {"expr": expr, "legendFormat": legend}
+
+
+def _dashboard(uid: str, title: str, board: _Board, tags: list[str]) -> str:
+    document = {
+        "uid": uid, "title": title, "tags": ["paper-trading", *tags], "editable": False,
+        "schemaVersion": 39, "version": 1, "refresh": "30s", "time": {"from": "now-6h", "to": "now"},
+        "timezone": "utc", "panels": board.panels, "templating": {"list": []}, "annotations": {"list": []},
+    }
+    return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
+def _overview(settings: Settings) -> str:
+    b = _Board()
+    b.add("Live color", "stat", [_q(f"{rules.COLOR_LIVE} == 1", "{{color}}")], w=6,
+          extra={"options": {"textMode": "name", "colorMode": "background"}})
+    b.add("Paper trading mode (min over replicas, must be 1)", "stat", [_q(rules.PAPER_MODE_MIN)], w=6,
+          extra={"fieldConfig": {"defaults": {"thresholds": {"mode": "absolute", "steps": [
+              {"color": "red", "value": None}, {"color": "green", "value": 1}]}}, "overrides": []}})
+    b.add("Real-trade attempts blocked (1h)", "stat", [_q(rules.REAL_TRADES_1H)], w=6,
+          extra={"fieldConfig": {"defaults": {"thresholds": {"mode": "absolute", "steps": [
+              {"color": "green", "value": None}, {"color": "red", "value": 1}]}}, "overrides": []}})
+    b.add("Firing alerts", "stat", [_q('count(ALERTS{alertstate="firing"}) or vector(0)')], w=6)
+    b.add("Paper mode per replica", "timeseries", [_q('paper_trading_mode{job="app"}', "{{instance}}")], w=12)
+    b.add("App targets (live label)", "table", [_q(rules.APP_TARGET_UP, "")], w=12,
+          extra={"targets": [{**_q(rules.APP_TARGET_UP), "format": "table", "instant": True,
+                              "datasource": PROM, "refId": "A"}]})
+    b.add("Requests per second by color", "timeseries", [_q(rules.REQUESTS_RATE, "{{color}}")], w=12, unit="reqps")
+    b.add("Readiness by replica", "timeseries", [_q('probe_success{job="app-ready"}', "{{instance}}")], w=12)
+    if settings.monitoring.logs.enabled:
+        b.add("Audit trail: proxy access log", "logs", [{"expr": '{service="proxy", audit="access"}'}],
+              w=24, h=10, datasource=LOKI)
+    return _dashboard("paper-trading-overview", "Paper trading: overview", b, ["overview", "safety"])
+
+
+def _traffic() -> str:
+    b = _Board()
+    b.add("Requests per second", "timeseries", [_q(rules.REQUESTS_RATE, "{{color}}")], unit="reqps")
+    b.add("5xx ratio", "timeseries", [_q(rules.ERROR_RATIO, "{{color}}")], unit="percentunit")
+    b.add("p95 latency", "timeseries", [_q(rules.LATENCY_P95, "{{color}}")], unit="s")
+    b.add("Requests by status", "timeseries",
+          [_q('sum by (color, status) (rate(http_requests_total{job="app"}[5m]))', "{{color}} {{status}}")],
+          w=12, unit="reqps")
+    b.add("Nginx connections", "timeseries", [_q("nginx_connections_active", "active"),
+                                              _q("rate(nginx_http_requests_total[5m])", "req/s")], w=12)
+    return _dashboard("paper-trading-traffic", "Paper trading: requests, errors, latency per color", b, ["traffic"])
+
+
+def _datastores() -> str:
+    b = _Board()
+    b.add("Postgres up", "stat", [_q('pg_up{job="postgres"}')], w=6)
+    b.add("Redis up", "stat", [_q('redis_up{job="redis"}')], w=6)
+    b.add("RabbitMQ up", "stat", [_q('up{job="rabbitmq"}')], w=6)
+    b.add("Exporters up", "stat", [_q('up{job=~"postgres|redis|nginx|node|blackbox"}', "{{job}}")], w=6)
+    b.add("Postgres connections", "timeseries", [_q("sum by (datname) (pg_stat_database_numbackends)", "{{datname}}")])
+    b.add("Redis memory", "timeseries", [_q("redis_memory_used_bytes", "used")], unit="bytes")
+    b.add("RabbitMQ ready messages", "timeseries", [_q("sum(rabbitmq_queue_messages_ready)", "ready")])
+    return _dashboard("paper-trading-datastores", "Paper trading: datastores", b, ["datastores"])
+
+
+def _host() -> str:
+    b = _Board()
+    b.add("CPU busy", "timeseries", [_q('1 - avg(rate(node_cpu_seconds_total{mode="idle"}[5m]))', "busy")],
+          unit="percentunit")
+    b.add("Memory available", "timeseries",
+          [_q("node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes", "available")], unit="percentunit")
+    b.add("Disk free", "timeseries", [_q(
+        'node_filesystem_avail_bytes{fstype!~"tmpfs|ramfs|squashfs|nsfs|proc|sysfs|devtmpfs"}'
+        " / node_filesystem_size_bytes", "{{mountpoint}}")], unit="percentunit")
+    b.add("Last successful backup age", "stat",
+          [_q("time() - paper_trading_backup_last_success_timestamp_seconds")], unit="s")
+    b.add("Last backup size", "stat", [_q("paper_trading_backup_last_size_bytes")], unit="bytes")
+    b.add("Backup failures (24h)", "stat", [_q("increase(paper_trading_backup_failures_total[24h])")])
+    return _dashboard("paper-trading-host", "Paper trading: host and backups", b, ["host", "backup"])
+
+
+def dashboards(settings: Settings) -> dict[str, str]:
+    """File name -> dashboard JSON."""
+    return {
+        "overview.json": _overview(settings),
+        "traffic.json": _traffic(),
+        "datastores.json": _datastores(),
+        "host.json": _host(),
+    }

@@ -1,0 +1,91 @@
+"""Container paths, ports and DNS aliases shared by the builders and the component.
+
+Config files live in `/etc/paper-trading/<service>/`, an anonymous volume in each
+container (uploads only work into volumes when the root filesystem is read-only);
+secrets in `/run/secrets/`, also a volume, readable only by the service's user.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+SECRETS_DIR: Final = "/run/secrets"
+
+PROMETHEUS_DIR: Final = "/etc/paper-trading/prometheus"
+PROMETHEUS_CONFIG: Final = f"{PROMETHEUS_DIR}/prometheus.yml"
+ALERT_RULES: Final = f"{PROMETHEUS_DIR}/alerts.rules.yml"
+RECORDING_RULES: Final = f"{PROMETHEUS_DIR}/recording.rules.yml"
+PROMETHEUS_DATA: Final = "/prometheus"
+
+ALERTMANAGER_DIR: Final = "/etc/paper-trading/alertmanager"
+ALERTMANAGER_CONFIG: Final = f"{ALERTMANAGER_DIR}/alertmanager.yml"
+ALERTMANAGER_DATA: Final = "/alertmanager"
+
+BLACKBOX_DIR: Final = "/etc/paper-trading/blackbox"
+BLACKBOX_CONFIG: Final = f"{BLACKBOX_DIR}/blackbox.yml"
+
+GRAFANA_DIR: Final = "/etc/paper-trading/grafana"
+GRAFANA_PROVISIONING: Final = f"{GRAFANA_DIR}/provisioning"
+GRAFANA_DATASOURCES: Final = f"{GRAFANA_PROVISIONING}/datasources/datasources.yml"
+GRAFANA_DASHBOARD_PROVIDERS: Final = f"{GRAFANA_PROVISIONING}/dashboards/dashboards.yml"
+GRAFANA_DASHBOARDS_DIR: Final = f"{GRAFANA_DIR}/dashboards"
+GRAFANA_DATA: Final = "/var/lib/grafana"
+GRAFANA_ADMIN_PASSWORD_FILE: Final = f"{SECRETS_DIR}/grafana_admin_password"
+
+LOKI_DIR: Final = "/etc/paper-trading/loki"
+LOKI_CONFIG: Final = f"{LOKI_DIR}/loki.yml"
+LOKI_DATA: Final = "/loki"
+
+PROMTAIL_DIR: Final = "/etc/paper-trading/promtail"
+PROMTAIL_CONFIG: Final = f"{PROMTAIL_DIR}/promtail.yml"
+PROMTAIL_POSITIONS_DIR: Final = "/var/lib/promtail"
+DOCKER_CONTAINERS_DIR: Final = "/var/lib/docker/containers"
+
+POSTGRES_PASSWORD_FILE: Final = f"{SECRETS_DIR}/postgres_password"
+REDIS_PASSWORD_FILE: Final = f"{SECRETS_DIR}/redis_passwords.json"
+
+TEXTFILE_DIR: Final = "/textfile"
+
+# Ports inside the containers (fixed by the images).
+PROMETHEUS_PORT: Final = 9090
+ALERTMANAGER_PORT: Final = 9093
+GRAFANA_PORT: Final = 3000
+LOKI_PORT: Final = 3100
+PROMTAIL_PORT: Final = 9080
+NODE_EXPORTER_PORT: Final = 9100
+POSTGRES_EXPORTER_PORT: Final = 9187
+REDIS_EXPORTER_PORT: Final = 9121
+NGINX_EXPORTER_PORT: Final = 9113
+BLACKBOX_PORT: Final = 9115
+RABBITMQ_PROMETHEUS_PORT: Final = 15692
+
+# Proxy ports inside its container (team proxy design) and its alias on the monitoring network.
+PROXY_ALIAS: Final = "proxy"
+PROXY_HTTP_PORT: Final = 8080
+PROXY_HTTPS_PORT: Final = 8443
+PROXY_STATUS_PORT: Final = 8081
+PROXY_STUB_STATUS_PATH: Final = "/stub_status"
+
+# DNS aliases on the monitoring network.
+ALIASES: Final[dict[str, str]] = {
+    "prometheus": "prometheus",
+    "alertmanager": "alertmanager",
+    "grafana": "grafana",
+    "loki": "loki",
+    "log-collector": "promtail",
+    "node-exporter": "node-exporter",
+    "postgres-exporter": "postgres-exporter",
+    "redis-exporter": "redis-exporter",
+    "nginx-exporter": "nginx-exporter",
+    "blackbox-exporter": "blackbox-exporter",
+}
+
+# Grafana datasource uids: dashboards reference these and tests check them.
+PROMETHEUS_UID: Final = "prometheus"
+LOKI_UID: Final = "loki"
+ALERTMANAGER_UID: Final = "alertmanager"
+
+
+def app_container(prefix: str, color: str, n: int) -> str:
+    """The app replica's container name (team app interface), resolvable on the monitoring network."""
+    return f"{prefix}-app-{color}-{n}"

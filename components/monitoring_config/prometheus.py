@@ -1,0 +1,130 @@
+"""prometheus.yml: what is scraped, from the same settings as the deployment.
+
+App replicas of both colors are static targets named after their containers
+(`instance`) and labelled `color`. Whether a color is live is NOT written here: it is
+measured by probing the proxy's live listener for `X-Deployment-Color` (job
+`live-color`), so an activeColor flip changes no monitoring input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import COLORS, Settings
+from . import layout
+from ._yaml import dump
+
+BLACKBOX_ADDRESS = f"{layout.ALIASES['blackbox-exporter']}:{layout.BLACKBOX_PORT}"
+
+
+def _probe_relabels(keep_instance: bool) -> list[dict[str, Any]]:
+    """Standard blackbox relabelling: the target becomes `?target=`, the exporter the address."""
+    relabels: list[dict[str, Any]] = [{"source_labels": ["__address__"], "target_label": "__param_target"}]
+    if not keep_instance:
+        relabels.append({"source_labels": ["__param_target"], "target_label": "instance"})
+    relabels.append({"target_label": "__address__", "replacement": BLACKBOX_ADDRESS})
+    return relabels
+
+
+def live_listener_url(settings: Settings) -> str:
+    """The proxy's live listener as seen from the monitoring network."""
+    if settings.server.ssl.enabled:
+        return f"https://{layout.PROXY_ALIAS}:{layout.PROXY_HTTPS_PORT}{settings.app.health.live}"
+    return f"http://{layout.PROXY_ALIAS}:{layout.PROXY_HTTP_PORT}{settings.app.health.live}"
+
+
+def app_targets(settings: Settings) -> list[dict[str, Any]]:
+    groups = []
+    for color in COLORS:
+        for n in range(1, settings.deployment.color(color).replicas + 1):
+            name = layout.app_container(settings.name_prefix, color, n)
+            groups.append({
+                "targets": [f"{name}:{settings.server.port}"],
+                "labels": {"color": color, "instance": name},
+            })
+    return groups
+
+
+def _static(job: str, target: str, **extra: Any) -> dict[str, Any]:
+    return {"job_name": job, **extra, "static_configs": [{"targets": [target]}]}
+
+
+def scrape_configs(settings: Settings) -> list[dict[str, Any]]:
+    mon = settings.monitoring
+    health = settings.app.health
+    jobs: list[dict[str, Any]] = [
+        {"job_name": "app", "metrics_path": health.metrics, "static_configs": app_targets(settings)},
+        {
+            "job_name": "app-ready",
+            "metrics_path": "/probe",
+            "params": {"module": ["http_ready"]},
+            "static_configs": [
+                {
+                    "targets": [f"http://{g['labels']['instance']}:{settings.server.port}{health.ready}"],
+                    "labels": g["labels"],
+                }
+                for g in app_targets(settings)
+            ],
+            "relabel_configs": _probe_relabels(keep_instance=True),
+        },
+        {
+            "job_name": "live-color",
+            "metrics_path": "/probe",
+            "static_configs": [
+                {
+                    "targets": [live_listener_url(settings)],
+                    "labels": {"color": color, "__param_module": f"live_is_{color}", "instance": f"live-{color}"},
+                }
+                for color in COLORS
+            ],
+            "relabel_configs": _probe_relabels(keep_instance=True),
+        },
+    ]
+    if settings.server.ssl.enabled:
+        jobs.append({
+            "job_name": "tls",
+            "metrics_path": "/probe",
+            "params": {"module": ["tls_expiry"]},
+            "static_configs": [{"targets": [f"{layout.PROXY_ALIAS}:{layout.PROXY_HTTPS_PORT}"],
+                                "labels": {"instance": settings.server.host}}],
+            "relabel_configs": _probe_relabels(keep_instance=True),
+        })
+    jobs += [
+        _static("nginx", f"{layout.ALIASES['nginx-exporter']}:{layout.NGINX_EXPORTER_PORT}"),
+        _static("postgres", f"{layout.ALIASES['postgres-exporter']}:{layout.POSTGRES_EXPORTER_PORT}"),
+        _static("redis", f"{layout.ALIASES['redis-exporter']}:{layout.REDIS_EXPORTER_PORT}"),
+        _static("rabbitmq", f"rabbitmq:{layout.RABBITMQ_PROMETHEUS_PORT}"),
+        _static("node", f"{layout.ALIASES['node-exporter']}:{layout.NODE_EXPORTER_PORT}"),
+        _static("blackbox", BLACKBOX_ADDRESS),
+        _static("prometheus", f"localhost:{layout.PROMETHEUS_PORT}"),
+    ]
+    if mon.alertmanager.enabled:
+        jobs.append(_static("alertmanager", f"{layout.ALIASES['alertmanager']}:{layout.ALERTMANAGER_PORT}"))
+    if mon.grafana.enabled:
+        jobs.append(_static("grafana", f"{layout.ALIASES['grafana']}:{layout.GRAFANA_PORT}"))
+    if mon.logs.enabled:
+        jobs.append(_static("loki", f"{layout.ALIASES['loki']}:{layout.LOKI_PORT}"))
+        jobs.append(_static("promtail", f"{layout.ALIASES['log-collector']}:{layout.PROMTAIL_PORT}"))
+    return jobs
+
+
+def prometheus_config(settings: Settings, stack: str) -> str:
+    """The whole prometheus.yml. Rule files are relative: they resolve next to this file."""
+    mon = settings.monitoring
+    document: dict[str, Any] = {
+        "global": {
+            "scrape_interval": mon.prometheus.scrape_interval,
+            "evaluation_interval": mon.prometheus.evaluation_interval,
+            "external_labels": {"stack": stack, "environment": settings.environment},
+        },
+        "rule_files": [
+            layout.RECORDING_RULES.rsplit("/", 1)[1],
+            layout.ALERT_RULES.rsplit("/", 1)[1],
+        ],
+    }
+    if mon.alertmanager.enabled:
+        document["alerting"] = {"alertmanagers": [{
+            "static_configs": [{"targets": [f"{layout.ALIASES['alertmanager']}:{layout.ALERTMANAGER_PORT}"]}],
+        }]}
+    document["scrape_configs"] = scrape_configs(settings)
+    return dump(document, "prometheus.yml")

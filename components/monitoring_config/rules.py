@@ -1,0 +1,190 @@
+"""Alerting and recording rules for Prometheus.
+
+Alerts are data (`Alert`), so tests can check that every one has a severity, a
+runbook and a promtool rule test. The paper-trading safety alerts have `for: 0m`:
+a replica out of paper mode pages on the first evaluation that sees it.
+
+App metric contract (docs/monitoring.md): `paper_trading_mode` (gauge, 1 = paper),
+`paper_trading_real_trades_blocked_total` (counter, starts at 0),
+`http_requests_total{status}` and `http_request_duration_seconds` (histogram).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..config import Settings
+from ._yaml import dump
+
+Severity = Literal["critical", "warning"]
+RUNBOOK_DOC = "docs/monitoring.md"
+
+# Recording rules dashboards and alerts share.
+COLOR_LIVE = "paper_trading:color_live"
+APP_TARGET_UP = "paper_trading:app_target_up"
+REQUESTS_RATE = "paper_trading:http_requests:rate5m"
+ERRORS_RATE = "paper_trading:http_errors:rate5m"
+ERROR_RATIO = "paper_trading:http_error_ratio:rate5m"
+LATENCY_P95 = "paper_trading:http_request_duration_seconds:p95_5m"
+PAPER_MODE_MIN = "paper_trading:paper_mode:min"
+REAL_TRADES_1H = "paper_trading:real_trades_blocked:increase1h"
+
+
+@dataclass(frozen=True)
+class Alert:
+    name: str
+    expr: str
+    for_: str
+    severity: Severity
+    group: str
+    summary: str
+    runbook: str
+
+    def rule(self) -> dict[str, Any]:
+        return {
+            "alert": self.name,
+            "expr": self.expr,
+            "for": self.for_,
+            "labels": {"severity": self.severity},
+            "annotations": {
+                "summary": self.summary,
+                "runbook": self.runbook,
+                "runbook_url": f"{RUNBOOK_DOC}#{self.name.lower()}",
+            },
+        }
+
+
+def recording_rules_document() -> dict[str, Any]:
+    live = f"({COLOR_LIVE} == 1)"
+    return {"groups": [{
+        "name": "paper-trading.recording",
+        "rules": [
+            # 1 for the color the proxy serves live (measured from X-Deployment-Color), 0 for the other.
+            {"record": COLOR_LIVE, "expr": 'max by (color) (probe_success{job="live-color"})'},
+            {"record": APP_TARGET_UP, "expr": (
+                f'label_replace(up{{job="app"}} and on (color) {live}, "live", "true", "", "")'
+                f' or label_replace(up{{job="app"}} unless on (color) {live}, "live", "false", "", "")'
+            )},
+            {"record": REQUESTS_RATE, "expr": 'sum by (color) (rate(http_requests_total{job="app"}[5m]))'},
+            {"record": ERRORS_RATE,
+             "expr": 'sum by (color) (rate(http_requests_total{job="app",status=~"5.."}[5m]))'},
+            {"record": ERROR_RATIO, "expr": f"{ERRORS_RATE} / {REQUESTS_RATE}"},
+            {"record": LATENCY_P95, "expr": (
+                "histogram_quantile(0.95, sum by (color, le) "
+                '(rate(http_request_duration_seconds_bucket{job="app"}[5m])))'
+            )},
+            {"record": PAPER_MODE_MIN, "expr": 'min(paper_trading_mode{job="app"})'},
+            {"record": REAL_TRADES_1H,
+             "expr": 'sum(increase(paper_trading_real_trades_blocked_total{job="app"}[1h]))'},
+        ],
+    }]}
+
+
+def alerts(settings: Settings) -> list[Alert]:
+    t = settings.monitoring.alerts
+    live = f"on (color) ({COLOR_LIVE} == 1)"
+    return [
+        # --- paper-trading safety: critical at once, no `for`.
+        Alert("PaperTradingModeOff", 'paper_trading_mode{job="app"} != 1', "0m", "critical", "safety",
+              "{{ $labels.instance }} ({{ $labels.color }}) reports paper_trading_mode={{ $value }}",
+              "Take the replica out of traffic now (flip/rollback to the other color), stop it, and check its "
+              "PAPER_TRADING_MODE env and image; never re-enable until paper mode is proven."),
+        Alert("PaperTradingModeMetricMissing",
+              'up{job="app"} == 1 unless on (job, instance) paper_trading_mode{job="app"}', "1m",
+              "critical", "safety",
+              "{{ $labels.instance }} answers /metrics without paper_trading_mode",
+              "A replica that cannot prove paper mode is unsafe: stop it or roll back to a release that exports "
+              "the metric."),
+        Alert("RealTradeAttempt",
+              'increase(paper_trading_real_trades_blocked_total{job="app"}[5m]) > 0', "0m", "critical", "safety",
+              "{{ $labels.instance }} ({{ $labels.color }}) tried to place a real trade (blocked)",
+              "A code path tried to trade for real: freeze releases, find the caller in the audit logs (Grafana "
+              "Explore, service=app) and roll back the color that made it."),
+        # --- service health.
+        Alert("TargetDown", "up == 0", "2m", "warning", "service",
+              "{{ $labels.job }} target {{ $labels.instance }} is down",
+              "Check the container (`docker ps -a`, `docker logs`) and its network attachment to the monitoring "
+              "network."),
+        Alert("LiveColorNotReady", f'probe_success{{job="app-ready"}} == 0 and {live}', "1m", "critical",
+              "service", "{{ $labels.instance }} on the LIVE color {{ $labels.color }} fails readiness",
+              "Live traffic is degraded: check /health/detailed on the replica; if the color cannot recover, "
+              "roll back to the other color."),
+        Alert("NoLiveColor", f"absent({COLOR_LIVE} == 1)", "5m", "warning", "service",
+              "The proxy serves no color live (or the live listener cannot be probed)",
+              "On a first deploy promote a validated color; otherwise check the proxy's routing file and the "
+              "blackbox exporter."),
+        Alert("AppHighErrorRate", f"{ERROR_RATIO} > {t.error_rate:g}", "5m", "warning", "service",
+              "{{ $labels.color }}: {{ $value | humanizePercentage }} of requests fail with 5xx",
+              "Look at the color's logs and /health/detailed; on the live color consider a rollback."),
+        Alert("AppHighLatencyP95", f"{LATENCY_P95} > {t.latency_p95_seconds:g}", "10m", "warning", "service",
+              "{{ $labels.color }}: p95 latency {{ $value | humanizeDuration }}",
+              "Check datastore latency and host pressure dashboards; scale or roll back the color."),
+        Alert("CertificateExpiringSoon",
+              f'probe_ssl_earliest_cert_expiry{{job="tls"}} - time() < {t.cert_expiry_days} * 86400', "10m",
+              "warning", "service",
+              "TLS certificate of {{ $labels.instance }} expires in {{ $value | humanizeDuration }}",
+              "Renew the certificate at server.ssl.certPath/keyPath and reload the proxy."),
+        Alert("CertificateExpiringCritical",
+              'probe_ssl_earliest_cert_expiry{job="tls"} - time() < 3 * 86400', "0m", "critical", "service",
+              "TLS certificate of {{ $labels.instance }} expires in {{ $value | humanizeDuration }}",
+              "Renew now: browsers and clients will refuse the site when it expires."),
+        Alert("CertificateProbeFailing", 'probe_success{job="tls"} == 0', "10m", "warning", "service",
+              "TLS probe of {{ $labels.instance }} fails, certificate expiry is not being measured",
+              "Check the proxy's 8443 listener and the certificate files."),
+        Alert("AlertmanagerNotificationsFailing",
+              "rate(alertmanager_notifications_failed_total[5m]) > 0", "10m", "warning", "service",
+              "Alertmanager cannot deliver {{ $labels.integration }} notifications",
+              "Check monitoring.alertmanager.webhookUrl and the receiver's availability; alerts are only in the UI."),
+        # --- datastores.
+        Alert("PostgresDown", 'pg_up{job="postgres"} == 0', "1m", "critical", "datastores",
+              "Postgres is unreachable from the exporter",
+              "Check the postgres container, its data volume and disk space; the app cannot trade (paper) without it."),
+        Alert("RedisDown", 'redis_up{job="redis"} == 0', "1m", "critical", "datastores",
+              "Redis is unreachable from the exporter",
+              "Check the redis container and its password file; restart it if it crashed."),
+        Alert("RabbitMQDown", 'up{job="rabbitmq"} == 0', "1m", "critical", "datastores",
+              "RabbitMQ's Prometheus endpoint does not answer",
+              "Check the rabbitmq container and its memory/disk alarms (`rabbitmq-diagnostics status`)."),
+        # --- host.
+        Alert("HostDiskPressure",
+              'node_filesystem_avail_bytes{fstype!~"tmpfs|ramfs|squashfs|nsfs|proc|sysfs|devtmpfs"}'
+              ' / node_filesystem_size_bytes < ' + f"{t.disk_free_ratio:g}", "10m", "warning", "host",
+              "{{ $labels.mountpoint }} has {{ $value | humanizePercentage }} free",
+              "Free space: prune old images (`docker image prune`), check log and backup volumes."),
+        Alert("HostMemoryPressure",
+              f"node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes < {t.memory_available_ratio:g}",
+              "5m", "warning", "host",
+              "Only {{ $value | humanizePercentage }} of host memory is available",
+              "Find the biggest containers (`docker stats`), lower limits or add memory."),
+        # --- backups (textfile metrics written by the backup job).
+        Alert("BackupTooOld",
+              f"time() - paper_trading_backup_last_success_timestamp_seconds > {t.backup_max_age_hours} * 3600",
+              "10m", "critical", "backup",
+              "The last successful backup is {{ $value | humanizeDuration }} old",
+              "Run the backup job by hand, read its logs, check the backups volume's free space."),
+        Alert("BackupMetricsMissing", "absent(paper_trading_backup_last_success_timestamp_seconds)",
+              f"{t.backup_max_age_hours}h", "warning", "backup",
+              "No backup has ever reported success (textfile metrics missing)",
+              "Check that the backup job runs and writes its .prom file into the metrics volume."),
+        Alert("BackupFailed", "increase(paper_trading_backup_failures_total[1h]) > 0", "0m", "warning",
+              "backup", "A backup run failed in the last hour",
+              "Read the backup job's logs; a second failure in a row needs a manual backup."),
+    ]
+
+
+def alert_rules_document(settings: Settings) -> dict[str, Any]:
+    order = ["safety", "service", "datastores", "host", "backup"]
+    found = alerts(settings)
+    return {"groups": [
+        {"name": f"paper-trading.{group}", "rules": [a.rule() for a in found if a.group == group]}
+        for group in order
+    ]}
+
+
+def alert_rules(settings: Settings) -> str:
+    return dump(alert_rules_document(settings), "alerts.rules.yml")
+
+
+def recording_rules() -> str:
+    return dump(recording_rules_document(), "recording.rules.yml")
