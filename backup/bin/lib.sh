@@ -1,0 +1,130 @@
+# Shared functions for backup.sh and restore.sh (POSIX sh: busybox ash in the
+# postgres:*-alpine image, dash on Debian). Sourced, never executed.
+#
+# A backup is "good" when both files exist:
+#   postgres-YYYYmmddTHHMMSSZ.dump          pg_dump custom format (compressed)
+#   postgres-YYYYmmddTHHMMSSZ.dump.sha256   "<sha256>  <file name>"
+# Work in progress only ever has a name starting with ".tmp-", which nothing
+# else matches, and the .dump is renamed into place last.
+
+log() { printf '%s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
+die() { log "ERROR: $*"; exit "${2:-1}"; }
+
+# Required and optional settings (the container sets them; tests set the same).
+: "${BACKUP_DIR:?BACKUP_DIR must be set}"
+BACKUP_SECOND_DIR="${BACKUP_SECOND_DIR:-}"
+BACKUP_METRICS_DIR="${BACKUP_METRICS_DIR:-}"
+BACKUP_KEEP_COUNT="${BACKUP_KEEP_COUNT:-14}"
+BACKUP_MAX_AGE_DAYS="${BACKUP_MAX_AGE_DAYS:-30}"
+BACKUP_PREFIX="postgres"
+
+# The password is read from a file into the environment of this process tree
+# only (never into the container's configuration).
+load_pg_password() {
+    if [ -n "${PGPASSWORD_FILE:-}" ]; then
+        [ -r "$PGPASSWORD_FILE" ] || die "cannot read PGPASSWORD_FILE $PGPASSWORD_FILE"
+        PGPASSWORD="$(cat "$PGPASSWORD_FILE")"
+        export PGPASSWORD
+    fi
+}
+
+# Epoch seconds of a UTC stamp YYYYmmddTHHMMSSZ, with shell arithmetic only
+# (days-from-civil), so busybox and GNU date differences do not matter.
+stamp_epoch() {
+    _s="$1"
+    case "$_s" in
+        [0-9][0-9][0-9][0-9][0-1][0-9][0-3][0-9]T[0-2][0-9][0-5][0-9][0-6][0-9]Z) ;;
+        *) return 1 ;;
+    esac
+    _y=$(printf '%s' "$_s" | cut -c1-4)
+    _m=$(printf '%s' "$_s" | cut -c5-6); _m=${_m#0}
+    _d=$(printf '%s' "$_s" | cut -c7-8); _d=${_d#0}
+    _H=$(printf '%s' "$_s" | cut -c10-11); _H=${_H#0}
+    _M=$(printf '%s' "$_s" | cut -c12-13); _M=${_M#0}
+    _S=$(printf '%s' "$_s" | cut -c14-15); _S=${_S#0}
+    _y=$(( _m <= 2 ? _y - 1 : _y ))
+    _era=$(( _y / 400 ))
+    _yoe=$(( _y - _era * 400 ))
+    _doy=$(( (153 * (_m > 2 ? _m - 3 : _m + 9) + 2) / 5 + _d - 1 ))
+    _doe=$(( _yoe * 365 + _yoe / 4 - _yoe / 100 + _doy ))
+    _days=$(( _era * 146097 + _doe - 719468 ))
+    echo $(( _days * 86400 + _H * 3600 + _M * 60 + _S ))
+}
+
+# Backup names are KIND-YYYYmmddTHHMMSSZ.EXT; KIND/EXT default to the Postgres dump.
+# name_stamp NAME [KIND] [EXT]: the stamp of a backup file name, or failure.
+name_stamp() {
+    _n=$(basename "$1"); _k="${2:-$BACKUP_PREFIX}"; _e="${3:-.dump}"
+    case "$_n" in
+        "$_k"-*T*Z"$_e") _n=${_n#"$_k"-}; echo "${_n%"$_e"}" ;;
+        *) return 1 ;;
+    esac
+}
+
+# list_good DIR [KIND] [EXT]: good backups in DIR, newest first, one name per line.
+list_good() {
+    for _f in "$1/${2:-$BACKUP_PREFIX}"-*"${3:-.dump}"; do
+        [ -f "$_f" ] || continue
+        _st=$(name_stamp "$_f" "${2:-}" "${3:-}") || continue
+        stamp_epoch "$_st" >/dev/null || continue
+        [ -f "$_f.sha256" ] || continue
+        basename "$_f"
+    done | sort -r
+}
+
+sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
+
+# Verify FILE against FILE.sha256; a missing, empty or different checksum fails.
+verify_checksum() {
+    [ -f "$1" ] || { log "missing backup file $1"; return 1; }
+    [ -s "$1.sha256" ] || { log "missing checksum file $1.sha256"; return 1; }
+    _want=$(cut -d' ' -f1 < "$1.sha256")
+    _have=$(sha256_of "$1")
+    if [ -z "$_want" ] || [ "$_want" != "$_have" ]; then
+        log "checksum mismatch for $1 (expected ${_want:-none}, got $_have)"
+        return 1
+    fi
+}
+
+# A dump pg_restore can read (catches truncation and foreign files).
+verify_archive() {
+    pg_restore --list "$1" >/dev/null 2>&1 || { log "pg_restore --list failed on $1"; return 1; }
+}
+
+sync_file() { sync "$1" 2>/dev/null || sync; }
+
+# prune DIR KEEP [KIND] [EXT]: retention for one kind of backup in DIR. A good
+# backup is removed when it is beyond the newest BACKUP_KEEP_COUNT or older
+# than BACKUP_MAX_AGE_DAYS, except the newest one and KEEP (the one just
+# written). Called only after a successful backup of that kind.
+prune() {
+    _dir="$1"; _keep="$2"; _kind="${3:-$BACKUP_PREFIX}"; _ext="${4:-.dump}"
+    _now=$(date -u +%s)
+    _max_age=$(( BACKUP_MAX_AGE_DAYS * 86400 ))
+    _i=0
+    for _name in $(list_good "$_dir" "$_kind" "$_ext"); do
+        _i=$(( _i + 1 ))
+        if [ "$_i" -eq 1 ] || [ "$_name" = "$_keep" ]; then
+            continue
+        fi
+        _age=$(( _now - $(stamp_epoch "$(name_stamp "$_name" "$_kind" "$_ext")") ))
+        if [ "$_i" -gt "$BACKUP_KEEP_COUNT" ] || [ "$_age" -gt "$_max_age" ]; then
+            log "retention: removing $_dir/$_name (rank $_i, age ${_age}s)"
+            rm -f "$_dir/$_name" "$_dir/$_name.sha256"
+        fi
+    done
+    # A checksum whose backup is gone holds no data.
+    for _f in "$_dir/$_kind"-*"$_ext".sha256; do
+        [ -f "$_f" ] || continue
+        [ -f "${_f%.sha256}" ] || rm -f "$_f"
+    done
+}
+
+# Serialise backup and restore runs on the backups volume (flock is in
+# busybox and util-linux; without it runs are not serialised).
+take_lock() {
+    if command -v flock >/dev/null 2>&1; then
+        exec 9>"$BACKUP_DIR/.lock"
+        flock -w "${1:-0}" 9 || die "another backup or restore is running (lock $BACKUP_DIR/.lock)" 75
+    fi
+}

@@ -1,0 +1,167 @@
+"""Scheduled logical backups of the datastores, and the restore command.
+
+The service runs the shell scripts in `backup/bin/` inside the same Postgres
+image as the datastore, so `pg_dump`/`pg_restore` always match the server
+version. The scripts are uploaded as they are in the repository; the tests run
+the very same files with the same environment against a real Postgres.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import pulumi
+import pulumi_docker as docker
+
+from .common import (
+    SERVICE_LABEL,
+    STACK_LABEL,
+    NetworkNames,
+    hardened_container_args,
+    healthcheck,
+    secret_file,
+)
+from .config import Settings
+from .datastores import RABBITMQ_USER, Datastores
+from .volumes import Volumes
+
+SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "backup" / "bin"
+SCRIPTS = ("backup", "restore", "lib.sh")
+BIN_DIR = "/opt/backup/bin"
+SECRETS_DIR = "/run/secrets"
+BACKUP_DIR = "/backups"
+SECOND_DIR = "/backups-second"
+METRICS_DIR = "/metrics"
+REDIS_SOURCE_DIR = "/sources/redis"
+RABBITMQ_API_URL = "http://rabbitmq:15672"
+IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class BackupArgs:
+    settings: Settings
+    networks: NetworkNames
+    volumes: Volumes
+    datastores: Datastores
+    stack_labels: Mapping[str, str]
+
+
+def script_files() -> dict[str, str]:
+    """`{container path: content}` of the scripts, exactly as uploaded."""
+    return {f"{BIN_DIR}/{name}": (SCRIPTS_DIR / name).read_text() for name in SCRIPTS}
+
+
+def backup_envs(settings: Settings, database_name: str, database_user: str) -> list[str]:
+    """The scripts' settings; all of them come from `settings.backup` (no secrets here)."""
+    cfg = settings.backup
+    interval = cfg.interval_minutes * 60
+    envs = {
+        "PATH": f"{BIN_DIR}:{IMAGE_PATH}",
+        "TZ": "UTC",
+        "BACKUP_DIR": BACKUP_DIR,
+        "BACKUP_METRICS_DIR": METRICS_DIR,
+        "BACKUP_INTERVAL_SECONDS": str(interval),
+        "BACKUP_RETRY_SECONDS": str(min(600, interval)),
+        "BACKUP_KEEP_COUNT": str(cfg.retention.keep_count),
+        "BACKUP_MAX_AGE_DAYS": str(cfg.retention.max_age_days),
+        "BACKUP_RESTORE_CHECK_SECONDS": str(cfg.restore_check_days * 86400),
+        "PGHOST": "postgres",
+        "PGPORT": "5432",
+        "PGUSER": database_user,
+        "PGDATABASE": database_name,
+        "PGPASSWORD_FILE": f"{SECRETS_DIR}/postgres_password",
+        "PGCONNECT_TIMEOUT": "10",
+    }
+    if cfg.second_target:
+        envs["BACKUP_SECOND_DIR"] = SECOND_DIR
+    if cfg.rabbitmq_definitions:
+        envs.update(
+            RABBITMQ_API_URL=RABBITMQ_API_URL,
+            RABBITMQ_USER=RABBITMQ_USER,
+            RABBITMQ_PASSWORD_FILE=f"{SECRETS_DIR}/rabbitmq_password",
+        )
+    if cfg.redis_snapshot:
+        envs["REDIS_DATA_DIR"] = REDIS_SOURCE_DIR
+    return [f"{key}={value}" for key, value in sorted(envs.items())]
+
+
+class Backup(pulumi.ComponentResource):
+    """The backup container and its metrics volume (read by node-exporter's textfile collector)."""
+
+    def __init__(self, name: str, args: BackupArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("paper-trading:backup:Backup", name, None, opts)
+        s = args.settings
+        prefix = s.name_prefix
+        stack = args.stack_labels.get(STACK_LABEL, pulumi.get_stack())
+        self.container_name = f"{prefix}-backup"
+        self.metrics_volume_name = f"{prefix}-backup-metrics"
+        # Metrics are derived data: a plain volume, recreated freely.
+        self.metrics_volume = docker.Volume(
+            "backup-metrics",
+            name=self.metrics_volume_name,
+            labels=[
+                docker.VolumeLabelArgs(label=STACK_LABEL, value=stack),
+                docker.VolumeLabelArgs(label=SERVICE_LABEL, value="backup"),
+            ],
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.restore_command = f"docker exec -i {self.container_name} restore"
+        self.envs = backup_envs(s, args.datastores.database_name, args.datastores.database_user)
+        self.container: docker.Container | None = None
+        if s.backup.enabled:
+            self.container = docker.Container(
+                "backup",
+                **hardened_container_args(
+                    image=s.images.postgres,
+                    name=self.container_name,
+                    service="backup",
+                    stack_labels=args.stack_labels,
+                    networks={args.networks.backend: []},
+                    limits=s.backup.limits,
+                    envs=self.envs,
+                    tmpfs={"/tmp": "rw,noexec,nosuid,size=16m"},
+                    volumes=self._volumes(args),
+                    uploads=self._uploads(args),
+                    # The image entrypoint runs anything that is not `postgres` as is.
+                    command=[f"{BIN_DIR}/backup", "loop"],
+                    healthcheck=healthcheck(
+                        ["CMD", f"{BIN_DIR}/backup", "status"], interval="60s", timeout="10s",
+                        retries=3, start_period="15m",
+                    ),
+                ),
+                opts=pulumi.ResourceOptions(
+                    parent=self,
+                    depends_on=[args.datastores.postgres, self.metrics_volume],
+                    delete_before_replace=True,
+                ),
+            )
+        self.register_outputs({"metricsVolumeName": self.metrics_volume_name})
+
+    def _volumes(self, args: BackupArgs) -> list[docker.ContainerVolumeArgs]:
+        cfg = args.settings.backup
+        volumes = [
+            args.volumes.mount("backups", BACKUP_DIR),
+            docker.ContainerVolumeArgs(volume_name=self.metrics_volume_name, container_path=METRICS_DIR),
+            # Upload targets in a read-only container must be volumes.
+            docker.ContainerVolumeArgs(container_path=BIN_DIR),
+            docker.ContainerVolumeArgs(container_path=SECRETS_DIR),
+        ]
+        if cfg.redis_snapshot:
+            volumes.append(args.volumes.mount("redis", REDIS_SOURCE_DIR, read_only=True))
+        if cfg.second_target:
+            volumes.append(docker.ContainerVolumeArgs(host_path=cfg.second_target, container_path=SECOND_DIR))
+        return volumes
+
+    def _uploads(self, args: BackupArgs) -> list[docker.ContainerUploadArgs]:
+        uploads = [
+            docker.ContainerUploadArgs(file=path, content=content, permissions="0555")
+            for path, content in script_files().items()
+        ]
+        uploads.append(secret_file(f"{SECRETS_DIR}/postgres_password", args.datastores.postgres_password.result))
+        if args.settings.backup.rabbitmq_definitions:
+            uploads.append(
+                secret_file(f"{SECRETS_DIR}/rabbitmq_password", args.datastores.rabbitmq_password.result)
+            )
+        return uploads
