@@ -7,6 +7,7 @@ from components.config import COLORS, load_settings
 from components.common import STACK_LABEL
 from components.datastores import Datastores, DatastoresArgs
 from components.network import Networks, NetworksArgs
+from components.proxy import Proxy, ProxyArgs
 from components.volumes import Volumes, VolumesArgs
 
 settings = load_settings()
@@ -31,8 +32,17 @@ apps = {
     )
     for color in COLORS
 }
+proxy = Proxy(
+    "proxy",
+    ProxyArgs(
+        settings=settings, networks=networks.names, stack_labels=stack_labels,
+        depends_on=[container for app in apps.values() for container in app.containers],
+    ),
+)
 
 pulumi.export("activeColor", settings.deployment.active_color)
 pulumi.export("previewColor", settings.deployment.preview_color)
+pulumi.export("appUrl", proxy.public_url)
+pulumi.export("previewUrl", proxy.preview_url)
 for color in COLORS:
     pulumi.export(f"{color}Image", settings.deployment.color(color).image)

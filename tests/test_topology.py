@@ -173,3 +173,11 @@ def test_flipping_active_color_changes_only_routing_resources() -> None:
         assert kind in routing_types, f"flip changed a non-routing resource: {urn}"
     for res in green.containers:
         assert before[res.urn] == after[res.urn], res.name
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_urns_unique(stack: str) -> None:
+    """The engine rejects two resources with one URN (a child name reused under one parent type)."""
+    urns = [r.urn for r in rendered(stack).resources]
+    duplicates = sorted({u for u in urns if urns.count(u) > 1})
+    assert not duplicates, duplicates
