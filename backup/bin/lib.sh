@@ -86,9 +86,12 @@ verify_checksum() {
     fi
 }
 
-# A dump pg_restore can read (catches truncation and foreign files).
+# A dump pg_restore can read through: `--list` reads only the table of
+# contents at the start, so the whole archive is also decoded to /dev/null
+# (this is what catches a truncated or damaged data section).
 verify_archive() {
     pg_restore --list "$1" >/dev/null 2>&1 || { log "pg_restore --list failed on $1"; return 1; }
+    pg_restore --file=/dev/null "$1" 2>/dev/null || { log "pg_restore cannot read all of $1"; return 1; }
 }
 
 sync_file() { sync "$1" 2>/dev/null || sync; }
