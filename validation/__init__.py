@@ -1,0 +1,28 @@
+"""Post-deploy validation: concurrent checks against a deployed color, a JSON report, the gate.
+
+    from validation import ValidationOptions, validate
+    report = validate(ValidationOptions(base_url="https://127.0.0.1:8443", color="green"))
+    report.passed  # every blocking check passed
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from validation.models import CheckResult, ValidationReport
+from validation.options import ExchangeCredentials, ValidationOptions
+
+__all__ = ["CheckResult", "ExchangeCredentials", "ValidationOptions", "ValidationReport", "avalidate", "validate"]
+
+
+async def avalidate(options: ValidationOptions) -> ValidationReport:
+    from validation.report import build_report
+    from validation.runner import run_checks
+
+    checks, started, seconds = await run_checks(options)
+    return build_report(options, checks, started, seconds)
+
+
+def validate(options: ValidationOptions) -> ValidationReport:
+    """Run every applicable check once (blocking call; starts its own event loop)."""
+    return asyncio.run(avalidate(options))

@@ -1,0 +1,165 @@
+"""Monitoring checks, each only when its URL is given: Prometheus, Alertmanager, Grafana."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from validation.models import Category
+from validation.options import ValidationOptions
+from validation.runner import CheckFailed, Context, Passed, check
+
+GRAFANA_OK = frozenset({"ok", "success"})
+
+
+def _need(attr: str, flag: str) -> Any:
+    def rule(options: ValidationOptions) -> str | None:
+        return None if getattr(options, attr) else f"no {flag} given"
+
+    return rule
+
+
+async def _json(ctx: Context, base: str, path: str, headers: dict[str, str] | None = None) -> Any:
+    response = await ctx.get(path, base=base, headers=headers)
+    if response.status_code != 200:
+        raise CheckFailed(f"GET {base}{path}: status {response.status_code}")
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise CheckFailed(f"GET {base}{path}: not JSON") from exc
+
+
+def _is_candidate(target: dict[str, Any], color: str) -> bool:
+    labels = {**(target.get("discoveredLabels") or {}), **(target.get("labels") or {})}
+    if labels.get("color") == color:
+        return True
+    return any(f"app-{color}" in str(value) for value in labels.values())
+
+
+@check(
+    "monitoring.prometheus_targets",
+    Category.MONITORING,
+    "--prometheus-url: every active target is up, including the candidate color's replicas (label "
+    "color=<color> or an address app-<color>); waits up to most of the check timeout for fresh targets.",
+    skip_when=_need("prometheus_url", "--prometheus-url"),
+)
+async def prometheus_targets(ctx: Context) -> Passed:
+    base = ctx.options.prometheus_url
+    assert base is not None
+    color = ctx.options.color
+    wanted = ctx.options.expected_replicas or 1
+    deadline = time.monotonic() + ctx.options.check_timeout * 0.8
+    while True:
+        body = await _json(ctx, base, "/api/v1/targets?state=active")
+        targets = (body.get("data") or {}).get("activeTargets") or []
+        down = [
+            f"{t.get('scrapePool')}/{(t.get('labels') or {}).get('instance')}: {t.get('health')} {t.get('lastError', '')}".strip()
+            for t in targets
+            if t.get("health") != "up"
+        ]
+        candidates = [t for t in targets if color and _is_candidate(t, color)]
+        problem = ""
+        if not targets:
+            problem = "Prometheus has no active targets"
+        elif down:
+            problem = f"{len(down)} target(s) not up: {'; '.join(down[:5])}"
+        elif color and len(candidates) < wanted:
+            problem = f"{len(candidates)} target(s) for {color}, expected {wanted}"
+        if not problem:
+            return Passed(f"{len(targets)} targets up", {"targets": len(targets)})
+        if time.monotonic() >= deadline:
+            raise CheckFailed(problem, down=down)
+        await asyncio.sleep(0.5)
+
+
+@check(
+    "monitoring.prometheus_rules",
+    Category.MONITORING,
+    "--prometheus-url: rule groups are loaded and no rule reports an evaluation error.",
+    skip_when=_need("prometheus_url", "--prometheus-url"),
+)
+async def prometheus_rules(ctx: Context) -> Passed:
+    base = ctx.options.prometheus_url
+    assert base is not None
+    body = await _json(ctx, base, "/api/v1/rules")
+    groups = (body.get("data") or {}).get("groups") or []
+    if not groups:
+        raise CheckFailed("Prometheus has no rule groups loaded")
+    rules = [rule for group in groups for rule in group.get("rules") or []]
+    bad = [f"{r.get('name')}: {r.get('lastError', r.get('health'))}" for r in rules if r.get("health", "ok") != "ok"]
+    if bad:
+        raise CheckFailed(f"{len(bad)} rule(s) failing: {'; '.join(bad[:5])}")
+    return Passed(f"{len(groups)} groups, {len(rules)} rules healthy")
+
+
+@check(
+    "monitoring.alertmanager",
+    Category.MONITORING,
+    "--alertmanager-url: GET /-/ready answers 200.",
+    skip_when=_need("alertmanager_url", "--alertmanager-url"),
+)
+async def alertmanager(ctx: Context) -> Passed:
+    base = ctx.options.alertmanager_url
+    assert base is not None
+    response = await ctx.get("/-/ready", base=base)
+    if response.status_code != 200:
+        raise CheckFailed(f"Alertmanager /-/ready: status {response.status_code}")
+    return Passed("ready")
+
+
+def _grafana_headers(ctx: Context) -> dict[str, str]:
+    o = ctx.options
+    if o.grafana_token is not None:
+        return {"Authorization": f"Bearer {o.grafana_token.get_secret_value()}"}
+    if o.grafana_user and o.grafana_password is not None:
+        import base64
+
+        raw = f"{o.grafana_user}:{o.grafana_password.get_secret_value()}".encode()
+        return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+    return {}
+
+
+@check(
+    "monitoring.grafana_datasources",
+    Category.MONITORING,
+    "--grafana-url: at least one datasource, and each answers its health check.",
+    skip_when=_need("grafana_url", "--grafana-url"),
+)
+async def grafana_datasources(ctx: Context) -> Passed:
+    base = ctx.options.grafana_url
+    assert base is not None
+    headers = _grafana_headers(ctx)
+    sources = await _json(ctx, base, "/api/datasources", headers)
+    if not isinstance(sources, list) or not sources:
+        raise CheckFailed("Grafana has no datasources")
+
+    async def health(source: dict[str, Any]) -> str | None:
+        response = await ctx.get(f"/api/datasources/uid/{source.get('uid')}/health", base=base, headers=headers)
+        try:
+            status = str(response.json().get("status", "")).lower()
+        except (ValueError, AttributeError):
+            status = ""
+        if response.status_code != 200 or status not in GRAFANA_OK:
+            return f"{source.get('name')}: {response.status_code} {status}".strip()
+        return None
+
+    bad = [b for b in await asyncio.gather(*(health(s) for s in sources)) if b]
+    if bad:
+        raise CheckFailed(f"datasource(s) unhealthy: {'; '.join(bad)}")
+    return Passed(f"{len(sources)} datasource(s) healthy")
+
+
+@check(
+    "monitoring.grafana_dashboards",
+    Category.MONITORING,
+    "--grafana-url: at least one dashboard is provisioned.",
+    skip_when=_need("grafana_url", "--grafana-url"),
+)
+async def grafana_dashboards(ctx: Context) -> Passed:
+    base = ctx.options.grafana_url
+    assert base is not None
+    found = await _json(ctx, base, "/api/search?type=dash-db", _grafana_headers(ctx))
+    if not isinstance(found, list) or not found:
+        raise CheckFailed("Grafana has no dashboards")
+    return Passed(f"{len(found)} dashboard(s)", {"dashboards": [d.get("title") for d in found]})

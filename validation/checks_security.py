@@ -1,0 +1,203 @@
+"""Security checks: TLS, certificate, headers, redirect, rate limit and injection probes."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+import time
+
+import httpx
+
+from validation.models import Category
+from validation.options import ValidationOptions
+from validation.runner import CheckFailed, Context, Passed, check, ssl_context
+from validation.tls import handshake, legacy_context, unverified_context
+
+HSTS_MIN_AGE = 31536000
+
+
+def _not_https(options: ValidationOptions) -> str | None:
+    return None if options.is_https else "base URL is plain HTTP"
+
+
+def _cert_skip(options: ValidationOptions) -> str | None:
+    if not options.is_https:
+        return "base URL is plain HTTP"
+    return "--insecure: certificate not verified" if options.insecure else None
+
+
+@check(
+    "security.tls_protocol",
+    Category.SECURITY,
+    "HTTPS only: the negotiated protocol is TLS 1.2 or 1.3 and a TLS 1.0/1.1-only client is refused.",
+    skip_when=_not_https,
+)
+async def tls_protocol(ctx: Context) -> Passed:
+    o = ctx.options
+    try:
+        shake = await handshake(o.host, o.port, o.tls_name, unverified_context(), o.check_timeout)
+    except (OSError, ssl.SSLError) as exc:
+        raise CheckFailed(f"TLS handshake failed: {exc}") from exc
+    if shake.version not in ("TLSv1.2", "TLSv1.3"):
+        raise CheckFailed(f"negotiated {shake.version or 'no TLS'}, need TLSv1.2 or newer")
+    try:
+        legacy = await handshake(o.host, o.port, o.tls_name, legacy_context(), o.check_timeout)
+    except (OSError, ssl.SSLError):
+        return Passed(f"{shake.version} ({shake.cipher}); TLS 1.0/1.1 refused")
+    raise CheckFailed(f"server accepts legacy {legacy.version}")
+
+
+@check(
+    "security.certificate",
+    Category.SECURITY,
+    "HTTPS only: the certificate verifies (system CAs or --ca-file) for the host and does not expire "
+    "within the configured number of days (default 14).",
+    skip_when=_cert_skip,
+)
+async def certificate(ctx: Context) -> Passed:
+    o = ctx.options
+    try:
+        shake = await handshake(o.host, o.port, o.tls_name, ssl_context(o), o.check_timeout)
+    except ssl.SSLCertVerificationError as exc:
+        raise CheckFailed(f"certificate for {o.tls_name} does not verify: {exc.verify_message}") from exc
+    except (OSError, ssl.SSLError) as exc:
+        raise CheckFailed(f"TLS handshake failed: {exc}") from exc
+    not_after = shake.cert.get("notAfter")
+    if not isinstance(not_after, str):
+        raise CheckFailed("certificate has no expiry date")
+    days = (ssl.cert_time_to_seconds(not_after) - time.time()) / 86400
+    if days < o.cert_min_days:
+        raise CheckFailed(
+            f"certificate expires in {days:.1f} days (< {o.cert_min_days})", notAfter=not_after
+        )
+    return Passed(f"valid for {o.tls_name}, {days:.0f} days left", {"notAfter": not_after})
+
+
+@check(
+    "security.headers",
+    Category.SECURITY,
+    "Responses carry X-Content-Type-Options nosniff, X-Frame-Options DENY/SAMEORIGIN, Referrer-Policy, "
+    "Content-Security-Policy, Permissions-Policy and (HTTPS) HSTS max-age>=31536000; includeSubDomains.",
+)
+async def headers(ctx: Context) -> Passed:
+    response = await ctx.get(ctx.options.paths.basic)
+    h = response.headers
+    problems: list[str] = []
+    if h.get("x-content-type-options", "").lower() != "nosniff":
+        problems.append("X-Content-Type-Options")
+    if h.get("x-frame-options", "").upper() not in ("DENY", "SAMEORIGIN"):
+        problems.append("X-Frame-Options")
+    for name in ("Referrer-Policy", "Content-Security-Policy", "Permissions-Policy"):
+        if not h.get(name):
+            problems.append(name)
+    if ctx.options.is_https:
+        hsts = h.get("strict-transport-security", "")
+        age = re.search(r"max-age=(\d+)", hsts)
+        if not age or int(age.group(1)) < HSTS_MIN_AGE or "includesubdomains" not in hsts.lower():
+            problems.append("Strict-Transport-Security")
+    if problems:
+        raise CheckFailed(f"missing or weak headers: {', '.join(problems)}", missing=problems)
+    return Passed("all security headers present")
+
+
+@check(
+    "security.https_redirect",
+    Category.SECURITY,
+    "Plain HTTP redirects (301/308) to https:// (needs an https base URL on 443 or VALIDATION_HTTP_URL).",
+    skip_when=lambda o: None if o.redirect_url else "no plain-HTTP URL to test",
+)
+async def https_redirect(ctx: Context) -> Passed:
+    base = ctx.options.redirect_url
+    assert base is not None
+    extra = {"Host": ctx.options.server_name} if ctx.options.server_name else {}
+    response = await ctx.get(ctx.options.paths.basic, base=base, headers=extra)
+    location = response.headers.get("location", "")
+    if response.status_code not in (301, 302, 307, 308) or not location.startswith("https://"):
+        raise CheckFailed(f"http answered {response.status_code} (Location {location!r}), expected a redirect to https")
+    return Passed(f"{response.status_code} -> {location}")
+
+
+@check(
+    "security.rate_limit",
+    Category.SECURITY,
+    "A concurrent burst of (burst + 10) requests to the auth path gets at least one 429.",
+    skip_when=lambda o: "rate limit burst set to 0" if o.rate_limit_burst == 0 else None,
+)
+async def rate_limit(ctx: Context) -> Passed:
+    path = ctx.options.rate_limit_path
+    count = ctx.options.rate_limit_burst + 10
+
+    async def one() -> int:
+        return (await ctx.get(path, retry=False)).status_code
+
+    tasks = [asyncio.create_task(one()) for _ in range(count)]
+    statuses: list[int] = []
+    try:
+        for next_done in asyncio.as_completed(tasks):
+            try:
+                statuses.append(await next_done)
+            except CheckFailed:
+                statuses.append(0)
+            if statuses[-1] == 429:
+                return Passed(f"429 after {len(statuses)} of {count} responses")
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    seen = sorted(set(statuses))
+    raise CheckFailed(f"no 429 in a burst of {count} to {path} (statuses {seen})", statuses=seen)
+
+
+SQL_PROBES = ("' OR '1'='1' --", "1; DROP TABLE users--", "' UNION SELECT password FROM users--")
+XSS_PROBES = ("<script>alert(1)</script>", "\"><img src=x onerror=alert(1)>")
+CMD_PROBES = ("; cat /etc/passwd", "$(id)", "| ls -la /", "`uname -a`")
+#: Characters an HTML-escaping app must transform; a payload with them seen verbatim is unescaped.
+DANGEROUS = re.compile(r"[<>\"']")
+LEAKS = ("root:x:0:0", "uid=0(", "Traceback (most recent call last)")
+
+
+async def _probe(ctx: Context, kind: str, payloads: tuple[str, ...]) -> Passed:
+    path = ctx.options.injection_path
+
+    async def one(payload: str) -> tuple[str, httpx.Response]:
+        return payload, await ctx.get(path, params={"q": payload})
+
+    results = await asyncio.gather(*(one(p) for p in payloads))
+    problems: list[str] = []
+    codes: list[int] = []
+    for payload, response in results:
+        codes.append(response.status_code)
+        body = response.text
+        if response.status_code >= 500:
+            problems.append(f"{payload!r} -> {response.status_code}")
+        elif DANGEROUS.search(payload) and payload in body:
+            problems.append(f"{payload!r} reflected unescaped")
+        elif any(leak in body for leak in LEAKS):
+            problems.append(f"{payload!r} leaked system output")
+    if problems:
+        raise CheckFailed(f"{kind} probes: {'; '.join(problems)}", statuses=codes)
+    return Passed(f"{len(payloads)} probes -> {sorted(set(codes))}", {"statuses": codes})
+
+
+@check(
+    "security.sql_injection",
+    Category.SECURITY,
+    "SQL-injection probes on the API get a 4xx (or a safe 2xx), never a 5xx, never reflected unescaped.",
+)
+async def sql_injection(ctx: Context) -> Passed:
+    return await _probe(ctx, "SQL-injection", SQL_PROBES)
+
+
+@check("security.xss", Category.SECURITY, "XSS probes: never a 5xx, never reflected unescaped.")
+async def xss(ctx: Context) -> Passed:
+    return await _probe(ctx, "XSS", XSS_PROBES)
+
+
+@check(
+    "security.command_injection",
+    Category.SECURITY,
+    "Command-injection probes: never a 5xx, never reflected unescaped, no command output.",
+)
+async def command_injection(ctx: Context) -> Passed:
+    return await _probe(ctx, "command-injection", CMD_PROBES)

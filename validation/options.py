@@ -1,0 +1,111 @@
+"""What to validate and how: one immutable options object shared by the CLI and the gate."""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HealthPaths(_Model):
+    basic: str = "/health"
+    detailed: str = "/health/detailed"
+    ready: str = "/health/ready"
+    live: str = "/health/live"
+    metrics: str = "/metrics"
+
+
+class ExchangeCredentials(_Model):
+    """A key to ask the exchange about; `base_url` is the exchange's REST root."""
+
+    exchange: Literal["binance", "kucoin"]
+    api_key: SecretStr
+    api_secret: SecretStr
+    passphrase: SecretStr | None = None
+    base_url: str
+
+    @field_validator("base_url")
+    @classmethod
+    def _https_unless_loopback(cls, value: str) -> str:
+        parts = urlsplit(value)
+        loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
+        if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+            raise ValueError("exchange base URL must be https:// (http only on loopback)")
+        return value.rstrip("/")
+
+
+class ValidationOptions(_Model):
+    base_url: str
+    color: Literal["blue", "green"] | None = None
+    #: Overall deadline for the whole run, seconds.
+    timeout: float = Field(default=30.0, gt=0, le=3600)
+    #: Budget of one check including its retries, seconds.
+    check_timeout: float = Field(default=5.0, gt=0, le=600)
+    #: Extra attempts after a connection error or a 502/503/504, with exponential backoff.
+    retries: int = Field(default=2, ge=0, le=10)
+    backoff: float = Field(default=0.1, ge=0, le=10)
+    ca_file: str | None = None
+    insecure: bool = False
+    #: TLS server name and Host header when the URL names another address (e.g. a tunnel).
+    server_name: str | None = None
+    #: Plain-HTTP URL of the same site, for the redirect check (derived for https on 443).
+    http_url: str | None = None
+    prometheus_url: str | None = None
+    alertmanager_url: str | None = None
+    grafana_url: str | None = None
+    grafana_user: str | None = None
+    grafana_password: SecretStr | None = None
+    grafana_token: SecretStr | None = None
+    expected_replicas: int | None = Field(default=None, ge=1, le=100)
+    cert_min_days: int = Field(default=14, ge=0, le=3650)
+    latency_threshold_ms: float = Field(default=500.0, gt=0)
+    smoke_requests: int = Field(default=40, ge=1, le=10000)
+    smoke_concurrency: int = Field(default=8, ge=1, le=256)
+    rate_limit_path: str = "/api/auth/login"
+    rate_limit_burst: int = Field(default=5, ge=0, le=100000)
+    injection_path: str = "/api/search"
+    paths: HealthPaths = HealthPaths()
+    exchanges: tuple[ExchangeCredentials, ...] = ()
+    skip: frozenset[str] = frozenset()
+
+    @field_validator("base_url", "http_url", "prometheus_url", "alertmanager_url", "grafana_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value.rstrip("/")
+
+    @property
+    def is_https(self) -> bool:
+        return urlsplit(self.base_url).scheme == "https"
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.base_url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.base_url)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+    @property
+    def tls_name(self) -> str:
+        """The name the certificate must be valid for."""
+        return self.server_name or self.host
+
+    @property
+    def redirect_url(self) -> str | None:
+        if self.http_url:
+            return self.http_url
+        parts = urlsplit(self.base_url)
+        if parts.scheme == "https" and parts.port in (None, 443):
+            return f"http://{parts.hostname}"
+        return None
