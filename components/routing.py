@@ -135,9 +135,17 @@ def write_file(container: Any, path: str, content: str) -> None:
         raise RoutingError(f"could not write {path} into {container.name}")
 
 
-def _nginx(container: Any, *args: str) -> tuple[int, str]:
-    """Run nginx with the proxy's own config inside the container, as its user."""
-    result = container.exec_run(["nginx", "-e", "stderr", "-c", CONF_PATH, *args])
+_TEST_FAILED = 3
+
+
+def _test_and_reload(container: Any) -> tuple[int, str]:
+    """`nginx -t`, then `nginx -s reload` only if the test passed: one exec round trip.
+
+    Exit code _TEST_FAILED means the test refused the config and nothing was reloaded.
+    """
+    nginx = f"nginx -e stderr -c {CONF_PATH}"
+    script = f"{nginx} -t 2>&1 || exit {_TEST_FAILED}; {nginx} -s reload 2>&1"
+    result = container.exec_run(["sh", "-c", script])
     output = result.output.decode(errors="replace") if result.output else ""
     return int(result.exit_code), output.strip()
 
@@ -151,16 +159,31 @@ def live_color_of(content: str | None) -> str | None:
 # --------------------------------------------------------------------------- listener side
 
 
-def observe(endpoint: Endpoint, timeout: float = 2.0) -> str | None:
-    """`X-Deployment-Color` of one fresh-connection request to the listener (None if no answer)."""
+def _fresh_client(endpoint: Endpoint, timeout: float = 2.0) -> Any:
+    """An HTTP client that opens a new connection per request (no keep-alive reuse),
+    so every probe is accepted by the current generation of nginx workers."""
     import httpx
 
     headers = {"Host": endpoint.host_header} if endpoint.host_header else {}
+    return httpx.Client(
+        verify=endpoint.verify(), timeout=timeout, follow_redirects=False, headers=headers,
+        limits=httpx.Limits(max_keepalive_connections=0),
+    )
+
+
+def observe(endpoint: Endpoint, client: Any = None) -> str | None:
+    """`X-Deployment-Color` of one fresh-connection request to the listener (None if no answer)."""
+    import httpx
+
+    owned = client is None
+    client = client or _fresh_client(endpoint)
     try:
-        with httpx.Client(verify=endpoint.verify(), timeout=timeout, follow_redirects=False) as client:
-            response = client.get(endpoint.url.rstrip("/") + endpoint.probe_path, headers=headers)
+        response = client.get(endpoint.url.rstrip("/") + endpoint.probe_path)
     except httpx.HTTPError:
         return None
+    finally:
+        if owned:
+            client.close()
     color: str | None = response.headers.get(COLOR_HEADER)
     return color
 
@@ -169,13 +192,14 @@ def confirm(endpoint: Endpoint, expected: str, deadline_s: float = 15.0) -> floa
     """Poll until CONFIRM_STREAK fresh requests in a row carry `expected`; seconds taken."""
     start = time.monotonic()
     streak, seen = 0, None
-    while time.monotonic() - start < deadline_s:
-        seen = observe(endpoint)
-        streak = streak + 1 if seen == expected else 0
-        if streak >= CONFIRM_STREAK:
-            return time.monotonic() - start
-        if streak == 0:
-            time.sleep(0.02)
+    with _fresh_client(endpoint) as client:
+        while time.monotonic() - start < deadline_s:
+            seen = observe(endpoint, client)
+            streak = streak + 1 if seen == expected else 0
+            if streak >= CONFIRM_STREAK:
+                return time.monotonic() - start
+            if streak == 0:
+                time.sleep(0.01)
     raise RoutingError(
         f"{endpoint.url} did not report {COLOR_HEADER}: {expected} within {deadline_s:g}s (last seen: {seen})"
     )
@@ -197,17 +221,14 @@ def _apply(container: Any, content: str) -> None:
     """Write, test, reload; a refused file is restored and nginx's message raised."""
     previous = read_file(container, ROUTING_PATH)
     write_file(container, ROUTING_PATH, content)
-    code, output = _nginx(container, "-t")
+    code, output = _test_and_reload(container)
     if code != 0:
         if previous is not None:
             write_file(container, ROUTING_PATH, previous)
-        raise RoutingError(
-            f"nginx refused the new routing (previous file restored, traffic unchanged):\n{output}"
-        )
-    code, output = _nginx(container, "-s", "reload")
-    if code != 0:
-        if previous is not None:
-            write_file(container, ROUTING_PATH, previous)
+        if code == _TEST_FAILED:
+            raise RoutingError(
+                f"nginx refused the new routing (previous file restored, traffic unchanged):\n{output}"
+            )
         raise RoutingError(f"nginx reload failed (previous file restored):\n{output}")
 
 
