@@ -8,7 +8,7 @@ the whole file is uploaded as a secret (Alertmanager 0.25, the Debian amtool, ha
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from ..config import Settings
 from ._yaml import dump
@@ -16,14 +16,14 @@ from ._yaml import dump
 REDACTED_URL = "https://webhook.invalid/redacted"
 
 
-def _receiver(name: str, url: Optional[str]) -> dict[str, Any]:
+def _receiver(name: str, url: str | None) -> dict[str, Any]:
     receiver: dict[str, Any] = {"name": name}
     if url:
         receiver["webhook_configs"] = [{"url": url, "send_resolved": True, "max_alerts": 50}]
     return receiver
 
 
-def alertmanager_config(settings: Settings, webhook_url: Optional[str]) -> str:
+def alertmanager_config(settings: Settings, webhook_url: str | None) -> str:
     """`webhook_url` is passed in (not read from settings) so the component can keep it secret."""
     del settings  # same signature as every builder; routing does not depend on other settings yet
     document: dict[str, Any] = {

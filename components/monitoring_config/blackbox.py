@@ -26,7 +26,8 @@ def blackbox_config(settings: Settings) -> str:
         "http_ready": {
             "prober": "http",
             "timeout": "5s",
-            "http": {"valid_status_codes": [200], "preferred_ip_protocol": "ip4", "no_follow_redirects": True},
+            "http": {"valid_status_codes": [200], "preferred_ip_protocol": "ip4",
+                     "no_follow_redirects": True},
         },
     }
     for color in COLORS:

@@ -7,7 +7,7 @@ test can prove every panel's datasource exists.
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any
 
 from ..config import Settings
 from . import layout, rules
@@ -56,8 +56,8 @@ class _Board:
         self._row_h = 0
 
     def add(self, title: str, kind: str, targets: list[dict[str, Any]], w: int = 8, h: int = 8,
-            datasource: Optional[dict[str, str]] = None, unit: Optional[str] = None,
-            extra: Optional[dict[str, Any]] = None) -> None:
+            datasource: dict[str, str] | None = None, unit: str | None = None,
+            extra: dict[str, Any] | None = None) -> None:
         if self._x + w > 24:
             self._x, self._y, self._row_h = 0, self._y + self._row_h, 0
         ds = datasource or PROM
@@ -102,7 +102,8 @@ def _overview(settings: Settings) -> str:
     b.add("App targets (live label)", "table", [_q(rules.APP_TARGET_UP, "")], w=12,
           extra={"targets": [{**_q(rules.APP_TARGET_UP), "format": "table", "instant": True,
                               "datasource": PROM, "refId": "A"}]})
-    b.add("Requests per second by color", "timeseries", [_q(rules.REQUESTS_RATE, "{{color}}")], w=12, unit="reqps")
+    b.add("Requests per second by color", "timeseries", [_q(rules.REQUESTS_RATE, "{{color}}")],
+          w=12, unit="reqps")
     b.add("Readiness by replica", "timeseries", [_q('probe_success{job="app-ready"}', "{{instance}}")], w=12)
     if settings.monitoring.logs.enabled:
         b.add("Audit trail: proxy access log", "logs", [{"expr": '{service="proxy", audit="access"}'}],
@@ -120,7 +121,8 @@ def _traffic() -> str:
           w=12, unit="reqps")
     b.add("Nginx connections", "timeseries", [_q("nginx_connections_active", "active"),
                                               _q("rate(nginx_http_requests_total[5m])", "req/s")], w=12)
-    return _dashboard("paper-trading-traffic", "Paper trading: requests, errors, latency per color", b, ["traffic"])
+    title = "Paper trading: requests, errors, latency per color"
+    return _dashboard("paper-trading-traffic", title, b, ["traffic"])
 
 
 def _datastores() -> str:
@@ -129,7 +131,8 @@ def _datastores() -> str:
     b.add("Redis up", "stat", [_q('redis_up{job="redis"}')], w=6)
     b.add("RabbitMQ up", "stat", [_q('up{job="rabbitmq"}')], w=6)
     b.add("Exporters up", "stat", [_q('up{job=~"postgres|redis|nginx|node|blackbox"}', "{{job}}")], w=6)
-    b.add("Postgres connections", "timeseries", [_q("sum by (datname) (pg_stat_database_numbackends)", "{{datname}}")])
+    b.add("Postgres connections", "timeseries",
+          [_q("sum by (datname) (pg_stat_database_numbackends)", "{{datname}}")])
     b.add("Redis memory", "timeseries", [_q("redis_memory_used_bytes", "used")], unit="bytes")
     b.add("RabbitMQ ready messages", "timeseries", [_q("sum(rabbitmq_queue_messages_ready)", "ready")])
     return _dashboard("paper-trading-datastores", "Paper trading: datastores", b, ["datastores"])
@@ -140,7 +143,8 @@ def _host() -> str:
     b.add("CPU busy", "timeseries", [_q('1 - avg(rate(node_cpu_seconds_total{mode="idle"}[5m]))', "busy")],
           unit="percentunit")
     b.add("Memory available", "timeseries",
-          [_q("node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes", "available")], unit="percentunit")
+          [_q("node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes", "available")],
+          unit="percentunit")
     b.add("Disk free", "timeseries", [_q(
         'node_filesystem_avail_bytes{fstype!~"tmpfs|ramfs|squashfs|nsfs|proc|sysfs|devtmpfs"}'
         " / node_filesystem_size_bytes", "{{mountpoint}}")], unit="percentunit")

@@ -15,7 +15,8 @@ def loki_config(settings: Settings) -> str:
         "common": {
             "instance_addr": "127.0.0.1",
             "path_prefix": data,
-            "storage": {"filesystem": {"chunks_directory": f"{data}/chunks", "rules_directory": f"{data}/rules"}},
+            "storage": {"filesystem": {"chunks_directory": f"{data}/chunks",
+                                        "rules_directory": f"{data}/rules"}},
             "replication_factor": 1,
             "ring": {"kvstore": {"store": "inmemory"}},
         },

@@ -73,7 +73,8 @@ def scrape_configs(settings: Settings) -> list[dict[str, Any]]:
             "static_configs": [
                 {
                     "targets": [live_listener_url(settings)],
-                    "labels": {"color": color, "__param_module": f"live_is_{color}", "instance": f"live-{color}"},
+                    "labels": {"color": color, "__param_module": f"live_is_{color}",
+                               "instance": f"live-{color}"},
                 }
                 for color in COLORS
             ],

@@ -88,24 +88,25 @@ def alerts(settings: Settings) -> list[Alert]:
         # --- paper-trading safety: critical at once, no `for`.
         Alert("PaperTradingModeOff", 'paper_trading_mode{job="app"} != 1', "0m", "critical", "safety",
               "{{ $labels.instance }} ({{ $labels.color }}) reports paper_trading_mode={{ $value }}",
-              "Take the replica out of traffic now (flip/rollback to the other color), stop it, and check its "
-              "PAPER_TRADING_MODE env and image; never re-enable until paper mode is proven."),
+              "Take the replica out of traffic now (flip/rollback to the other color), stop it, and "
+              "check its PAPER_TRADING_MODE env and image; never re-enable until paper mode is proven."),
         Alert("PaperTradingModeMetricMissing",
               'up{job="app"} == 1 unless on (job, instance) paper_trading_mode{job="app"}', "1m",
               "critical", "safety",
               "{{ $labels.instance }} answers /metrics without paper_trading_mode",
-              "A replica that cannot prove paper mode is unsafe: stop it or roll back to a release that exports "
-              "the metric."),
+              "A replica that cannot prove paper mode is unsafe: stop it or roll back to a release that "
+              "exports the metric."),
         Alert("RealTradeAttempt",
-              'increase(paper_trading_real_trades_blocked_total{job="app"}[5m]) > 0', "0m", "critical", "safety",
+              'increase(paper_trading_real_trades_blocked_total{job="app"}[5m]) > 0', "0m", "critical",
+              "safety",
               "{{ $labels.instance }} ({{ $labels.color }}) tried to place a real trade (blocked)",
-              "A code path tried to trade for real: freeze releases, find the caller in the audit logs (Grafana "
-              "Explore, service=app) and roll back the color that made it."),
+              "A code path tried to trade for real: freeze releases, find the caller in the audit logs "
+              "(Grafana Explore, service=app) and roll back the color that made it."),
         # --- service health.
         Alert("TargetDown", "up == 0", "2m", "warning", "service",
               "{{ $labels.job }} target {{ $labels.instance }} is down",
-              "Check the container (`docker ps -a`, `docker logs`) and its network attachment to the monitoring "
-              "network."),
+              "Check the container (`docker ps -a`, `docker logs`) and its attachment to the "
+              "monitoring network."),
         Alert("LiveColorNotReady", f'probe_success{{job="app-ready"}} == 0 and {live}', "1m", "critical",
               "service", "{{ $labels.instance }} on the LIVE color {{ $labels.color }} fails readiness",
               "Live traffic is degraded: check /health/detailed on the replica; if the color cannot recover, "
@@ -135,11 +136,13 @@ def alerts(settings: Settings) -> list[Alert]:
         Alert("AlertmanagerNotificationsFailing",
               "rate(alertmanager_notifications_failed_total[5m]) > 0", "10m", "warning", "service",
               "Alertmanager cannot deliver {{ $labels.integration }} notifications",
-              "Check monitoring.alertmanager.webhookUrl and the receiver's availability; alerts are only in the UI."),
+              "Check monitoring.alertmanager.webhookUrl and the receiver's availability; alerts are only "
+              "in the UI."),
         # --- datastores.
         Alert("PostgresDown", 'pg_up{job="postgres"} == 0', "1m", "critical", "datastores",
               "Postgres is unreachable from the exporter",
-              "Check the postgres container, its data volume and disk space; the app cannot trade (paper) without it."),
+              "Check the postgres container, its data volume and disk space; the app cannot trade (paper) "
+              "without it."),
         Alert("RedisDown", 'redis_up{job="redis"} == 0', "1m", "critical", "datastores",
               "Redis is unreachable from the exporter",
               "Check the redis container and its password file; restart it if it crashed."),
@@ -159,7 +162,8 @@ def alerts(settings: Settings) -> list[Alert]:
               "Find the biggest containers (`docker stats`), lower limits or add memory."),
         # --- backups (textfile metrics written by the backup job).
         Alert("BackupTooOld",
-              f"time() - paper_trading_backup_last_success_timestamp_seconds > {t.backup_max_age_hours} * 3600",
+              "time() - paper_trading_backup_last_success_timestamp_seconds > "
+              f"{t.backup_max_age_hours} * 3600",
               "10m", "critical", "backup",
               "The last successful backup is {{ $value | humanizeDuration }} old",
               "Run the backup job by hand, read its logs, check the backups volume's free space."),

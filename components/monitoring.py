@@ -1,0 +1,332 @@
+"""The monitoring stack: Prometheus, Alertmanager, Grafana, Loki + promtail, exporters.
+
+All config files come from `components.monitoring_config` builders and are uploaded
+into anonymous volumes (read-only root filesystems); secrets are files in
+`/run/secrets`, never envs. Nothing here reads `deployment.activeColor`: the live
+color is measured by the blackbox exporter from the proxy's `X-Deployment-Color`,
+so a flip never replaces a monitoring container. UIs are published only on
+`monitoring.bindAddress` (127.0.0.1 by default). No Docker socket anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import pulumi
+import pulumi_docker as docker
+import pulumi_random as random
+
+from .common import NetworkNames, hardened_container_args, healthcheck, secret_file
+from .config import Limits, Settings
+from .monitoring_config import alertmanager, blackbox, grafana, layout, loki, prometheus, promtail, rules
+
+NOBODY = "65534:65534"
+GRAFANA_USER = "472:0"
+LOKI_USER = "10001:10001"
+ROOT_USER = "0:0"  # promtail: reads root-owned json logs; every capability is still dropped
+
+
+class _Password(Protocol):
+    @property
+    def result(self) -> pulumi.Output[str]: ...
+
+
+class DatastoresLike(Protocol):
+    """What monitoring needs from the `Datastores` component."""
+
+    @property
+    def postgres_password(self) -> _Password: ...
+
+    @property
+    def redis_password(self) -> _Password: ...
+
+    database_name: str
+    database_user: str
+
+
+@dataclass(frozen=True)
+class MonitoringArgs:
+    settings: Settings
+    networks: NetworkNames
+    volume_names: Mapping[str, str]
+    stack_labels: Mapping[str, str]
+    datastores: DatastoresLike
+    textfile_volume: str | None = None
+    depends_on: Sequence[pulumi.Resource] = field(default_factory=list)
+
+
+def _config_upload(path: str, content: str) -> docker.ContainerUploadArgs:
+    return docker.ContainerUploadArgs(file=path, content=content, permissions="0644")
+
+
+def _published(bind: str, internal: int, external: int) -> docker.ContainerPortArgs:
+    return docker.ContainerPortArgs(internal=internal, external=external, ip=bind, protocol="tcp")
+
+
+def _url(bind: str, port: int) -> str:
+    host = "127.0.0.1" if bind == "0.0.0.0" else bind
+    return f"http://{host}:{port}"
+
+
+def _http_check(port: int, path: str) -> docker.ContainerHealthcheckArgs:
+    return healthcheck(["CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{port}{path}"])
+
+
+class Monitoring(pulumi.ComponentResource):
+    """Every monitoring container, its image, and the files it receives (`files`)."""
+
+    def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("paper-trading:monitoring:Monitoring", name, None, opts)
+        s = args.settings
+        mon = s.monitoring
+        self._args = args
+        self._stack = args.stack_labels.get("paper-trading.stack", pulumi.get_stack())
+        self.images: dict[str, docker.RemoteImage] = {}
+        self.containers: dict[str, docker.Container] = {}
+        self.files: dict[str, dict[str, str]] = {}
+        bind = mon.bind_address
+
+        # --- Prometheus
+        self.prometheus: docker.Container | None = None
+        if mon.prometheus.enabled:
+            self.prometheus = self._container(
+                "prometheus", s.images.prometheus, s.limits.monitoring, user=NOBODY,
+                files={
+                    layout.PROMETHEUS_CONFIG: prometheus.prometheus_config(s, self._stack),
+                    layout.ALERT_RULES: rules.alert_rules(s),
+                    layout.RECORDING_RULES: rules.recording_rules(),
+                },
+                config_dir=layout.PROMETHEUS_DIR,
+                data=(args.volume_names["prometheus"], layout.PROMETHEUS_DATA),
+                command=[
+                    f"--config.file={layout.PROMETHEUS_CONFIG}",
+                    f"--storage.tsdb.path={layout.PROMETHEUS_DATA}",
+                    f"--storage.tsdb.retention.time={mon.prometheus.retention}",
+                    f"--web.listen-address=:{layout.PROMETHEUS_PORT}",
+                    f"--web.external-url={_url(bind, mon.prometheus.port)}/",
+                ],
+                ports=[_published(bind, layout.PROMETHEUS_PORT, mon.prometheus.port)],
+                check=_http_check(layout.PROMETHEUS_PORT, "/-/ready"),
+            )
+        self.prometheus_url = _url(bind, mon.prometheus.port)
+
+        # --- Alertmanager (its file is secret when a webhook URL is configured)
+        self.alertmanager: docker.Container | None = None
+        if mon.alertmanager.enabled:
+            webhook = mon.alertmanager.webhook_url
+            if webhook is None:
+                am_content: pulumi.Input[str] = alertmanager.alertmanager_config(s, None)
+                am_shown = am_content
+                am_upload = _config_upload(layout.ALERTMANAGER_CONFIG, str(am_content))
+            else:
+                am_shown = alertmanager.alertmanager_config(s, alertmanager.REDACTED_URL)
+                am_content = pulumi.Output.secret(webhook.get_secret_value()).apply(
+                    lambda url: alertmanager.alertmanager_config(s, url))
+                am_upload = docker.ContainerUploadArgs(
+                    file=layout.ALERTMANAGER_CONFIG, content=pulumi.Output.secret(am_content),
+                    permissions="0400", owner="65534")
+            self.alertmanager = self._container(
+                "alertmanager", s.images.alertmanager, s.limits.monitoring, user=NOBODY,
+                files={layout.ALERTMANAGER_CONFIG: str(am_shown)}, uploads=[am_upload],
+                config_dir=layout.ALERTMANAGER_DIR,
+                data=(args.volume_names["alertmanager"], layout.ALERTMANAGER_DATA),
+                command=[
+                    f"--config.file={layout.ALERTMANAGER_CONFIG}",
+                    f"--storage.path={layout.ALERTMANAGER_DATA}",
+                    f"--web.listen-address=:{layout.ALERTMANAGER_PORT}",
+                    f"--web.external-url={_url(bind, mon.alertmanager.port)}/",
+                    "--cluster.listen-address=",
+                ],
+                ports=[_published(bind, layout.ALERTMANAGER_PORT, mon.alertmanager.port)],
+                check=_http_check(layout.ALERTMANAGER_PORT, "/-/ready"),
+            )
+        self.alertmanager_url = _url(bind, mon.alertmanager.port)
+
+        # --- Grafana (admin password from pulumi-random unless configured)
+        self.grafana: docker.Container | None = None
+        self.grafana_admin_password: random.RandomPassword | None = None
+        admin: pulumi.Output[str] | None = None
+        if mon.grafana.admin_password is not None:
+            admin = pulumi.Output.secret(mon.grafana.admin_password.get_secret_value())
+        if mon.grafana.enabled:
+            if admin is None:
+                self.grafana_admin_password = random.RandomPassword(
+                    "grafana-admin-password", length=32, special=False,
+                    opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["result"]))
+                admin = self.grafana_admin_password.result
+            grafana_files = {
+                layout.GRAFANA_DATASOURCES: grafana.datasources(s),
+                layout.GRAFANA_DASHBOARD_PROVIDERS: grafana.dashboard_providers(),
+                **{f"{layout.GRAFANA_DASHBOARDS_DIR}/{name}": text
+                   for name, text in grafana.dashboards(s).items()},
+            }
+            self.grafana = self._container(
+                "grafana", s.images.grafana, s.limits.monitoring, user=GRAFANA_USER,
+                files=grafana_files, config_dir=layout.GRAFANA_DIR,
+                data=(args.volume_names["grafana"], layout.GRAFANA_DATA),
+                secrets=[secret_file(layout.GRAFANA_ADMIN_PASSWORD_FILE, admin, owner="472")],
+                envs=[
+                    f"GF_PATHS_PROVISIONING={layout.GRAFANA_PROVISIONING}",
+                    f"GF_PATHS_DATA={layout.GRAFANA_DATA}",
+                    "GF_SECURITY_ADMIN_USER=admin",
+                    f"GF_SECURITY_ADMIN_PASSWORD__FILE={layout.GRAFANA_ADMIN_PASSWORD_FILE}",
+                    "GF_SECURITY_DISABLE_GRAVATAR=true",
+                    "GF_SECURITY_COOKIE_SAMESITE=strict",
+                    "GF_USERS_ALLOW_SIGN_UP=false",
+                    "GF_AUTH_ANONYMOUS_ENABLED=false",
+                    "GF_ANALYTICS_REPORTING_ENABLED=false",
+                    "GF_ANALYTICS_CHECK_FOR_UPDATES=false",
+                    "GF_LOG_MODE=console",
+                    f"GF_SERVER_ROOT_URL={_url(bind, mon.grafana.port)}/",
+                ],
+                ports=[_published(bind, layout.GRAFANA_PORT, mon.grafana.port)],
+                check=_http_check(layout.GRAFANA_PORT, "/api/health"),
+            )
+        self.grafana_url = _url(bind, mon.grafana.port)
+
+        # --- Logs: Loki + promtail (reads json-file logs from the host, read-only)
+        self.loki: docker.Container | None = None
+        self.log_collector: docker.Container | None = None
+        if mon.logs.enabled:
+            self.loki = self._container(
+                "loki", s.images.loki, s.limits.monitoring, user=LOKI_USER,
+                files={layout.LOKI_CONFIG: loki.loki_config(s)}, config_dir=layout.LOKI_DIR,
+                data=(args.volume_names["logs"], layout.LOKI_DATA),
+                command=[f"-config.file={layout.LOKI_CONFIG}"],
+                ports=[_published(bind, layout.LOKI_PORT, mon.logs.port)],
+            )
+            self.log_collector = self._container(
+                "log-collector", s.images.promtail, mon.exporter_limits, user=ROOT_USER,
+                files={layout.PROMTAIL_CONFIG: promtail.promtail_config(s, self._stack)},
+                config_dir=layout.PROMTAIL_DIR,
+                extra_volumes=[
+                    docker.ContainerVolumeArgs(container_path=layout.PROMTAIL_POSITIONS_DIR),
+                    docker.ContainerVolumeArgs(host_path=layout.DOCKER_CONTAINERS_DIR,
+                                               container_path=layout.DOCKER_CONTAINERS_DIR, read_only=True),
+                ],
+                command=[f"-config.file={layout.PROMTAIL_CONFIG}"],
+            )
+
+        # --- Exporters
+        self.node_exporter = self._container(
+            "node-exporter", s.images.node_exporter, mon.exporter_limits, user=NOBODY,
+            extra_volumes=[
+                docker.ContainerVolumeArgs(host_path="/proc", container_path="/host/proc", read_only=True),
+                docker.ContainerVolumeArgs(host_path="/sys", container_path="/host/sys", read_only=True),
+                *([docker.ContainerVolumeArgs(volume_name=args.textfile_volume,
+                                              container_path=layout.TEXTFILE_DIR, read_only=True)]
+                  if args.textfile_volume else []),
+            ],
+            command=[
+                "--path.procfs=/host/proc", "--path.sysfs=/host/sys",
+                *([f"--collector.textfile.directory={layout.TEXTFILE_DIR}"] if args.textfile_volume else []),
+                f"--web.listen-address=:{layout.NODE_EXPORTER_PORT}",
+            ],
+        )
+        self.blackbox_exporter = self._container(
+            "blackbox-exporter", mon.blackbox_image, mon.exporter_limits, user=NOBODY,
+            files={layout.BLACKBOX_CONFIG: blackbox.blackbox_config(s)}, config_dir=layout.BLACKBOX_DIR,
+            command=[f"--config.file={layout.BLACKBOX_CONFIG}",
+                     f"--web.listen-address=:{layout.BLACKBOX_PORT}"],
+        )
+        self.nginx_exporter = self._container(
+            "nginx-exporter", s.images.nginx_exporter, mon.exporter_limits, user=NOBODY,
+            command=[
+                f"--nginx.scrape-uri=http://{layout.PROXY_ALIAS}:{layout.PROXY_STATUS_PORT}"
+                f"{layout.PROXY_STUB_STATUS_PATH}",
+                f"--web.listen-address=:{layout.NGINX_EXPORTER_PORT}",
+            ],
+        )
+        ds = args.datastores
+        self.postgres_exporter = self._container(
+            "postgres-exporter", s.images.postgres_exporter, mon.exporter_limits, user=NOBODY, backend=True,
+            secrets=[secret_file(layout.POSTGRES_PASSWORD_FILE, ds.postgres_password.result, owner="65534")],
+            envs=[
+                f"DATA_SOURCE_URI=postgres:5432/{ds.database_name}?sslmode=disable",
+                f"DATA_SOURCE_USER={ds.database_user}",
+                f"DATA_SOURCE_PASS_FILE={layout.POSTGRES_PASSWORD_FILE}",
+            ],
+            command=[f"--web.listen-address=:{layout.POSTGRES_EXPORTER_PORT}"],
+        )
+        redis_passwords = ds.redis_password.result.apply(
+            lambda pw: json.dumps({"redis://redis:6379": pw}))
+        self.redis_exporter = self._container(
+            "redis-exporter", s.images.redis_exporter, mon.exporter_limits, user=NOBODY, backend=True,
+            secrets=[secret_file(layout.REDIS_PASSWORD_FILE, redis_passwords, owner="65534")],
+            command=[
+                "--redis.addr=redis://redis:6379",
+                f"--redis.password-file={layout.REDIS_PASSWORD_FILE}",
+                f"--web.listen-address=:{layout.REDIS_EXPORTER_PORT}",
+            ],
+        )
+        self.register_outputs({
+            "prometheusUrl": self.prometheus_url,
+            "grafanaUrl": self.grafana_url,
+            "alertmanagerUrl": self.alertmanager_url,
+        })
+
+    # ------------------------------------------------------------------ helpers
+
+    def _image(self, ref: str) -> docker.RemoteImage:
+        if ref not in self.images:
+            self.images[ref] = docker.RemoteImage(
+                f"image-{ref.replace('/', '-').replace(':', '-').replace('@', '-')}",
+                name=ref, keep_locally=True, opts=pulumi.ResourceOptions(parent=self))
+        return self.images[ref]
+
+    def _container(
+        self,
+        service: str,
+        image: str,
+        limits: Limits,
+        *,
+        user: str,
+        files: dict[str, str] | None = None,
+        uploads: list[docker.ContainerUploadArgs] | None = None,
+        config_dir: str | None = None,
+        data: tuple[str, str] | None = None,
+        secrets: list[docker.ContainerUploadArgs] | None = None,
+        extra_volumes: list[docker.ContainerVolumeArgs] | None = None,
+        envs: list[str] | None = None,
+        command: list[str] | None = None,
+        ports: list[docker.ContainerPortArgs] | None = None,
+        check: docker.ContainerHealthcheckArgs | None = None,
+        backend: bool = False,
+    ) -> docker.Container:
+        """One hardened container on the monitoring network (and backend when it reads a datastore)."""
+        args = self._args
+        prefix = args.settings.name_prefix
+        name = f"{prefix}-{service}"
+        files = files or {}
+        if files:
+            self.files[name] = dict(files)
+        all_uploads = list(uploads) if uploads is not None else [
+            _config_upload(path, text) for path, text in files.items()]
+        all_uploads += secrets or []
+        volumes: list[docker.ContainerVolumeArgs] = []
+        if config_dir:
+            volumes.append(docker.ContainerVolumeArgs(container_path=config_dir))
+        if secrets:
+            volumes.append(docker.ContainerVolumeArgs(container_path=layout.SECRETS_DIR))
+        if data:
+            volumes.append(docker.ContainerVolumeArgs(volume_name=data[0], container_path=data[1]))
+        volumes += extra_volumes or []
+        networks: dict[str, list[str]] = {args.networks.monitoring: [layout.ALIASES[service]]}
+        if backend:
+            networks[args.networks.backend] = []
+        image_resource = self._image(image)
+        container = docker.Container(
+            service,
+            **hardened_container_args(
+                image=image, name=name, service=service, stack_labels=args.stack_labels,
+                networks=networks, limits=limits, user=user, envs=envs,
+                tmpfs={"/tmp": "rw,noexec,nosuid,size=64m"}, volumes=volumes or None,
+                uploads=all_uploads or None, ports=ports, command=command, healthcheck=check,
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[image_resource, *args.depends_on]),
+        )
+        self.containers[service] = container
+        return container
