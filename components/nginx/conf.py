@@ -53,7 +53,7 @@ BLOCKED_URI_PATTERNS: tuple[str, ...] = (
     r"document\.cookie",
     # command injection
     rf"(?:;|%3b|\||%7c|&&|%26%26|`|%60|\$\(|%24%28){_SP}*"
-    rf"(?:cat|ls|id|whoami|uname|wget|curl|bash|sh|nc|rm|python[0-9.]*|perl)(?:{_SP}|&|$|%3b|;)",
+    rf"(?:cat|ls|id|whoami|uname|wget|curl|bash|sh|nc|rm|python[0-9.]*|perl)(?:{_SP}|&|$|%3b|;|\)|%29|\||%7c|`|%60)",
     # path traversal and probes for local files
     r"(?:\.|%2e)(?:\.|%2e)(?:/|%2f|\x5c|%5c)",
     r"(?:/|%2f)etc(?:/|%2f)(?:passwd|shadow)",
