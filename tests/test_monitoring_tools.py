@@ -158,7 +158,8 @@ def test_prometheus_scrapes_both_colors_and_every_service() -> None:
     jobs = {j["job_name"]: j for j in document["scrape_configs"]}
     assert {"app", "app-ready", "live-color", "tls", "nginx", "postgres", "redis", "rabbitmq", "node",
             "prometheus", "alertmanager", "grafana", "loki", "promtail", "blackbox"} <= set(jobs)
-    app = [(g["labels"]["color"], g["labels"]["instance"], g["targets"][0]) for g in jobs["app"]["static_configs"]]
+    app = [(g["labels"]["color"], g["labels"]["instance"], g["targets"][0])
+           for g in jobs["app"]["static_configs"]]
     expected = [(c, f"paper-trading-app-{c}-{n}", f"paper-trading-app-{c}-{n}:3000")
                 for c in ("blue", "green") for n in (1, 2)]
     assert app == expected

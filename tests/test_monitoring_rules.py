@@ -1,0 +1,233 @@
+"""`promtool test rules` on the generated rules: every alert fires when it should and stays silent otherwise.
+
+Each case is its own promtool test group (own input series), with a fire check
+and a silence check; a guard test proves no alert is left without a case.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from components.monitoring_config import rules
+from tests.support import require_tool
+from tests.test_monitoring_tools import stack_settings, write_prometheus_tree
+
+APP_BLUE = {"job": "app", "instance": "paper-trading-app-blue-1", "color": "blue"}
+
+
+def _sel(metric: str, labels: dict[str, str]) -> str:
+    inner = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    return f"{metric}{{{inner}}}"
+
+
+@dataclass
+class Case:
+    alert: str
+    series: list[tuple[str, str]]
+    silent_at: list[str]
+    fires_at: str
+    labels: dict[str, str]
+    summary: str
+    interval: str = "1m"
+    extra_alerts: list[dict[str, Any]] = field(default_factory=list)
+
+
+CASES: list[Case] = [
+    Case("PaperTradingModeOff", [(_sel("paper_trading_mode", APP_BLUE), "1 1 0 0")], ["1m"], "2m",
+         APP_BLUE, "paper-trading-app-blue-1 (blue) reports paper_trading_mode=0"),
+    Case("PaperTradingModeMetricMissing",
+         [(_sel("up", APP_BLUE), "1x10"), (_sel("paper_trading_mode", APP_BLUE), "1 1 stale")],
+         ["1m", "2m"], "3m", APP_BLUE,
+         "paper-trading-app-blue-1 answers /metrics without paper_trading_mode"),
+    Case("RealTradeAttempt",
+         [(_sel("paper_trading_real_trades_blocked_total", APP_BLUE), "0 0 0 1x10")],
+         ["2m", "10m"], "3m", APP_BLUE, "paper-trading-app-blue-1 (blue) tried to place a real trade (blocked)"),
+    Case("TargetDown", [(_sel("up", {"job": "nginx", "instance": "nginx-exporter:9113"}), "1 1 0x10")],
+         ["1m", "3m"], "4m", {"job": "nginx", "instance": "nginx-exporter:9113"},
+         "nginx target nginx-exporter:9113 is down"),
+    Case("LiveColorNotReady", [
+        (_sel("probe_success", {"job": "live-color", "color": "blue", "instance": "live-blue"}), "1x10"),
+        (_sel("probe_success", {"job": "live-color", "color": "green", "instance": "live-green"}), "0x10"),
+        (_sel("probe_success", {"job": "app-ready", "color": "blue", "instance": "b1"}), "1 1 0x10"),
+        # The preview color not being ready must not page.
+        (_sel("probe_success", {"job": "app-ready", "color": "green", "instance": "g1"}), "0x10"),
+    ], ["1m", "2m"], "3m", {"job": "app-ready", "color": "blue", "instance": "b1"},
+        "b1 on the LIVE color blue fails readiness"),
+    Case("NoLiveColor", [
+        (_sel("probe_success", {"job": "live-color", "color": "blue", "instance": "live-blue"}), "1 1 0x10"),
+        (_sel("probe_success", {"job": "live-color", "color": "green", "instance": "live-green"}), "0x12"),
+    ], ["1m", "6m"], "7m", {}, "The proxy serves no color live (or the live listener cannot be probed)"),
+    Case("AppHighErrorRate", [
+        (_sel("http_requests_total", {"job": "app", "color": "blue", "status": "200"}), "0+60x20"),
+        (_sel("http_requests_total", {"job": "app", "color": "blue", "status": "500"}), "0+60x20"),
+        (_sel("http_requests_total", {"job": "app", "color": "green", "status": "200"}), "0+60x20"),
+        (_sel("http_requests_total", {"job": "app", "color": "green", "status": "500"}), "0x20"),
+    ], ["3m"], "12m", {"color": "blue"}, "blue: 50% of requests fail with 5xx"),
+    Case("AppHighLatencyP95", [
+        (_sel("http_request_duration_seconds_bucket", {"job": "app", "color": "blue", "le": "0.5"}), "0x30"),
+        (_sel("http_request_duration_seconds_bucket", {"job": "app", "color": "blue", "le": "2"}), "0+60x30"),
+        (_sel("http_request_duration_seconds_bucket", {"job": "app", "color": "blue", "le": "+Inf"}), "0+60x30"),
+        (_sel("http_request_duration_seconds_bucket", {"job": "app", "color": "green", "le": "0.5"}), "0+60x30"),
+        (_sel("http_request_duration_seconds_bucket", {"job": "app", "color": "green", "le": "2"}), "0+60x30"),
+        (_sel("http_request_duration_seconds_bucket", {"job": "app", "color": "green", "le": "+Inf"}), "0+60x30"),
+    ], ["5m"], "20m", {"color": "blue"}, "blue: p95 latency 1.925s"),
+    Case("CertificateExpiringSoon", [
+        (_sel("probe_ssl_earliest_cert_expiry", {"job": "tls", "instance": "a"}), f"{10 * 86400}x30"),
+        (_sel("probe_ssl_earliest_cert_expiry", {"job": "tls", "instance": "b"}), f"{30 * 86400}x30"),
+    ], ["5m"], "20m", {"job": "tls", "instance": "a"},
+        "TLS certificate of a expires in 9d 23h 40m 0s"),
+    Case("CertificateExpiringCritical", [
+        (_sel("probe_ssl_earliest_cert_expiry", {"job": "tls", "instance": "a"}), f"{2 * 86400}x30"),
+        (_sel("probe_ssl_earliest_cert_expiry", {"job": "tls", "instance": "b"}), f"{10 * 86400}x30"),
+    ], [], "10m", {"job": "tls", "instance": "a"}, "TLS certificate of a expires in 1d 23h 50m 0s"),
+    Case("CertificateProbeFailing", [
+        (_sel("probe_success", {"job": "tls", "instance": "a"}), "0x30"),
+        (_sel("probe_success", {"job": "tls", "instance": "b"}), "1x30"),
+    ], ["5m"], "11m", {"job": "tls", "instance": "a"},
+        "TLS probe of a fails, certificate expiry is not being measured"),
+    Case("AlertmanagerNotificationsFailing", [
+        (_sel("alertmanager_notifications_failed_total",
+              {"job": "alertmanager", "instance": "am", "integration": "webhook"}), "0+1x30"),
+        (_sel("alertmanager_notifications_failed_total",
+              {"job": "alertmanager", "instance": "am", "integration": "email"}), "0x30"),
+    ], ["5m"], "20m", {"job": "alertmanager", "instance": "am", "integration": "webhook"},
+        "Alertmanager cannot deliver webhook notifications"),
+    Case("PostgresDown", [(_sel("pg_up", {"job": "postgres", "instance": "pe"}), "1 1 0x10")], ["1m", "2m"], "3m",
+         {"job": "postgres", "instance": "pe"}, "Postgres is unreachable from the exporter"),
+    Case("RedisDown", [(_sel("redis_up", {"job": "redis", "instance": "re"}), "1 1 0x10")], ["1m", "2m"], "3m",
+         {"job": "redis", "instance": "re"}, "Redis is unreachable from the exporter"),
+    Case("RabbitMQDown", [(_sel("up", {"job": "rabbitmq", "instance": "rabbitmq:15692"}), "1 1 0x10")],
+         ["1m", "2m"], "3m", {"job": "rabbitmq", "instance": "rabbitmq:15692"},
+         "RabbitMQ's Prometheus endpoint does not answer"),
+    Case("HostDiskPressure", [
+        (_sel("node_filesystem_avail_bytes", {"job": "node", "mountpoint": "/", "fstype": "ext4"}), "5x20"),
+        (_sel("node_filesystem_size_bytes", {"job": "node", "mountpoint": "/", "fstype": "ext4"}), "100x20"),
+        (_sel("node_filesystem_avail_bytes", {"job": "node", "mountpoint": "/data", "fstype": "ext4"}), "50x20"),
+        (_sel("node_filesystem_size_bytes", {"job": "node", "mountpoint": "/data", "fstype": "ext4"}), "100x20"),
+        (_sel("node_filesystem_avail_bytes", {"job": "node", "mountpoint": "/run", "fstype": "tmpfs"}), "1x20"),
+        (_sel("node_filesystem_size_bytes", {"job": "node", "mountpoint": "/run", "fstype": "tmpfs"}), "100x20"),
+    ], ["5m"], "11m", {"job": "node", "mountpoint": "/", "fstype": "ext4"}, "/ has 5% free"),
+    Case("HostMemoryPressure", [
+        (_sel("node_memory_MemAvailable_bytes", {"job": "node", "instance": "n1"}), "5x20"),
+        (_sel("node_memory_MemTotal_bytes", {"job": "node", "instance": "n1"}), "100x20"),
+        (_sel("node_memory_MemAvailable_bytes", {"job": "node", "instance": "n2"}), "50x20"),
+        (_sel("node_memory_MemTotal_bytes", {"job": "node", "instance": "n2"}), "100x20"),
+    ], ["3m"], "6m", {"job": "node", "instance": "n1"}, "Only 5% of host memory is available"),
+    Case("BackupTooOld", [
+        (_sel("paper_trading_backup_last_success_timestamp_seconds", {"job": "node", "instance": "old"}),
+         "-100000x20"),
+        (_sel("paper_trading_backup_last_success_timestamp_seconds", {"job": "node", "instance": "fresh"}),
+         "0x20"),
+    ], ["5m"], "11m", {"job": "node", "instance": "old"}, "The last successful backup is 1d 3h 57m 40s old"),
+    Case("BackupMetricsMissing", [(_sel("up", {"job": "node", "instance": "n"}), "1x1600")],
+         ["25h"], "26h1m", {}, "No backup has ever reported success (textfile metrics missing)"),
+    Case("BackupFailed", [(_sel("paper_trading_backup_failures_total", {"job": "node", "instance": "n"}),
+                           "0 0 1x70")],
+         ["1m", "70m"], "2m", {"job": "node", "instance": "n"}, "A backup run failed in the last hour"),
+]
+
+# A backup that keeps reporting success: BackupMetricsMissing must stay silent (separate group).
+BACKUP_PRESENT = Case(
+    "BackupMetricsMissing",
+    [(_sel("paper_trading_backup_last_success_timestamp_seconds", {"job": "node", "instance": "n"}), "0x1600")],
+    ["26h1m"], "", {}, "")
+
+
+def _group(case: Case, alert_by_name: dict[str, rules.Alert]) -> dict[str, Any]:
+    alert = alert_by_name[case.alert]
+    checks: list[dict[str, Any]] = [{"eval_time": t, "alertname": case.alert, "exp_alerts": []}
+                                    for t in case.silent_at]
+    if case.fires_at:
+        checks.append({"eval_time": case.fires_at, "alertname": case.alert, "exp_alerts": [{
+            "exp_labels": {**case.labels, "severity": alert.severity},
+            "exp_annotations": {
+                "summary": case.summary, "runbook": alert.runbook,
+                "runbook_url": f"docs/monitoring.md#{alert.name.lower()}",
+            },
+        }]})
+    return {
+        "name": case.alert,
+        "interval": case.interval,
+        "input_series": [{"series": s, "values": v} for s, v in case.series],
+        "alert_rule_test": checks,
+    }
+
+
+def _recording_group() -> dict[str, Any]:
+    """The live label comes from the probe of X-Deployment-Color, not from config."""
+    return {
+        "name": "live color recording",
+        "interval": "1m",
+        "input_series": [
+            {"series": _sel("probe_success", {"job": "live-color", "color": "blue", "instance": "live-blue"}),
+             "values": "0 0 1 1"},
+            {"series": _sel("probe_success", {"job": "live-color", "color": "green", "instance": "live-green"}),
+             "values": "1 1 0 0"},
+            {"series": _sel("up", {"job": "app", "color": "blue", "instance": "b1"}), "values": "1x4"},
+            {"series": _sel("up", {"job": "app", "color": "green", "instance": "g1"}), "values": "1x4"},
+        ],
+        "promql_expr_test": [
+            {"expr": f"{rules.COLOR_LIVE} == 1", "eval_time": "1m",
+             "exp_samples": [{"labels": f'{rules.COLOR_LIVE}{{color="green"}}', "value": 1}]},
+            {"expr": f"{rules.COLOR_LIVE} == 1", "eval_time": "3m",
+             "exp_samples": [{"labels": f'{rules.COLOR_LIVE}{{color="blue"}}', "value": 1}]},
+            {"expr": rules.APP_TARGET_UP, "eval_time": "3m", "exp_samples": [
+                {"labels": f'{rules.APP_TARGET_UP}{{color="blue",instance="b1",job="app",live="true"}}',
+                 "value": 1},
+                {"labels": f'{rules.APP_TARGET_UP}{{color="green",instance="g1",job="app",live="false"}}',
+                 "value": 1},
+            ]},
+        ],
+    }
+
+
+def _test_file(tmp_path: Path) -> Path:
+    settings = stack_settings("prod")
+    config = write_prometheus_tree(tmp_path, settings, "prod")
+    alert_by_name = {a.name: a for a in rules.alerts(settings)}
+    groups = [_group(c, alert_by_name) for c in [*CASES, BACKUP_PRESENT]] + [_recording_group()]
+    document = {
+        "rule_files": [config.parent.joinpath(p).name for p in ("recording.rules.yml", "alerts.rules.yml")],
+        "evaluation_interval": "1m",
+        "tests": groups,
+    }
+    path = config.parent / "rules.test.yml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def test_every_alert_has_a_case() -> None:
+    names = {a.name for a in rules.alerts(stack_settings("prod"))}
+    cased = {c.alert for c in CASES}
+    assert names == cased, f"alerts without a rule test: {sorted(names - cased)}; stale: {sorted(cased - names)}"
+    for case in CASES:
+        # Silence is shown by a check with no alerts, or by a second series that must not alert.
+        assert case.silent_at or len(case.series) > 1, case.alert
+
+
+@pytest.mark.tools
+def test_promtool_test_rules(tmp_path: Path) -> None:
+    promtool = require_tool("promtool")
+    path = _test_file(tmp_path)
+    result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+@pytest.mark.tools
+def test_promtool_test_rules_can_fail(tmp_path: Path) -> None:
+    """A rule test against rules where paper mode 0 is ignored must fail: the tests have teeth."""
+    promtool = require_tool("promtool")
+    path = _test_file(tmp_path)
+    alerts_file = path.parent / "alerts.rules.yml"
+    alerts_file.write_text(alerts_file.read_text().replace('paper_trading_mode{job="app"} != 1',
+                                                            'paper_trading_mode{job="app"} > 1'))
+    result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "PaperTradingModeOff" in result.stdout + result.stderr
