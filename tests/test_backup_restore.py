@@ -1,0 +1,432 @@
+"""Backup and restore against a real Postgres (Debian packages), run as the container runs them.
+
+The scripts are taken from the rendered container's uploads and run with the
+rendered container's environment; only what must differ on this machine is
+replaced (directories, the server address and the password file's path).
+A throwaway cluster runs in a temp dir on a loopback port, as the `postgres`
+user when the tests run as root.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from components.backup import BIN_DIR
+from tests.support import missing, require_tool
+from tests.test_backup_render import backup_container, backup_graph, envs
+
+pytestmark = pytest.mark.tools
+PASSWORD = "s3cret-Pw:with\\odd'chars"
+TIMEOUT = 120
+
+
+def _pg_bin() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    preferred = [p for p in found if "/15/" in p]
+    if not (preferred or found):
+        missing("Postgres server binaries (apt-get install postgresql) not found")
+    return Path((preferred or found)[-1]).parent
+
+
+@dataclass
+class Cluster:
+    bin: Path
+    root: Path
+    port: int
+    password_file: Path
+
+    def psql(self, sql: str, db: str = "trading_bot") -> str:
+        env = {**os.environ, "PGPASSWORD": PASSWORD, "PGCONNECT_TIMEOUT": "10"}
+        out = subprocess.run(
+            [str(self.bin / "psql"), "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
+             "-p", str(self.port), "-U", "trading", "-d", db, "-c", sql],
+            env=env, capture_output=True, text=True, timeout=TIMEOUT,
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    bin_dir = _pg_bin()
+    require_tool("sha256sum")
+    root = Path(tempfile.mkdtemp(prefix="pt-backup-pg-"))
+    root.chmod(0o755)
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            missing("running as root but there is no `postgres` user to run the test cluster")
+            raise
+        os.chown(root, pw.pw_uid, pw.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    pwfile = root / "initpw"
+    pwfile.write_text(PASSWORD + "\n")
+    if as_user:
+        shutil.chown(pwfile, "postgres", "postgres")
+    run = lambda cmd: subprocess.run(as_user + cmd, capture_output=True, text=True, timeout=TIMEOUT)  # noqa: E731
+    init = run([str(bin_dir / "initdb"), "-D", str(root / "data"), "-U", "trading", "--auth=scram-sha-256",
+                f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C"])
+    assert init.returncode == 0, init.stderr
+    port = _free_port()
+    opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off"
+    start = run([str(bin_dir / "pg_ctl"), "-D", str(root / "data"), "-l", str(root / "log"), "-o", opts,
+                 "-w", "-t", "60", "start"])
+    assert start.returncode == 0, start.stderr + (root / "log").read_text()
+    # The password file the scripts read, like the container's secret file.
+    secret = Path(tempfile.mkdtemp(prefix="pt-backup-secret-")) / "postgres_password"
+    secret.write_text(PASSWORD)
+    secret.chmod(0o400)
+    c = Cluster(bin=bin_dir, root=root, port=port, password_file=secret)
+    try:
+        c.psql("CREATE DATABASE trading_bot", db="postgres")
+        yield c
+    finally:
+        run([str(bin_dir / "pg_ctl"), "-D", str(root / "data"), "-m", "fast", "-w", "stop"])
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(secret.parent, ignore_errors=True)
+
+
+SCHEMA = """
+DROP SCHEMA IF EXISTS ledger CASCADE;
+DROP VIEW IF EXISTS btc; DROP TABLE IF EXISTS trades, positions CASCADE;
+CREATE TABLE trades (id bigserial PRIMARY KEY, symbol text NOT NULL, qty numeric(20,8), price numeric(20,8),
+                     note text, raw bytea, at timestamptz NOT NULL DEFAULT '2026-01-01T00:00:00Z');
+CREATE TABLE positions (symbol text PRIMARY KEY, qty numeric(20,8));
+CREATE SCHEMA ledger;
+CREATE TABLE ledger.entries (id int PRIMARY KEY, trade_id bigint REFERENCES trades(id), amount numeric);
+INSERT INTO trades (symbol, qty, price, note, raw, at)
+  SELECT CASE WHEN g % 3 = 0 THEN 'BTC-USDT' WHEN g % 3 = 1 THEN 'ETH-USDT' ELSE 'SOL-USDT' END,
+         g / 7.0, 1000 + g * 0.25, 'paper ' || g || ' ünïcødé ✓', decode(md5(g::text), 'hex'),
+         '2026-01-01T00:00:00Z'::timestamptz + g * interval '1 minute'
+    FROM generate_series(1, 20000) g;
+INSERT INTO positions SELECT symbol, sum(qty) FROM trades GROUP BY symbol;
+INSERT INTO ledger.entries SELECT g, g, g * 1.5 FROM generate_series(1, 5000) g;
+CREATE INDEX trades_symbol ON trades (symbol);
+CREATE VIEW btc AS SELECT * FROM trades WHERE symbol = 'BTC-USDT';
+"""
+TABLES = ("public.trades", "public.positions", "ledger.entries")
+
+
+def fingerprint(c: Cluster, db: str) -> dict[str, tuple[int, str]]:
+    """Row count and an md5 over every row in key order, per table."""
+    result = {}
+    for table in TABLES:
+        out = c.psql(f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) "
+                     f"FROM {table} t", db=db)
+        count, digest = out.split("|")
+        result[table] = (int(count), digest)
+    return result
+
+
+@dataclass
+class Runner:
+    """Runs the rendered scripts with the rendered environment, adapted to this machine."""
+
+    cluster: Cluster
+    work: Path
+    env: dict[str, str]
+
+    @property
+    def backups(self) -> Path:
+        return Path(self.env["BACKUP_DIR"])
+
+    @property
+    def metrics(self) -> Path:
+        return Path(self.env["BACKUP_METRICS_DIR"]) / "backup.prom"
+
+    def run(self, script: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.work / "bin" / script), *args], env={**self.env, **env},
+            capture_output=True, text=True, timeout=TIMEOUT,
+        )
+
+    def good(self, directory: Path | None = None) -> list[str]:
+        d = directory or self.backups
+        return sorted(p.name for p in d.glob("postgres-*.dump") if Path(f"{p}.sha256").exists())
+
+    def metric(self, name: str) -> float:
+        for line in self.metrics.read_text().splitlines():
+            if line.split(" ")[0] == name:
+                return float(line.split(" ")[1])
+        raise KeyError(name)
+
+
+def make_runner(cluster: Cluster, tmp: Path, **config: Any) -> Runner:
+    graph = backup_graph("prod", **({"backup": config} if config else {}))
+    res = backup_container(graph)
+    env = envs(res)
+    name = res.inputs["name"]
+    (tmp / "bin").mkdir()
+    for path, content in graph.files().items():
+        if path.startswith(f"{name}{BIN_DIR}/"):
+            target = tmp / "bin" / path.rsplit("/", 1)[1]
+            target.write_text(content)
+            target.chmod(0o555)
+    # Only machine-specific values differ from the container's environment.
+    replace = {
+        "BACKUP_DIR": tmp / "backups", "BACKUP_METRICS_DIR": tmp / "metrics",
+        "BACKUP_SECOND_DIR": tmp / "second", "REDIS_DATA_DIR": tmp / "redis",
+    }
+    for key, path in replace.items():
+        if key in env:
+            path.mkdir()
+            env[key] = str(path)
+    env.update(
+        PATH=f"{tmp / 'bin'}:{cluster.bin}:/usr/bin:/bin",
+        PGHOST="127.0.0.1", PGPORT=str(cluster.port), PGPASSWORD_FILE=str(cluster.password_file),
+    )
+    env.pop("RABBITMQ_API_URL", None)  # set per test where a server exists
+    return Runner(cluster=cluster, work=tmp, env=env)
+
+
+@pytest.fixture()
+def runner(cluster: Cluster, tmp_path: Path) -> Runner:
+    cluster.psql(SCHEMA)
+    for db in cluster.psql("SELECT datname FROM pg_database WHERE datname LIKE 'inspect%' "
+                           "OR datname LIKE 'restore_check%'", db="postgres").split():
+        cluster.psql(f'DROP DATABASE "{db}"', db="postgres")
+    return make_runner(cluster, tmp_path, redisSnapshot=False)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _stamp(age: timedelta) -> str:
+    return (datetime.now(timezone.utc) - age).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _plant(runner: Runner, source: Path, age: timedelta, directory: Path | None = None) -> str:
+    """An older good backup (a copy of a real one under an older name)."""
+    d = directory or runner.backups
+    name = f"postgres-{_stamp(age)}.dump"
+    shutil.copyfile(source, d / name)
+    (d / f"{name}.sha256").write_text(f"{_sha256(source)}  {name}\n")
+    return name
+
+
+# ---------------------------------------------------------------------------- round trip
+
+
+def test_backup_then_restore_into_new_database_is_identical(runner: Runner) -> None:
+    before = fingerprint(runner.cluster, "trading_bot")
+    assert before["public.trades"][0] == 20000
+    started = time.time()
+    done = runner.run("backup", "once")
+    assert done.returncode == 0, done.stderr
+    [name] = runner.good()
+    dump = runner.backups / name
+    assert (runner.backups / f"{name}.sha256").read_text() == f"{_sha256(dump)}  {name}\n"
+    assert dump.read_bytes()[:5] == b"PGDMP"  # custom format
+    assert not list(runner.backups.glob(".tmp-*"))
+    # Metrics: textfile format, values of this run.
+    assert runner.metric("paper_trading_backup_last_size_bytes") == dump.stat().st_size
+    assert started - 1 <= runner.metric("paper_trading_backup_last_success_timestamp_seconds") <= time.time() + 1
+    assert runner.metric("paper_trading_backup_failures_total") == 0
+    assert runner.metric("paper_trading_backup_good_backups") == 1
+    promtool = shutil.which("promtool")
+    if promtool:
+        check = subprocess.run([promtool, "check", "metrics"], input=runner.metrics.read_text(),
+                               capture_output=True, text=True, timeout=30)
+        assert check.returncode == 0, check.stdout + check.stderr
+    # Later writes must not show up in the restored copy.
+    runner.cluster.psql("INSERT INTO positions VALUES ('LATE-USDT', 1)")
+    restored = runner.run("restore", "--into-new-database", "inspect_copy")
+    assert restored.returncode == 0, restored.stderr
+    assert fingerprint(runner.cluster, "inspect_copy") == before
+    assert "public.trades 20000" in restored.stdout
+    assert runner.cluster.psql("SELECT count(*) FROM btc", db="inspect_copy") == str(
+        runner.cluster.psql("SELECT count(*) FROM trades WHERE symbol = 'BTC-USDT'"))
+
+
+def test_restore_refuses_a_non_empty_database_without_force(runner: Runner) -> None:
+    assert runner.run("backup", "once").returncode == 0
+    at_backup = fingerprint(runner.cluster, "trading_bot")
+    runner.cluster.psql("DELETE FROM ledger.entries WHERE id > 100; UPDATE positions SET qty = 0")
+    changed = fingerprint(runner.cluster, "trading_bot")
+    refused = runner.run("restore")
+    assert refused.returncode == 3, refused.stderr
+    assert "--force" in refused.stderr
+    assert fingerprint(runner.cluster, "trading_bot") == changed
+    # An existing non-empty inspection database is refused too.
+    assert runner.run("restore", "--into-new-database", "inspect_x").returncode == 0
+    assert runner.run("restore", "--into-new-database", "inspect_x").returncode == 3
+    forced = runner.run("restore", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert fingerprint(runner.cluster, "trading_bot") == at_backup
+
+
+def test_restore_check_restores_and_drops_a_scratch_database(runner: Runner) -> None:
+    assert runner.run("backup", "once").returncode == 0
+    checked = runner.run("restore", "--check")
+    assert checked.returncode == 0, checked.stderr
+    assert "public.trades 20000" in checked.stderr
+    assert runner.cluster.psql("SELECT count(*) FROM pg_database WHERE datname LIKE 'restore_check%'",
+                               db="postgres") == "0"
+    assert runner.metric("paper_trading_backup_restore_check_last_success_timestamp_seconds") > time.time() - 60
+
+
+@pytest.mark.parametrize("damage", ["flip-byte", "truncate", "truncate-and-rehash", "no-checksum"])
+def test_corrupted_or_truncated_backup_is_refused(runner: Runner, damage: str) -> None:
+    assert runner.run("backup", "once").returncode == 0
+    [name] = runner.good()
+    dump = runner.backups / name
+    data = bytearray(dump.read_bytes())
+    if damage == "flip-byte":
+        data[len(data) // 2] ^= 0xFF
+        dump.write_bytes(bytes(data))
+    elif damage.startswith("truncate"):
+        dump.write_bytes(bytes(data[: len(data) * 2 // 3]))
+        if damage == "truncate-and-rehash":  # checksum matches: the archive check must catch it
+            (runner.backups / f"{name}.sha256").write_text(f"{_sha256(dump)}  {name}\n")
+    else:
+        (runner.backups / f"{name}.sha256").unlink()
+    result = runner.run("restore", "--backup", name, "--into-new-database", "inspect_bad")
+    assert result.returncode == 2, result.stderr
+    assert "refusing" in result.stderr or "no good backup" in result.stderr or "not found" not in result.stderr
+    assert runner.cluster.psql("SELECT count(*) FROM pg_database WHERE datname = 'inspect_bad'",
+                               db="postgres") == "0"
+
+
+# ---------------------------------------------------------------------------- failures and retention
+
+
+def test_failed_backup_deletes_nothing_and_counts_a_failure(runner: Runner) -> None:
+    assert runner.run("backup", "once").returncode == 0
+    [real] = runner.good()
+    planted = [_plant(runner, runner.backups / real, timedelta(days=d)) for d in (40, 50, 60)]
+    before = {p.name: _sha256(p) for p in runner.backups.iterdir() if not p.name.startswith(".")}
+    last_success = runner.metric("paper_trading_backup_last_success_timestamp_seconds")
+    dead_port = str(_free_port())
+    failed = runner.run("backup", "once", PGPORT=dead_port, BACKUP_MAX_AGE_DAYS="1", BACKUP_KEEP_COUNT="1")
+    assert failed.returncode == 1
+    after = {p.name: _sha256(p) for p in runner.backups.iterdir() if not p.name.startswith(".")}
+    assert after == before and set(planted) <= set(after)
+    assert not list(runner.backups.glob(".tmp-*"))
+    assert runner.metric("paper_trading_backup_failures_total") == 1
+    assert runner.metric("paper_trading_backup_last_run_success") == 0
+    assert runner.metric("paper_trading_backup_last_success_timestamp_seconds") == last_success
+    # A wrong password fails the same way.
+    bad = runner.work / "wrong"
+    bad.write_text("nope")
+    assert runner.run("backup", "once", PGPASSWORD_FILE=str(bad)).returncode == 1
+    assert runner.metric("paper_trading_backup_failures_total") == 2
+    assert {p.name for p in runner.backups.iterdir() if not p.name.startswith(".")} == set(before)
+
+
+def test_retention_from_config_keeps_newest_by_count_and_age(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.psql(SCHEMA)
+    runner = make_runner(cluster, tmp_path, retention={"keepCount": 4, "maxAgeDays": 10}, redisSnapshot=False)
+    assert runner.env["BACKUP_KEEP_COUNT"] == "4" and runner.env["BACKUP_MAX_AGE_DAYS"] == "10"
+    assert runner.run("backup", "once").returncode == 0
+    [real] = runner.good()
+    young = [_plant(runner, runner.backups / real, timedelta(days=d, hours=1)) for d in (1, 2, 3, 4, 5)]
+    old = [_plant(runner, runner.backups / real, timedelta(days=d)) for d in (11, 20)]
+    unrelated = runner.backups / "notes.txt"
+    unrelated.write_text("operator file")
+    time.sleep(1.1)
+    assert runner.run("backup", "once").returncode == 0
+    kept = runner.good()
+    newest = kept[-1]
+    # count 4: the new one, the previous real one, and the two youngest planted.
+    assert sorted(kept) == sorted([newest, real, young[0], young[1]])
+    assert not set(old) & set(kept)
+    assert unrelated.exists()
+    assert not [p for p in runner.backups.glob("*.sha256") if not Path(str(p)[:-7]).exists()]
+    assert runner.metric("paper_trading_backup_good_backups") == 4
+
+
+def test_retention_never_removes_the_newest_good_backup(runner: Runner) -> None:
+    assert runner.run("backup", "once").returncode == 0
+    [real] = runner.good()
+    old = [_plant(runner, runner.backups / real, timedelta(days=d)) for d in (40, 41)]
+    (runner.backups / real).unlink()
+    (runner.backups / f"{real}.sha256").unlink()
+    lib = runner.work / "bin" / "lib.sh"
+    pruned = subprocess.run(["sh", "-c", f'. "{lib}"; prune "$BACKUP_DIR" none'],
+                            env={**runner.env, "BACKUP_MAX_AGE_DAYS": "1", "BACKUP_KEEP_COUNT": "1"},
+                            capture_output=True, text=True, timeout=30)
+    assert pruned.returncode == 0, pruned.stderr
+    assert runner.good() == [max(old)]
+
+
+def test_stamp_epoch_matches_python(runner: Runner) -> None:
+    lib = runner.work / "bin" / "lib.sh"
+    stamps = ["19700101T000000Z", "20000229T235959Z", "20260101T080910Z", "20261231T235959Z", "21000301T000000Z"]
+    out = subprocess.run(["sh", "-c", f'. "{lib}"; for s in {" ".join(stamps)}; do stamp_epoch $s; done'],
+                         env=runner.env, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    expected = [int(datetime.strptime(s, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc).timestamp())
+                for s in stamps]
+    assert [int(x) for x in out.stdout.split()] == expected
+
+
+# ---------------------------------------------------------------------------- second target and redis
+
+
+def test_second_target_gets_a_verified_copy(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.psql(SCHEMA)
+    runner = make_runner(cluster, tmp_path, secondTarget="/srv/backups", redisSnapshot=False)
+    second = Path(runner.env["BACKUP_SECOND_DIR"])
+    assert runner.run("backup", "once").returncode == 0
+    [name] = runner.good()
+    assert runner.good(second) == [name]
+    assert _sha256(second / name) == _sha256(runner.backups / name)
+    assert runner.metric("paper_trading_backup_second_target_last_success_timestamp_seconds") > 0
+    # The second target broken: the run fails, the primary backup still lands.
+    shutil.rmtree(second)
+    (tmp_path / "second").write_text("not a directory")
+    time.sleep(1.1)
+    failed = runner.run("backup", "once")
+    assert failed.returncode == 1
+    assert len(runner.good()) == 2
+    assert runner.metric("paper_trading_backup_failures_total") == 1
+
+
+def test_redis_snapshot_is_copied(cluster: Cluster, tmp_path: Path) -> None:
+    server = require_tool("redis-server")
+    cli = require_tool("redis-cli")
+    cluster.psql(SCHEMA)
+    runner = make_runner(cluster, tmp_path)
+    data = Path(runner.env["REDIS_DATA_DIR"])
+    port = str(_free_port())
+    proc = subprocess.Popen([server, "--port", port, "--bind", "127.0.0.1", "--dir", str(data), "--save", "",
+                             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(50):
+            if subprocess.run([cli, "-p", port, "ping"], capture_output=True, text=True).stdout.strip() == "PONG":
+                break
+            time.sleep(0.1)
+        assert subprocess.run([cli, "-p", port, "set", "paper:mode", "true"], capture_output=True).returncode == 0
+        assert subprocess.run([cli, "-p", port, "save"], capture_output=True).returncode == 0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert runner.run("backup", "once").returncode == 0
+    [rdb] = list(runner.backups.glob("redis-*.rdb"))
+    assert rdb.read_bytes() == (data / "dump.rdb").read_bytes()
+    assert (runner.backups / f"{rdb.name}.sha256").read_text().split()[0] == _sha256(rdb)
+    assert runner.metric('paper_trading_backup_component_last_success_timestamp_seconds{component="redis"}') > 0
