@@ -205,13 +205,37 @@ def confirm(endpoint: Endpoint, expected: str, deadline_s: float = 15.0) -> floa
     )
 
 
-def validation_checks(endpoint: Endpoint, color: Color) -> list[str]:
-    """The validation module's blocking health and safety checks, through the public listener."""
-    from validation.promotion import post_promotion_failures
+#: Blocking categories run after a promotion (the gate already ran the rest on the preview).
+POST_PROMOTION_CATEGORIES = ("health", "safety")
+#: The public listener answers 404 on the app's /metrics by design (Prometheus scrapes it on
+#: the monitoring network), so checks that read /metrics cannot run through it.
+PUBLIC_LISTENER_SKIPS = frozenset({"health.metrics", "safety.metrics"})
 
-    return list(post_promotion_failures(
-        endpoint.url, color, ca_file=endpoint.ca_file, insecure=endpoint.insecure,
-    ))
+
+def validation_checks(endpoint: Endpoint, color: Color) -> list[str]:
+    """The validation module's blocking health and safety checks, through the public listener.
+
+    Returns one line per failed blocking check (empty: all passed).
+    """
+    import asyncio
+    import concurrent.futures
+
+    from validation.options import ValidationOptions
+    from validation.runner import applicable, run_checks
+
+    probe = ValidationOptions(base_url=endpoint.url)
+    skip = {
+        item.name for item, _ in applicable(probe)
+        if item.category.value not in POST_PROMOTION_CATEGORIES or item.name in PUBLIC_LISTENER_SKIPS
+    }
+    options = ValidationOptions(
+        base_url=endpoint.url, color=color, ca_file=endpoint.ca_file, insecure=endpoint.insecure,
+        server_name=endpoint.host_header, skip=frozenset(skip),
+    )
+    # A fresh event loop in a worker thread: safe whether or not the caller runs one.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        results, _, _ = pool.submit(asyncio.run, run_checks(options)).result()
+    return [f"{r.name}: {r.message}" for r in results if r.blocking and r.status == "failed"]
 
 
 # --------------------------------------------------------------------------- the switch

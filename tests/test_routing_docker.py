@@ -1,0 +1,176 @@
+"""The blue/green switch on a real Docker Engine: the real routing code against the real proxy config.
+
+One stack for the module (tests/docker_env.py): the reference app as blue and green,
+the proxy running the program's generated nginx.conf in the debootstrap base image.
+Tests run in file order; each starts by putting the state it needs in place.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dill
+import pytest
+
+from components import routing
+from components.nginx.routing import ROUTING_PATH, render_routing
+from tests.support import require_docker, require_tool
+
+pytestmark = pytest.mark.docker
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[Any]:
+    require_docker()
+    require_tool("debootstrap")
+    from tests.docker_env import docker_env
+
+    with docker_env() as stack:
+        yield stack
+
+
+def endpoint(env: Any) -> routing.Endpoint:
+    return routing.Endpoint(env.live_url)
+
+
+def colors(env: Any, n: int = 12) -> set[str]:
+    return {str(c) for c in env.live_colors(n)}
+
+
+def proxy_identity(env: Any) -> tuple[str, str, int]:
+    """Container id, start time and nginx master pid: a replaced or restarted proxy changes them."""
+    container = env.client.containers.get(env.proxy_name)
+    pid = container.exec_run(["cat", "/tmp/nginx.pid"]).output.decode().strip()
+    return container.id, container.attrs["State"]["StartedAt"], int(pid)
+
+
+def app_ids(env: Any) -> set[str]:
+    return {c.id for c in env.client.containers.list(filters={"label": "paper-trading.role=app"})
+            if c.name.startswith(env.prefix)}
+
+
+def test_bootstrap_routing_promotes_nothing(env: Any) -> None:
+    assert colors(env) == {"503:none:None"}
+
+
+def test_promote_blue_then_green_without_replacing_anything(env: Any) -> None:
+    before_proxy, before_apps = proxy_identity(env), app_ids(env)
+    result = routing.switch(env.proxy_name, "blue", "green", endpoint(env), client=env.client,
+                            checker=routing.validation_checks)
+    assert result.previous_live == "none"
+    assert colors(env) == {"200:blue:blue"}
+    result = routing.switch(env.proxy_name, "green", "blue", endpoint(env), client=env.client,
+                            checker=routing.validation_checks)
+    assert result.previous_live == "blue"
+    assert colors(env) == {"200:green:green"}
+    assert result.switch_ms < 5000
+    # Same container, same nginx master (graceful reload, not a restart), same apps.
+    assert proxy_identity(env) == before_proxy
+    assert app_ids(env) == before_apps
+    assert routing.current(env.proxy_name, env.client) == render_routing("green", "blue")
+
+
+def test_preview_listener_follows_the_routing_default(env: Any) -> None:
+    routing.switch(env.proxy_name, "green", "blue", endpoint(env), client=env.client)
+    import httpx
+
+    response = httpx.get(f"{env.preview_url}/health", timeout=5)
+    assert response.headers["X-Deployment-Color"] == "blue"
+    assert response.headers["X-Upstream-Color"] == "blue"
+
+
+def test_rollback_with_the_emergency_cli(env: Any) -> None:
+    routing.switch(env.proxy_name, "green", "blue", endpoint(env), client=env.client)
+    assert colors(env) == {"200:green:green"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "components.routing", "switch", "--to", "blue",
+         "--container", env.proxy_name, "--url", env.live_url],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "green -> blue" in proc.stdout
+    assert colors(env) == {"200:blue:blue"}
+
+
+def test_broken_routing_file_is_refused_and_traffic_untouched(env: Any) -> None:
+    routing.switch(env.proxy_name, "blue", "green", endpoint(env), client=env.client)
+    before_file = routing.current(env.proxy_name, env.client)
+    before_identity = proxy_identity(env)
+    before = colors(env)
+    assert before == {"200:blue:blue"}
+    broken = 'map $host $live_color { default "green" }\n'  # missing ';'
+    with pytest.raises(routing.RoutingError) as refused:
+        routing.switch(env.proxy_name, "green", "blue", endpoint(env), client=env.client, content=broken)
+    message = str(refused.value)
+    assert "nginx refused the new routing" in message
+    assert "emerg" in message and ROUTING_PATH in message  # nginx's own words
+    assert colors(env) == before
+    assert routing.current(env.proxy_name, env.client) == before_file
+    assert proxy_identity(env) == before_identity  # no reload happened
+
+
+def test_failed_post_promotion_checks_switch_back_at_once(env: Any) -> None:
+    routing.switch(env.proxy_name, "blue", "green", endpoint(env), client=env.client)
+    green = env.client.containers.get(f"{env.prefix}-app-green-1")
+    fault = ('import urllib.request as u; u.urlopen(u.Request("http://127.0.0.1:3000/admin/faults", '
+             'data=b\'{"faults": ["paper_mode_off"]}\', headers={"Content-Type": "application/json"}, '
+             'method="POST"), timeout=5).read()')
+    assert green.exec_run(["python3", "-c", fault]).exit_code == 0
+    try:
+        with pytest.raises(routing.RoutingError) as failed:
+            routing.switch(env.proxy_name, "green", "blue", endpoint(env), client=env.client,
+                           checker=routing.validation_checks)
+        assert "post-promotion checks failed on green; switched back to blue" in str(failed.value)
+        assert "paper_trading_mode" in str(failed.value)
+        assert colors(env) == {"200:blue:blue"}
+        assert routing.current(env.proxy_name, env.client) == render_routing("blue", "green")
+    finally:
+        clear = fault.replace('["paper_mode_off"]', "[]")
+        green.exec_run(["python3", "-c", clear])
+
+
+def test_missing_proxy_container_gives_a_clear_error(env: Any) -> None:
+    with pytest.raises(routing.RoutingError, match="proxy container 'no-such-proxy' not found"):
+        routing.switch("no-such-proxy", "green", "blue", endpoint(env), client=env.client)
+    proc = subprocess.run(
+        [sys.executable, "-m", "components.routing", "switch", "--to", "blue", "--container", "no-such-proxy"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 1
+    assert "not found on the Docker Engine" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_dynamic_provider_after_pickling_switches_and_reapplies(env: Any) -> None:
+    """What the engine runs: the dill-serialised provider's create/update/read."""
+    from pulumi.dynamic.dynamic import serialize_provider
+
+    provider = dill.loads(base64.b64decode(serialize_provider(routing.RoutingProvider())))
+    container = env.client.containers.get(env.proxy_name)
+    props = {
+        "proxyContainerName": env.proxy_name, "proxyContainerId": container.id,
+        "liveColor": "green", "previewColor": "blue", "publicUrl": env.live_url,
+        "postPromotionChecks": True, "renderedFiles": {ROUTING_PATH: render_routing("green", "blue")},
+    }
+    created = provider.create(props)
+    assert created.outs["liveColor"] == "green"
+    assert colors(env) == {"200:green:green"}
+    news = {**props, "liveColor": "blue", "previewColor": "green",
+            "renderedFiles": {ROUTING_PATH: render_routing("blue", "green")}}
+    assert provider.diff(created.id, created.outs, news).changes
+    updated = provider.update(created.id, created.outs, news)
+    assert updated.outs["previousLiveColor"] == "green"
+    assert colors(env) == {"200:blue:blue"}
+    # Someone switched by hand (emergency CLI): refresh sees the color really served.
+    routing.switch(env.proxy_name, "green", "blue", endpoint(env), client=env.client)
+    assert provider.read(created.id, updated.outs).outs["liveColor"] == "green"
+    # Missing proxy: the update fails with the clear error.
+    with pytest.raises(routing.RoutingError, match="not found"):
+        provider.update(created.id, updated.outs, {**news, "proxyContainerName": "no-such-proxy"})
