@@ -339,6 +339,7 @@ def test_bootstrap_routing_promotes_nothing(prod: Running) -> None:
         live = client.get(prod.url("https", "/"))
         assert live.status_code == 503
         assert "no color promoted yet" in live.text
+        assert live.headers["content-type"].startswith("text/plain")
         assert live.headers["x-deployment-color"] == "none"
         assert live.headers["strict-transport-security"].startswith("max-age=63072000")
         preview = client.get(prod.url("preview", "/"))
@@ -480,6 +481,9 @@ def test_access_log_is_json_with_color(prod: Running) -> None:
     assert live["method"] == "GET" and live["upstream_status"] == "200"
     assert live["upstream_addr"].startswith("127.0.0.1:") and len(live["request_id"]) == 32
     assert "secret" not in json.dumps(entries), "query strings (tokens) stay out of the audit log"
+    with prod.client() as client:
+        client.get(prod.url("http", "/redirected"))
+    assert "uninitialized" not in Path(prod.paths.error_log).read_text()
 
 
 def _websocket(run: Running) -> ssl.SSLSocket:

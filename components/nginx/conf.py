@@ -192,7 +192,6 @@ def _app_server(settings: Settings, listen_on: str, tls: bool, preview: bool) ->
         *_security_headers(tls),
         f"add_header X-Deployment-Color {color} always;",
         "add_header X-Upstream-Color $upstream_http_x_deployment_color always;",
-        f"set $served_color {color};",
         f"set $app_upstream {upstream};",
         'if ($blocked_request) { return 400 "request blocked\\n"; }',
     ]
@@ -254,7 +253,8 @@ def _log_format() -> list[str]:
         ('"request_time":', "$request_time", ""),
         ('"upstream_addr":"', "$upstream_addr", '"'),
         ('"upstream_status":"', "$upstream_status", '"'),
-        ('"color":"', "$served_color", '"'),
+        # The color the client was told (what add_header set); empty on the redirect.
+        ('"color":"', "$sent_http_x_deployment_color", '"'),
         ('"user_agent":"', "$http_user_agent", '"'),
     ]
     parts = ",".join(f"{a}{b}{c}" for a, b, c in fields)
@@ -286,7 +286,7 @@ def render_nginx_conf(
         "",
         "http {",
         f"    include {paths.mime_types};",
-        "    default_type application/octet-stream;",
+        "    default_type text/plain;",
         "    server_tokens off;",
         "    sendfile on;",
         "    tcp_nopush on;",
