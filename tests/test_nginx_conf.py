@@ -483,6 +483,9 @@ def test_access_log_is_json_with_color(prod: Running) -> None:
     assert "secret" not in json.dumps(entries), "query strings (tokens) stay out of the audit log"
     with prod.client() as client:
         client.get(prod.url("http", "/redirected"))
+    while not any(e["uri"] == "/redirected" for e in prod.access_log()):
+        assert time.monotonic() < deadline + 5, "redirect not logged"
+        time.sleep(0.05)
     assert "uninitialized" not in Path(prod.paths.error_log).read_text()
 
 
