@@ -1,0 +1,110 @@
+"""Every policy of the pack, importable without starting the pack's gRPC server.
+
+`POLICIES` is what `policies/__main__.py` hands to `PolicyPack` and what the offline check
+(`python -m policies.check`) runs. Every validator is wrapped by `fail_closed`: under
+`pulumi preview` the SDK would turn an unknown value into an advisory note even for a
+mandatory policy, so an unknown (or unreadable) value where a rule must look is reported
+as a violation of that rule itself, at its own level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+
+from pulumi_policy import (
+    EnforcementLevel,
+    PolicyComplianceFramework,
+    ReportViolation,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    Severity,
+)
+from pulumi_policy.proxy import UnknownValueError
+
+from . import data, hardening, settings, trading
+from .props import Malformed
+
+Validator = Callable[[ResourceValidationArgs, ReportViolation], None]
+
+MANDATORY = EnforcementLevel.MANDATORY
+ADVISORY = EnforcementLevel.ADVISORY
+PACK_NAME = "paper-trading-policies"
+
+
+def fail_closed(policy: str, check: Validator) -> Validator:
+    """Run `check`; an unknown or malformed value it must read becomes a violation."""
+
+    @wraps(check)
+    def validate(args: ResourceValidationArgs, report: ReportViolation) -> None:
+        try:
+            check(args, report)
+        except UnknownValueError as exc:
+            report(f"{exc.message}: {policy} must read this value, so it must be known at preview "
+                   "(fail closed); compute it from config, not from another resource's output", None)
+        except Malformed as exc:
+            report(f"unreadable input: {exc} (fail closed)", None)
+        except Exception as exc:  # noqa: BLE001 - any failure to decide must block, not pass
+            report(f"policy could not evaluate this resource: {type(exc).__name__}: {exc} "
+                   "(fail closed)", None)
+
+    return validate
+
+
+def _cis(section: str) -> PolicyComplianceFramework:
+    return PolicyComplianceFramework(name="CIS Docker Benchmark", version="1.6.0", reference=section)
+
+
+def _policy(
+    name: str, check: Validator, level: EnforcementLevel, severity: Severity,
+    framework: PolicyComplianceFramework | None = None, remediation: str | None = None,
+) -> ResourceValidationPolicy:
+    description = (check.__doc__ or name).strip().splitlines()[0]
+    return ResourceValidationPolicy(
+        name=name,
+        description=description,
+        validate=fail_closed(name, check),
+        enforcement_level=level,
+        config_schema=settings.schema(name),
+        severity=severity,
+        framework=framework,
+        tags=["paper-trading"] if framework is None else ["cis-docker"],
+        remediation_steps=remediation,
+    )
+
+
+CRITICAL, HIGH, MEDIUM, LOW = Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW
+
+POLICIES: list[ResourceValidationPolicy] = [
+    # The rule above all: no path to real trading.
+    _policy("paper-trading-mode", trading.check_paper_trading_mode, MANDATORY, CRITICAL,
+            remediation="Build app containers with components.app; never override their trading envs."),
+    _policy("read-only-exchange-keys", trading.check_read_only_exchange_keys, MANDATORY, CRITICAL,
+            remediation="Use READ_ONLY sandbox keys; set <EXCHANGE>_PERMISSIONS=READ_ONLY, _SANDBOX=true, "
+                        "_BASE_URL to an allowed host."),
+    _policy("app-containers-labelled", trading.check_app_containers_labelled, MANDATORY, CRITICAL,
+            remediation="Label app containers paper-trading.role=app and paper-trading.color=<blue|green>."),
+    # CIS Docker Benchmark, section 5.
+    _policy("container-not-privileged", hardening.check_not_privileged, MANDATORY, CRITICAL, _cis("5.4")),
+    _policy("container-capabilities-dropped", hardening.check_capabilities_dropped, MANDATORY, HIGH,
+            _cis("5.3")),
+    _policy("container-no-host-namespaces", hardening.check_no_host_namespaces, MANDATORY, HIGH,
+            _cis("5.9")),
+    _policy("container-no-sensitive-mounts", hardening.check_no_sensitive_mounts, MANDATORY, CRITICAL,
+            _cis("5.5")),
+    _policy("container-no-new-privileges", hardening.check_no_new_privileges, MANDATORY, HIGH, _cis("5.25")),
+    _policy("container-memory-limit", hardening.check_memory_limit, MANDATORY, MEDIUM, _cis("5.10")),
+    _policy("container-ports-bound", hardening.check_ports_bound, MANDATORY, HIGH, _cis("5.13")),
+    _policy("container-image-pinned", hardening.check_image_pinned, MANDATORY, MEDIUM),
+    _policy("container-user-networks-only", hardening.check_user_networks_only, MANDATORY, MEDIUM,
+            _cis("5.29")),
+    # Data safety.
+    _policy("data-volumes-protected", data.check_data_volumes_protected, MANDATORY, HIGH),
+    _policy("backend-network-internal", data.check_backend_network_internal, MANDATORY, HIGH),
+    # Advisory hardening.
+    _policy("container-read-only-rootfs", hardening.check_read_only_rootfs, ADVISORY, LOW, _cis("5.12")),
+    _policy("container-healthcheck", hardening.check_healthcheck, ADVISORY, LOW, _cis("4.6")),
+    _policy("container-restart-bounded", hardening.check_restart_bounded, ADVISORY, LOW, _cis("5.14")),
+]
+
+BY_NAME: dict[str, ResourceValidationPolicy] = {p.name: p for p in POLICIES}

@@ -1,0 +1,112 @@
+"""The pack's configuration: defaults, JSON schemas, and merging what the engine passes.
+
+Each policy reads its own keys (the engine passes `--policy-pack-config` per policy name).
+Defaults are merged here, so a policy behaves the same whether or not the CLI filled the
+schema defaults in. Numbers arrive as floats (protobuf Struct), like resource props.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pulumi_policy import PolicyConfigSchema, ResourceValidationArgs
+
+# Exchanges whose env prefix (`BINANCE_...`) or file name (`binance_api_key`) marks a credential.
+DEFAULT_EXCHANGES = [
+    "binance", "kucoin", "coinbase", "kraken", "bybit", "okx", "bitfinex", "bitstamp", "huobi",
+    "bitget", "mexc", "gemini",
+]
+SANDBOX_HOSTS = ["testnet.binance.vision", "openapi-sandbox.kucoin.com"]
+APP_IMAGES = ["ghcr.io/example/paper-trading-app", "paper-trading-reference-app"]
+# What the official postgres/redis/rabbitmq entrypoints need to chown their data and drop to
+# their own user; nothing else gets any capability back.
+_DATASTORE_CAPS = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"]
+ALLOWED_CAPABILITIES: dict[str, list[str]] = {
+    "postgres": _DATASTORE_CAPS, "redis": _DATASTORE_CAPS, "rabbitmq": _DATASTORE_CAPS,
+}
+# Host paths a service may bind-mount read-only. An entry ending in "/" allows the files below
+# that directory; any other entry allows exactly that path.
+ALLOWED_HOST_MOUNTS: dict[str, list[str]] = {
+    "node-exporter": ["/proc", "/sys"],
+    "log-collector": ["/var/lib/docker/containers"],
+    "proxy": ["/etc/ssl/paper-trading/"],
+}
+
+_STRINGS = {"type": "array", "items": {"type": "string"}}
+_STRING_LISTS_BY_SERVICE = {"type": "object", "additionalProperties": _STRINGS}
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "read-only-exchange-keys": {
+        "allowedEndpoints": SANDBOX_HOSTS,
+        "exchanges": DEFAULT_EXCHANGES,
+        "requireSandbox": True,
+    },
+    "app-containers-labelled": {"appImages": APP_IMAGES, "exchanges": DEFAULT_EXCHANGES},
+    "container-capabilities-dropped": {"allowedCapabilities": ALLOWED_CAPABILITIES},
+    "container-no-sensitive-mounts": {"allowedHostMounts": ALLOWED_HOST_MOUNTS},
+    "container-ports-bound": {"publicPorts": [80, 443], "publicServices": ["proxy"]},
+    "backend-network-internal": {"internalNetworkSuffixes": ["-backend"]},
+    "container-read-only-rootfs": {"writableServices": []},
+    "container-restart-bounded": {"maxRetries": 10},
+}
+
+SCHEMAS: dict[str, dict[str, dict[str, Any]]] = {
+    "read-only-exchange-keys": {
+        "allowedEndpoints": {**_STRINGS, "description": "Exchange API hosts the app may be pointed at."},
+        "exchanges": {
+            **_STRINGS, "description": "Exchange names whose env prefix or file name marks a credential.",
+        },
+        "requireSandbox": {"type": "boolean", "description": "Require <EXCHANGE>_SANDBOX=true."},
+    },
+    "app-containers-labelled": {
+        "appImages": {**_STRINGS, "description": "Image repositories (without tag) of the trading app."},
+        "exchanges": {**_STRINGS, "description": "Exchange names whose settings mark an app container."},
+    },
+    "container-capabilities-dropped": {
+        "allowedCapabilities": {
+            **_STRING_LISTS_BY_SERVICE,
+            "description": "Capabilities a service (paper-trading.service label) may add back.",
+        },
+    },
+    "container-no-sensitive-mounts": {
+        "allowedHostMounts": {
+            **_STRING_LISTS_BY_SERVICE,
+            "description": "Host paths a service may bind-mount read-only ('dir/' allows files under dir).",
+        },
+    },
+    "container-ports-bound": {
+        "publicPorts": {
+            "type": "array", "items": {"type": "integer"},
+            "description": "Host ports allowed on a public address.",
+        },
+        "publicServices": {**_STRINGS, "description": "Services allowed to publish on a public address."},
+    },
+    "backend-network-internal": {
+        "internalNetworkSuffixes": {**_STRINGS, "description": "Name suffixes of internal networks."},
+    },
+    "container-read-only-rootfs": {
+        "writableServices": {**_STRINGS, "description": "Services whose image cannot run read-only."},
+    },
+    "container-restart-bounded": {
+        "maxRetries": {"type": "integer", "minimum": 1, "description": "Highest on-failure retry count."},
+    },
+}
+
+
+def schema(policy: str) -> PolicyConfigSchema | None:
+    properties = SCHEMAS.get(policy)
+    if not properties:
+        return None
+    with_defaults = {key: {**spec, "default": DEFAULTS[policy][key]} for key, spec in properties.items()}
+    return PolicyConfigSchema(properties=with_defaults)
+
+
+def config(args: ResourceValidationArgs, policy: str) -> dict[str, Any]:
+    """The policy's defaults overlaid with what the engine (or the offline check) passed."""
+    merged = dict(DEFAULTS.get(policy, {}))
+    given: Mapping[str, Any] = args.get_config() or {}
+    for key, value in given.items():
+        if key != "enforcementLevel":
+            merged[key] = value
+    return merged
