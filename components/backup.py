@@ -8,9 +8,9 @@ the very same files with the same environment against a real Postgres.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import pulumi
 import pulumi_docker as docker
@@ -159,7 +159,9 @@ class Backup(pulumi.ComponentResource):
             docker.ContainerUploadArgs(file=path, content=content, permissions="0555")
             for path, content in script_files().items()
         ]
-        uploads.append(secret_file(f"{SECRETS_DIR}/postgres_password", args.datastores.postgres_password.result))
+        uploads.append(
+            secret_file(f"{SECRETS_DIR}/postgres_password", args.datastores.postgres_password.result)
+        )
         if args.settings.backup.rabbitmq_definitions:
             uploads.append(
                 secret_file(f"{SECRETS_DIR}/rabbitmq_password", args.datastores.rabbitmq_password.result)

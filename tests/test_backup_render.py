@@ -109,8 +109,8 @@ def test_container_is_hardened() -> None:
 
 def test_schedule_and_retention_come_from_config() -> None:
     default = envs(backup_container(backup_graph("prod")))
-    assert (default["BACKUP_INTERVAL_SECONDS"], default["BACKUP_KEEP_COUNT"], default["BACKUP_MAX_AGE_DAYS"]) == (
-        "21600", "14", "30")
+    keys = ("BACKUP_INTERVAL_SECONDS", "BACKUP_KEEP_COUNT", "BACKUP_MAX_AGE_DAYS")
+    assert [default[k] for k in keys] == ["21600", "14", "30"]
     assert "BACKUP_SECOND_DIR" not in default
     graph = backup_graph("prod", backup={
         "intervalMinutes": 90, "retention": {"keepCount": 3, "maxAgeDays": 9},

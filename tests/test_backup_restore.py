@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +86,10 @@ def cluster() -> Iterator[Cluster]:
     pwfile.write_text(PASSWORD + "\n")
     if as_user:
         shutil.chown(pwfile, "postgres", "postgres")
-    run = lambda cmd: subprocess.run(as_user + cmd, capture_output=True, text=True, timeout=TIMEOUT)  # noqa: E731
+
+    def run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(as_user + cmd, capture_output=True, text=True, timeout=TIMEOUT)
+
     init = run([str(bin_dir / "initdb"), "-D", str(root / "data"), "-U", "trading", "--auth=scram-sha-256",
                 f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C"])
     assert init.returncode == 0, init.stderr
@@ -180,20 +183,20 @@ def make_runner(cluster: Cluster, tmp: Path, **config: Any) -> Runner:
     env = envs(res)
     name = res.inputs["name"]
     (tmp / "bin").mkdir()
-    for path, content in graph.files().items():
-        if path.startswith(f"{name}{BIN_DIR}/"):
-            target = tmp / "bin" / path.rsplit("/", 1)[1]
+    for file, content in graph.files().items():
+        if file.startswith(f"{name}{BIN_DIR}/"):
+            target = tmp / "bin" / file.rsplit("/", 1)[1]
             target.write_text(content)
             target.chmod(0o555)
     # Only machine-specific values differ from the container's environment.
-    replace = {
+    replace: dict[str, Path] = {
         "BACKUP_DIR": tmp / "backups", "BACKUP_METRICS_DIR": tmp / "metrics",
         "BACKUP_SECOND_DIR": tmp / "second", "REDIS_DATA_DIR": tmp / "redis",
     }
-    for key, path in replace.items():
+    for key, local in replace.items():
         if key in env:
-            path.mkdir()
-            env[key] = str(path)
+            local.mkdir()
+            env[key] = str(local)
     env.update(
         PATH=f"{tmp / 'bin'}:{cluster.bin}:/usr/bin:/bin",
         PGHOST="127.0.0.1", PGPORT=str(cluster.port), PGPASSWORD_FILE=str(cluster.password_file),
@@ -216,7 +219,7 @@ def _sha256(path: Path) -> str:
 
 
 def _stamp(age: timedelta) -> str:
-    return (datetime.now(timezone.utc) - age).strftime("%Y%m%dT%H%M%SZ")
+    return (datetime.now(UTC) - age).strftime("%Y%m%dT%H%M%SZ")
 
 
 def _plant(runner: Runner, source: Path, age: timedelta, directory: Path | None = None) -> str:
@@ -244,7 +247,8 @@ def test_backup_then_restore_into_new_database_is_identical(runner: Runner) -> N
     assert not list(runner.backups.glob(".tmp-*"))
     # Metrics: textfile format, values of this run.
     assert runner.metric("paper_trading_backup_last_size_bytes") == dump.stat().st_size
-    assert started - 1 <= runner.metric("paper_trading_backup_last_success_timestamp_seconds") <= time.time() + 1
+    last_success = runner.metric("paper_trading_backup_last_success_timestamp_seconds")
+    assert started - 1 <= last_success <= time.time() + 1
     assert runner.metric("paper_trading_backup_failures_total") == 0
     assert runner.metric("paper_trading_backup_good_backups") == 1
     promtool = shutil.which("promtool")
@@ -286,7 +290,8 @@ def test_restore_check_restores_and_drops_a_scratch_database(runner: Runner) -> 
     assert "public.trades 20000" in checked.stderr
     assert runner.cluster.psql("SELECT count(*) FROM pg_database WHERE datname LIKE 'restore_check%'",
                                db="postgres") == "0"
-    assert runner.metric("paper_trading_backup_restore_check_last_success_timestamp_seconds") > time.time() - 60
+    checked_at = runner.metric("paper_trading_backup_restore_check_last_success_timestamp_seconds")
+    assert checked_at > time.time() - 60
 
 
 @pytest.mark.parametrize("damage", ["flip-byte", "truncate", "truncate-and-rehash", "no-checksum"])
@@ -306,7 +311,7 @@ def test_corrupted_or_truncated_backup_is_refused(runner: Runner, damage: str) -
         (runner.backups / f"{name}.sha256").unlink()
     result = runner.run("restore", "--backup", name, "--into-new-database", "inspect_bad")
     assert result.returncode == 2, result.stderr
-    assert "refusing" in result.stderr or "no good backup" in result.stderr or "not found" not in result.stderr
+    assert "refusing" in result.stderr
     assert runner.cluster.psql("SELECT count(*) FROM pg_database WHERE datname = 'inspect_bad'",
                                db="postgres") == "0"
 
@@ -375,11 +380,12 @@ def test_retention_never_removes_the_newest_good_backup(runner: Runner) -> None:
 
 def test_stamp_epoch_matches_python(runner: Runner) -> None:
     lib = runner.work / "bin" / "lib.sh"
-    stamps = ["19700101T000000Z", "20000229T235959Z", "20260101T080910Z", "20261231T235959Z", "21000301T000000Z"]
+    stamps = ["19700101T000000Z", "20000229T235959Z", "20260101T080910Z", "20261231T235959Z",
+              "21000301T000000Z"]
     out = subprocess.run(["sh", "-c", f'. "{lib}"; for s in {" ".join(stamps)}; do stamp_epoch $s; done'],
                          env=runner.env, capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
-    expected = [int(datetime.strptime(s, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc).timestamp())
+    expected = [int(datetime.strptime(s, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp())
                 for s in stamps]
     assert [int(x) for x in out.stdout.split()] == expected
 
@@ -417,10 +423,12 @@ def test_redis_snapshot_is_copied(cluster: Cluster, tmp_path: Path) -> None:
                              "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(50):
-            if subprocess.run([cli, "-p", port, "ping"], capture_output=True, text=True).stdout.strip() == "PONG":
+            ping = subprocess.run([cli, "-p", port, "ping"], capture_output=True, text=True)
+            if ping.stdout.strip() == "PONG":
                 break
             time.sleep(0.1)
-        assert subprocess.run([cli, "-p", port, "set", "paper:mode", "true"], capture_output=True).returncode == 0
+        wrote = subprocess.run([cli, "-p", port, "set", "paper:mode", "true"], capture_output=True)
+        assert wrote.returncode == 0
         assert subprocess.run([cli, "-p", port, "save"], capture_output=True).returncode == 0
     finally:
         proc.terminate()
@@ -429,4 +437,5 @@ def test_redis_snapshot_is_copied(cluster: Cluster, tmp_path: Path) -> None:
     [rdb] = list(runner.backups.glob("redis-*.rdb"))
     assert rdb.read_bytes() == (data / "dump.rdb").read_bytes()
     assert (runner.backups / f"{rdb.name}.sha256").read_text().split()[0] == _sha256(rdb)
-    assert runner.metric('paper_trading_backup_component_last_success_timestamp_seconds{component="redis"}') > 0
+    redis_ok = 'paper_trading_backup_component_last_success_timestamp_seconds{component="redis"}'
+    assert runner.metric(redis_ok) > 0
