@@ -1,3 +1,4 @@
+# ruff: noqa: E501 -- the cases are a table of series; wrapping them hurts reading more than long lines.
 """`promtool test rules` on the generated rules: every alert fires when it should and stays silent otherwise.
 
 Each case is its own promtool test group (own input series), with a fire check
