@@ -1,8 +1,8 @@
 """Post-deploy validation: concurrent checks against a deployed color, a JSON report, the gate.
 
-    from validation import ValidationOptions, validate
-    report = validate(ValidationOptions(base_url="https://127.0.0.1:8443", color="green"))
-    report.passed  # every blocking check passed
+from validation import ValidationOptions, validate
+report = validate(ValidationOptions(base_url="https://127.0.0.1:8443", color="green"))
+report.passed  # every blocking check passed
 """
 
 from __future__ import annotations
@@ -12,7 +12,14 @@ import asyncio
 from validation.models import CheckResult, ValidationReport
 from validation.options import ExchangeCredentials, ValidationOptions
 
-__all__ = ["CheckResult", "ExchangeCredentials", "ValidationOptions", "ValidationReport", "avalidate", "validate"]
+__all__ = [
+    "CheckResult",
+    "ExchangeCredentials",
+    "ValidationOptions",
+    "ValidationReport",
+    "avalidate",
+    "validate",
+]
 
 
 async def avalidate(options: ValidationOptions) -> ValidationReport:

@@ -48,7 +48,9 @@ def _checks_help() -> str:
     lines = ["checks (blocking unless marked; all run concurrently):"]
     for item, _ in applicable(ValidationOptions(base_url="http://localhost")):
         mark = "" if item.blocking else " [non-blocking]"
-        body = textwrap.fill(item.description + mark, width=96, initial_indent="      ", subsequent_indent="      ")
+        body = textwrap.fill(
+            item.description + mark, width=96, initial_indent="      ", subsequent_indent="      "
+        )
         lines.append(f"  {item.name}\n{body}")
     return "\n".join(lines)
 
@@ -56,21 +58,27 @@ def _checks_help() -> str:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m validation",
-        description="Validate a deployed paper-trading color through the proxy: health, paper-trading safety, "
+        description="Validate a deployed paper-trading color through the proxy: health, paper-trading "
+        "safety, "
         "security, monitoring and a latency smoke test, concurrently under one deadline.",
         epilog=_checks_help() + "\n\n" + ENV_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--base-url", required=True, help="URL of the proxy listener to validate (http or https)")
-    p.add_argument("--color", choices=("blue", "green"),
-                   help="expected color; sent as X-Preview-Color and required in X-Deployment-Color")
+    p.add_argument(
+        "--color",
+        choices=("blue", "green"),
+        help="expected color; sent as X-Preview-Color and required in X-Deployment-Color",
+    )
     p.add_argument("--report", type=Path, help="write the JSON report to this file")
     p.add_argument("--timeout", type=float, default=30.0, help="overall deadline in seconds (default 30)")
     p.add_argument("--prometheus-url", help="Prometheus base URL (enables the Prometheus checks)")
     p.add_argument("--alertmanager-url", help="Alertmanager base URL (enables its readiness check)")
     p.add_argument("--grafana-url", help="Grafana base URL (enables the Grafana checks)")
     p.add_argument("--ca-file", help="PEM bundle of CAs to trust for the target")
-    p.add_argument("--insecure", action="store_true", help="do not verify TLS certificates (skips security.certificate)")
+    p.add_argument(
+        "--insecure", action="store_true", help="do not verify TLS certificates (skips security.certificate)"
+    )
     return p
 
 
@@ -93,11 +101,17 @@ def _exchanges(env: Mapping[str, str]) -> list[ExchangeCredentials]:
             continue
         if not key:
             raise UsageError(f"{up}_API_SECRET is set but {up}_API_KEY is not")
-        found.append(ExchangeCredentials.model_validate({
-            "exchange": name, "api_key": key, "api_secret": secret,
-            "passphrase": env.get(f"{up}_API_PASSPHRASE") or None,
-            "base_url": env.get(f"{up}_BASE_URL") or SANDBOX[name],
-        }))
+        found.append(
+            ExchangeCredentials.model_validate(
+                {
+                    "exchange": name,
+                    "api_key": key,
+                    "api_secret": secret,
+                    "passphrase": env.get(f"{up}_API_PASSPHRASE") or None,
+                    "base_url": env.get(f"{up}_BASE_URL") or SANDBOX[name],
+                }
+            )
+        )
     return found
 
 
@@ -107,9 +121,14 @@ def options_from(args: argparse.Namespace, env: Mapping[str, str]) -> Validation
     if args.ca_file and not os.path.isfile(args.ca_file):
         raise UsageError(f"--ca-file {args.ca_file}: no such file")
     values: dict[str, Any] = {
-        "base_url": args.base_url, "color": args.color, "timeout": args.timeout,
-        "prometheus_url": args.prometheus_url, "alertmanager_url": args.alertmanager_url,
-        "grafana_url": args.grafana_url, "ca_file": args.ca_file, "insecure": args.insecure,
+        "base_url": args.base_url,
+        "color": args.color,
+        "timeout": args.timeout,
+        "prometheus_url": args.prometheus_url,
+        "alertmanager_url": args.alertmanager_url,
+        "grafana_url": args.grafana_url,
+        "ca_file": args.ca_file,
+        "insecure": args.insecure,
         "server_name": env.get("VALIDATION_SERVER_NAME") or None,
         "http_url": env.get("VALIDATION_HTTP_URL") or None,
         "rate_limit_path": env.get("VALIDATION_RATE_LIMIT_PATH") or "/api/auth/login",
@@ -120,8 +139,10 @@ def options_from(args: argparse.Namespace, env: Mapping[str, str]) -> Validation
         "exchanges": tuple(_exchanges(env)),
     }
     numbers = {
-        "check_timeout": ("VALIDATION_CHECK_TIMEOUT", float), "retries": ("VALIDATION_RETRIES", int),
-        "cert_min_days": ("VALIDATION_CERT_MIN_DAYS", int), "latency_threshold_ms": ("VALIDATION_LATENCY_MS", float),
+        "check_timeout": ("VALIDATION_CHECK_TIMEOUT", float),
+        "retries": ("VALIDATION_RETRIES", int),
+        "cert_min_days": ("VALIDATION_CERT_MIN_DAYS", int),
+        "latency_threshold_ms": ("VALIDATION_LATENCY_MS", float),
         "rate_limit_burst": ("VALIDATION_RATE_LIMIT_BURST", int),
         "expected_replicas": ("VALIDATION_EXPECTED_REPLICAS", int),
     }

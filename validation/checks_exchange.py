@@ -16,7 +16,8 @@ from validation.runner import CheckFailed, Context, Passed, check
     Category.SAFETY,
     "When API secrets are configured (env BINANCE_API_KEY/BINANCE_API_SECRET, KUCOIN_API_KEY/"
     "KUCOIN_API_SECRET/KUCOIN_API_PASSPHRASE, base URLs *_BASE_URL), the exchange itself reports the key "
-    "read-only: Binance apiRestrictions all trade/withdraw/transfer flags false, KuCoin permission General only.",
+    "read-only: Binance apiRestrictions all trade/withdraw/transfer flags false, KuCoin permission "
+    "General only.",
     skip_when=lambda o: None if o.exchanges else "no exchange API secrets configured",
 )
 async def exchange_keys(ctx: Context) -> Passed:
@@ -31,7 +32,9 @@ async def exchange_keys(ctx: Context) -> Passed:
             except httpx.HTTPError as exc:
                 raise CheckFailed(f"{ctx.options.exchanges[index].exchange}: {exc}") from exc
 
-        found = await asyncio.gather(*(one(i) for i in range(len(ctx.options.exchanges))), return_exceptions=True)
+        found = await asyncio.gather(
+            *(one(i) for i in range(len(ctx.options.exchanges))), return_exceptions=True
+        )
     failures = [f for f in found if isinstance(f, BaseException)]
     if failures:
         raise CheckFailed("; ".join(str(f) for f in failures))

@@ -8,7 +8,15 @@ from typing import Any
 from validation.models import Category
 from validation.runner import CheckFailed, Context, Passed, check, expect_status
 
-REQUIRED_FIELDS = ("status", "version", "color", "paperTradingMode", "allowRealTrades", "exchanges", "dependencies")
+REQUIRED_FIELDS = (
+    "status",
+    "version",
+    "color",
+    "paperTradingMode",
+    "allowRealTrades",
+    "exchanges",
+    "dependencies",
+)
 REQUIRED_DEPENDENCIES = ("database", "redis", "queue")
 BAD_STATES = frozenset({"down", "error", "unhealthy", "fail", "failed", "critical"})
 
@@ -80,7 +88,8 @@ async def live(ctx: Context) -> Passed:
 @check(
     "health.metrics",
     Category.HEALTH,
-    "GET /metrics serves Prometheus text with a request counter (*_total) and a latency histogram (*_bucket).",
+    "GET /metrics serves Prometheus text with a request counter (*_total) and a latency histogram "
+    "(*_bucket).",
 )
 async def metrics(ctx: Context) -> Passed:
     path = ctx.options.paths.metrics

@@ -37,6 +37,12 @@ def _is_candidate(target: dict[str, Any], color: str) -> bool:
     return any(f"app-{color}" in str(value) for value in labels.values())
 
 
+def _describe_target(target: dict[str, Any]) -> str:
+    instance = (target.get("labels") or {}).get("instance")
+    text = f"{target.get('scrapePool')}/{instance}: {target.get('health')} {target.get('lastError', '')}"
+    return text.strip()
+
+
 @check(
     "monitoring.prometheus_targets",
     Category.MONITORING,
@@ -53,11 +59,7 @@ async def prometheus_targets(ctx: Context) -> Passed:
     while True:
         body = await _json(ctx, base, "/api/v1/targets?state=active")
         targets = (body.get("data") or {}).get("activeTargets") or []
-        down = [
-            f"{t.get('scrapePool')}/{(t.get('labels') or {}).get('instance')}: {t.get('health')} {t.get('lastError', '')}".strip()
-            for t in targets
-            if t.get("health") != "up"
-        ]
+        down = [_describe_target(t) for t in targets if t.get("health") != "up"]
         candidates = [t for t in targets if color and _is_candidate(t, color)]
         problem = ""
         if not targets:
@@ -87,7 +89,11 @@ async def prometheus_rules(ctx: Context) -> Passed:
     if not groups:
         raise CheckFailed("Prometheus has no rule groups loaded")
     rules = [rule for group in groups for rule in group.get("rules") or []]
-    bad = [f"{r.get('name')}: {r.get('lastError', r.get('health'))}" for r in rules if r.get("health", "ok") != "ok"]
+    bad = [
+        f"{r.get('name')}: {r.get('lastError', r.get('health'))}"
+        for r in rules
+        if r.get("health", "ok") != "ok"
+    ]
     if bad:
         raise CheckFailed(f"{len(bad)} rule(s) failing: {'; '.join(bad[:5])}")
     return Passed(f"{len(groups)} groups, {len(rules)} rules healthy")
@@ -135,7 +141,9 @@ async def grafana_datasources(ctx: Context) -> Passed:
         raise CheckFailed("Grafana has no datasources")
 
     async def health(source: dict[str, Any]) -> str | None:
-        response = await ctx.get(f"/api/datasources/uid/{source.get('uid')}/health", base=base, headers=headers)
+        response = await ctx.get(
+            f"/api/datasources/uid/{source.get('uid')}/health", base=base, headers=headers
+        )
         try:
             status = str(response.json().get("status", "")).lower()
         except (ValueError, AttributeError):

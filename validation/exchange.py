@@ -43,8 +43,9 @@ def kucoin_sign(secret: str, payload: str) -> str:
     return base64.b64encode(hmac.new(secret.encode(), payload.encode(), hashlib.sha256).digest()).decode()
 
 
-def kucoin_headers(key: str, secret: str, passphrase: str, timestamp_ms: int, method: str, path: str,
-                   body: str = "") -> dict[str, str]:
+def kucoin_headers(
+    key: str, secret: str, passphrase: str, timestamp_ms: int, method: str, path: str, body: str = ""
+) -> dict[str, str]:
     return {
         "KC-API-KEY": key,
         "KC-API-SIGN": kucoin_sign(secret, f"{timestamp_ms}{method.upper()}{path}{body}"),
@@ -59,13 +60,18 @@ def binance_problems(body: Any) -> list[str]:
     if not isinstance(body, dict) or "enableReading" not in body:
         return ["unexpected apiRestrictions response"]
     return sorted(
-        name for name, value in body.items()
+        name
+        for name, value in body.items()
         if name not in BINANCE_READ_FLAGS and (name.startswith(("enable", "permits")) and value is not False)
     )
 
 
 def kucoin_problems(body: Any) -> list[str]:
-    if not isinstance(body, dict) or str(body.get("code")) != "200000" or not isinstance(body.get("data"), dict):
+    if (
+        not isinstance(body, dict)
+        or str(body.get("code")) != "200000"
+        or not isinstance(body.get("data"), dict)
+    ):
         return ["unexpected api-key response"]
     data = body["data"]
     raw = data.get("permission", data.get("permissions"))
@@ -79,8 +85,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-async def check_key(client: httpx.AsyncClient, creds: ExchangeCredentials,
-                    now_ms: int | None = None) -> str:
+async def check_key(client: httpx.AsyncClient, creds: ExchangeCredentials, now_ms: int | None = None) -> str:
     """Return a short description if read-only; raise KeyCheckError otherwise."""
     stamp = now_ms if now_ms is not None else _now_ms()
     key, secret = creds.api_key.get_secret_value(), creds.api_secret.get_secret_value()
@@ -95,7 +100,9 @@ async def check_key(client: httpx.AsyncClient, creds: ExchangeCredentials,
         response = await client.get(f"{creds.base_url}{KUCOIN_PATH}", headers=headers)
         label, parse = "KuCoin", kucoin_problems
     if response.status_code != 200:
-        raise KeyCheckError(f"{label} rejected the key check: HTTP {response.status_code} {response.text[:120]}")
+        raise KeyCheckError(
+            f"{label} rejected the key check: HTTP {response.status_code} {response.text[:120]}"
+        )
     try:
         body = response.json()
     except ValueError as exc:

@@ -36,14 +36,36 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-FAULTS = frozenset({
-    "slow", "error_5xx", "not_ready", "paper_mode_off", "real_trades_allowed", "trading_key",
-    "wrong_color", "invalid_json", "injection_5xx", "injection_reflect", "no_security_headers",
-    "no_rate_limit", "dependency_down",
-})
+FAULTS = frozenset(
+    {
+        "slow",
+        "error_5xx",
+        "not_ready",
+        "paper_mode_off",
+        "real_trades_allowed",
+        "trading_key",
+        "wrong_color",
+        "invalid_json",
+        "injection_5xx",
+        "injection_reflect",
+        "no_security_headers",
+        "no_rate_limit",
+        "dependency_down",
+    }
+)
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-ROUTES = ("/health", "/health/detailed", "/health/ready", "/health/live", "/metrics", "/api/status",
-          "/api/search", "/api/orders", "/api/auth/login", "/admin/faults")
+ROUTES = (
+    "/health",
+    "/health/detailed",
+    "/health/ready",
+    "/health/live",
+    "/metrics",
+    "/api/status",
+    "/api/search",
+    "/api/orders",
+    "/api/auth/login",
+    "/admin/faults",
+)
 SAFE_QUERY = re.compile(r"^[A-Za-z0-9 ._-]{0,64}$")
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -60,7 +82,9 @@ def parse_faults(raw: str) -> set[str]:
     names = {"error_5xx" if n in ("5xx", "error") else n for n in names}
     unknown = names - FAULTS
     if unknown:
-        raise ValueError(f"unknown fault(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(FAULTS))}")
+        raise ValueError(
+            f"unknown fault(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(FAULTS))}"
+        )
     return names
 
 
@@ -80,7 +104,9 @@ class State:
         self.version = os.environ.get("APP_VERSION", "1.0.0-reference")
         self.paper_mode = truthy(os.environ.get("PAPER_TRADING_MODE"), True)
         self.allow_real = truthy(os.environ.get("ALLOW_REAL_TRADES"), False)
-        self.exchanges = [e.strip() for e in os.environ.get("EXCHANGES", "binance,kucoin").split(",") if e.strip()]
+        self.exchanges = [
+            e.strip() for e in os.environ.get("EXCHANGES", "binance,kucoin").split(",") if e.strip()
+        ]
         self.slow_seconds = float(os.environ.get("SLOW_SECONDS", "10"))
         self.admin_token = os.environ.get("ADMIN_TOKEN", "")
         rate, _, burst = os.environ.get("AUTH_RATE_LIMIT", "1:5").partition(":")
@@ -186,8 +212,18 @@ class Handler(BaseHTTPRequestHandler):
             elapsed = time.perf_counter() - start
             self.state.observe(self.command, route, self._status, elapsed)
             if os.environ.get("ACCESS_LOG") == "1":
-                print(json.dumps({"method": self.command, "path": route, "status": self._status,
-                                  "ms": round(elapsed * 1000, 1), "color": self.state.color}), flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "method": self.command,
+                            "path": route,
+                            "status": self._status,
+                            "ms": round(elapsed * 1000, 1),
+                            "color": self.state.color,
+                        }
+                    ),
+                    flush=True,
+                )
 
     do_GET = do_POST = do_HEAD = do_PUT = _handle  # noqa: N815 - stdlib dispatch names
 
@@ -231,7 +267,9 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/health/ready":
             deps = self._dependencies()
             ready = not state.has("not_ready") and all(v != "down" for v in deps.values())
-            self._json(200 if ready else 503, {"status": "ready" if ready else "not ready", "dependencies": deps})
+            self._json(
+                200 if ready else 503, {"status": "ready" if ready else "not ready", "dependencies": deps}
+            )
         elif path == "/health/detailed":
             if state.has("invalid_json"):
                 self._send(200, b'{"status": "ok", "paperTradingMode": tru', "application/json")
@@ -240,7 +278,9 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/metrics":
             self._send(200, self._metrics().encode(), "text/plain; version=0.0.4")
         elif path == "/api/status":
-            self._json(200, {"color": self._color(), "paperTradingMode": self._paper(), "version": state.version})
+            self._json(
+                200, {"color": self._color(), "paperTradingMode": self._paper(), "version": state.version}
+            )
         elif path == "/api/search":
             self._search(query.get("q", [""])[0])
         elif path == "/api/orders":
@@ -344,10 +384,14 @@ class Handler(BaseHTTPRequestHandler):
             "# TYPE http_requests_total counter",
         ]
         for (method, route, status), count in sorted(requests.items()):
-            lines.append(f'http_requests_total{{method="{method}",route="{route}",status="{status}",'
-                         f'color="{s.color}"}} {count}')
-        lines += ["# HELP http_request_duration_seconds Request latency.",
-                  "# TYPE http_request_duration_seconds histogram"]
+            lines.append(
+                f'http_requests_total{{method="{method}",route="{route}",status="{status}",'
+                f'color="{s.color}"}} {count}'
+            )
+        lines += [
+            "# HELP http_request_duration_seconds Request latency.",
+            "# TYPE http_request_duration_seconds histogram",
+        ]
         for route, counts in sorted(hist.items()):
             for bound, count in zip(BUCKETS, counts, strict=False):
                 lines.append(f'http_request_duration_seconds_bucket{{route="{route}",le="{bound}"}} {count}')
@@ -369,7 +413,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Reference paper-trading app (app contract + faults).")
     parser.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
-    parser.add_argument("--color", default=os.environ.get("DEPLOYMENT_COLOR", "blue"), choices=("blue", "green"))
+    parser.add_argument(
+        "--color", default=os.environ.get("DEPLOYMENT_COLOR", "blue"), choices=("blue", "green")
+    )
     parser.add_argument("--faults", default=os.environ.get("FAULTS", ""), help="comma-separated faults")
     args = parser.parse_args(argv)
     try:
@@ -386,8 +432,11 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    print(f"reference app ({args.color}) on {args.host}:{server.server_address[1]} faults={sorted(faults)}",
-          file=sys.stderr, flush=True)
+    print(
+        f"reference app ({args.color}) on {args.host}:{server.server_address[1]} faults={sorted(faults)}",
+        file=sys.stderr,
+        flush=True,
+    )
     server.serve_forever(poll_interval=0.2)
     server.server_close()
     return 0

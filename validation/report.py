@@ -26,8 +26,11 @@ def _category_result(checks: list[CheckResult], start: datetime, end: datetime) 
     failed = [c for c in ran if c.status == "failed"]
     return TestResult(
         status="failed" if failed else "passed",
-        start_time=start, end_time=end,
-        passed_tests=len(ran) - len(failed), failed_tests=len(failed), total_tests=len(ran),
+        start_time=start,
+        end_time=end,
+        passed_tests=len(ran) - len(failed),
+        failed_tests=len(failed),
+        total_tests=len(ran),
         errors=[f"{c.name}: {c.message}" for c in failed],
     )
 
@@ -48,7 +51,10 @@ def error_for(failed: list[CheckResult]) -> DeploymentError | None:
     }.get(first.category, DeploymentErrorType.VALIDATION_ERROR)
     names = ", ".join(c.name for c in failed)
     return DeploymentError(
-        kind, "validation", first.name, f"blocking checks failed: {names}",
+        kind,
+        "validation",
+        first.name,
+        f"blocking checks failed: {names}",
         recoverable=first.category != Category.SAFETY,
     )
 
@@ -70,7 +76,8 @@ def build_report(
         completed_steps=[c.name for c in checks if c.status == "passed"],
         failed_steps=[
             FailedStep(step=c.name, error=c.message, timestamp=finished)
-            for c in checks if c.status == "failed"
+            for c in checks
+            if c.status == "failed"
         ],
         testing={cat.value: _category_result(items, started, finished) for cat, items in by_cat.items()},
         validation=ValidationFlags(
@@ -83,7 +90,9 @@ def build_report(
     pdet = perf.details if perf else {}
     metrics = ProductionMetrics(
         application=ApplicationMetrics(
-            response_time=pdet.get("p95Ms"), throughput=pdet.get("throughput"), error_rate=pdet.get("errorRate"),
+            response_time=pdet.get("p95Ms"),
+            throughput=pdet.get("throughput"),
+            error_rate=pdet.get("errorRate"),
         ),
         paper_trading=PaperTradingMetrics(
             real_trades_blocked=safety_metric.details.get("realTradesBlocked") if safety_metric else None,

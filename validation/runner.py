@@ -113,7 +113,9 @@ class Context:
         """One request to the target (or `base`), retried on transient failures."""
         url = self.url(path, base)
         own_target = base is None
-        extensions = {"sni_hostname": self.options.server_name} if own_target and self.options.server_name else {}
+        extensions = (
+            {"sni_hostname": self.options.server_name} if own_target and self.options.server_name else {}
+        )
         send_headers = self.headers(headers) if own_target else dict(headers or {})
         attempts = 1 + (self.options.retries if retry else 0)
         for attempt in range(attempts):
@@ -231,8 +233,11 @@ async def run_checks(options: ValidationOptions) -> tuple[list[CheckResult], dat
         for item, reason in plan:
             if reason is not None:
                 results[item.name] = CheckResult(
-                    name=item.name, category=item.category, blocking=item.blocking,
-                    status="skipped", message=reason,
+                    name=item.name,
+                    category=item.category,
+                    blocking=item.blocking,
+                    status="skipped",
+                    message=reason,
                 )
                 continue
             tasks[item.name] = asyncio.create_task(_run_one(item, root.child(), budget))
@@ -248,7 +253,10 @@ async def run_checks(options: ValidationOptions) -> tuple[list[CheckResult], dat
             else:
                 item = by_name[name]
                 results[name] = CheckResult(
-                    name=name, category=item.category, blocking=item.blocking, status="failed",
+                    name=name,
+                    category=item.category,
+                    blocking=item.blocking,
+                    status="failed",
                     message=f"overall deadline of {options.timeout:g}s exceeded",
                 )
     ordered = [results[item.name] for item, _ in plan]

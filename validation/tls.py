@@ -16,7 +16,9 @@ class Handshake:
     cert: dict[str, Any]
 
 
-async def handshake(host: str, port: int, server_name: str, context: ssl.SSLContext, timeout: float) -> Handshake:
+async def handshake(
+    host: str, port: int, server_name: str, context: ssl.SSLContext, timeout: float
+) -> Handshake:
     """Open a TLS connection, report what was negotiated, and close it."""
     async with asyncio.timeout(timeout):
         _reader, writer = await asyncio.open_connection(host, port, ssl=context, server_hostname=server_name)

@@ -1,0 +1,1 @@
+"""Local stand-in servers for tests (loopback only)."""
