@@ -8,8 +8,8 @@ that is not declared read-only.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import pulumi
 import pulumi_docker as docker
@@ -127,7 +127,8 @@ class AppColor(pulumi.ComponentResource):
         self.alias = alias(color)
         self.image_ref = color_config.image
         self.image = docker.RemoteImage(
-            f"{color}-image", name=color_config.image, keep_locally=True, opts=pulumi.ResourceOptions(parent=self),
+            f"{color}-image", name=color_config.image, keep_locally=True,
+            opts=pulumi.ResourceOptions(parent=self),
         )
         ready = f"http://127.0.0.1:{s.server.port}{s.app.health.ready}"
         envs = app_envs(s, color)

@@ -6,8 +6,9 @@ accident: components build their containers through `hardened_container_args`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
 
 import pulumi
 import pulumi_docker as docker
@@ -61,19 +62,19 @@ def hardened_container_args(
     networks: Mapping[str, Sequence[str]],
     limits: Limits,
     read_only: bool = True,
-    user: Optional[str] = None,
-    envs: Optional[Sequence[str]] = None,
-    tmpfs: Optional[Mapping[str, str]] = None,
-    volumes: Optional[Sequence[docker.ContainerVolumeArgs]] = None,
-    mounts: Optional[Sequence[docker.ContainerMountArgs]] = None,
-    uploads: Optional[Sequence[docker.ContainerUploadArgs]] = None,
-    ports: Optional[Sequence[docker.ContainerPortArgs]] = None,
-    command: Optional[Sequence[str]] = None,
-    healthcheck: Optional[docker.ContainerHealthcheckArgs] = None,
+    user: str | None = None,
+    envs: Sequence[str] | None = None,
+    tmpfs: Mapping[str, str] | None = None,
+    volumes: Sequence[docker.ContainerVolumeArgs] | None = None,
+    mounts: Sequence[docker.ContainerMountArgs] | None = None,
+    uploads: Sequence[docker.ContainerUploadArgs] | None = None,
+    ports: Sequence[docker.ContainerPortArgs] | None = None,
+    command: Sequence[str] | None = None,
+    healthcheck: docker.ContainerHealthcheckArgs | None = None,
     wait: bool = False,
     wait_timeout: int = 120,
-    capability_adds: Optional[Sequence[str]] = None,
-    extra_labels: Optional[Mapping[str, str]] = None,
+    capability_adds: Sequence[str] | None = None,
+    extra_labels: Mapping[str, str] | None = None,
     max_retries: int = 5,
 ) -> dict[str, Any]:
     """Keyword arguments for `docker.Container` with the CIS-5 baseline applied.
@@ -85,10 +86,10 @@ def hardened_container_args(
     if not networks:
         raise ValueError(f"{name}: a container needs at least one user network")
     if read_only and uploads:
-        writable = [v.container_path for v in volumes or [] if v.container_path]  # type: ignore[attr-defined]
+        writable = [str(v.container_path).rstrip("/") for v in volumes or [] if v.container_path]
         for upload in uploads:
-            target = str(upload.file)  # type: ignore[attr-defined]
-            if not any(target.startswith(path.rstrip("/") + "/") for path in writable):
+            target = str(upload.file)
+            if not any(target.startswith(path + "/") for path in writable):
                 raise ValueError(f"{name}: upload {target} needs a volume (read-only root filesystem)")
     all_labels = {**stack_labels, SERVICE_LABEL: service, **(extra_labels or {})}
     args: dict[str, Any] = dict(
@@ -133,7 +134,7 @@ def hardened_container_args(
 
 
 def secret_file(
-    path: str, content: pulumi.Input[str], owner: Optional[str] = None, mode: str = "0400"
+    path: str, content: pulumi.Input[str], owner: str | None = None, mode: str = "0400"
 ) -> docker.ContainerUploadArgs:
     """A secret handed to a container as a file (never as an env value).
 

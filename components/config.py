@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Literal, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import pulumi
 from pydantic import (
@@ -87,22 +88,22 @@ class ServerConfig(_Model):
 
 
 class DatabaseConfig(_Model):
-    url: Optional[SecretStr] = None
+    url: SecretStr | None = None
     ssl: bool = False
     pool_size: int = Field(default=10, ge=1, le=200)
 
 
 class ExchangeConfig(_Model):
     api_key: SecretStr
-    api_secret: Optional[SecretStr] = None
-    passphrase: Optional[SecretStr] = None
+    api_secret: SecretStr | None = None
+    passphrase: SecretStr | None = None
     sandbox: bool = True
     permissions: Literal["READ_ONLY"]
-    base_url: Optional[str] = None
+    base_url: str | None = None
 
     @field_validator("base_url")
     @classmethod
-    def _https(cls, value: Optional[str]) -> Optional[str]:
+    def _https(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith("https://"):
             raise ValueError("must be an https:// URL")
         return value
@@ -119,11 +120,11 @@ PRODUCTION_URLS = {
 
 
 class ExchangesConfig(_Model):
-    binance: Optional[ExchangeConfig] = None
-    kucoin: Optional[ExchangeConfig] = None
+    binance: ExchangeConfig | None = None
+    kucoin: ExchangeConfig | None = None
 
     @model_validator(mode="after")
-    def _binance_has_no_passphrase(self) -> "ExchangesConfig":
+    def _binance_has_no_passphrase(self) -> ExchangesConfig:
         if self.binance is not None and self.binance.passphrase is not None:
             raise ValueError("binance.passphrase: Binance keys have no passphrase")
         return self
@@ -151,13 +152,13 @@ class PrometheusConfig(_Model):
 class GrafanaConfig(_Model):
     enabled: bool = True
     port: int = Field(default=3001, ge=1, le=65535)
-    admin_password: Optional[SecretStr] = None
+    admin_password: SecretStr | None = None
 
 
 class AlertmanagerConfig(_Model):
     enabled: bool = True
     port: int = Field(default=9093, ge=1, le=65535)
-    webhook_url: Optional[SecretStr] = None
+    webhook_url: SecretStr | None = None
 
 
 class LogsConfig(_Model):
@@ -187,7 +188,7 @@ class MonitoringConfig(_Model):
     # Probes readiness, the live color (X-Deployment-Color) and certificate expiry.
     blackbox_image: str = "prom/blackbox-exporter:v0.25.0"
     # `Limits` is defined further down: a factory defers building the default.
-    exporter_limits: "Limits" = Field(default_factory=lambda: Limits(memory_mb=128, cpus=0.25))
+    exporter_limits: Limits = Field(default_factory=lambda: Limits(memory_mb=128, cpus=0.25))
 
     @field_validator("blackbox_image")
     @classmethod
@@ -318,7 +319,7 @@ class BackupConfig(_Model):
     enabled: bool = True
     interval_minutes: int = Field(default=360, ge=5, le=10080)
     retention: BackupRetention = BackupRetention()
-    second_target: Optional[str] = None
+    second_target: str | None = None
     rabbitmq_definitions: bool = True
     redis_snapshot: bool = True
     restore_check_days: int = Field(default=7, ge=0, le=365)
@@ -326,7 +327,7 @@ class BackupConfig(_Model):
 
     @field_validator("second_target")
     @classmethod
-    def _host_path(cls, value: Optional[str]) -> Optional[str]:
+    def _host_path(cls, value: str | None) -> str | None:
         if value is None:
             return value
         if not value.startswith("/") or value.rstrip("/") in ("", "/var/lib/docker") or ".." in value.split("/"):
@@ -355,7 +356,7 @@ class Settings(_Model):
     backup: BackupConfig = BackupConfig()
 
     @model_validator(mode="after")
-    def _production_is_tls_only(self) -> "Settings":
+    def _production_is_tls_only(self) -> Settings:
         if self.environment == "production" and not self.server.ssl.enabled:
             raise ValueError("server.ssl.enabled: production requires TLS")
         ports = [self.proxy.http_port, self.proxy.https_port, self.proxy.preview_port]
@@ -452,7 +453,7 @@ def parse_settings(
                 f"{PROJECT}:{_path(path)}: is a secret; set it with "
                 f"`pulumi config set --secret --path {_path(path)} ...`"
             )
-    settings: Optional[Settings] = None
+    settings: Settings | None = None
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:

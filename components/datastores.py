@@ -7,8 +7,8 @@ would show to anyone with access to the engine).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import pulumi
 import pulumi_docker as docker
@@ -110,9 +110,17 @@ class Datastores(pulumi.ComponentResource):
                     "POSTGRES_INITDB_ARGS=--auth-host=scram-sha-256 --auth-local=scram-sha-256",
                     "PGDATA=/var/lib/postgresql/data/pgdata",
                 ],
-                tmpfs={"/var/run/postgresql": "rw,noexec,nosuid,size=16m", "/tmp": "rw,noexec,nosuid,size=64m"},
-                volumes=[args.volumes.mount("postgres", "/var/lib/postgresql/data"), scratch_volume(SECRETS_DIR)],
-                uploads=[secret_file(f"{SECRETS_DIR}/postgres_password", self.postgres_password.result, mode="0444")],
+                tmpfs={
+                    "/var/run/postgresql": "rw,noexec,nosuid,size=16m",
+                    "/tmp": "rw,noexec,nosuid,size=64m",
+                },
+                volumes=[
+                    args.volumes.mount("postgres", "/var/lib/postgresql/data"),
+                    scratch_volume(SECRETS_DIR),
+                ],
+                uploads=[secret_file(
+                    f"{SECRETS_DIR}/postgres_password", self.postgres_password.result, mode="0444",
+                )],
                 healthcheck=healthcheck(
                     ["CMD-SHELL", f"pg_isready -h 127.0.0.1 -U {DATABASE_USER} -d {DATABASE_NAME}"]
                 ),

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_docker as docker
 
-from .common import NetworkNames, STACK_LABEL
+from .common import STACK_LABEL, NetworkNames
 
 
 @dataclass(frozen=True)

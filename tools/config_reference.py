@@ -11,8 +11,9 @@ from __future__ import annotations
 import sys
 import types
 import typing
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Union
 
 from pydantic import BaseModel, SecretStr
 from pydantic_core import PydanticUndefined
@@ -38,13 +39,15 @@ def _is_secret(annotation: Any) -> bool:
 
 def _type_name(annotation: Any) -> str:
     if typing.get_origin(annotation) is typing.Literal:
-        return " \\| ".join(str(a).lower() if isinstance(a, bool) else str(a) for a in typing.get_args(annotation))
+        values = typing.get_args(annotation)
+        return " \\| ".join(str(a).lower() if isinstance(a, bool) else str(a) for a in values)
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     if args and typing.get_origin(annotation) in (Union, types.UnionType):
         return _type_name(args[0])
     if annotation is SecretStr:
         return "string"
-    return getattr(annotation, "__name__", str(annotation)).replace("str", "string").replace("float", "number")
+    name = getattr(annotation, "__name__", str(annotation))
+    return name.replace("str", "string").replace("float", "number")
 
 
 def rows(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, str, str, str]]:

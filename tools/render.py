@@ -16,9 +16,10 @@ import argparse
 import json
 import runpy
 import sys
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any
 
 import yaml
 
@@ -37,7 +38,7 @@ class Resource:
     urn: str
     type: str
     name: str
-    parent: Optional[str]
+    parent: str | None
     custom: bool
     inputs: dict[str, Any]
     wire: dict[str, Any]
@@ -79,7 +80,9 @@ class Graph:
         found: dict[str, str] = {}
         for resource in self.resources:
             owner = resource.inputs.get("name") or resource.name
-            for upload, wire in zip(resource.inputs.get("uploads") or [], resource.wire.get("uploads") or []):
+            plain, wired = resource.inputs.get("uploads") or [], resource.wire.get("uploads") or []
+            uploads = zip(plain, wired, strict=True)
+            for upload, wire in uploads:
                 content = upload.get("content")
                 if content is None:
                     continue
@@ -210,11 +213,11 @@ def _dynamic_outputs(provider: Any, inputs: Mapping[str, Any]) -> dict[str, Any]
 
 def evaluate(
     stack: str,
-    config: Optional[Mapping[str, str]] = None,
-    secret_keys: Optional[list[str]] = None,
+    config: Mapping[str, str] | None = None,
+    secret_keys: list[str] | None = None,
     root: Path = ROOT,
     preview: bool = False,
-    records: Optional[list[Resource]] = None,
+    records: list[Resource] | None = None,
 ) -> Graph:
     """Run `__main__.py` for `stack` under mocks and return its resource graph.
 
@@ -234,10 +237,10 @@ def evaluate(
     records = [] if records is None else records
 
     class Mocks(pmocks.Mocks):
-        def new_resource(self, args: pmocks.MockResourceArgs) -> tuple[Optional[str], dict[str, Any]]:
+        def new_resource(self, args: pmocks.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
             return f"{args.name}-id", _mock_state(args.typ, args.name, args.inputs)
 
-        def call(self, args: pmocks.MockCallArgs) -> tuple[dict[str, Any], Optional[list[tuple[str, str]]]]:
+        def call(self, args: pmocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
             return {}, None
 
     class RecordingMonitor(pmocks.MockMonitor):
@@ -333,7 +336,7 @@ def iter_summary(graph: Graph) -> Iterator[str]:
         yield f"  output {name} = {shown}"
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.render", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stack", default="prod", help="stack name: reads Pulumi.<stack>.yaml")
     parser.add_argument("--out", type=Path, help="folder to write into (default build/render/<stack>)")
