@@ -337,6 +337,38 @@ class BackupConfig(_Model):
         return value.rstrip("/")
 
 
+class ValidationConfig(_Model):
+    """The promotion gate's post-deploy checks (see docs/validation.md).
+
+    `previewUrl` defaults to the proxy's preview listener on the Docker host's loopback
+    (`http(s)://127.0.0.1:<proxy.previewPort>`); point it at an SSH tunnel when the Docker
+    host is remote. `rateLimitBurst` defaults to `proxy.authRateLimit.burst`.
+    """
+
+    enabled: bool = True
+    preview_url: str | None = None
+    timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    check_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    retries: int = Field(default=2, ge=0, le=10)
+    latency_threshold_ms: float = Field(default=500.0, gt=0, le=60000)
+    cert_min_days: int = Field(default=14, ge=0, le=365)
+    rate_limit_path: str = Field(default="/api/auth/login", pattern=r"^/")
+    rate_limit_burst: int | None = Field(default=None, ge=0, le=100000)
+    ca_file: str | None = None
+    insecure: bool = False
+    skip: tuple[str, ...] = ()
+    prometheus_url: str | None = None
+    alertmanager_url: str | None = None
+    grafana_url: str | None = None
+
+    @field_validator("preview_url", "prometheus_url", "alertmanager_url", "grafana_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+
 class Settings(_Model):
     """The whole `paper-trading:` namespace."""
 
@@ -354,6 +386,7 @@ class Settings(_Model):
     images: Images = Images()
     limits: DatastoreLimits = DatastoreLimits()
     backup: BackupConfig = BackupConfig()
+    validation: ValidationConfig = ValidationConfig()
 
     @model_validator(mode="after")
     def _production_is_tls_only(self) -> Settings:
