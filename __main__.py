@@ -3,6 +3,7 @@
 import pulumi
 
 from components.app import AppColor, AppColorArgs
+from components.backup import Backup, BackupArgs
 from components.config import COLORS, load_settings
 from components.common import STACK_LABEL
 from components.datastores import Datastores, DatastoresArgs
@@ -20,6 +21,13 @@ datastores = Datastores(
     "datastores",
     DatastoresArgs(settings=settings, networks=networks.names, volumes=volumes, stack_labels=stack_labels),
     opts=pulumi.ResourceOptions(depends_on=[*networks.all, *volumes.by_service.values()]),
+)
+backup = Backup(
+    "backup",
+    BackupArgs(
+        settings=settings, networks=networks.names, volumes=volumes, datastores=datastores,
+        stack_labels=stack_labels,
+    ),
 )
 apps = {
     color: AppColor(
