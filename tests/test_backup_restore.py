@@ -9,18 +9,22 @@ user when the tests run as root.
 
 from __future__ import annotations
 
+import base64
 import glob
 import hashlib
+import json
 import os
 import pwd
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +155,7 @@ class Runner:
     cluster: Cluster
     work: Path
     env: dict[str, str]
+    shell: list[str]
 
     @property
     def backups(self) -> Path:
@@ -162,7 +167,7 @@ class Runner:
 
     def run(self, script: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(self.work / "bin" / script), *args], env={**self.env, **env},
+            [*self.shell, str(self.work / "bin" / script), *args], env={**self.env, **env},
             capture_output=True, text=True, timeout=TIMEOUT,
         )
 
@@ -177,7 +182,18 @@ class Runner:
         raise KeyError(name)
 
 
-def make_runner(cluster: Cluster, tmp: Path, **config: Any) -> Runner:
+def busybox_path(tmp: Path) -> tuple[list[str], str]:
+    """An alpine-like userland: busybox ash and only busybox applets on the PATH."""
+    busybox = require_tool("busybox")
+    applets = tmp / "busybox"
+    applets.mkdir()
+    listed = subprocess.run([busybox, "--list"], capture_output=True, text=True, timeout=30).stdout.split()
+    for applet in listed:
+        (applets / applet).symlink_to(busybox)
+    return [busybox, "sh"], str(applets)
+
+
+def make_runner(cluster: Cluster, tmp: Path, userland: str = "debian", **config: Any) -> Runner:
     graph = backup_graph("prod", **({"backup": config} if config else {}))
     res = backup_container(graph)
     env = envs(res)
@@ -197,21 +213,26 @@ def make_runner(cluster: Cluster, tmp: Path, **config: Any) -> Runner:
         if key in env:
             local.mkdir()
             env[key] = str(local)
+    shell: list[str] = []
+    system_path = "/usr/bin:/bin"
+    if userland == "busybox":
+        shell, system_path = busybox_path(tmp)
     env.update(
-        PATH=f"{tmp / 'bin'}:{cluster.bin}:/usr/bin:/bin",
+        PATH=f"{tmp / 'bin'}:{cluster.bin}:{system_path}",
         PGHOST="127.0.0.1", PGPORT=str(cluster.port), PGPASSWORD_FILE=str(cluster.password_file),
     )
     env.pop("RABBITMQ_API_URL", None)  # set per test where a server exists
-    return Runner(cluster=cluster, work=tmp, env=env)
+    return Runner(cluster=cluster, work=tmp, env=env, shell=shell)
 
 
-@pytest.fixture()
-def runner(cluster: Cluster, tmp_path: Path) -> Runner:
+@pytest.fixture(params=["debian", "busybox"])
+def runner(cluster: Cluster, tmp_path: Path, request: pytest.FixtureRequest) -> Runner:
+    """Debian's dash and coreutils, and busybox as in the postgres:*-alpine image."""
     cluster.psql(SCHEMA)
     for db in cluster.psql("SELECT datname FROM pg_database WHERE datname LIKE 'inspect%' "
                            "OR datname LIKE 'restore_check%'", db="postgres").split():
         cluster.psql(f'DROP DATABASE "{db}"', db="postgres")
-    return make_runner(cluster, tmp_path, redisSnapshot=False)
+    return make_runner(cluster, tmp_path, str(request.param), redisSnapshot=False)
 
 
 def _sha256(path: Path) -> str:
@@ -371,7 +392,7 @@ def test_retention_never_removes_the_newest_good_backup(runner: Runner) -> None:
     (runner.backups / real).unlink()
     (runner.backups / f"{real}.sha256").unlink()
     lib = runner.work / "bin" / "lib.sh"
-    pruned = subprocess.run(["sh", "-c", f'. "{lib}"; prune "$BACKUP_DIR" none'],
+    pruned = subprocess.run([*(runner.shell or ["sh"]), "-c", f'. "{lib}"; prune "$BACKUP_DIR" none'],
                             env={**runner.env, "BACKUP_MAX_AGE_DAYS": "1", "BACKUP_KEEP_COUNT": "1"},
                             capture_output=True, text=True, timeout=30)
     assert pruned.returncode == 0, pruned.stderr
@@ -382,7 +403,8 @@ def test_stamp_epoch_matches_python(runner: Runner) -> None:
     lib = runner.work / "bin" / "lib.sh"
     stamps = ["19700101T000000Z", "20000229T235959Z", "20260101T080910Z", "20261231T235959Z",
               "21000301T000000Z"]
-    out = subprocess.run(["sh", "-c", f'. "{lib}"; for s in {" ".join(stamps)}; do stamp_epoch $s; done'],
+    script = f'. "{lib}"; for s in {" ".join(stamps)}; do stamp_epoch $s; done'
+    out = subprocess.run([*(runner.shell or ["sh"]), "-c", script],
                          env=runner.env, capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     expected = [int(datetime.strptime(s, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp())
@@ -439,3 +461,62 @@ def test_redis_snapshot_is_copied(cluster: Cluster, tmp_path: Path) -> None:
     assert (runner.backups / f"{rdb.name}.sha256").read_text().split()[0] == _sha256(rdb)
     redis_ok = 'paper_trading_backup_component_last_success_timestamp_seconds{component="redis"}'
     assert runner.metric(redis_ok) > 0
+
+
+# ---------------------------------------------------------------------------- rabbitmq definitions
+
+
+class _Management(BaseHTTPRequestHandler):
+    """Stands in for RabbitMQ's management API on loopback: basic auth, GET /api/definitions."""
+
+    expected_auth = ""
+    requests: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        self.requests.append(self.path)
+        if self.headers.get("Authorization") != self.expected_auth:
+            self.send_response(401)
+            self.end_headers()
+            return
+        body = json.dumps({"rabbit_version": "3.13.7", "users": [{"name": "trading"}],
+                           "vhosts": [{"name": "/"}], "queues": [{"name": "orders", "vhost": "/"}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_rabbitmq_definitions_exported_with_password_from_file(runner: Runner) -> None:
+    password = "rmq-Pass-123"
+    (runner.work / "rabbitmq_password").write_text(password)
+    _Management.expected_auth = "Basic " + base64.b64encode(f"trading:{password}".encode()).decode()
+    _Management.requests = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Management)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        env = {"RABBITMQ_API_URL": url, "RABBITMQ_PASSWORD_FILE": str(runner.work / "rabbitmq_password")}
+        done = runner.run("backup", "once", **env)
+        assert done.returncode == 0, done.stderr
+        [export] = list(runner.backups.glob("rabbitmq-definitions-*.json"))
+        assert json.loads(export.read_text())["queues"][0]["name"] == "orders"
+        assert (runner.backups / f"{export.name}.sha256").read_text().split()[0] == _sha256(export)
+        assert _Management.requests == ["/api/definitions"]
+        ok = 'paper_trading_backup_component_last_success_timestamp_seconds{component="rabbitmq"}'
+        assert runner.metric(ok) > 0
+        # Wrong password: counted as a component failure; the Postgres run still succeeds.
+        (runner.work / "rabbitmq_password").write_text("wrong")
+        time.sleep(1.1)
+        again = runner.run("backup", "once", **env)
+        assert again.returncode == 0, again.stderr
+        assert runner.metric('paper_trading_backup_component_failures_total{component="rabbitmq"}') == 1
+        assert len(list(runner.backups.glob("rabbitmq-definitions-*.json"))) == 1
+        assert not list(runner.backups.glob(".tmp-*"))
+    finally:
+        server.shutdown()
+        server.server_close()
