@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from validation.checks_health import detailed_health
+from validation.checks_health import detailed_health, metrics_text
 from validation.models import Category
 from validation.runner import CheckFailed, Context, Passed, check, expect_status
 
@@ -54,10 +54,7 @@ async def exchange_permissions(ctx: Context) -> Passed:
     "/metrics reports paper_trading_mode 1 and exposes paper_trading_real_trades_blocked_total.",
 )
 async def safety_metrics(ctx: Context) -> Passed:
-    path = ctx.options.paths.metrics
-    response = await ctx.get(path)
-    expect_status(response, path, 200)
-    text = response.text
+    text = await metrics_text(ctx)
     mode = re.findall(r"^paper_trading_mode(?:\{[^}]*\})?\s+(\S+)", text, re.M)
     if not mode:
         raise CheckFailed("/metrics has no paper_trading_mode")

@@ -30,6 +30,10 @@ class CheckFailed(Exception):
         self.details = details
 
 
+class CheckSkipped(Exception):
+    """Raised by a check that finds at run time it cannot apply (the reason is reported)."""
+
+
 @dataclass(frozen=True)
 class Passed:
     message: str = "ok"
@@ -194,6 +198,8 @@ async def _run_one(item: Check, ctx: Context, budget: float) -> CheckResult:
         message, details = outcome.message, dict(outcome.details)
     except CheckFailed as exc:
         status, message, details = "failed", exc.message, dict(exc.details)
+    except CheckSkipped as exc:
+        status, message = "skipped", str(exc)
     except TimeoutError:
         status, message = "failed", f"timed out after {budget:.1f}s"
     except Exception as exc:  # noqa: BLE001 - any error in a check is that check's failure

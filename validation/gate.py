@@ -1,0 +1,225 @@
+"""The promotion gate: a dynamic resource that validates the candidate color before it goes live.
+
+`pulumi up` creates (or updates) the gate after the candidate's containers and the proxy;
+its provider runs the blocking checks through the proxy's preview listener with
+`X-Preview-Color: <candidate>`. Passed -> output `approvedColor` = candidate (the routing
+switch and the stack output `activeColor` read it). Failed -> create/update raise with the
+readable summary, so the update fails and nothing downstream moves. `pulumi preview` never
+runs checks: the output is simply unknown until `up`.
+
+The provider class is small and importable (dill pickles it by reference); clients are
+created inside the methods. Secrets (exchange keys) are used but never returned as state;
+a fingerprint of them is kept so a key change re-runs the gate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Optional
+
+import pulumi
+import pulumi.dynamic
+
+if TYPE_CHECKING:
+    from components.config import Settings
+    from validation.models import ValidationReport
+
+#: Inputs whose change re-runs the checks (the candidate, what it runs, how it is checked).
+WATCHED = ("candidateColor", "previewUrl", "image", "replicas", "options", "enabled")
+SECRET_FIELDS = ("exchanges",)
+
+
+def _fingerprint(value: Any) -> str:
+    raw = json.dumps(value, sort_keys=True, default=str).encode()
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _run_report(props: Mapping[str, Any]) -> ValidationReport:
+    """Build the options from the gate's inputs and run the checks (own loop, own thread if needed)."""
+    from validation import avalidate
+    from validation.options import ValidationOptions
+
+    options = ValidationOptions.model_validate(
+        {
+            **dict(props.get("options") or {}),
+            "base_url": props["previewUrl"],
+            "color": props["candidateColor"],
+            "expected_replicas": int(props["replicas"]) if props.get("replicas") else None,
+            "exchanges": tuple(props.get("exchanges") or ()),
+        }
+    )
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(avalidate(options))
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["report"] = asyncio.run(avalidate(options))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, daemon=True)
+    worker.start()
+    worker.join()
+    if "error" in box:
+        raise box["error"]
+    report: ValidationReport = box["report"]
+    return report
+
+
+def run_gate(props: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate; return the state to record, or raise DeploymentError with the summary."""
+    from validation.errors import DeploymentError, DeploymentErrorType
+    from validation.report import render_table, summary
+
+    candidate = str(props["candidateColor"])
+    state = {k: v for k, v in props.items() if k not in SECRET_FIELDS}
+    state["secretsFingerprint"] = _fingerprint({k: props.get(k) for k in SECRET_FIELDS})
+    checked_at = datetime.now(timezone.utc).isoformat()
+    if not props.get("enabled", True):
+        return {**state, "approvedColor": candidate, "validated": False, "checkedAt": checked_at, "report": {}}
+    report = _run_report(props)
+    if not report.passed:
+        raise DeploymentError(
+            DeploymentErrorType.VALIDATION_ERROR,
+            "validation",
+            "promotion-gate",
+            summary(report) + "\n\n" + render_table(report)
+            + f"\n\nlive traffic and activeColor stay where they were; {candidate} was not promoted",
+            recoverable=True,
+        )
+    brief = {
+        "passed": sum(1 for c in report.checks if c.status == "passed"),
+        "skipped": sum(1 for c in report.checks if c.status == "skipped"),
+        "failedNonBlocking": [c.name for c in report.checks if c.status == "failed"],
+        "durationSeconds": report.duration_seconds,
+    }
+    return {**state, "approvedColor": candidate, "validated": True, "checkedAt": checked_at, "report": brief}
+
+
+class PromotionGateProvider(pulumi.dynamic.ResourceProvider):
+    """Create/update run the checks; diff re-runs them when a watched input changes."""
+
+    def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
+        outs = run_gate(props)
+        return pulumi.dynamic.CreateResult(id_=f"promotion-gate-{props['candidateColor']}", outs=outs)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
+        changed = [key for key in WATCHED if olds.get(key) != news.get(key)]
+        secrets = _fingerprint({k: news.get(k) for k in SECRET_FIELDS})
+        if olds.get("secretsFingerprint") != secrets:
+            changed.append("exchanges")
+        return pulumi.dynamic.DiffResult(changes=bool(changed), replaces=[], stables=[],
+                                         delete_before_replace=False)
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.UpdateResult:
+        return pulumi.dynamic.UpdateResult(outs=run_gate(news))
+
+    def delete(self, _id: str, _props: dict[str, Any]) -> None:
+        return None
+
+    def render_outputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Offline render (tools/render.py): what a passed create would output, without checks."""
+        return {"approvedColor": inputs["candidateColor"]}
+
+
+@dataclass(frozen=True)
+class PromotionGateArgs:
+    """What to validate: the candidate color, where its preview listener is, what it runs."""
+
+    candidate_color: pulumi.Input[str]
+    preview_url: pulumi.Input[str]
+    image: pulumi.Input[str]
+    replicas: pulumi.Input[int]
+    #: `ValidationOptions` fields (JSON-compatible): timeouts, thresholds, server_name, ...
+    options: Mapping[str, Any] = field(default_factory=dict)
+    #: Exchange credentials for safety.exchange_keys (dicts of ExchangeCredentials fields).
+    exchanges: Optional[pulumi.Input[Sequence[Mapping[str, Any]]]] = None
+    enabled: bool = True
+
+    @staticmethod
+    def from_settings(settings: Settings) -> PromotionGateArgs:
+        """The gate for the stack's desired `deployment.activeColor`, read from the typed config."""
+        candidate = settings.deployment.active_color
+        color = settings.deployment.color(candidate)
+        v = settings.validation
+        tls = settings.server.ssl.enabled
+        preview = v.preview_url or f"{'https' if tls else 'http'}://127.0.0.1:{settings.proxy.preview_port}"
+        burst = v.rate_limit_burst if v.rate_limit_burst is not None else settings.proxy.auth_rate_limit.burst
+        options: dict[str, Any] = {
+            "timeout": v.timeout_seconds,
+            "check_timeout": v.check_timeout_seconds,
+            "retries": v.retries,
+            "latency_threshold_ms": v.latency_threshold_ms,
+            "cert_min_days": v.cert_min_days,
+            "rate_limit_path": v.rate_limit_path,
+            "rate_limit_burst": burst,
+            "insecure": v.insecure,
+            "skip": sorted(v.skip),
+            "paths": settings.app.health.model_dump(),
+        }
+        optional = {
+            "server_name": settings.server.host if tls else None,
+            "ca_file": v.ca_file,
+            "prometheus_url": v.prometheus_url,
+            "alertmanager_url": v.alertmanager_url,
+            "grafana_url": v.grafana_url,
+        }
+        options.update({k: val for k, val in optional.items() if val is not None})
+        creds = []
+        for name, ex in settings.exchanges.configured().items():
+            if ex.api_secret is None:
+                continue
+            creds.append({
+                "exchange": name,
+                "api_key": ex.api_key.get_secret_value(),
+                "api_secret": ex.api_secret.get_secret_value(),
+                "passphrase": ex.passphrase.get_secret_value() if ex.passphrase else None,
+                "base_url": settings.exchanges.base_url(name),
+            })
+        return PromotionGateArgs(
+            candidate_color=candidate,
+            preview_url=preview,
+            image=color.image,
+            replicas=color.replicas,
+            options=options,
+            exchanges=pulumi.Output.secret(creds) if creds else None,
+            enabled=v.enabled,
+        )
+
+
+class PromotionGate(pulumi.dynamic.Resource):
+    """Approves `candidate_color` only after its blocking checks pass; `approved_color` is the result."""
+
+    approved_color: pulumi.Output[str]
+    validated: pulumi.Output[bool]
+
+    def __init__(
+        self, name: str, args: PromotionGateArgs, opts: Optional[pulumi.ResourceOptions] = None
+    ) -> None:
+        props: dict[str, Any] = {
+            "candidateColor": args.candidate_color,
+            "previewUrl": args.preview_url,
+            "image": args.image,
+            "replicas": args.replicas,
+            "options": dict(args.options),
+            "enabled": args.enabled,
+            "exchanges": args.exchanges,
+            "approvedColor": None,
+            "validated": None,
+            "checkedAt": None,
+            "report": None,
+            "secretsFingerprint": None,
+        }
+        secret_opts = pulumi.ResourceOptions(additional_secret_outputs=["exchanges"])
+        super().__init__(
+            PromotionGateProvider(), name, props, pulumi.ResourceOptions.merge(secret_opts, opts)
+        )
