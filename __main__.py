@@ -7,6 +7,7 @@ from components.backup import Backup, BackupArgs
 from components.config import COLORS, load_settings
 from components.common import STACK_LABEL
 from components.datastores import Datastores, DatastoresArgs
+from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Networks, NetworksArgs
 from components.proxy import Proxy, ProxyArgs
 from components.volumes import Volumes, VolumesArgs
@@ -47,10 +48,23 @@ proxy = Proxy(
         depends_on=[container for app in apps.values() for container in app.containers],
     ),
 )
+monitoring = Monitoring(
+    "monitoring",
+    MonitoringArgs(
+        settings=settings, networks=networks.names, volume_names=volumes.names, stack_labels=stack_labels,
+        datastores=datastores, textfile_volume=backup.metrics_volume_name,
+        depends_on=[*networks.all, *volumes.by_service.values(), *datastores.containers],
+    ),
+)
 
 pulumi.export("activeColor", settings.deployment.active_color)
 pulumi.export("previewColor", settings.deployment.preview_color)
 pulumi.export("appUrl", proxy.public_url)
 pulumi.export("previewUrl", proxy.preview_url)
+pulumi.export("prometheusUrl", monitoring.prometheus_url)
+pulumi.export("grafanaUrl", monitoring.grafana_url)
+pulumi.export("alertmanagerUrl", monitoring.alertmanager_url)
+if monitoring.grafana_admin_password is not None:
+    pulumi.export("grafanaAdminPassword", pulumi.Output.secret(monitoring.grafana_admin_password.result))
 for color in COLORS:
     pulumi.export(f"{color}Image", settings.deployment.color(color).image)

@@ -50,7 +50,12 @@ def network_attachments(
 
 def log_options(max_size: str = "10m", max_file: int = 5) -> dict[str, str]:
     """json-file rotation: every container's logs stay bounded on the host."""
-    return {"max-size": max_size, "max-file": str(max_file)}
+    return {
+        "max-size": max_size,
+        "max-file": str(max_file),
+        # Carried into every log line, so the log collector can label by service and color.
+        "labels": f"{SERVICE_LABEL},{COLOR_LABEL},{STACK_LABEL}",
+    }
 
 
 def hardened_container_args(
