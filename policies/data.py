@@ -5,12 +5,22 @@ from __future__ import annotations
 from pulumi_policy import ReportViolation, ResourceValidationArgs
 
 from . import settings
-from .props import NETWORK, VOLUME, as_bool, as_str, field
+from .props import NETWORK, VOLUME, as_bool, as_str, field, labels
+
+DATA_LABEL = "paper-trading.data"
 
 
 def check_data_volumes_protected(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    """Every named volume holds data: `protect` (and `retainOnDelete` where the host exposes it)."""
+    """Every data volume is protected (and retained on delete where the host exposes that option)."""
     if args.resource_type != VOLUME:
+        return
+    # Fail closed: a volume is data unless it says it is disposable, by label or by a configured
+    # name suffix, and a `*-data` name or `paper-trading.data=true` always means data.
+    suffixes = [str(s) for s in settings.config(args, "data-volumes-protected")["disposableVolumeSuffixes"]]
+    name = as_str(field(args.props, "name"), "name") or args.name
+    data = labels(args.props).get(DATA_LABEL) or []
+    disposable = data == ["false"] or (not data and any(name.endswith(s) for s in suffixes))
+    if disposable and not name.endswith("-data"):
         return
     if args.opts.protect is not True:
         report("data volume must be created with protect=True (ResourceOptions)", None)

@@ -47,6 +47,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "container-no-sensitive-mounts": {"allowedHostMounts": ALLOWED_HOST_MOUNTS},
     "container-ports-bound": {"publicPorts": [80, 443], "publicServices": ["proxy"]},
     "backend-network-internal": {"internalNetworkSuffixes": ["-backend"]},
+    "data-volumes-protected": {"disposableVolumeSuffixes": ["-backup-metrics"]},
     "container-read-only-rootfs": {"writableServices": []},
     "container-restart-bounded": {"maxRetries": 10},
 }
@@ -84,6 +85,11 @@ SCHEMAS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "backend-network-internal": {
         "internalNetworkSuffixes": {**_STRINGS, "description": "Name suffixes of internal networks."},
+    },
+    "data-volumes-protected": {
+        "disposableVolumeSuffixes": {
+            **_STRINGS, "description": "Name suffixes of volumes holding only derived data (not protected).",
+        },
     },
     "container-read-only-rootfs": {
         "writableServices": {**_STRINGS, "description": "Services whose image cannot run read-only."},

@@ -1,0 +1,649 @@
+"""The policy pack against the real program's graphs and mutants of them.
+
+Every case runs the pack the way the engine does (props deserialized from the wire form and
+wrapped in pulumi_policy's unknown-checking proxy; see policies/harness.py). Each mutant is
+one way to break one rule, applied to a resource of the real rendered graph; it must be
+caught by the named policy at mandatory level. A meta-test replaces each mandatory policy's
+validator with a no-op and shows that some mutant then passes the whole pack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from copy import deepcopy
+from dataclasses import dataclass, replace
+from functools import cache
+from typing import Any
+
+import pytest
+from pulumi_policy import EnforcementLevel, ResourceValidationPolicy
+from pulumi_policy.deserialize import deserialize_properties
+
+from policies import hardening, trading
+from policies.check import check_graph, effective_config
+from policies.harness import Analyzer, Violation
+from policies.rules import BY_NAME, POLICIES
+from tests.support import rendered
+from tools.render import UNKNOWN, Graph, Resource, stack_names
+
+CONTAINER = "docker:index/container:Container"
+MANDATORY_NAMES = [p.name for p in POLICIES if p.enforcement_level == EnforcementLevel.MANDATORY]
+ADVISORY_NAMES = [p.name for p in POLICIES if p.enforcement_level == EnforcementLevel.ADVISORY]
+
+Wire = dict[str, Any]
+Options = dict[str, Any]
+
+# --------------------------------------------------------------------------- selecting and mutating
+
+
+def _labels(res: Resource) -> dict[str, str]:
+    return {e["label"]: e["value"] for e in res.inputs.get("labels") or []}
+
+
+def app(graph: Graph) -> Resource:
+    return next(r for r in graph.containers if _labels(r).get("paper-trading.role") == "app")
+
+
+def svc(name: str) -> Callable[[Graph], Resource]:
+    def pick(graph: Graph) -> Resource:
+        return next(r for r in graph.containers if _labels(r).get("paper-trading.service") == name)
+    return pick
+
+
+def of_type(type_: str, name: str | None = None) -> Callable[[Graph], Resource]:
+    def pick(graph: Graph) -> Resource:
+        return next(r for r in graph.resources if r.type == type_ and (name is None or r.name == name))
+    return pick
+
+
+def backend(graph: Graph) -> Resource:
+    return next(r for r in graph.of_type("docker:index/network:Network")
+                if str(r.inputs.get("name", "")).endswith("-backend"))
+
+
+def set_env(key: str, value: str | None) -> Callable[[Wire, Options], None]:
+    """Replace `key`'s entry (value None: remove it)."""
+    def mutate(wire: Wire, _: Options) -> None:
+        envs = [e for e in wire.get("envs") or [] if e.partition("=")[0] != key]
+        found = [e for e in wire.get("envs") or [] if e.partition("=")[0] == key]
+        assert found or value is not None, f"mutant expects env {key} in the real graph"
+        if value is not None:
+            envs.insert(wire["envs"].index(found[0]) if found else len(envs), f"{key}={value}")
+        wire["envs"] = envs
+    return mutate
+
+
+def add_env(entry: str) -> Callable[[Wire, Options], None]:
+    def mutate(wire: Wire, _: Options) -> None:
+        wire["envs"] = [*(wire.get("envs") or []), entry]
+    return mutate
+
+
+def set_label(key: str, value: str | None) -> Callable[[Wire, Options], None]:
+    def mutate(wire: Wire, _: Options) -> None:
+        labels = [e for e in wire.get("labels") or [] if e["label"] != key]
+        if value is not None:
+            labels.append({"label": key, "value": value})
+        wire["labels"] = labels
+    return mutate
+
+
+def add_label(key: str, value: str) -> Callable[[Wire, Options], None]:
+    def mutate(wire: Wire, _: Options) -> None:
+        wire["labels"] = [*(wire.get("labels") or []), {"label": key, "value": value}]
+    return mutate
+
+
+def put(path: str, value: Any) -> Callable[[Wire, Options], None]:
+    """Set (value is not DROP) or delete a dotted path such as `capabilities.adds` or `ports.0.ip`."""
+    def mutate(wire: Wire, _: Options) -> None:
+        *parents, last = path.split(".")
+        node: Any = wire
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+        if isinstance(node, list):
+            if value is DROP:
+                del node[int(last)]
+            else:
+                node[int(last)] = value
+        elif value is DROP:
+            assert last in node, f"mutant expects {path} in the real graph"
+            del node[last]
+        else:
+            node[last] = value
+    return mutate
+
+
+def append(path: str, item: Any) -> Callable[[Wire, Options], None]:
+    def mutate(wire: Wire, _: Options) -> None:
+        wire[path] = [*(wire.get(path) or []), item]
+    return mutate
+
+
+def rename_upload(old: str, new: str) -> Callable[[Wire, Options], None]:
+    def mutate(wire: Wire, _: Options) -> None:
+        hits = [u for u in wire.get("uploads") or [] if u["file"] == old]
+        assert hits, f"mutant expects upload {old} in the real graph"
+        for upload in hits:
+            upload["file"] = new
+    return mutate
+
+
+def option(key: str, value: Any) -> Callable[[Wire, Options], None]:
+    def mutate(_: Wire, options: Options) -> None:
+        options[key] = value
+    return mutate
+
+
+def both(*steps: Callable[[Wire, Options], None]) -> Callable[[Wire, Options], None]:
+    def mutate(wire: Wire, options: Options) -> None:
+        for step in steps:
+            step(wire, options)
+    return mutate
+
+
+DROP = object()
+
+
+def mutated(res: Resource, change: Callable[[Wire, Options], None]) -> Resource:
+    wire, options = deepcopy(res.wire), deepcopy(res.options)
+    change(wire, options)
+    return replace(res, wire=wire, inputs=deserialize_properties(wire), options=options)
+
+
+@dataclass(frozen=True)
+class Mutant:
+    policy: str
+    id: str
+    select: Callable[[Graph], Resource]
+    change: Callable[[Wire, Options], None]
+    stack: str = "prod"
+
+    def __str__(self) -> str:
+        return f"{self.policy}/{self.id}"
+
+
+KEY = "/run/secrets/binance_api_key"
+SOCKET = "/var/run/docker.sock"
+APP_IMAGE = "ghcr.io/example/paper-trading-app"
+
+PTM = "paper-trading-mode"
+KEYS = "read-only-exchange-keys"
+LBL = "app-containers-labelled"
+PRIV = "container-not-privileged"
+CAPS = "container-capabilities-dropped"
+NS = "container-no-host-namespaces"
+MNT = "container-no-sensitive-mounts"
+NNP = "container-no-new-privileges"
+MEM = "container-memory-limit"
+PORTS = "container-ports-bound"
+IMG = "container-image-pinned"
+NET = "container-user-networks-only"
+VOL = "data-volumes-protected"
+BACK = "backend-network-internal"
+M = Mutant
+
+MUTANTS: list[Mutant] = [
+    # paper-trading-mode
+    M(PTM, "mode-false", app, set_env("PAPER_TRADING_MODE", "false")),
+    M(PTM, "mode-missing", app, set_env("PAPER_TRADING_MODE", None)),
+    M(PTM, "mode-duplicate-conflicting", app, add_env("PAPER_TRADING_MODE=false")),
+    M(PTM, "mode-duplicate-same", app, add_env("PAPER_TRADING_MODE=true")),
+    M(PTM, "mode-capitalised-value", app, set_env("PAPER_TRADING_MODE", "True")),
+    M(PTM, "mode-without-value", app,
+           both(set_env("PAPER_TRADING_MODE", None), add_env("PAPER_TRADING_MODE"))),
+    M(PTM, "mode-lowercase-spelling", app, add_env("paper_trading_mode=false")),
+    M(PTM, "mode-dashed-spelling", app, add_env("PAPER-TRADING-MODE=false")),
+    M(PTM, "mode-padded-key", app, add_env("PAPER_TRADING_MODE =false")),
+    M(PTM, "real-trades-true", app, set_env("ALLOW_REAL_TRADES", "true")),
+    M(PTM, "real-trades-missing", app, set_env("ALLOW_REAL_TRADES", None)),
+    M(PTM, "real-trades-duplicate", app, add_env("ALLOW_REAL_TRADES=true")),
+    M(PTM, "real-trades-lowercase", app, add_env("allow_real_trades=true")),
+    M(PTM, "live-trading-env", app, add_env("LIVE_TRADING=true")),
+    M(PTM, "trading-mode-env", app, add_env("TRADING_MODE=live")),
+    M(PTM, "color-env-mismatch", app, set_env("DEPLOYMENT_COLOR", "green")),
+    M(PTM, "color-env-missing", app, set_env("DEPLOYMENT_COLOR", None)),
+    M(PTM, "color-env-duplicate", app, add_env("DEPLOYMENT_COLOR=green")),
+    M(PTM, "color-label-flipped", app, set_label("paper-trading.color", "green")),
+    M(PTM, "color-label-invalid", app, set_label("paper-trading.color", "purple")),
+    M(PTM, "command-override", app,
+           put("command", ["sh", "-c", "PAPER_TRADING_MODE=false exec node server.js"])),
+    M(PTM, "env-file-upload", app,
+           append("uploads", {"file": "/app/.env", "content": "PAPER_TRADING_MODE=false\n"})),
+    M(PTM, "dev-mode-false", app, set_env("PAPER_TRADING_MODE", "false"), stack="dev"),
+    # read-only-exchange-keys
+    M(KEYS, "permissions-read-write", app, set_env("BINANCE_PERMISSIONS", "READ_WRITE")),
+    M(KEYS, "permissions-trade", app, set_env("KUCOIN_PERMISSIONS", "TRADE")),
+    M(KEYS, "permissions-missing", app, set_env("BINANCE_PERMISSIONS", None)),
+    M(KEYS, "permissions-duplicate", app, add_env("BINANCE_PERMISSIONS=TRADE")),
+    M(KEYS, "permissions-lowercase", app, add_env("binance_permissions=READ_WRITE")),
+    M(KEYS, "sandbox-false", app, set_env("BINANCE_SANDBOX", "false")),
+    M(KEYS, "sandbox-missing", app, set_env("KUCOIN_SANDBOX", None)),
+    M(KEYS, "base-url-production", app,
+           set_env("BINANCE_BASE_URL", "https://api.binance.com")),
+    M(KEYS, "base-url-kucoin-production", app,
+           set_env("KUCOIN_BASE_URL", "https://api.kucoin.com")),
+    M(KEYS, "base-url-userinfo-trick", app,
+           set_env("BINANCE_BASE_URL", "https://testnet.binance.vision@api.binance.com")),
+    M(KEYS, "base-url-plain-http", app,
+           set_env("BINANCE_BASE_URL", "http://testnet.binance.vision")),
+    M(KEYS, "base-url-lookalike", app,
+           set_env("BINANCE_BASE_URL", "https://testnet.binance.vision.evil.example")),
+    M(KEYS, "base-url-missing", app, set_env("BINANCE_BASE_URL", None)),
+    M(KEYS, "base-url-host-only", app, set_env("KUCOIN_BASE_URL", "api.kucoin.com")),
+    M(KEYS, "extra-stream-url", app,
+           add_env("BINANCE_WS_URL=wss://stream.binance.com:9443/ws")),
+    M(KEYS, "unprefixed-exchange-url", app,
+           add_env("MARKET_DATA_URL=https://api.binance.com/api/v3")),
+    M(KEYS, "trade-key-env", app,
+           add_env("BINANCE_TRADE_API_KEY_FILE=/run/secrets/binance_trade_key")),
+    M(KEYS, "withdraw-key-env", app,
+           add_env("KUCOIN_WITHDRAW_KEY_FILE=/run/secrets/kucoin_withdraw")),
+    M(KEYS, "transfer-file", app, rename_upload(KEY, "/run/secrets/binance_transfer_key")),
+    M(KEYS, "trading-key-file", app,
+           rename_upload(KEY, "/run/secrets/binance_trading_api_key")),
+    M(KEYS, "new-exchange-without-permissions", app,
+           add_env("KRAKEN_API_KEY_FILE=/run/secrets/kraken_api_key")),
+    M(KEYS, "key-file-without-declaration", svc("redis"),
+           append("uploads", {"file": "/run/secrets/bybit_api_key", "content": "k"})),
+    M(KEYS, "dev-key-with-production-url", app,
+           both(add_env(f"BINANCE_API_KEY_FILE={KEY}"), add_env("BINANCE_PERMISSIONS=READ_ONLY"),
+                add_env("BINANCE_SANDBOX=true"), add_env("BINANCE_BASE_URL=https://api.binance.com")),
+           stack="dev"),
+    # app-containers-labelled
+    M(LBL, "role-label-removed", app, set_label("paper-trading.role", None)),
+    M(LBL, "role-label-renamed", app, set_label("paper-trading.role", "worker")),
+    M(LBL, "role-label-duplicated", app, add_label("paper-trading.role", "worker")),
+    M(LBL, "all-labels-removed", app, put("labels", DROP)),
+    M(LBL, "app-image-unlabelled", svc("postgres"), put("image", f"{APP_IMAGE}:1.4.2")),
+    M(LBL, "app-image-other-tag", svc("redis"), put("image", f"{APP_IMAGE}:9.9.9")),
+    M(LBL, "app-image-digest", svc("redis"),
+           put("image", f"{APP_IMAGE}@sha256:{'a' * 64}")),
+    M(LBL, "dev-app-image-docker-io", svc("postgres"),
+           put("image", "docker.io/library/paper-trading-reference-app:dev"), stack="dev"),
+    M(LBL, "mode-env-unlabelled", svc("postgres"), add_env("PAPER_TRADING_MODE=true")),
+    M(LBL, "exchange-env-unlabelled", svc("redis"),
+           add_env("KUCOIN_API_KEY_FILE=/run/secrets/kucoin_api_key")),
+    M(LBL, "image-by-id", app, put("image", f"sha256:{'b' * 64}")),
+    M(LBL, "unlabelled-copy-of-app", app,
+           both(set_label("paper-trading.role", None), set_label("paper-trading.color", None))),
+    # container-not-privileged
+    M(PRIV, "privileged", svc("proxy"), put("privileged", True)),
+    M(PRIV, "privileged-app", app, put("privileged", True)),
+    M(PRIV, "host-device", svc("redis"),
+           put("devices", [{"hostPath": "/dev/mem", "containerPath": "/dev/mem"}])),
+    M(PRIV, "gpus", svc("postgres"), put("gpus", "all")),
+    # container-capabilities-dropped
+    M(CAPS, "capabilities-removed", svc("proxy"), put("capabilities", DROP)),
+    M(CAPS, "drops-empty", app, put("capabilities.drops", [])),
+    M(CAPS, "drops-partial", svc("postgres"), put("capabilities.drops", ["NET_RAW"])),
+    M(CAPS, "add-sys-admin", svc("postgres"),
+           put("capabilities.adds", ["CHOWN", "SYS_ADMIN"])),
+    M(CAPS, "add-cap-prefixed", svc("redis"), put("capabilities.adds", ["CAP_SYS_PTRACE"])),
+    M(CAPS, "add-all", svc("rabbitmq"), put("capabilities.adds", ["ALL"])),
+    M(CAPS, "add-net-admin-app", app, put("capabilities.adds", ["NET_ADMIN"])),
+    M(CAPS, "add-chown-app", app, put("capabilities.adds", ["CHOWN"])),
+    M(CAPS, "add-bind-proxy", svc("proxy"), put("capabilities.adds", ["NET_BIND_SERVICE"])),
+    # container-no-host-namespaces
+    M(NS, "host-network", app, put("networkMode", "host")),
+    M(NS, "host-pid", svc("postgres"), put("pidMode", "host")),
+    M(NS, "host-ipc", svc("redis"), put("ipcMode", "host")),
+    M(NS, "host-userns", svc("proxy"), put("usernsMode", "host")),
+    M(NS, "host-cgroupns", app, put("cgroupnsMode", "host")),
+    # container-no-sensitive-mounts
+    M(MNT, "docker-socket-volume", app,
+           append("volumes", {"hostPath": SOCKET, "containerPath": SOCKET, "readOnly": True})),
+    M(MNT, "docker-socket-bind", svc("proxy"),
+           append("mounts", {"type": "bind", "source": SOCKET, "target": SOCKET, "readOnly": True})),
+    M(MNT, "run-dir", svc("redis"),
+           append("volumes", {"hostPath": "/run", "containerPath": "/host/run", "readOnly": True})),
+    M(MNT, "etc", svc("postgres"),
+           append("volumes", {"hostPath": "/etc", "containerPath": "/host/etc", "readOnly": True})),
+    M(MNT, "root", app,
+           append("volumes", {"hostPath": "/", "containerPath": "/host", "readOnly": True})),
+    M(MNT, "proc-on-app", app,
+           append("volumes", {"hostPath": "/proc", "containerPath": "/host/proc", "readOnly": True})),
+    M(MNT, "unlisted-path", app,
+           append("volumes", {"hostPath": "/srv/data", "containerPath": "/data", "readOnly": True})),
+    M(MNT, "cert-writable", svc("proxy"), put("mounts.0.readOnly", False)),
+    M(MNT, "cert-readonly-unset", svc("proxy"), put("mounts.1.readOnly", DROP)),
+    M(MNT, "proxy-mounts-etc", svc("proxy"), put("mounts.0.source", "/etc")),
+    M(MNT, "proxy-mounts-shadow", svc("proxy"), put("mounts.1.source", "/etc/shadow")),
+    M(MNT, "proxy-path-escape", svc("proxy"),
+           put("mounts.1.source", "/etc/ssl/paper-trading/../../shadow")),
+    # container-no-new-privileges
+    M(NNP, "security-opts-removed", app, put("securityOpts", DROP)),
+    M(NNP, "nnp-false", svc("postgres"), put("securityOpts", ["no-new-privileges:false"])),
+    M(NNP, "nnp-contradicted", svc("redis"),
+           put("securityOpts", ["no-new-privileges:true", "no-new-privileges=false"])),
+    M(NNP, "seccomp-unconfined", svc("proxy"),
+           put("securityOpts", ["no-new-privileges:true", "seccomp=unconfined"])),
+    M(NNP, "apparmor-unconfined", app,
+           put("securityOpts", ["no-new-privileges:true", "apparmor:unconfined"])),
+    # container-memory-limit
+    M(MEM, "memory-removed", app, put("memory", DROP)),
+    M(MEM, "memory-zero", svc("postgres"), put("memory", 0.0)),
+    M(MEM, "swap-unlimited", svc("redis"), put("memorySwap", -1.0)),
+    # container-ports-bound
+    M(PORTS, "proxy-ip-removed", svc("proxy"), put("ports.0.ip", DROP)),
+    M(PORTS, "proxy-ip-empty", svc("proxy"), put("ports.1.ip", "")),
+    M(PORTS, "preview-public", svc("proxy"), put("ports.2.ip", "0.0.0.0")),
+    M(PORTS, "proxy-extra-public-port", svc("proxy"),
+           append("ports", {"internal": 8081.0, "external": 8081.0, "ip": "0.0.0.0", "protocol": "tcp"})),
+    M(PORTS, "app-published-public", app,
+           append("ports", {"internal": 3000.0, "external": 3000.0, "ip": "0.0.0.0", "protocol": "tcp"})),
+    M(PORTS, "postgres-published-ipv6", svc("postgres"),
+           append("ports", {"internal": 5432.0, "external": 5432.0, "ip": "::", "protocol": "tcp"})),
+    M(PORTS, "redis-published-no-ip", svc("redis"),
+           append("ports", {"internal": 6379.0, "external": 6379.0, "protocol": "tcp"})),
+    M(PORTS, "publish-all", svc("rabbitmq"), put("publishAllPorts", True)),
+    M(PORTS, "dev-proxy-public", svc("proxy"), put("ports.0.ip", "0.0.0.0"), stack="dev"),
+    # container-image-pinned
+    M(IMG, "latest", svc("postgres"), put("image", "postgres:latest")),
+    M(IMG, "no-tag", svc("redis"), put("image", "redis")),
+    M(IMG, "registry-port-no-tag", svc("proxy"), put("image", "localhost:5000/nginx")),
+    M(IMG, "app-latest", app, put("image", f"{APP_IMAGE}:latest")),
+    M(IMG, "remote-image-latest", of_type("docker:index/remoteImage:RemoteImage"),
+           put("name", "nginx:latest")),
+    # container-user-networks-only
+    M(NET, "default-bridge", app, put("networkMode", "bridge")),
+    M(NET, "network-mode-removed", svc("postgres"), put("networkMode", DROP)),
+    M(NET, "network-mode-default", svc("redis"), put("networkMode", "default")),
+    M(NET, "shares-container-net", svc("proxy"), put("networkMode", "container:other")),
+    M(NET, "bridge-attached", svc("rabbitmq"),
+           append("networksAdvanced", {"name": "bridge"})),
+    # data-volumes-protected
+    M(VOL, "unprotected", of_type("docker:index/volume:Volume", "grafana-data"), option("protect", False)),
+    M(VOL, "postgres-unprotected", of_type("docker:index/volume:Volume", "postgres-data"),
+           option("protect", False)),
+    M(VOL, "relabelled-disposable", of_type("docker:index/volume:Volume", "redis-data"),
+           both(set_label("paper-trading.data", "false"), option("protect", False))),
+    M(VOL, "not-retained", of_type("docker:index/volume:Volume", "prometheus-data"),
+           option("retainOnDelete", False)),
+    # backend-network-internal
+    M(BACK, "not-internal", backend, put("internal", False)),
+    M(BACK, "internal-removed", backend, put("internal", DROP)),
+    M(BACK, "dev-not-internal", backend, put("internal", False), stack="dev"),
+    # advisory
+    M("container-read-only-rootfs", "writable-rootfs", app, put("readOnly", False)),
+    M("container-healthcheck", "no-healthcheck", svc("postgres"), put("healthcheck", DROP)),
+    M("container-restart-bounded", "restart-always", svc("redis"), put("restart", "always")),
+    M("container-restart-bounded", "unbounded-retries", svc("redis"), put("maxRetryCount", 0.0)),
+]
+
+
+# --------------------------------------------------------------------------- running
+
+
+@cache
+def analyzer(stack: str, disabled: str | None = None) -> Analyzer:
+    """The pack for `stack` (its app images added, as the offline check does); `disabled`'s check a no-op."""
+    policies = [noop(p) if p.name == disabled else p for p in POLICIES]
+    return Analyzer(policies, effective_config(rendered(stack), {}))
+
+
+def noop(policy: ResourceValidationPolicy) -> ResourceValidationPolicy:
+    """The same policy (name, level, config) with its check deleted."""
+    return ResourceValidationPolicy(
+        name=policy.name, description=policy.description, validate=lambda args, report: None,
+        enforcement_level=policy.enforcement_level, config_schema=policy.config_schema,
+    )
+
+
+def violations_of(mutant: Mutant, disabled: str | None = None) -> list[Violation]:
+    resource = mutated(mutant.select(rendered(mutant.stack)), mutant.change)
+    return analyzer(mutant.stack, disabled).analyze(resource)
+
+
+def failures(disabled: str | None = None) -> list[str]:
+    """Mutants the pack lets through: not caught by their policy at its level, or by no mandatory policy."""
+    missed = []
+    for mutant in MUTANTS:
+        found = violations_of(mutant, disabled)
+        level = BY_NAME[mutant.policy].enforcement_level
+        assert level is not None
+        if not any(v.policy == mutant.policy and v.level == level.value for v in found):
+            missed.append(f"{mutant}: not caught by {mutant.policy}")
+        elif level == EnforcementLevel.MANDATORY and not any(v.mandatory for v in found):
+            missed.append(f"{mutant}: no mandatory violation")
+    return missed
+
+
+# --------------------------------------------------------------------------- the real graphs pass
+
+
+@pytest.mark.parametrize("stack", stack_names())
+def test_real_graph_has_no_mandatory_violation(stack: str) -> None:
+    graph = rendered(stack)
+    assert graph.containers, "the program registers no containers"
+    found = check_graph(graph)
+    assert [v.line() for v in found if v.mandatory] == []
+
+
+@pytest.mark.parametrize("stack", ["prod", "dev"])
+@pytest.mark.parametrize("policy", MANDATORY_NAMES)
+def test_each_policy_passes_the_real_graph(stack: str, policy: str) -> None:
+    graph = rendered(stack)
+    found = [v for v in check_graph(graph) if v.policy == policy]
+    assert [v.line() for v in found] == []
+
+
+def test_policies_see_the_app_containers() -> None:
+    """Guards against a vacuous pass: the trading rules really apply to the real app containers."""
+    graph = rendered("prod")
+    apps = [r for r in graph.containers if _labels(r).get("paper-trading.role") == "app"]
+    assert len(apps) >= 2
+    assert any("BINANCE_PERMISSIONS=READ_ONLY" in (r.inputs.get("envs") or []) for r in apps)
+
+
+# --------------------------------------------------------------------------- mutants fail
+
+
+@pytest.mark.parametrize("mutant", MUTANTS, ids=str)
+def test_mutant_is_caught_by_its_policy(mutant: Mutant) -> None:
+    found = violations_of(mutant)
+    level = BY_NAME[mutant.policy].enforcement_level
+    assert level is not None
+    ours = [v for v in found if v.policy == mutant.policy]
+    assert ours, f"{mutant} passed {mutant.policy}; all violations: {[v.line() for v in found]}"
+    assert all(v.level == level.value for v in ours)
+
+
+def test_every_policy_has_mutants() -> None:
+    assert {m.policy for m in MUTANTS} == {p.name for p in POLICIES}
+
+
+def test_no_mutant_slips_through() -> None:
+    assert failures() == []
+
+
+@pytest.mark.parametrize("policy", MANDATORY_NAMES)
+def test_deleting_a_policy_check_fails_the_suite(policy: str) -> None:
+    """Meta-test: with this policy's validator a no-op, some mutant passes the whole pack."""
+    missed = failures(disabled=policy)
+    assert missed, f"deleting {policy}'s check changed nothing"
+    escaped = [m for m in MUTANTS if m.policy == policy
+               and not any(v.mandatory for v in violations_of(m, disabled=policy))]
+    assert escaped, f"every {policy} mutant is also caught by another mandatory policy"
+
+
+# --------------------------------------------------------------------------- unknowns fail closed
+
+UNKNOWN_CASES: list[tuple[str, Callable[[Graph], Resource], str]] = [
+    ("paper-trading-mode", app, "envs"),
+    ("paper-trading-mode", app, "envs.1"),
+    ("paper-trading-mode", app, "labels"),
+    ("paper-trading-mode", app, "labels.0.value"),
+    ("read-only-exchange-keys", app, "envs"),
+    ("read-only-exchange-keys", app, "envs.1"),
+    ("read-only-exchange-keys", app, "uploads.0.file"),
+    ("app-containers-labelled", svc("postgres"), "image"),
+    ("app-containers-labelled", svc("postgres"), "envs"),
+    ("app-containers-labelled", app, "labels"),
+    ("container-not-privileged", svc("proxy"), "privileged"),
+    ("container-capabilities-dropped", app, "capabilities"),
+    ("container-capabilities-dropped", svc("postgres"), "capabilities.adds"),
+    ("container-no-host-namespaces", app, "networkMode"),
+    ("container-no-host-namespaces", svc("postgres"), "pidMode"),
+    ("container-no-sensitive-mounts", svc("proxy"), "mounts"),
+    ("container-no-sensitive-mounts", svc("proxy"), "mounts.0.source"),
+    ("container-no-sensitive-mounts", app, "volumes"),
+    ("container-no-new-privileges", svc("redis"), "securityOpts"),
+    ("container-memory-limit", app, "memory"),
+    ("container-ports-bound", svc("proxy"), "ports"),
+    ("container-ports-bound", svc("proxy"), "ports.0.ip"),
+    ("container-image-pinned", svc("proxy"), "image"),
+    ("container-user-networks-only", svc("postgres"), "networkMode"),
+    ("backend-network-internal", backend, "internal"),
+]
+
+
+@pytest.mark.parametrize(("policy", "select", "path"), UNKNOWN_CASES,
+                         ids=[f"{p}:{path}" for p, _, path in UNKNOWN_CASES])
+def test_unknown_safety_value_is_a_mandatory_violation(
+    policy: str, select: Callable[[Graph], Resource], path: str,
+) -> None:
+    resource = mutated(select(rendered("prod")), put(path, UNKNOWN))
+    found = [v for v in analyzer("prod").analyze(resource) if v.policy == policy]
+    assert found, f"unknown {path} passed {policy}"
+    assert all(v.mandatory for v in found)
+    assert any("known at preview" in v.message for v in found)
+
+
+def test_unknown_secret_contents_do_not_trip_the_pack() -> None:
+    """At preview, generated passwords (upload contents) are unknown: no policy may need them."""
+    graph = rendered("prod")
+    changed = 0
+
+    def blank(wire: Wire, _: Options) -> None:
+        for upload in wire["uploads"]:
+            upload["content"] = UNKNOWN
+
+    for res in graph.containers:
+        if res.wire.get("uploads"):
+            before = {v.line() for v in analyzer("prod").analyze(res)}
+            after = {v.line() for v in analyzer("prod").analyze(mutated(res, blank))}
+            assert after == before
+            assert not any(v.mandatory for v in analyzer("prod").analyze(mutated(res, blank)))
+            changed += 1
+    assert changed >= 4
+
+
+def test_without_fail_closed_the_sdk_would_downgrade_an_unknown_to_advisory() -> None:
+    """Why the wrapper exists: the same check, unwrapped, lets an unknown env through at preview."""
+    bare = ResourceValidationPolicy(
+        name="paper-trading-mode", description="bare", validate=trading.check_paper_trading_mode,
+        enforcement_level=EnforcementLevel.MANDATORY,
+    )
+    resource = mutated(app(rendered("prod")), put("envs", UNKNOWN))
+    found = Analyzer([bare]).analyze(resource)
+    assert found and all(v.level == "advisory" for v in found)
+    wrapped = analyzer("prod").analyze(resource)
+    assert any(v.policy == "paper-trading-mode" and v.mandatory for v in wrapped)
+
+
+def test_props_reach_the_policies_wrapped_like_the_runtime() -> None:
+    """The args a policy receives: unknown-checking proxies, secrets unwrapped, options from the graph."""
+    from collections.abc import Mapping
+
+    from pulumi_policy.proxy import _DictProxy, _ListProxy
+
+    seen: list[Any] = []
+
+    def spy(args: Any, report: Any) -> None:
+        if args.resource_type == CONTAINER and args.name == "blue-1":
+            seen.append(args)
+
+    probe = ResourceValidationPolicy(name="probe", description="probe", validate=spy)
+    Analyzer([probe]).run(rendered("prod").resources)
+    (args,) = seen
+    assert isinstance(args.props, _DictProxy) and isinstance(args.props, Mapping)
+    assert isinstance(args.props["envs"], _ListProxy)
+    assert not isinstance(args.props["envs"], list)
+    secret = [u["content"] for u in args.props["uploads"] if u["file"] == KEY]
+    assert secret == ["secret:exchanges.binance.apiKey"]
+    assert args.props["memory"] == 512.0
+    assert args.opts.protect is False
+
+
+# --------------------------------------------------------------------------- exact runtime path
+
+
+def test_fast_path_matches_the_sdk_analyzer() -> None:
+    """The offline fast path and pulumi_policy's own `Analyze` (protobuf in, diagnostics out) agree."""
+    graph = rendered("prod")
+    config = effective_config(graph, {})
+    subjects = [*graph.resources]
+    subjects += [mutated(m.select(rendered(m.stack)), m.change) for m in MUTANTS if m.stack == "prod"]
+    subjects += [mutated(s(graph), put(p, UNKNOWN)) for _, s, p in UNKNOWN_CASES]
+    fast, exact = Analyzer(POLICIES, config), Analyzer(POLICIES, config, exact=True)
+    for subject in subjects:
+        key = lambda v: (v.policy, v.level, v.message)  # noqa: E731
+        expected = sorted(map(key, exact.analyze(subject)))
+        assert sorted(map(key, fast.analyze(subject))) == expected, subject.name
+
+
+# --------------------------------------------------------------------------- config
+
+
+def test_pack_config_widens_the_endpoint_allow_list() -> None:
+    mutant = next(m for m in MUTANTS if m.id == "base-url-production")
+    resource = mutated(mutant.select(rendered("prod")), mutant.change)
+    assert any(v.policy == "read-only-exchange-keys" for v in analyzer("prod").analyze(resource))
+    config = {"read-only-exchange-keys": {"allowedEndpoints": ["testnet.binance.vision", "api.binance.com",
+                                                               "openapi-sandbox.kucoin.com"]}}
+    found = Analyzer(POLICIES, config).analyze(resource)
+    assert [v for v in found if v.policy == "read-only-exchange-keys"] == []
+
+
+def test_pack_config_sets_enforcement_levels() -> None:
+    resource = mutated(svc("redis")(rendered("prod")), put("memory", DROP))
+    config: dict[str, Any] = {"container-memory-limit": {"enforcementLevel": "advisory"}}
+    (found,) = [v for v in Analyzer(POLICIES, config).analyze(resource) if v.policy == MEM]
+    assert found.level == "advisory"
+    assert [v for v in Analyzer(POLICIES, {"container-memory-limit": "disabled"}).analyze(resource)
+            if v.policy == "container-memory-limit"] == []
+
+
+def test_allowed_host_mounts_are_per_service() -> None:
+    """node-exporter may read /proc (read-only); the same mount on another service, or writable, fails."""
+    proc = {"hostPath": "/proc", "containerPath": "/host/proc", "readOnly": True}
+
+    def mounts_violations(resource: Resource) -> list[str]:
+        return [v.line() for v in analyzer("prod").analyze(resource) if v.policy == MNT]
+
+    redis = svc("redis")(rendered("prod"))
+    exporter = mutated(redis, both(set_label("paper-trading.service", "node-exporter"),
+                                   append("volumes", proc)))
+    assert mounts_violations(exporter) == []
+    assert mounts_violations(mutated(redis, append("volumes", proc)))
+    index = len(exporter.wire["volumes"]) - 1
+    assert mounts_violations(mutated(exporter, put(f"volumes.{index}.readOnly", False)))
+
+
+def test_helpers_are_strict_about_names() -> None:
+    assert hardening._image_problem("nginx:1.27.3-alpine") is None
+    assert hardening._image_problem("localhost:5000/app") is not None
+    assert hardening._image_problem(f"{APP_IMAGE}@sha256:{'c' * 64}") is None
+    assert trading._exchange_of("binance-api-key", ["binance"]) == "BINANCE"
+    assert trading._exchange_of("GATEWAY_URL", ["gate"]) is None
+
+
+def test_all_stacks_listed() -> None:
+    assert {"prod", "dev"} <= set(stack_names())
+
+
+def _names(items: Sequence[ResourceValidationPolicy]) -> list[str]:
+    return [p.name for p in items]
+
+
+def test_interface_names_and_levels() -> None:
+    required = {"paper-trading-mode", "read-only-exchange-keys", "app-containers-labelled",
+                "container-not-privileged", "container-capabilities-dropped", "container-no-host-namespaces",
+                "container-no-sensitive-mounts", "container-no-new-privileges", "container-memory-limit",
+                "container-ports-bound", "container-image-pinned", "container-user-networks-only",
+                "data-volumes-protected", "backend-network-internal"}
+    assert required <= set(MANDATORY_NAMES)
+    assert set(ADVISORY_NAMES) == {"container-read-only-rootfs", "container-healthcheck",
+                                   "container-restart-bounded"}
+    assert len(set(_names(POLICIES))) == len(POLICIES)
