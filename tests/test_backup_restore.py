@@ -10,6 +10,7 @@ user when the tests run as root.
 from __future__ import annotations
 
 import base64
+import contextlib
 import glob
 import hashlib
 import json
@@ -520,3 +521,50 @@ def test_rabbitmq_definitions_exported_with_password_from_file(runner: Runner) -
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ---------------------------------------------------------------------------- the service loop
+
+
+def test_service_loop_backs_up_on_schedule_and_stops_on_sigterm(runner: Runner) -> None:
+    """The container's command, as rendered: a backup at once, none while the newest is fresh."""
+    command = backup_container(backup_graph("prod")).inputs["command"]
+    assert command == [f"{BIN_DIR}/backup", "loop"]
+
+    def start() -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [*runner.shell, str(runner.work / "bin" / "backup"), *command[1:]], env=runner.env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )
+
+    def stop(proc: subprocess.Popen[str]) -> str:
+        proc.terminate()
+        try:
+            out, _ = proc.communicate(timeout=10)
+            assert proc.returncode == 0, out
+            return out
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 15)  # the backgrounded sleep
+
+    proc = start()
+    try:
+        # First run: a backup, then the weekly restore check (none done yet), then sleep.
+        check = "paper_trading_backup_restore_check_last_success_timestamp_seconds"
+        deadline = time.time() + 90
+        while time.time() < deadline and not (runner.metrics.exists() and runner.metric(check) > 0):
+            time.sleep(0.2)
+        assert len(runner.good()) == 1
+        time.sleep(0.5)
+    finally:
+        out = stop(proc)
+    assert "restore check: ok" in out and "next check in 21600s" in out and "stopping" in out
+    # A restart with a fresh backup on disk waits for the schedule instead of dumping again.
+    proc = start()
+    try:
+        time.sleep(3)
+        assert len(runner.good()) == 1
+    finally:
+        out = stop(proc)
+    assert "next check in" in out and "dumping" not in out
+    assert runner.metrics.exists()
