@@ -268,6 +268,8 @@ def evaluate(
                 ))
             return response
 
+    from pulumi.runtime import resource as runtime_resource
+
     settings.reset_options(project=PROJECT, stack=stack, preview=preview)
     monitor = RecordingMonitor(Mocks())
     pmocks.set_mocks(Mocks(), project=PROJECT, stack=stack, preview=preview, monitor=monitor)
@@ -282,15 +284,26 @@ def evaluate(
         runpy.run_path(program, run_name="__main__")
         return None
 
+    # The SDK walks the Python stack (stat-ing every frame's file) at each registration to
+    # report source positions to the engine; a mock run has no engine to show them to.
+    stack_trace = runtime_resource._get_stack_trace
+    runtime_resource._get_stack_trace = _empty_stack_trace
     try:
         _sync_await(run_pulumi_func(lambda: run()))
     finally:
+        runtime_resource._get_stack_trace = stack_trace
         if sys_path_added:
             sys.path.remove(str(root))
     stack_resource = settings.get_root_resource()
     outputs, secret_outputs = _stack_outputs(stack_resource)
     records.sort(key=lambda r: r.urn)
     return Graph(stack=stack, resources=records, outputs=outputs, secret_outputs=secret_outputs)
+
+
+def _empty_stack_trace() -> Any:
+    from pulumi.runtime.proto import source_pb2
+
+    return source_pb2.StackTrace()
 
 
 def _stack_outputs(stack_resource: Any) -> tuple[dict[str, Any], list[str]]:

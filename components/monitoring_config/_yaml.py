@@ -7,7 +7,11 @@ from typing import Any
 import yaml
 
 
-class _NoAliases(yaml.SafeDumper):  # type: ignore[misc]
+# libyaml's emitter when PyYAML has it: the builders run on every program evaluation.
+_Base = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class _NoAliases(_Base):  # type: ignore[misc,valid-type]
     def ignore_aliases(self, data: Any) -> bool:
         return True
 
