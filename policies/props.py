@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 from pulumi_policy.proxy import (
@@ -114,6 +115,7 @@ def as_number(value: Any, path: str) -> float | None:
     return float(value)
 
 
+@lru_cache(maxsize=8192)
 def squash(key: str) -> str:
     """Spelling-insensitive form of a name: `paper-trading_Mode ` -> `PAPERTRADINGMODE`."""
     return re.sub(r"[^A-Z0-9]", "", key.upper())

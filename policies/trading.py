@@ -9,6 +9,7 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from pulumi_policy import ReportViolation, ResourceValidationArgs
@@ -33,15 +34,18 @@ from .props import (
 
 REQUIRED_ENVS = {"PAPER_TRADING_MODE": "true", "ALLOW_REAL_TRADES": "false"}
 COLOR_ENV = "DEPLOYMENT_COLOR"
-# Squashed fragments of names that would switch trading mode under another spelling.
-_MODE_WORDS = ("PAPERTRAD", "REALTRAD", "LIVETRAD", "TRADINGMODE", "TRADEMODE", "PAPERMODE",
-               "LIVEMODE", "REALMONEY", "DRYRUN")
+# Squashed fragments of names that would switch trading mode under another spelling: either
+# one of these alone, or TRAD(E|ING) next to a word that turns something on.
+_MODE_WORDS = ("PAPERTRAD", "REALTRAD", "LIVETRAD", "PAPERMODE", "LIVEMODE", "REALMONEY", "DRYRUN",
+               "SIMULAT", "SANDBOXMODE")
+_SWITCH_WORDS = ("MODE", "ENABLE", "ALLOW", "PERMIT", "LIVE", "REAL", "PAPER", "CAN")
 _CANONICAL = {squash(k) for k in (*REQUIRED_ENVS, COLOR_ENV)}
 _CREDENTIAL_WORDS = ("KEY", "SECRET", "PASSPHRASE", "TOKEN", "CREDENTIAL", "PASSWORD")
 _CAPABILITY_WORDS = ("WITHDRAW", "TRANSFER")
 _PERMISSION_WORDS = ("PERMISSION", "SCOPE")
 _ENDPOINT_WORDS = ("URL", "HOST", "ENDPOINT", "DOMAIN")
 _BAD_PERMISSION_VALUES = ("TRADE", "TRADING", "WITHDRAW", "TRANSFER", "WRITE", "FULL", "ADMIN")
+_NON_ALNUM = re.compile(r"[^A-Z0-9]+")
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s,;'\"]+")
 
 
@@ -54,7 +58,9 @@ def _say(report: ReportViolation, message: str) -> None:
 
 def _mode_like(key: str) -> bool:
     s = squash(key)
-    return s not in _CANONICAL and any(word in s for word in _MODE_WORDS)
+    if s in _CANONICAL:
+        return False
+    return any(word in s for word in _MODE_WORDS) or ("TRAD" in s and any(w in s for w in _SWITCH_WORDS))
 
 
 def check_paper_trading_mode(args: ResourceValidationArgs, report: ReportViolation) -> None:
@@ -131,7 +137,12 @@ def _paths(args: ResourceValidationArgs) -> list[str]:
 
 def _exchange_of(key: str, exchanges: Iterable[str]) -> str | None:
     """`BINANCE` for `BINANCE_API_KEY_FILE` (or `binance-api-key`): the exchange an env belongs to."""
-    normalized = re.sub(r"[^A-Z0-9]+", "_", key.strip().upper())
+    return _exchange_of_cached(key, tuple(exchanges))
+
+
+@lru_cache(maxsize=8192)
+def _exchange_of_cached(key: str, exchanges: tuple[str, ...]) -> str | None:
+    normalized = _NON_ALNUM.sub("_", key.strip().upper())
     for name in exchanges:
         if normalized.startswith(squash(name) + "_"):
             return squash(name)
@@ -197,8 +208,9 @@ def check_read_only_exchange_keys(args: ResourceValidationArgs, report: ReportVi
         s = squash(key)
         exchange = _exchange_of(key, exchanges)
         named_capability = any(word in s for word in _CAPABILITY_WORDS) or (
-            "TRAD" in s and (exchange is not None or _is_credential_name(key)
-                             or any(w in s for w in _PERMISSION_WORDS))
+            "TRAD" in s and s not in _CANONICAL
+            and (exchange is not None or _is_credential_name(key) or any(w in s for w in _PERMISSION_WORDS)
+                 or any(w in s for w in _SWITCH_WORDS))
         )
         if named_capability:
             _say(report, f"env {key}: its name announces trade/withdraw/transfer capability")
