@@ -7,20 +7,28 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
 
 import pytest
 
 from tests.fakes.validation_servers import ROOT, RefApp, free_port, reference_app
 
 
-def run_cli(*args: str, env: Optional[dict[str, str]] = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("VALIDATION_", "BINANCE_", "KUCOIN_"))}
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    full_env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("VALIDATION_", "BINANCE_", "KUCOIN_"))
+    }
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "validation", *args], cwd=ROOT, env=full_env,
-        capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "validation", *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -77,7 +85,9 @@ FAULTS = [
 
 
 @pytest.mark.parametrize(("fault", "expected"), FAULTS, ids=[f for f, _ in FAULTS])
-def test_each_fault_fails_the_named_check(clean: RefApp, tmp_path: Path, fault: str, expected: set[str]) -> None:
+def test_each_fault_fails_the_named_check(
+    clean: RefApp, tmp_path: Path, fault: str, expected: set[str]
+) -> None:
     clean.set_faults(fault)
     report_file = tmp_path / "report.json"
     result = run_cli("--base-url", clean.url, "--color", "blue", "--report", str(report_file))
@@ -139,7 +149,10 @@ def test_checks_run_concurrently(tmp_path: Path) -> None:
     report_file = tmp_path / "r.json"
     with reference_app(env={"SLOW_SECONDS": "1", "FAULTS": "slow"}) as slow:
         result = run_cli(
-            "--base-url", slow.url, "--report", str(report_file),
+            "--base-url",
+            slow.url,
+            "--report",
+            str(report_file),
             env={"VALIDATION_CHECK_TIMEOUT": "5", "VALIDATION_SKIP": "performance.p95_latency"},
         )
     assert result.returncode == 0, result.stdout

@@ -20,9 +20,13 @@ from validation.options import ExchangeCredentials
 def test_binance_signature_matches_the_documented_example() -> None:
     # The worked example of Binance's "SIGNED endpoint" documentation.
     secret = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j"
-    query = ("symbol=LTCBTC&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=0.1"
-             "&recvWindow=5000&timestamp=1499827319559")
-    assert binance_signature(secret, query) == "c8db56825ae71d6d79447849e617115f4a920fa2acdcab2b053c4b2838bd6b71"
+    query = (
+        "symbol=LTCBTC&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=0.1"
+        "&recvWindow=5000&timestamp=1499827319559"
+    )
+    assert (
+        binance_signature(secret, query) == "c8db56825ae71d6d79447849e617115f4a920fa2acdcab2b053c4b2838bd6b71"
+    )
 
 
 def test_kucoin_signature_is_base64_hmac_sha256() -> None:
@@ -35,8 +39,13 @@ def test_kucoin_signature_is_base64_hmac_sha256() -> None:
 
 
 def creds(kind: str, ex: FakeExchange, url: str, **over: str) -> ExchangeCredentials:
-    values = {"exchange": kind, "api_key": ex.api_key, "api_secret": ex.api_secret, "base_url": url,
-              "passphrase": ex.passphrase if kind == "kucoin" else None}
+    values = {
+        "exchange": kind,
+        "api_key": ex.api_key,
+        "api_secret": ex.api_secret,
+        "base_url": url,
+        "passphrase": ex.passphrase if kind == "kucoin" else None,
+    }
     values.update(over)
     return ExchangeCredentials.model_validate(values)
 
@@ -56,8 +65,16 @@ def test_binance_read_only_key_passes() -> None:
     assert ex.accepted == 1 and not ex.rejected
 
 
-@pytest.mark.parametrize("flag", ["enableSpotAndMarginTrading", "enableWithdrawals", "enableFutures",
-                                  "permitsUniversalTransfer", "enableInternalTransfer"])
+@pytest.mark.parametrize(
+    "flag",
+    [
+        "enableSpotAndMarginTrading",
+        "enableWithdrawals",
+        "enableFutures",
+        "permitsUniversalTransfer",
+        "enableInternalTransfer",
+    ],
+)
 def test_binance_key_that_can_trade_fails(flag: str) -> None:
     ex = FakeExchange()
     ex.binance_flags[flag] = True
@@ -82,8 +99,10 @@ def test_kucoin_general_only_passes_and_trade_fails() -> None:
     assert ex.accepted == 2
 
 
-@pytest.mark.parametrize(("field", "error"), [("api_secret", "KC-API-PASSPHRASE"), ("passphrase", "PASSPHRASE"),
-                                              ("api_key", "KC-API-KEY")])
+@pytest.mark.parametrize(
+    ("field", "error"),
+    [("api_secret", "KC-API-PASSPHRASE"), ("passphrase", "PASSPHRASE"), ("api_key", "KC-API-KEY")],
+)
 def test_kucoin_bad_credentials_are_rejected(field: str, error: str) -> None:
     ex = FakeExchange()
     with fake_exchange("kucoin", ex) as url, pytest.raises(KeyCheckError, match="HTTP 401"):
@@ -94,7 +113,8 @@ def test_kucoin_bad_credentials_are_rejected(field: str, error: str) -> None:
 def test_exchange_base_url_must_be_https_off_loopback() -> None:
     with pytest.raises(ValueError, match="https"):
         ExchangeCredentials.model_validate(
-            {"exchange": "binance", "api_key": "k", "api_secret": "s", "base_url": "http://api.binance.com"})
+            {"exchange": "binance", "api_key": "k", "api_secret": "s", "base_url": "http://api.binance.com"}
+        )
 
 
 @pytest.fixture(scope="module")
@@ -106,12 +126,20 @@ def app() -> Iterator[RefApp]:
 def test_cli_fails_on_a_key_that_can_trade(app: RefApp, tmp_path: Path) -> None:
     good, bad = FakeExchange(), FakeExchange(kucoin_permission="General,Spot")
     with fake_exchange("binance", good) as burl, fake_exchange("kucoin", bad) as kurl:
-        env = {"BINANCE_API_KEY": good.api_key, "BINANCE_API_SECRET": good.api_secret, "BINANCE_BASE_URL": burl,
-               "KUCOIN_API_KEY": bad.api_key, "KUCOIN_API_SECRET": bad.api_secret,
-               "KUCOIN_API_PASSPHRASE": bad.passphrase, "KUCOIN_BASE_URL": kurl}
+        env = {
+            "BINANCE_API_KEY": good.api_key,
+            "BINANCE_API_SECRET": good.api_secret,
+            "BINANCE_BASE_URL": burl,
+            "KUCOIN_API_KEY": bad.api_key,
+            "KUCOIN_API_SECRET": bad.api_secret,
+            "KUCOIN_API_PASSPHRASE": bad.passphrase,
+            "KUCOIN_BASE_URL": kurl,
+        }
         result = run_cli("--base-url", app.url, "--report", str(tmp_path / "r.json"), env=env)
         assert result.returncode == 1, result.stdout
-        assert "safety.exchange_keys" in result.stdout and "KuCoin key is not read-only: Spot" in result.stdout
+        assert (
+            "safety.exchange_keys" in result.stdout and "KuCoin key is not read-only: Spot" in result.stdout
+        )
         bad.kucoin_permission = "General"
         result = run_cli("--base-url", app.url, "--report", str(tmp_path / "r.json"), env=env)
         assert result.returncode == 0, result.stdout

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import trustme
@@ -28,12 +28,19 @@ def app() -> Iterator[RefApp]:
         yield running
 
 
-def _front(tmp: Path, app: RefApp, ca: trustme.CA, *hosts: str, days: int = 365, **kw: bool) -> Iterator[Front]:
+def _front(
+    tmp: Path, app: RefApp, ca: trustme.CA, *hosts: str, days: int = 365, **kw: bool
+) -> Iterator[Front]:
     require_tool("nginx")
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     leaf = ca.issue_cert(*(hosts or ("127.0.0.1", "localhost")), not_after=now + dt.timedelta(days=days))
     with nginx_front(
-        tmp, app.port, leaf.cert_chain_pems[0].bytes(), leaf.private_key_pem.bytes(), ca.cert_pem.bytes(), **kw
+        tmp,
+        app.port,
+        leaf.cert_chain_pems[0].bytes(),
+        leaf.private_key_pem.bytes(),
+        ca.cert_pem.bytes(),
+        **kw,
     ) as front:
         yield front
 
@@ -43,9 +50,16 @@ def validate(
 ) -> tuple[int, str, set[str], dict[str, object]]:
     report = tmp / "report.json"
     result = run_cli(
-        "--base-url", front.https_url, "--color", "green", "--ca-file", ca_file or front.ca_file,
-        "--report", str(report),
-        *extra, env={"VALIDATION_HTTP_URL": front.http_url},
+        "--base-url",
+        front.https_url,
+        "--color",
+        "green",
+        "--ca-file",
+        ca_file or front.ca_file,
+        "--report",
+        str(report),
+        *extra,
+        env={"VALIDATION_HTTP_URL": front.http_url},
     )
     doc = json.loads(report.read_text())
     return result.returncode, result.stdout, failed_checks(doc), doc
@@ -56,8 +70,13 @@ def test_healthy_tls_front_passes_every_security_check(tmp_path: Path, app: RefA
         code, out, failed, doc = validate(front, tmp_path)
         assert code == 0, out
         statuses = {c["name"]: c["status"] for c in doc["checks"]}  # type: ignore[union-attr,index]
-        for name in ("security.tls_protocol", "security.certificate", "security.headers",
-                     "security.https_redirect", "security.rate_limit"):
+        for name in (
+            "security.tls_protocol",
+            "security.certificate",
+            "security.headers",
+            "security.https_redirect",
+            "security.rate_limit",
+        ):
             assert statuses[name] == "passed", (name, out)
         assert sum(1 for s in statuses.values() if s == "passed") >= 18
 
@@ -88,8 +107,15 @@ def test_server_name_reaches_a_tunnel_address(tmp_path: Path, app: RefApp, ca: t
     for front in _front(tmp_path / "ngx", app, ca, "paper.example.com"):
         report = tmp_path / "r.json"
         result = run_cli(
-            "--base-url", front.https_url, "--color", "green", "--ca-file", front.ca_file,
-            "--report", str(report), env={"VALIDATION_SERVER_NAME": "paper.example.com"},
+            "--base-url",
+            front.https_url,
+            "--color",
+            "green",
+            "--ca-file",
+            front.ca_file,
+            "--report",
+            str(report),
+            env={"VALIDATION_SERVER_NAME": "paper.example.com"},
         )
         assert result.returncode == 0, result.stdout
 

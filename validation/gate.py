@@ -20,8 +20,8 @@ import json
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Optional
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 import pulumi.dynamic
@@ -83,16 +83,24 @@ def run_gate(props: Mapping[str, Any]) -> dict[str, Any]:
     candidate = str(props["candidateColor"])
     state = {k: v for k, v in props.items() if k not in SECRET_FIELDS}
     state["secretsFingerprint"] = _fingerprint({k: props.get(k) for k in SECRET_FIELDS})
-    checked_at = datetime.now(timezone.utc).isoformat()
+    checked_at = datetime.now(UTC).isoformat()
     if not props.get("enabled", True):
-        return {**state, "approvedColor": candidate, "validated": False, "checkedAt": checked_at, "report": {}}
+        return {
+            **state,
+            "approvedColor": candidate,
+            "validated": False,
+            "checkedAt": checked_at,
+            "report": {},
+        }
     report = _run_report(props)
     if not report.passed:
         raise DeploymentError(
             DeploymentErrorType.VALIDATION_ERROR,
             "validation",
             "promotion-gate",
-            summary(report) + "\n\n" + render_table(report)
+            summary(report)
+            + "\n\n"
+            + render_table(report)
             + f"\n\nlive traffic and activeColor stay where they were; {candidate} was not promoted",
             recoverable=True,
         )
@@ -108,6 +116,10 @@ def run_gate(props: Mapping[str, Any]) -> dict[str, Any]:
 class PromotionGateProvider(pulumi.dynamic.ResourceProvider):
     """Create/update run the checks; diff re-runs them when a watched input changes."""
 
+    # The pickled provider holds no secrets (it is a reference to this class), so it need
+    # not be a secret; a plain string also lets the offline render call `render_outputs`.
+    serialize_as_secret_always = False
+
     def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
         outs = run_gate(props)
         return pulumi.dynamic.CreateResult(id_=f"promotion-gate-{props['candidateColor']}", outs=outs)
@@ -117,8 +129,9 @@ class PromotionGateProvider(pulumi.dynamic.ResourceProvider):
         secrets = _fingerprint({k: news.get(k) for k in SECRET_FIELDS})
         if olds.get("secretsFingerprint") != secrets:
             changed.append("exchanges")
-        return pulumi.dynamic.DiffResult(changes=bool(changed), replaces=[], stables=[],
-                                         delete_before_replace=False)
+        return pulumi.dynamic.DiffResult(
+            changes=bool(changed), replaces=[], stables=[], delete_before_replace=False
+        )
 
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.UpdateResult:
         return pulumi.dynamic.UpdateResult(outs=run_gate(news))
@@ -142,7 +155,7 @@ class PromotionGateArgs:
     #: `ValidationOptions` fields (JSON-compatible): timeouts, thresholds, server_name, ...
     options: Mapping[str, Any] = field(default_factory=dict)
     #: Exchange credentials for safety.exchange_keys (dicts of ExchangeCredentials fields).
-    exchanges: Optional[pulumi.Input[Sequence[Mapping[str, Any]]]] = None
+    exchanges: pulumi.Input[Sequence[Mapping[str, Any]]] | None = None
     enabled: bool = True
 
     @staticmethod
@@ -178,13 +191,15 @@ class PromotionGateArgs:
         for name, ex in settings.exchanges.configured().items():
             if ex.api_secret is None:
                 continue
-            creds.append({
-                "exchange": name,
-                "api_key": ex.api_key.get_secret_value(),
-                "api_secret": ex.api_secret.get_secret_value(),
-                "passphrase": ex.passphrase.get_secret_value() if ex.passphrase else None,
-                "base_url": settings.exchanges.base_url(name),
-            })
+            creds.append(
+                {
+                    "exchange": name,
+                    "api_key": ex.api_key.get_secret_value(),
+                    "api_secret": ex.api_secret.get_secret_value(),
+                    "passphrase": ex.passphrase.get_secret_value() if ex.passphrase else None,
+                    "base_url": settings.exchanges.base_url(name),
+                }
+            )
         return PromotionGateArgs(
             candidate_color=candidate,
             preview_url=preview,
@@ -199,11 +214,8 @@ class PromotionGateArgs:
 class PromotionGate(pulumi.dynamic.Resource):
     """Approves `candidate_color` only after its blocking checks pass; `approved_color` is the result."""
 
-    approved_color: pulumi.Output[str]
-    validated: pulumi.Output[bool]
-
     def __init__(
-        self, name: str, args: PromotionGateArgs, opts: Optional[pulumi.ResourceOptions] = None
+        self, name: str, args: PromotionGateArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         props: dict[str, Any] = {
             "candidateColor": args.candidate_color,
@@ -223,3 +235,15 @@ class PromotionGate(pulumi.dynamic.Resource):
         super().__init__(
             PromotionGateProvider(), name, props, pulumi.ResourceOptions.merge(secret_opts, opts)
         )
+
+    # Dynamic resources keep their outputs under the property names (camelCase here, as
+    # the offline render and policies read them); these give them Python names.
+    @property
+    def approved_color(self) -> pulumi.Output[str]:
+        output: pulumi.Output[str] = self.__dict__["approvedColor"]
+        return output
+
+    @property
+    def validated(self) -> pulumi.Output[bool]:
+        output: pulumi.Output[bool] = self.__dict__["validated"]
+        return output

@@ -16,10 +16,17 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 READ_ONLY_BINANCE = {
-    "ipRestrict": False, "createTime": 1700000000000, "enableReading": True,
-    "enableSpotAndMarginTrading": False, "enableWithdrawals": False, "enableInternalTransfer": False,
-    "enableMargin": False, "enableFutures": False, "permitsUniversalTransfer": False,
-    "enableVanillaOptions": False, "enablePortfolioMarginTrading": False,
+    "ipRestrict": False,
+    "createTime": 1700000000000,
+    "enableReading": True,
+    "enableSpotAndMarginTrading": False,
+    "enableWithdrawals": False,
+    "enableInternalTransfer": False,
+    "enableMargin": False,
+    "enableFutures": False,
+    "permitsUniversalTransfer": False,
+    "enableVanillaOptions": False,
+    "enablePortfolioMarginTrading": False,
 }
 
 
@@ -60,7 +67,9 @@ def _kucoin(ex: FakeExchange, handler: BaseHTTPRequestHandler) -> tuple[int, Any
     h = handler.headers
 
     def sign(payload: str) -> str:
-        return base64.b64encode(hmac.new(ex.api_secret.encode(), payload.encode(), hashlib.sha256).digest()).decode()
+        return base64.b64encode(
+            hmac.new(ex.api_secret.encode(), payload.encode(), hashlib.sha256).digest()
+        ).decode()
 
     if h.get("KC-API-KEY") != ex.api_key:
         return 401, {"code": "400003", "msg": "KC-API-KEY not exists"}
@@ -74,8 +83,16 @@ def _kucoin(ex: FakeExchange, handler: BaseHTTPRequestHandler) -> tuple[int, Any
     expected = sign(f"{stamp}{handler.command}{handler.path}")
     if not hmac.compare_digest(h.get("KC-API-SIGN", ""), expected):
         return 401, {"code": "400005", "msg": "Invalid KC-API-SIGN"}
-    return 200, {"code": "200000", "data": {"apiKey": ex.api_key, "apiVersion": 2, "permission": ex.kucoin_permission,
-                                            "remark": "fake", "isMaster": True}}
+    return 200, {
+        "code": "200000",
+        "data": {
+            "apiKey": ex.api_key,
+            "apiVersion": 2,
+            "permission": ex.kucoin_permission,
+            "remark": "fake",
+            "isMaster": True,
+        },
+    }
 
 
 @contextmanager

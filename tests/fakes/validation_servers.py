@@ -9,10 +9,10 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE_APP = ROOT / "validation" / "reference_app.py"
@@ -48,7 +48,9 @@ class RefApp:
 
     def set_faults(self, *faults: str) -> list[str]:
         request = urllib.request.Request(
-            f"{self.url}/admin/faults", data=json.dumps({"faults": list(faults)}).encode(), method="POST",
+            f"{self.url}/admin/faults",
+            data=json.dumps({"faults": list(faults)}).encode(),
+            method="POST",
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - loopback only
@@ -57,13 +59,15 @@ class RefApp:
 
 @contextmanager
 def reference_app(
-    faults: str = "", color: str = "blue", env: Optional[dict[str, str]] = None, port: Optional[int] = None
+    faults: str = "", color: str = "blue", env: dict[str, str] | None = None, port: int | None = None
 ) -> Iterator[RefApp]:
     port = port or free_port()
     full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "FAULTS": faults, **(env or {})}
     proc = subprocess.Popen(
         [PYTHON3, str(REFERENCE_APP), "--host", "127.0.0.1", "--port", str(port), "--color", color],
-        env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=full_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_port(port)
@@ -131,8 +135,14 @@ class Front:
 
 @contextmanager
 def nginx_front(
-    workdir: Path, upstream: int, cert_pem: bytes, key_pem: bytes, ca_pem: bytes,
-    *, headers: bool = True, rate_limit: bool = True,
+    workdir: Path,
+    upstream: int,
+    cert_pem: bytes,
+    key_pem: bytes,
+    ca_pem: bytes,
+    *,
+    headers: bool = True,
+    rate_limit: bool = True,
 ) -> Iterator[Front]:
     """Real nginx terminating TLS with a test CA's certificate in front of the reference app."""
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -142,14 +152,28 @@ def nginx_front(
     (workdir / "ca.pem").write_bytes(ca_pem)
     https, http = free_port(), free_port()
     conf = NGINX_CONF.format(
-        d=workdir, upstream=upstream, https=https, http=http,
-        headers=HEADERS if headers else "", limit="limit_req zone=auth burst=5 nodelay;" if rate_limit else "",
+        d=workdir,
+        upstream=upstream,
+        https=https,
+        http=http,
+        headers=HEADERS if headers else "",
+        limit="limit_req zone=auth burst=5 nodelay;" if rate_limit else "",
     )
     (workdir / "nginx.conf").write_text(conf)
     proc = subprocess.Popen(
-        [nginx, "-p", str(workdir), "-c", str(workdir / "nginx.conf"), "-e", str(workdir / "error.log"),
-         "-g", "daemon off;"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            nginx,
+            "-p",
+            str(workdir),
+            "-c",
+            str(workdir / "nginx.conf"),
+            "-e",
+            str(workdir / "error.log"),
+            "-g",
+            "daemon off;",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         try:
