@@ -30,9 +30,11 @@ LEVELS = {proto.ADVISORY: "advisory", proto.MANDATORY: "mandatory"}
 
 @pytest.fixture(scope="module")
 def pack() -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
-    """`policies/__main__.py` started the way the engine starts a Python pack; its port read from stdout."""
+    """The pack started the way the engine starts a Python pack (`python -u -m pulumi.policy <engine> <dir>`,
+    which `runpy`s `policies/__main__.py`); the analyzer's port is read from its stdout."""
     process = subprocess.Popen(
-        [sys.executable, "-u", "__main__.py"], cwd=ROOT / "policies",
+        [sys.executable, "-u", "-m", "pulumi.policy", "127.0.0.1:1", str(ROOT / "policies")],
+        cwd=ROOT / "policies",
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": ""},
     )
     try:
