@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_docker as docker
@@ -16,6 +17,9 @@ DATA_VOLUMES = ("postgres", "redis", "rabbitmq", "prometheus", "alertmanager", "
 class VolumesArgs:
     name_prefix: str
     stack: str
+    #: service -> earlier logical names of its volume resource: a rename then moves the
+    #: existing volume in the state instead of replacing it (and its data).
+    aliases: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
 
 class Volumes(pulumi.ComponentResource):
@@ -36,7 +40,10 @@ class Volumes(pulumi.ComponentResource):
                     docker.VolumeLabelArgs(label=SERVICE_LABEL, value=service),
                     docker.VolumeLabelArgs(label="paper-trading.data", value="true"),
                 ],
-                opts=pulumi.ResourceOptions(parent=self, protect=True, retain_on_delete=True),
+                opts=pulumi.ResourceOptions(
+                    parent=self, protect=True, retain_on_delete=True,
+                    aliases=[pulumi.Alias(name=old) for old in args.aliases.get(service, ())],
+                ),
             )
         self.register_outputs({"names": self.names})
 

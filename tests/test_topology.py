@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -181,3 +182,15 @@ def test_urns_unique(stack: str) -> None:
     urns = [r.urn for r in rendered(stack).resources]
     duplicates = sorted({u for u in urns if urns.count(u) > 1})
     assert not duplicates, duplicates
+
+
+def test_volume_aliases_are_registered(tmp_path: Path) -> None:
+    """A renamed volume resource keeps its data: the old name travels as an alias."""
+    (tmp_path / "__main__.py").write_text(
+        "from components.volumes import Volumes, VolumesArgs\n"
+        "Volumes('volumes', VolumesArgs(name_prefix='t', stack='s', aliases={'postgres': ['pg-data']}))\n"
+    )
+    graph = evaluate("dev", config={}, secret_keys=[], root=tmp_path)
+    volume = graph.by_name("postgres-data")
+    assert volume.options["aliases"] == ["pg-data"]
+    assert graph.by_name("redis-data").options["aliases"] == []
