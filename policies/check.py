@@ -82,7 +82,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policy-pack-config", type=Path, help="JSON config, as for pulumi preview")
     parser.add_argument("--json", action="store_true", help="print violations as JSON lines")
     args = parser.parse_args(argv)
-    from components.config import ConfigError
     from tools.render import evaluate, stack_names
 
     pack_config = load_pack_config(args.policy_pack_config)
@@ -92,9 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         try:
             graph = evaluate(stack)
-        except (ConfigError, FileNotFoundError) as exc:
-            print(f"{stack}: error: {exc}", file=sys.stderr)
-            return 2
+        except Exception as exc:  # noqa: BLE001 - a stack that cannot be evaluated is blocked, not passed
+            print(f"{stack}: BLOCKED: the program cannot be evaluated: {exc}", file=sys.stderr)
+            mandatory += 1
+            continue
         rendered = time.perf_counter()
         violations = check_graph(graph, pack_config)
         checked = time.perf_counter()
