@@ -651,3 +651,14 @@ def test_interface_names_and_levels() -> None:
     assert set(ADVISORY_NAMES) == {"container-read-only-rootfs", "container-healthcheck",
                                    "container-restart-bounded"}
     assert len(set(_names(POLICIES))) == len(POLICIES)
+
+
+def test_a_mutation_of_either_view_is_caught() -> None:
+    """`Resource.inputs` and `Resource.wire` are both checked when they disagree."""
+    real = app(rendered("prod"))
+    inputs = deepcopy(real.inputs)
+    inputs["envs"] = [e.replace("ALLOW_REAL_TRADES=false", "ALLOW_REAL_TRADES=true") for e in inputs["envs"]]
+    only_inputs = replace(real, inputs=inputs)
+    assert any(v.policy == PTM and v.mandatory for v in analyzer("prod").analyze(only_inputs))
+    assert any(v.policy == PTM and v.mandatory
+               for v in check_graph(replace(rendered("prod"), resources=[only_inputs])))
