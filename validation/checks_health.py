@@ -40,7 +40,7 @@ async def metrics_text(ctx: Context) -> str:
     the metrics checks; with --color (a candidate via the preview listener) a 404 fails.
     """
     path = ctx.options.paths.metrics
-    response = await ctx.get(path)
+    response = await ctx.get_shared(path)
     if response.status_code == 404 and ctx.options.color is None:
         raise CheckSkipped(HIDDEN_METRICS)
     expect_status(response, path, 200)

@@ -75,7 +75,7 @@ async def safety_metrics(ctx: Context) -> Passed:
 )
 async def deployment_color(ctx: Context) -> Passed:
     path = ctx.options.paths.detailed
-    response = await ctx.get(path)
+    response = await ctx.get_shared(path)
     expect_status(response, path, 200)
     try:
         reported = response.json().get("color")

@@ -64,8 +64,8 @@ class ValidationOptions(_Model):
     expected_replicas: int | None = Field(default=None, ge=1, le=100)
     cert_min_days: int = Field(default=14, ge=0, le=3650)
     latency_threshold_ms: float = Field(default=500.0, gt=0)
-    smoke_requests: int = Field(default=40, ge=1, le=10000)
-    smoke_concurrency: int = Field(default=8, ge=1, le=256)
+    smoke_requests: int = Field(default=30, ge=1, le=10000)
+    smoke_concurrency: int = Field(default=10, ge=1, le=256)
     rate_limit_path: str = "/api/auth/login"
     rate_limit_burst: int = Field(default=5, ge=0, le=100000)
     injection_path: str = "/api/search"

@@ -84,13 +84,28 @@ def ssl_context(options: ValidationOptions) -> ssl.SSLContext:
 class Context:
     """What a check may use: the options, one shared HTTP client, and the retry policy."""
 
-    def __init__(self, options: ValidationOptions, client: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        options: ValidationOptions,
+        client: httpx.AsyncClient,
+        shared: dict[str, asyncio.Task[httpx.Response]] | None = None,
+    ) -> None:
         self.options = options
         self.client = client
         self.attempts = 0
+        self.shared: dict[str, asyncio.Task[httpx.Response]] = {} if shared is None else shared
 
     def child(self) -> Context:
-        return Context(self.options, self.client)
+        return Context(self.options, self.client, self.shared)
+
+    async def get_shared(self, path: str) -> httpx.Response:
+        """GET `path` once per run for every check that reads it (detailed health, metrics)."""
+        task = self.shared.get(path)
+        if task is None:
+            task = asyncio.ensure_future(self.get(path))
+            self.shared[path] = task
+        # Shielded: one check timing out must not cancel the request the others wait for.
+        return await asyncio.shield(task)
 
     def url(self, path: str, base: str | None = None) -> str:
         return f"{base or self.options.base_url}{path}"
@@ -141,7 +156,7 @@ class Context:
         return await self.request("GET", path, **kwargs)
 
     async def get_json(self, path: str, **kwargs: Any) -> Any:
-        response = await self.get(path, **kwargs)
+        response = await (self.get_shared(path) if not kwargs else self.get(path, **kwargs))
         expect_status(response, path, 200)
         try:
             return response.json()
@@ -222,7 +237,8 @@ def make_client(options: ValidationOptions) -> httpx.AsyncClient:
         timeout=httpx.Timeout(options.check_timeout),
         follow_redirects=False,
         trust_env=False,
-        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        # Few connections, reused: fewer TLS handshakes for the client's CPU.
+        limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
     )
 
 
@@ -252,6 +268,9 @@ async def run_checks(options: ValidationOptions) -> tuple[list[CheckResult], dat
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        for leftover in root.shared.values():
+            leftover.cancel()
+        await asyncio.gather(*root.shared.values(), return_exceptions=True)
         by_name = {item.name: item for item, _ in plan}
         for name, task in tasks.items():
             if task.done() and not task.cancelled() and task.exception() is None:
