@@ -330,7 +330,8 @@ class BackupConfig(_Model):
     def _host_path(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        if not value.startswith("/") or value.rstrip("/") in ("", "/var/lib/docker") or ".." in value.split("/"):
+        forbidden = ("", "/var/lib/docker")
+        if not value.startswith("/") or value.rstrip("/") in forbidden or ".." in value.split("/"):
             raise ValueError("must be an absolute host path (not /, not containing '..')")
         if any(c.isspace() or c in ":,\\" for c in value):
             raise ValueError("must not contain whitespace, ':' , ',' or backslashes")

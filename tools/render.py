@@ -202,7 +202,7 @@ def _dynamic_outputs(provider: Any, inputs: Mapping[str, Any]) -> dict[str, Any]
     try:
         import base64
 
-        import dill  # type: ignore[import-untyped]
+        import dill
 
         instance = dill.loads(base64.b64decode(provider))
     except Exception:  # noqa: BLE001 - an undecodable provider just keeps its inputs
@@ -234,7 +234,7 @@ def evaluate(
     if config is None:
         config, default_secrets = stack_config(stack, root)
         secret_keys = default_secrets if secret_keys is None else secret_keys
-    records = [] if records is None else records
+    recorded: list[Resource] = [] if records is None else records
 
     class Mocks(pmocks.Mocks):
         def new_resource(self, args: pmocks.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
@@ -245,7 +245,7 @@ def evaluate(
 
     class RecordingMonitor(pmocks.MockMonitor):
         def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC name
-            response = super().RegisterResource(request)
+            response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
             if request.type != "pulumi:pulumi:Stack":
                 wire = json_format.MessageToDict(request.object)
                 wire.pop("__provider", None)
@@ -261,7 +261,7 @@ def evaluate(
                         for a in request.aliases
                     ),
                 }
-                records.append(Resource(
+                recorded.append(Resource(
                     urn=response.urn, type=request.type, name=request.name,
                     parent=request.parent or None, custom=bool(request.custom),
                     inputs=_unwrap(wire), wire=wire, options=options,
@@ -296,8 +296,8 @@ def evaluate(
             sys.path.remove(str(root))
     stack_resource = settings.get_root_resource()
     outputs, secret_outputs = _stack_outputs(stack_resource)
-    records.sort(key=lambda r: r.urn)
-    return Graph(stack=stack, resources=records, outputs=outputs, secret_outputs=secret_outputs)
+    recorded.sort(key=lambda r: r.urn)
+    return Graph(stack=stack, resources=recorded, outputs=outputs, secret_outputs=secret_outputs)
 
 
 def _empty_stack_trace() -> Any:

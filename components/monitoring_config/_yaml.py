@@ -6,7 +6,6 @@ from typing import Any
 
 import yaml
 
-
 # libyaml's emitter when PyYAML has it: the builders run on every program evaluation.
 _Base = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
