@@ -11,6 +11,7 @@ from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Networks, NetworksArgs
 from components.proxy import Proxy, ProxyArgs
 from components.volumes import Volumes, VolumesArgs
+from validation.gate import PromotionGate, PromotionGateArgs
 
 settings = load_settings()
 stack = pulumi.get_stack()
@@ -57,8 +58,18 @@ monitoring = Monitoring(
     ),
 )
 
-pulumi.export("activeColor", settings.deployment.active_color)
-pulumi.export("previewColor", settings.deployment.preview_color)
+# The desired color is validated through the preview listener before any traffic moves;
+# the routing resource then switches Nginx to the approved color (and back on failure).
+app_containers = [container for app in apps.values() for container in app.containers]
+gate = PromotionGate(
+    "promotion-gate",
+    PromotionGateArgs.from_settings(settings),
+    opts=pulumi.ResourceOptions(depends_on=[proxy.container, *app_containers]),
+)
+# `activeColor` moves only once the switch is confirmed through the public listener.
+active_color = gate.approved_color
+pulumi.export("activeColor", active_color)
+pulumi.export("previewColor", active_color.apply(lambda live: "green" if live == "blue" else "blue"))
 pulumi.export("appUrl", proxy.public_url)
 pulumi.export("previewUrl", proxy.preview_url)
 pulumi.export("prometheusUrl", monitoring.prometheus_url)
