@@ -198,3 +198,33 @@ def test_gate_resource_under_the_mock_runtime() -> None:
     assert gate.typ == "pulumi-python:dynamic:Resource"
     assert gate.inputs["candidateColor"] == "blue" and gate.inputs["image"] == "app:1"
     assert isinstance(gate.inputs["__provider"], str)  # not a secret envelope: render can call the hook
+
+
+def test_rendered_gate_gets_exchange_secrets_only_as_a_secret() -> None:
+    """Through the real program: the gate's exchange credentials are a secret input."""
+    from tests.support import render_with
+    from tools.render import SECRET_SIG
+
+    exchanges = {
+        "binance": {
+            "apiKey": "k-binance",
+            "apiSecret": "s-binance",
+            "sandbox": True,
+            "permissions": "READ_ONLY",
+        },
+        "kucoin": {
+            "apiKey": "k-kucoin",
+            "apiSecret": "s-kucoin",
+            "passphrase": "p-kucoin",
+            "sandbox": True,
+            "permissions": "READ_ONLY",
+        },
+    }
+    graph = render_with("prod", exchanges=exchanges)
+    gate = graph.by_name("promotion-gate")
+    assert graph.outputs["activeColor"] == gate.inputs["candidateColor"]
+    assert isinstance(gate.wire["exchanges"], dict) and SECRET_SIG in gate.wire["exchanges"]
+    creds = {c["exchange"]: c for c in gate.inputs["exchanges"]}
+    assert creds["binance"]["base_url"] == "https://testnet.binance.vision"
+    assert creds["kucoin"]["passphrase"] == "p-kucoin"
+    assert "s-binance" not in json.dumps(gate.to_json())
