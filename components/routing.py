@@ -33,14 +33,17 @@ import pulumi
 import pulumi.dynamic as dyn
 
 from .config import Color
-from .nginx.conf import CONF_PATH
-from .nginx.routing import ROUTING_PATH, render_routing
+from .nginx.conf import CONF_PATH, NginxPaths
+from .nginx.routing import ROUTING_DIR, ROUTING_PATH, render_routing
 
 COLOR_HEADER = "X-Deployment-Color"
+NGINX_PID = NginxPaths().pid
 #: The value the live listener reports while nothing is promoted.
 NONE = "none"
-#: Consecutive fresh-connection responses that must show the new color.
+#: Consecutive fresh-connection responses that must show the new color, over at least
+#: CONFIRM_SETTLE_S seconds (longer than nginx's 100 ms old/new worker overlap on a reload).
 CONFIRM_STREAK = 3
+CONFIRM_SETTLE_S = 0.3
 #: Inputs whose change re-applies the routing (nothing ever forces a replace).
 SWITCH_INPUTS = ("liveColor", "previewColor", "proxyContainerId", "proxyContainerName", "renderedFiles")
 
@@ -73,7 +76,8 @@ class SwitchResult:
     preview: Color | None
     previous_live: str | None
     switch_ms: float
-    checks: list[str] = field(default_factory=list)
+    #: Milliseconds per step (read, write_test_reload, confirm), for the benchmark and logs.
+    steps: dict[str, float] = field(default_factory=dict)
 
 
 #: (endpoint, color) -> failure messages; empty means the checks passed.
@@ -136,18 +140,63 @@ def write_file(container: Any, path: str, content: str) -> None:
 
 
 _TEST_FAILED = 3
+#: As root without any capability (the container drops ALL): enough to replace a file in
+#: the root-owned config volume by rename, never to touch nginx. Prints the old file.
+_SWAP_SCRIPT = f"""set -e
+cd {ROUTING_DIR}
+if [ -f routing.conf ]; then cat routing.conf > .routing.conf.previous; else : > .routing.conf.previous; fi
+printf '%s' "$ROUTING_CONTENT" > .routing.conf.next
+chmod 0444 .routing.conf.next
+mv -f .routing.conf.next routing.conf
+cat .routing.conf.previous
+"""
+
+
+def _text(data: bytes | None) -> str:
+    return data.decode(errors="replace") if data else ""
+
+
+def _exec(
+    container: Any, script: str, user: str = "", env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """Run a shell script in the container: (exit code, stdout, stderr)."""
+    result = container.exec_run(["sh", "-c", script], user=user, environment=env, demux=True)
+    out, err = result.output if result.output else (None, None)
+    return int(result.exit_code), _text(out), _text(err).strip()
+
+
+def _swap(container: Any, content: str) -> str | None:
+    """Put `content` in place as the routing file (atomic rename); return the previous file.
+
+    One exec round trip. Falls back to the archive API where the exec cannot (no `sh`,
+    another owner): slower, same result.
+    """
+    import docker.errors
+
+    try:
+        code, out, _ = _exec(container, _SWAP_SCRIPT, user="0", env={"ROUTING_CONTENT": content})
+    except docker.errors.APIError as exc:
+        raise RoutingError(f"cannot exec in {container.name}: {exc}; traffic unchanged") from None
+    if code == 0:
+        return out or None
+    previous = read_file(container, ROUTING_PATH)
+    write_file(container, ROUTING_PATH, content)
+    return previous
 
 
 def _test_and_reload(container: Any) -> tuple[int, str]:
-    """`nginx -t`, then `nginx -s reload` only if the test passed: one exec round trip.
+    """`nginx -t`, then a graceful reload (SIGHUP to the master) only if the test passed.
 
+    One exec round trip, as the container's own user (the master's uid may signal it).
     Exit code _TEST_FAILED means the test refused the config and nothing was reloaded.
     """
     nginx = f"nginx -e stderr -c {CONF_PATH}"
-    script = f"{nginx} -t 2>&1 || exit {_TEST_FAILED}; {nginx} -s reload 2>&1"
-    result = container.exec_run(["sh", "-c", script])
-    output = result.output.decode(errors="replace") if result.output else ""
-    return int(result.exit_code), output.strip()
+    script = (
+        f"{nginx} -t 2>&1 || exit {_TEST_FAILED}; "
+        f'kill -HUP "$(cat {NGINX_PID} 2>/dev/null)" 2>/dev/null || {nginx} -s reload 2>&1'
+    )
+    code, out, err = _exec(container, script)
+    return code, (out + err).strip()
 
 
 def live_color_of(content: str | None) -> str | None:
@@ -189,17 +238,25 @@ def observe(endpoint: Endpoint, client: Any = None) -> str | None:
 
 
 def confirm(endpoint: Endpoint, expected: str, deadline_s: float = 15.0) -> float:
-    """Poll until CONFIRM_STREAK fresh requests in a row carry `expected`; seconds taken."""
+    """Poll until fresh requests carry `expected` without a break for CONFIRM_SETTLE_S; seconds taken.
+
+    Not just the first new-color answer: on a reload nginx starts the new workers and
+    only ~100 ms later tells the old ones to stop accepting, so for a moment both answer.
+    Any other color inside the window restarts it.
+    """
     start = time.monotonic()
-    streak, seen = 0, None
+    streak, since, seen = 0, 0.0, None
     with _fresh_client(endpoint) as client:
         while time.monotonic() - start < deadline_s:
             seen = observe(endpoint, client)
-            streak = streak + 1 if seen == expected else 0
-            if streak >= CONFIRM_STREAK:
-                return time.monotonic() - start
-            if streak == 0:
+            now = time.monotonic()
+            if seen != expected:
+                streak = 0
                 time.sleep(0.01)
+                continue
+            streak, since = streak + 1, since if streak else now
+            if streak >= CONFIRM_STREAK and now - since >= CONFIRM_SETTLE_S:
+                return now - start
     raise RoutingError(
         f"{endpoint.url} did not report {COLOR_HEADER}: {expected} within {deadline_s:g}s (last seen: {seen})"
     )
@@ -241,19 +298,23 @@ def validation_checks(endpoint: Endpoint, color: Color) -> list[str]:
 # --------------------------------------------------------------------------- the switch
 
 
-def _apply(container: Any, content: str) -> None:
-    """Write, test, reload; a refused file is restored and nginx's message raised."""
-    previous = read_file(container, ROUTING_PATH)
-    write_file(container, ROUTING_PATH, content)
+def _apply(container: Any, content: str) -> str | None:
+    """Swap in `content`, test, reload; return the previous file.
+
+    A refused file is replaced by the previous one before anything reloads, and the
+    error carries nginx's own message.
+    """
+    previous = _swap(container, content)
     code, output = _test_and_reload(container)
     if code != 0:
         if previous is not None:
-            write_file(container, ROUTING_PATH, previous)
+            _swap(container, previous)
         if code == _TEST_FAILED:
             raise RoutingError(
                 f"nginx refused the new routing (previous file restored, traffic unchanged):\n{output}"
             )
         raise RoutingError(f"nginx reload failed (previous file restored):\n{output}")
+    return previous
 
 
 def switch(
@@ -272,16 +333,23 @@ def switch(
     (tests use it to hand nginx a broken one).
     """
     start = time.monotonic()
+    steps: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        steps[name] = round((time.monotonic() - start) * 1000 - sum(steps.values()), 1)
+
     container = find_proxy(client or docker_client(), container_name)
-    previous = read_file(container, ROUTING_PATH)
+    lap("find")
+    previous = _apply(container, content if content is not None else render_routing(live, preview))
     previous_live = live_color_of(previous)
-    _apply(container, content if content is not None else render_routing(live, preview))
+    lap("swap_test_reload")
     if endpoint is not None:
         try:
             confirm(endpoint, live)
         except RoutingError as exc:
             _revert(container, previous, endpoint, previous_live)
             raise RoutingError(f"{exc}; switched back to {previous_live}") from None
+        lap("confirm")
     elapsed_ms = (time.monotonic() - start) * 1000
     if checker is not None and endpoint is not None:
         failures = checker(endpoint, live)
@@ -291,7 +359,7 @@ def switch(
                 f"post-promotion checks failed on {live}; switched back to {previous_live}:\n  "
                 + "\n  ".join(failures)
             )
-    return SwitchResult(live, preview, previous_live, elapsed_ms)
+    return SwitchResult(live, preview, previous_live, elapsed_ms, steps)
 
 
 def _revert(container: Any, previous: str | None, endpoint: Endpoint, previous_live: str | None) -> None:
