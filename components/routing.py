@@ -451,6 +451,10 @@ class RoutingArgs:
     post_promotion_checks: bool = True
 
 
+class RoutingSwitch(dyn.Resource):
+    """The dynamic resource (type `pulumi-python:dynamic:Resource`, as the SDK names it)."""
+
+
 def _rendered(colors: list[Any]) -> dict[str, str]:
     live, preview = colors
     return {ROUTING_PATH: render_routing(cast(Color | None, live), cast(Color | None, preview))}
@@ -474,8 +478,8 @@ class Routing(pulumi.ComponentResource):
             "postPromotionChecks": args.post_promotion_checks,
             "renderedFiles": pulumi.Output.all(args.live_color, args.preview_color).apply(_rendered),
         }
-        self.switch = dyn.Resource(
-            RoutingProvider(), "switch", props, opts=pulumi.ResourceOptions(parent=self),
+        self.switch = RoutingSwitch(
+            RoutingProvider(), f"{name}-switch", props, opts=pulumi.ResourceOptions(parent=self),
         )
         self.register_outputs({})
 

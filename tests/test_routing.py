@@ -1,0 +1,141 @@
+"""The routing resource offline: diff semantics, the render hook, the component under mocks, the graph.
+
+The Docker proof (real switch against a real proxy) is tests/test_routing_docker.py.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import dill
+import pulumi
+import pytest
+from pulumi.dynamic.dynamic import serialize_provider
+
+from components import routing
+from components.nginx.routing import ROUTING_PATH, render_routing
+
+BASE = {
+    "proxyContainerName": "pt-proxy", "proxyContainerId": "id-1", "liveColor": "blue", "previewColor": "green",
+    "publicUrl": "https://trading.example.com", "caFile": None, "insecure": False, "hostHeader": None,
+    "probePath": "/health", "postPromotionChecks": True,
+    "renderedFiles": {ROUTING_PATH: render_routing("blue", "green")},
+}
+
+
+def flip(props: dict[str, Any]) -> dict[str, Any]:
+    live = "green" if props["liveColor"] == "blue" else "blue"
+    preview = props["liveColor"]
+    return {**props, "liveColor": live, "previewColor": preview,
+            "renderedFiles": {ROUTING_PATH: render_routing(live, preview)}}  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("news", "changes"),
+    [
+        (BASE, False),
+        (flip(BASE), True),
+        ({**BASE, "proxyContainerId": "id-2"}, True),  # a replaced proxy gets the choice again
+        ({**BASE, "publicUrl": "https://other.example.com"}, False),
+        ({**BASE, "postPromotionChecks": False}, False),
+    ],
+)
+def test_diff_updates_on_color_or_proxy_identity_and_never_replaces(news: dict[str, Any], changes: bool) -> None:
+    result = routing.RoutingProvider().diff("pt-proxy-routing", BASE, news)
+    assert bool(result.changes) is changes
+    assert not result.replaces
+    assert not result.delete_before_replace
+
+
+def test_pickled_provider_renders_offline_without_an_engine() -> None:
+    """tools/render.py decodes the provider and calls render_outputs: no Docker, no network."""
+    provider = dill.loads(base64.b64decode(serialize_provider(routing.RoutingProvider())))
+    outs = provider.render_outputs(dict(BASE))
+    assert outs["liveColor"] == "blue"
+    assert outs["renderedFiles"] == {ROUTING_PATH: render_routing("blue", "green")}
+    # By reference, not by value: the pickle stays small and picks up fixed code.
+    assert len(serialize_provider(routing.RoutingProvider())) < 2000
+
+
+@pytest.mark.parametrize(
+    ("content", "color"),
+    [(render_routing("blue", "green"), "blue"), (render_routing("green", None), "green"),
+     (render_routing(None, None), "none"), ("garbage", None), (None, None)],
+)
+def test_live_color_is_read_back_from_the_routing_file(content: str | None, color: str | None) -> None:
+    assert routing.live_color_of(content) == color
+
+
+def test_cli_requires_a_color_and_a_container() -> None:
+    with pytest.raises(SystemExit):
+        routing.main(["switch", "--to", "purple", "--container", "x"])
+    with pytest.raises(SystemExit):
+        routing.main(["switch", "--to", "blue"])
+
+
+class _Mocks(pulumi.runtime.Mocks):
+    def __init__(self) -> None:
+        self.resources: list[pulumi.runtime.MockResourceArgs] = []
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        self.resources.append(args)
+        return f"{args.name}-id", dict(args.inputs)
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], None]:
+        return {}, None
+
+
+def test_component_registers_the_sdk_dynamic_type_with_the_rendered_file() -> None:
+    mocks = _Mocks()
+    pulumi.runtime.set_mocks(mocks, project="paper-trading", stack="test", preview=False)
+
+    @pulumi.runtime.test
+    def check() -> Any:
+        component = routing.Routing("routing", routing.RoutingArgs(
+            proxy_container_name="pt-proxy", proxy_container_id=pulumi.Output.from_input("id-1"),
+            live_color=pulumi.Output.from_input("green"), preview_color="blue",
+            public_url="http://127.0.0.1:8080",
+        ))
+
+        def verify(_: Any) -> None:
+            dynamic = [r for r in mocks.resources if r.typ == "pulumi-python:dynamic:Resource"]
+            assert len(dynamic) == 1
+            inputs = dynamic[0].inputs
+            assert inputs["liveColor"] == "green" and inputs["proxyContainerId"] == "id-1"
+            assert inputs["renderedFiles"] == {ROUTING_PATH: render_routing("green", "blue")}
+            assert any(r.typ == "paper-trading:routing:Routing" for r in mocks.resources)
+
+        return component.switch.urn.apply(verify)
+
+    check()
+
+
+def _routing_resources(graph: Any) -> list[Any]:
+    return [r for r in graph.resources if r.type == "pulumi-python:dynamic:Resource" and "renderedFiles" in r.inputs
+            and ROUTING_PATH in r.inputs["renderedFiles"]]
+
+
+@pytest.mark.parametrize("stack", ["prod", "dev"])
+def test_flipping_the_active_color_changes_only_routing_and_gate(stack: str) -> None:
+    from tests.support import render_with, rendered
+
+    graph = rendered(stack)
+    if not _routing_resources(graph):
+        pytest.skip("the routing resource is not wired into __main__.py yet")
+    deployment = dict(__import__("json").loads(
+        __import__("tools.render", fromlist=["stack_config"]).stack_config(stack)[0]["paper-trading:deployment"]))
+    other = "green" if deployment.get("activeColor", "blue") == "blue" else "blue"
+    flipped = render_with(stack, deployment={**deployment, "activeColor": other})
+    before = {r.urn: r.inputs for r in graph.resources}
+    after = {r.urn: r.inputs for r in flipped.resources}
+    assert before.keys() == after.keys()
+    changed = {urn for urn in before if before[urn] != after[urn]}
+    routing_urns = {r.urn for r in _routing_resources(graph)}
+    assert routing_urns <= changed
+    for urn in changed - routing_urns:
+        assert "gate" in urn.lower(), f"{urn} changed when only activeColor flipped"
+    for res in graph.containers:
+        assert before[res.urn] == after[res.urn]
+    files = flipped.files()
+    assert any(path.endswith(ROUTING_PATH) and f'"{other}"' in body.splitlines()[1] for path, body in files.items())
