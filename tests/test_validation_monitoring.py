@@ -54,10 +54,38 @@ def prometheus(tmp: Path, targets: list[str]) -> Iterator[str]:
     )
     try:
         wait_port(port, timeout=20)
-        yield f"http://127.0.0.1:{port}"
+        url = f"http://127.0.0.1:{port}"
+        _wait_rules_evaluated(url, timeout=30)
+        yield url
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def _wait_rules_evaluated(url: str, timeout: float) -> None:
+    """Until every target was scraped and the rules evaluated after that (no race with the checks)."""
+    import time
+
+    import httpx
+
+    def ready(path: str, key: str, field: str) -> bool:
+        try:
+            data = httpx.get(f"{url}{path}", timeout=2).json()["data"]
+        except (httpx.HTTPError, KeyError, ValueError):
+            return False
+        items = data[key] if key != "groups" else [r for g in data["groups"] for r in g["rules"]]
+        return bool(items) and all(item.get(field) != "unknown" for item in items)
+
+    deadline = time.monotonic() + timeout
+    while not ready("/api/v1/targets", "activeTargets", "health"):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"Prometheus at {url} did not scrape its targets within {timeout}s")
+        time.sleep(0.2)
+    time.sleep(2.5)  # two rule evaluations (interval 1s) on the scraped data
+    while not ready("/api/v1/rules", "groups", "health"):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"Prometheus at {url} did not evaluate its rules within {timeout}s")
+        time.sleep(0.2)
 
 
 @contextmanager

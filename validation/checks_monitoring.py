@@ -89,14 +89,17 @@ async def prometheus_rules(ctx: Context) -> Passed:
     if not groups:
         raise CheckFailed("Prometheus has no rule groups loaded")
     rules = [rule for group in groups for rule in group.get("rules") or []]
+    # "unknown" is a rule not evaluated yet (Prometheus just started): not an error.
     bad = [
-        f"{r.get('name')}: {r.get('lastError', r.get('health'))}"
+        f"{r.get('name')}: {r.get('lastError') or r.get('health')}"
         for r in rules
-        if r.get("health", "ok") != "ok"
+        if r.get("health") == "err" or r.get("lastError")
     ]
     if bad:
         raise CheckFailed(f"{len(bad)} rule(s) failing: {'; '.join(bad[:5])}")
-    return Passed(f"{len(groups)} groups, {len(rules)} rules healthy")
+    pending = sum(1 for r in rules if r.get("health") == "unknown")
+    note = f", {pending} not evaluated yet" if pending else ""
+    return Passed(f"{len(groups)} groups, {len(rules)} rules without evaluation errors{note}")
 
 
 @check(
