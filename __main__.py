@@ -4,12 +4,13 @@ import pulumi
 
 from components.app import AppColor, AppColorArgs
 from components.backup import Backup, BackupArgs
-from components.config import COLORS, load_settings
+from components.config import COLORS, load_settings, other_color
 from components.common import STACK_LABEL
 from components.datastores import Datastores, DatastoresArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Networks, NetworksArgs
 from components.proxy import Proxy, ProxyArgs
+from components.routing import Routing, RoutingArgs
 from components.volumes import Volumes, VolumesArgs
 from validation.gate import PromotionGate, PromotionGateArgs
 
@@ -66,10 +67,22 @@ gate = PromotionGate(
     PromotionGateArgs.from_settings(settings),
     opts=pulumi.ResourceOptions(depends_on=[proxy.container, *app_containers]),
 )
+routing = Routing(
+    "routing",
+    RoutingArgs(
+        proxy_container_name=proxy.container_name,
+        proxy_container_id=proxy.container.id,
+        live_color=gate.approved_color,
+        preview_color=gate.approved_color.apply(other_color),
+        public_url=proxy.public_url,
+        ca_file=settings.validation.ca_file,
+        insecure=settings.validation.insecure,
+    ),
+)
 # `activeColor` moves only once the switch is confirmed through the public listener.
-active_color = gate.approved_color
+active_color = pulumi.Output.all(gate.approved_color, routing.switch.id).apply(lambda values: values[0])
 pulumi.export("activeColor", active_color)
-pulumi.export("previewColor", active_color.apply(lambda live: "green" if live == "blue" else "blue"))
+pulumi.export("previewColor", active_color.apply(other_color))
 pulumi.export("appUrl", proxy.public_url)
 pulumi.export("previewUrl", proxy.preview_url)
 pulumi.export("prometheusUrl", monitoring.prometheus_url)

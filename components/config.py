@@ -30,6 +30,11 @@ Color = Literal["blue", "green"]
 COLORS: tuple[Color, Color] = ("blue", "green")
 
 
+def other_color(color: str) -> Color:
+    """The idle color when `color` is live: the one on the preview listener."""
+    return "green" if color == "blue" else "blue"
+
+
 class ConfigError(pulumi.RunError):
     """Raised for invalid stack config; `RunError` makes Pulumi print only the message."""
 
@@ -227,7 +232,7 @@ class DeploymentConfig(_Model):
 
     @property
     def preview_color(self) -> Color:
-        return "green" if self.active_color == "blue" else "blue"
+        return other_color(self.active_color)
 
 
 class HealthPaths(_Model):
