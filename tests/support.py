@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from functools import lru_cache
-from typing import Any, Optional
+from functools import cache
+from typing import Any
 
 import pytest
 
@@ -44,7 +44,7 @@ def require_docker() -> None:
         missing("Docker Engine not reachable (`docker info` failed)")
 
 
-@lru_cache(maxsize=None)
+@cache
 def rendered(stack: str) -> Graph:
     """The stack's graph from its committed file (cached: evaluation is deterministic)."""
     return evaluate(stack)
@@ -64,8 +64,18 @@ def render_with(stack: str, **overrides: Any) -> Graph:
     return evaluate(stack, config=config, secret_keys=secrets)
 
 
-def container(graph: Graph, name: str) -> Optional[dict[str, Any]]:
+def container(graph: Graph, name: str) -> dict[str, Any] | None:
     for res in graph.containers:
         if res.inputs.get("name") == name:
             return res.inputs
     return None
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
+    """Terminate a server a test started; kill it if it does not stop in time."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)

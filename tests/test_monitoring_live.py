@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from components.monitoring_config import rules
-from tests.support import require_tool
+from tests.support import require_tool, stop_process
 from tests.test_monitoring_tools import stack_settings
 
 SCRAPE_S = 1.0
@@ -144,10 +144,5 @@ def test_paper_mode_off_fires_within_two_evaluations(tmp_path: Path) -> None:
                 assert firing[0]["labels"]["instance"] == "paper-trading-app-blue-1"
                 assert latency <= bar + POLL_S, f"fired after {latency:.2f}s, bar {bar:g}s"
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+            stop_process(proc)
             log.close()

@@ -21,7 +21,7 @@ from pulumi.runtime.proto import analyzer_pb2_grpc
 
 from policies.check import check_graph, effective_config
 from policies.rules import POLICIES
-from tests.support import rendered
+from tests.support import rendered, stop_process
 from tools.render import UNKNOWN
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,12 +47,7 @@ def pack() -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
         yield analyzer_pb2_grpc.AnalyzerStub(channel)
         channel.close()
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process)
 
 
 def test_pack_describes_every_policy_with_level_and_schema(pack: analyzer_pb2_grpc.AnalyzerStub) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from tests.fakes.grafana import FakeGrafana, fake_grafana
 from tests.fakes.validation_servers import RefApp, free_port, reference_app, wait_port
-from tests.support import require_tool
+from tests.support import require_tool, stop_process
 from tests.test_validation_cli import failed_checks, run_cli
 
 pytestmark = pytest.mark.tools
@@ -58,8 +58,7 @@ def prometheus(tmp: Path, targets: list[str]) -> Iterator[str]:
         _wait_rules_evaluated(url, timeout=30)
         yield url
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop_process(proc)
 
 
 def _wait_rules_evaluated(url: str, timeout: float) -> None:
@@ -111,8 +110,7 @@ def alertmanager(tmp: Path) -> Iterator[str]:
         wait_port(port, timeout=20)
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop_process(proc)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support import stop_process
+
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE_APP = ROOT / "validation" / "reference_app.py"
 # The app must run on a bare python3 (stdlib only): prefer the system interpreter.
@@ -73,12 +75,7 @@ def reference_app(
         wait_port(port)
         yield RefApp(port, proc)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop_process(proc, timeout=5)
 
 
 HEADERS = """
@@ -185,9 +182,4 @@ def nginx_front(
             raise RuntimeError(f"nginx did not start: {err.decode()}") from None
         yield Front(f"https://127.0.0.1:{https}", f"http://127.0.0.1:{http}", str(workdir / "ca.pem"))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop_process(proc, timeout=5)
