@@ -20,7 +20,7 @@ import subprocess
 import tarfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,7 +154,9 @@ class DockerEnv:
             labels={TEST_LABEL: self.prefix, "paper-trading.role": "app", "paper-trading.color": color},
             user="1000:1000", read_only=True, tmpfs={"/tmp": "rw,size=16m"}, cap_drop=["ALL"],
             security_opt=["no-new-privileges:true"], network=self.network,
-            networking_config={self.network: self.client.api.create_endpoint_config(aliases=[f"app-{color}"])},
+            networking_config={
+                self.network: self.client.api.create_endpoint_config(aliases=[f"app-{color}"]),
+            },
         )
         self.containers.append(container)
         container.start()
@@ -240,20 +242,14 @@ def cleanup(client: Any, prefix: str | None = None) -> None:
 
     selector = f"{TEST_LABEL}={prefix}" if prefix else TEST_LABEL
     for container in client.containers.list(all=True, filters={"label": selector}):
-        try:
+        with suppress(docker.errors.APIError):
             container.remove(force=True, v=True)
-        except docker.errors.APIError:
-            pass
     for network in client.networks.list(filters={"label": selector}):
-        try:
+        with suppress(docker.errors.APIError):
             network.remove()
-        except docker.errors.APIError:
-            pass
     if prefix:
-        try:
+        with suppress(docker.errors.APIError):
             client.volumes.get(f"{prefix}-proxy-conf").remove(force=True)
-        except docker.errors.APIError:
-            pass
 
 
 def stale_cleanup(client: Any, older_than_s: float = 3600) -> None:
@@ -283,7 +279,9 @@ def docker_env(prefix: str | None = None) -> Iterator[DockerEnv]:
     base, app = build_images()
     prefix = prefix or f"ptr{os.getpid() % 10000}{secrets.token_hex(2)}"
     stale_cleanup(client)
-    env = DockerEnv(client=client, prefix=prefix, base_image=base, app_image=app, settings=test_settings(prefix))
+    env = DockerEnv(
+        client=client, prefix=prefix, base_image=base, app_image=app, settings=test_settings(prefix),
+    )
     try:
         env.start()
         yield env

@@ -6,6 +6,7 @@ The Docker proof (real switch against a real proxy) is tests/test_routing_docker
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import dill
@@ -15,9 +16,11 @@ from pulumi.dynamic.dynamic import serialize_provider
 
 from components import routing
 from components.nginx.routing import ROUTING_PATH, render_routing
+from tools.render import stack_config
 
 BASE = {
-    "proxyContainerName": "pt-proxy", "proxyContainerId": "id-1", "liveColor": "blue", "previewColor": "green",
+    "proxyContainerName": "pt-proxy", "proxyContainerId": "id-1",
+    "liveColor": "blue", "previewColor": "green",
     "publicUrl": "https://trading.example.com", "caFile": None, "insecure": False, "hostHeader": None,
     "probePath": "/health", "postPromotionChecks": True,
     "renderedFiles": {ROUTING_PATH: render_routing("blue", "green")},
@@ -41,7 +44,7 @@ def flip(props: dict[str, Any]) -> dict[str, Any]:
         ({**BASE, "postPromotionChecks": False}, False),
     ],
 )
-def test_diff_updates_on_color_or_proxy_identity_and_never_replaces(news: dict[str, Any], changes: bool) -> None:
+def test_diff_updates_on_color_or_proxy_identity_never_replaces(news: dict[str, Any], changes: bool) -> None:
     result = routing.RoutingProvider().diff("pt-proxy-routing", BASE, news)
     assert bool(result.changes) is changes
     assert not result.replaces
@@ -112,8 +115,11 @@ def test_component_registers_the_sdk_dynamic_type_with_the_rendered_file() -> No
 
 
 def _routing_resources(graph: Any) -> list[Any]:
-    return [r for r in graph.resources if r.type == "pulumi-python:dynamic:Resource" and "renderedFiles" in r.inputs
-            and ROUTING_PATH in r.inputs["renderedFiles"]]
+    return [
+        r for r in graph.resources
+        if r.type == "pulumi-python:dynamic:Resource"
+        and ROUTING_PATH in (r.inputs.get("renderedFiles") or {})
+    ]
 
 
 @pytest.mark.parametrize("stack", ["prod", "dev"])
@@ -123,8 +129,7 @@ def test_flipping_the_active_color_changes_only_routing_and_gate(stack: str) -> 
     graph = rendered(stack)
     if not _routing_resources(graph):
         pytest.skip("the routing resource is not wired into __main__.py yet")
-    deployment = dict(__import__("json").loads(
-        __import__("tools.render", fromlist=["stack_config"]).stack_config(stack)[0]["paper-trading:deployment"]))
+    deployment = json.loads(stack_config(stack)[0]["paper-trading:deployment"])
     other = "green" if deployment.get("activeColor", "blue") == "blue" else "blue"
     flipped = render_with(stack, deployment={**deployment, "activeColor": other})
     before = {r.urn: r.inputs for r in graph.resources}
@@ -138,4 +143,6 @@ def test_flipping_the_active_color_changes_only_routing_and_gate(stack: str) -> 
     for res in graph.containers:
         assert before[res.urn] == after[res.urn]
     files = flipped.files()
-    assert any(path.endswith(ROUTING_PATH) and f'"{other}"' in body.splitlines()[1] for path, body in files.items())
+    assert any(
+        path.endswith(ROUTING_PATH) and f'"{other}"' in body.splitlines()[1] for path, body in files.items()
+    )

@@ -51,6 +51,17 @@ def proxy_identity(env: Any) -> tuple[str, str, int]:
     return container.id, container.attrs["State"]["StartedAt"], int(pid)
 
 
+WORKERS = ('for d in /proc/[0-9]*; do c=$(tr "\\0" " " < $d/cmdline 2>/dev/null); '
+           'case "$c" in "nginx: worker process"*) echo ${d#/proc/};; esac; done')
+
+
+def worker_pids(env: Any) -> set[int]:
+    """nginx worker pids: a reload replaces them, a refused switch must not."""
+    container = env.client.containers.get(env.proxy_name)
+    out = container.exec_run(["sh", "-c", WORKERS]).output.decode().split()
+    return {int(pid) for pid in out}
+
+
 def app_ids(env: Any) -> set[str]:
     return {c.id for c in env.client.containers.list(filters={"label": "paper-trading.role=app"})
             if c.name.startswith(env.prefix)}
@@ -66,10 +77,12 @@ def test_promote_blue_then_green_without_replacing_anything(env: Any) -> None:
                             checker=routing.validation_checks)
     assert result.previous_live == "none"
     assert colors(env) == {"200:blue:blue"}
+    workers_on_blue = worker_pids(env)
     result = routing.switch(env.proxy_name, "green", "blue", endpoint(env), client=env.client,
                             checker=routing.validation_checks)
     assert result.previous_live == "blue"
     assert colors(env) == {"200:green:green"}
+    assert not worker_pids(env) <= workers_on_blue  # a real switch starts new workers
     assert result.switch_ms < 5000
     # Same container, same nginx master (graceful reload, not a restart), same apps.
     assert proxy_identity(env) == before_proxy
@@ -103,6 +116,14 @@ def test_broken_routing_file_is_refused_and_traffic_untouched(env: Any) -> None:
     routing.switch(env.proxy_name, "blue", "green", endpoint(env), client=env.client)
     before_file = routing.current(env.proxy_name, env.client)
     before_identity = proxy_identity(env)
+    # Old workers of the previous reload may still be draining; wait for the set to settle.
+    import time
+
+    deadline = time.monotonic() + 10
+    while len(worker_pids(env)) != 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    before_workers = worker_pids(env)
+    assert before_workers
     before = colors(env)
     assert before == {"200:blue:blue"}
     broken = 'map $host $live_color { default "green" }\n'  # missing ';'
@@ -113,7 +134,8 @@ def test_broken_routing_file_is_refused_and_traffic_untouched(env: Any) -> None:
     assert "emerg" in message and ROUTING_PATH in message  # nginx's own words
     assert colors(env) == before
     assert routing.current(env.proxy_name, env.client) == before_file
-    assert proxy_identity(env) == before_identity  # no reload happened
+    assert proxy_identity(env) == before_identity
+    assert worker_pids(env) == before_workers  # no reload happened
 
 
 def test_failed_post_promotion_checks_switch_back_at_once(env: Any) -> None:
@@ -140,7 +162,8 @@ def test_missing_proxy_container_gives_a_clear_error(env: Any) -> None:
     with pytest.raises(routing.RoutingError, match="proxy container 'no-such-proxy' not found"):
         routing.switch("no-such-proxy", "green", "blue", endpoint(env), client=env.client)
     proc = subprocess.run(
-        [sys.executable, "-m", "components.routing", "switch", "--to", "blue", "--container", "no-such-proxy"],
+        [sys.executable, "-m", "components.routing", "switch", "--to", "blue",
+         "--container", "no-such-proxy"],
         cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 1
