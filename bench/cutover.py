@@ -1,12 +1,13 @@
 """Cutover benchmark: blue -> green -> blue under sustained load, on the local Docker Engine.
 
-    python -m bench.cutover [--requests 24000] [--concurrency 50] [--runs 1]
+    python bench/cutover.py [--requests 24000] [--concurrency 50] [--runs 3] [--keepalive]
 
 Starts the test stack (tests/docker_env.py: the reference app as blue and green, the
-program's generated nginx.conf in the proxy), promotes blue, then drives keep-alive
-HTTP/1.1 load at the proxy's public listener from `--concurrency` workers while the real
-routing code (`components.routing.switch`, the same code the Pulumi resource and the
-emergency CLI run) switches to green after 25% of the requests and back to blue after 60%.
+program's generated nginx.conf in the proxy), promotes blue, then drives HTTP/1.1 load
+(a new connection per request; `--keepalive` reuses connections) at the proxy's public
+listener from `--concurrency` workers while the real routing code (`components.routing.switch`,
+the same code the Pulumi resource and the emergency CLI run) switches to green after 25% of
+the requests and back to blue after 60%.
 
 Every response is recorded with its completion time and `X-Deployment-Color`. A request
 fails if it raises (connection reset, timeout, ...) or answers anything but 200. A switch
@@ -214,8 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=24000, help="requests per run (>= 20000 for the bar)")
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--runs", type=int, default=3, help="runs on one stack; the summary is the median")
-    parser.add_argument("--no-keepalive", action="store_true",
-                        help="a new connection per request (no connection is ever reused, so no retries)")
+    parser.add_argument("--keepalive", action="store_true",
+                        help="reuse connections (a GET caught by a reload on an idle connection is "
+                             "resent once, as browsers do; counted as stale-keepalive-retries). "
+                             "Default: a new connection per request, so nothing is ever resent")
     args = parser.parse_args(argv)
     from tests.docker_env import docker_env
 
@@ -224,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stack: proxy {env.proxy_name} at {env.live_url}, app image {env.app_image or 'stand-in'}",
               flush=True)
         for _ in range(args.runs):
-            results.append(one_run(env, args.requests, args.concurrency, keepalive=not args.no_keepalive))
+            results.append(one_run(env, args.requests, args.concurrency, keepalive=args.keepalive))
     requests = min(r[0] for r in results)
     failed = sum(r[1] for r in results)
     switch = statistics.median(r[2] for r in results)

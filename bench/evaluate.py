@@ -35,7 +35,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--stack", default="prod")
-    parser.add_argument("--with-policies", action="store_true", help="also time evaluate + offline policy check")
+    parser.add_argument("--with-policies", action="store_true",
+                        help="also time evaluate + offline policy check")
     args = parser.parse_args()
     _time(IMPORTS)  # warm the file cache once for both sides
     samples: dict[str, list[float]] = {"import": [], "evaluate": [], "evaluate+policies": []}
