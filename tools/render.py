@@ -159,7 +159,8 @@ def stack_config(stack: str, root: Path = ROOT) -> tuple[dict[str, str], list[st
     path = root / f"Pulumi.{stack}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"no stack file {path.name} in {root}")
-    document = yaml.safe_load(path.read_text()) or {}
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    document = yaml.load(path.read_text(), Loader=loader) or {}
     values = document.get("config") or {}
     config: dict[str, str] = {}
     secret_keys: list[str] = []

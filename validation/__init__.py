@@ -3,14 +3,19 @@
 from validation import ValidationOptions, validate
 report = validate(ValidationOptions(base_url="https://127.0.0.1:8443", color="green"))
 report.passed  # every blocking check passed
+
+The models load on first use: the Pulumi program imports `validation.gate` on every
+evaluation, and the gate needs them only when it actually runs the checks.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING, Any
 
-from validation.models import CheckResult, ValidationReport
-from validation.options import ExchangeCredentials, ValidationOptions
+if TYPE_CHECKING:
+    from validation.models import CheckResult, ValidationReport
+    from validation.options import ExchangeCredentials, ValidationOptions
 
 __all__ = [
     "CheckResult",
@@ -20,6 +25,21 @@ __all__ = [
     "avalidate",
     "validate",
 ]
+
+_LAZY = {
+    "CheckResult": "validation.models",
+    "ValidationReport": "validation.models",
+    "ExchangeCredentials": "validation.options",
+    "ValidationOptions": "validation.options",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'validation' has no attribute {name!r}")
 
 
 async def avalidate(options: ValidationOptions) -> ValidationReport:
