@@ -71,6 +71,21 @@ def _pinned(ref: str) -> str:
     return ref
 
 
+def _ipv4_address(value: str) -> str:
+    """A bind address Docker accepts for a published port."""
+    import ipaddress
+
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError as exc:
+        raise ValueError("must be an IPv4 address such as 127.0.0.1") from exc
+    return value
+
+
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
+
+
 class SslConfig(_Model):
     enabled: bool = True
     cert_path: str = "/etc/ssl/paper-trading/fullchain.pem"
@@ -91,11 +106,26 @@ class ServerConfig(_Model):
     host: str = Field(default="localhost", min_length=1)
     ssl: SslConfig = SslConfig()
 
+    @field_validator("host")
+    @classmethod
+    def _hostname(cls, value: str) -> str:
+        if not _HOSTNAME.match(value):
+            raise ValueError("must be a DNS name such as paper.example.com (no scheme, port or path)")
+        return value
+
 
 class DatabaseConfig(_Model):
     url: SecretStr | None = None
     ssl: bool = False
     pool_size: int = Field(default=10, ge=1, le=200)
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        # The message never repeats the value: it is a secret.
+        if value is not None and not value.get_secret_value().startswith(("postgres://", "postgresql://")):
+            raise ValueError("must be a postgres:// or postgresql:// URL")
+        return value
 
 
 class ExchangeConfig(_Model):
@@ -203,13 +233,7 @@ class MonitoringConfig(_Model):
     @field_validator("bind_address")
     @classmethod
     def _ipv4(cls, value: str) -> str:
-        import ipaddress
-
-        try:
-            ipaddress.IPv4Address(value)
-        except ValueError as exc:
-            raise ValueError("must be an IPv4 address such as 127.0.0.1") from exc
-        return value
+        return _ipv4_address(value)
 
 
 class ColorConfig(_Model):
@@ -278,6 +302,11 @@ class ProxyConfig(_Model):
     auth_rate_limit: RateLimit = RateLimit(rate_per_second=1, burst=5)
     worker_shutdown_timeout: str = Field(default="30s", pattern=r"^[0-9]+[sm]$")
     limits: Limits = Limits(memory_mb=256, cpus=1.0)
+
+    @field_validator("public_address")
+    @classmethod
+    def _ipv4(cls, value: str) -> str:
+        return _ipv4_address(value)
 
 
 class Images(_Model):
@@ -401,7 +430,31 @@ class Settings(_Model):
         ports = [self.proxy.http_port, self.proxy.https_port, self.proxy.preview_port]
         if len(set(ports)) != len(ports):
             raise ValueError("proxy: httpPort, httpsPort and previewPort must differ")
+        clash = _port_clash(self)
+        if clash:
+            raise ValueError(clash)
         return self
+
+
+def _port_clash(settings: Settings) -> str | None:
+    """Two published host ports that would collide on the Docker host, named by key."""
+    proxy, mon = settings.proxy, settings.monitoring
+    published = [
+        ("proxy.httpPort", proxy.public_address, proxy.http_port, True),
+        ("proxy.httpsPort", proxy.public_address, proxy.https_port, settings.server.ssl.enabled),
+        ("proxy.previewPort", "127.0.0.1", proxy.preview_port, True),
+        ("monitoring.prometheus.port", mon.bind_address, mon.prometheus.port, mon.prometheus.enabled),
+        ("monitoring.alertmanager.port", mon.bind_address, mon.alertmanager.port, mon.alertmanager.enabled),
+        ("monitoring.grafana.port", mon.bind_address, mon.grafana.port, mon.grafana.enabled),
+        ("monitoring.logs.port", mon.bind_address, mon.logs.port, mon.logs.enabled),
+    ]
+    active = [(key, address, port) for key, address, port, on in published if on]
+    for i, (key, address, port) in enumerate(active):
+        for other, other_address, other_port in active[:i]:
+            overlap = address == other_address or "0.0.0.0" in (address, other_address)
+            if port == other_port and overlap:
+                return f"{key}: host port {port} is already published by {other}"
+    return None
 
 
 #: Keys whose whole object holds a secret somewhere inside; Pulumi marks the whole

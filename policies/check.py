@@ -2,6 +2,7 @@
 
     python -m policies.check --stack prod
     python -m policies.check --all [--policy-pack-config policy-config.json]
+    python -m policies.check --graph build/render/prod     # a written (or hand-mutated) render
 
 Prints one line per violation (level, policy, resource, message); exits 1 on any mandatory
 violation, 0 otherwise. The same `POLICIES` run as under `pulumi preview --policy-pack policies`,
@@ -79,18 +80,22 @@ def main(argv: list[str] | None = None) -> int:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--stack", default="prod", help="stack to render (Pulumi.<stack>.yaml)")
     which.add_argument("--all", action="store_true", help="every Pulumi.*.yaml stack in the repo")
+    which.add_argument("--graph", type=Path, action="append",
+                       help="a render written by `python -m tools.render` (its folder or resources.json); "
+                            "repeatable")
     parser.add_argument("--policy-pack-config", type=Path, help="JSON config, as for pulumi preview")
     parser.add_argument("--json", action="store_true", help="print violations as JSON lines")
     args = parser.parse_args(argv)
-    from tools.render import evaluate, stack_names
+    from tools.render import evaluate, load_graph, stack_names
 
     pack_config = load_pack_config(args.policy_pack_config)
-    stacks = stack_names() if args.all else [args.stack]
+    sources: list[str | Path] = list(args.graph) if args.graph else (stack_names() if args.all else [args.stack])
     mandatory = 0
-    for stack in stacks:
+    for source in sources:
+        stack = str(source)
         started = time.perf_counter()
         try:
-            graph = evaluate(stack)
+            graph = load_graph(source) if isinstance(source, Path) else evaluate(source)
         except Exception as exc:  # noqa: BLE001 - a stack that cannot be evaluated is blocked, not passed
             print(f"{stack}: BLOCKED: the program cannot be evaluated: {exc}", file=sys.stderr)
             mandatory += 1

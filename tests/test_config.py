@@ -69,6 +69,15 @@ BAD_CONFIGS = [
     ("infra-image-latest", lambda: _with("images", {"postgres": "postgres:latest"}), "images.postgres"),
     ("grafana-port", lambda: _nested("monitoring", ["grafana", "port"], 0), "monitoring.grafana.port"),
     ("not-json-object", lambda: _with("deployment", "blue"), "deployment"),
+    ("host-with-scheme", lambda: _nested("server", ["host"], "https://paper.example.com"), "server.host"),
+    ("public-address-bad", lambda: _nested("proxy", ["publicAddress"], "everywhere"), "proxy.publicAddress"),
+    ("port-clash", lambda: _nested("monitoring", ["grafana", "port"], 8443), "monitoring.grafana.port"),
+    ("preview-equals-https", lambda: _nested("proxy", ["previewPort"], 443), "proxy"),
+    ("database-url-scheme", lambda: (
+        _with("database", {"url": "mysql://u:p@db/x"})[0], ["paper-trading:database", "paper-trading:exchanges"]),
+     "database.url"),
+    ("unknown-app-key", lambda: _with("app", {"logLevel": "info", "debugMode": True}), "app.debugMode"),
+    ("root-app-user", lambda: _with("app", {"user": "0:0"}), "app.user"),
 ]
 
 
@@ -118,3 +127,11 @@ def test_valid_stacks_parse_with_safe_values() -> None:
         assert settings.allow_real_trades is False
         for exchange in settings.exchanges.configured().values():
             assert exchange.permissions == "READ_ONLY"
+
+
+def test_error_for_a_secret_never_repeats_its_value() -> None:
+    config, secrets = _with("database", {"url": "mysql://admin:hunter2@db/x"})
+    with pytest.raises(ConfigError) as caught:
+        evaluate("prod", config=config, secret_keys=[*secrets, "paper-trading:database"])
+    assert "paper-trading:database.url" in str(caught.value)
+    assert "hunter2" not in str(caught.value)

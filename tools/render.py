@@ -159,8 +159,17 @@ def stack_config(stack: str, root: Path = ROOT) -> tuple[dict[str, str], list[st
     path = root / f"Pulumi.{stack}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"no stack file {path.name} in {root}")
+    return stack_config_file(path)
+
+
+def stack_config_file(path: Path) -> tuple[dict[str, str], list[str]]:
+    """A stack file's `config:` as the engine hands it to the program."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no stack file {path}")
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     document = yaml.load(path.read_text(), Loader=loader) or {}
+    if not isinstance(document, dict) or not isinstance(document.get("config") or {}, dict):
+        raise ValueError(f"{path}: expected a mapping with a `config:` mapping")
     values = document.get("config") or {}
     config: dict[str, str] = {}
     secret_keys: list[str] = []
@@ -343,6 +352,31 @@ def write(graph: Graph, out: Path) -> list[Path]:
     return written
 
 
+def load_graph(path: Path) -> Graph:
+    """A graph written by `write` (its `resources.json`, or the folder holding it).
+
+    Lets a reviewed or hand-mutated render be checked again (e.g. by the offline policy
+    check) without re-running the program. Masked secrets stay masked.
+    """
+    folder = path if path.is_dir() else path.parent
+    resources_file = path / "resources.json" if path.is_dir() else path
+    entries = json.loads(resources_file.read_text())
+    if not isinstance(entries, list):
+        raise ValueError(f"{resources_file}: expected a list of resources")
+    resources = [
+        Resource(
+            urn=e["urn"], type=e["type"], name=e["name"], parent=e.get("parent"),
+            custom=bool(e.get("custom", True)), inputs=_unwrap(e.get("inputs") or {}),
+            wire=e.get("inputs") or {}, options=e.get("options") or {},
+        )
+        for e in entries
+    ]
+    outputs_file = folder / "outputs.json"
+    outputs = json.loads(outputs_file.read_text()) if outputs_file.is_file() else {}
+    stack = resources[0].urn.split("::")[0].rsplit(":", 1)[-1] if resources else "unknown"
+    return Graph(stack=stack, resources=resources, outputs=outputs)
+
+
 def iter_summary(graph: Graph) -> Iterator[str]:
     yield f"stack {graph.stack}: {len(graph.resources)} resources, {len(graph.files())} files"
     for name, value in graph.outputs.items():
@@ -353,16 +387,27 @@ def iter_summary(graph: Graph) -> Iterator[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.render", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stack", default="prod", help="stack name: reads Pulumi.<stack>.yaml")
+    parser.add_argument("--stack-file", type=Path,
+                        help="a stack file anywhere (e.g. a candidate config); the stack name is taken from "
+                             "Pulumi.<name>.yaml, else --stack")
     parser.add_argument("--out", type=Path, help="folder to write into (default build/render/<stack>)")
     args = parser.parse_args(argv)
     from components.config import ConfigError
 
+    stack, root = args.stack, ROOT
     try:
-        graph = evaluate(args.stack)
-    except (ConfigError, FileNotFoundError) as exc:
+        if args.stack_file is not None:
+            name = args.stack_file.name
+            if name.startswith("Pulumi.") and name.endswith(".yaml"):
+                stack = name[len("Pulumi."):-len(".yaml")]
+            config, secret_keys = stack_config_file(args.stack_file)
+            graph = evaluate(stack, config=config, secret_keys=secret_keys, root=root)
+        else:
+            graph = evaluate(stack)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    out = args.out or ROOT / "build" / "render" / args.stack
+    out = args.out or ROOT / "build" / "render" / stack
     write(graph, out)
     for line in iter_summary(graph):
         print(line)
