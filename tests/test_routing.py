@@ -127,8 +127,7 @@ def test_flipping_the_active_color_changes_only_routing_and_gate(stack: str) -> 
     from tests.support import render_with, rendered
 
     graph = rendered(stack)
-    if not _routing_resources(graph):
-        pytest.skip("the routing resource is not wired into __main__.py yet")
+    assert _routing_resources(graph), "the routing resource must be in the program's graph"
     deployment = json.loads(stack_config(stack)[0]["paper-trading:deployment"])
     other = "green" if deployment.get("activeColor", "blue") == "blue" else "blue"
     flipped = render_with(stack, deployment={**deployment, "activeColor": other})
