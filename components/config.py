@@ -25,6 +25,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from validation.options import HealthPaths
+
 PROJECT = "paper-trading"
 Color = Literal["blue", "green"]
 COLORS: tuple[Color, Color] = ("blue", "green")
@@ -257,21 +259,6 @@ class DeploymentConfig(_Model):
     @property
     def preview_color(self) -> Color:
         return other_color(self.active_color)
-
-
-class HealthPaths(_Model):
-    basic: str = "/health"
-    detailed: str = "/health/detailed"
-    ready: str = "/health/ready"
-    live: str = "/health/live"
-    metrics: str = "/metrics"
-
-    @field_validator("*")
-    @classmethod
-    def _rooted(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError("must start with '/'")
-        return value
 
 
 class Limits(_Model):

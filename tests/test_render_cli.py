@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tools.render import load_graph, write
 from tests.support import rendered
+from tools.render import load_graph, write
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from tools.render import Graph, Resource, evaluate, stack_names
 from tests.support import render_with, rendered
+from tools.render import Graph, Resource, evaluate, stack_names
 
 STACKS = stack_names()
 CONTAINER = "docker:index/container:Container"
@@ -132,7 +132,7 @@ def test_secrets_never_in_envs_or_plain_uploads(stack: str) -> None:
     for res in graph.containers:
         for env in res.inputs.get("envs") or []:
             assert "secret:" not in env and "mock-" not in env, (res.name, env)
-        for upload, wire in zip(res.inputs.get("uploads") or [], res.wire.get("uploads") or []):
+        for upload, wire in zip(res.inputs.get("uploads") or [], res.wire.get("uploads") or [], strict=True):
             if "secret:" in str(upload.get("content")) or "mock-" in str(upload.get("content")):
                 assert "4dabf18193072939515e22adb298388d" in json.dumps(wire), (res.name, upload["file"])
 

@@ -13,11 +13,20 @@ class _Model(BaseModel):
 
 
 class HealthPaths(_Model):
+    """The app contract's paths; also the stack config's `app.health` (one definition)."""
+
     basic: str = "/health"
     detailed: str = "/health/detailed"
     ready: str = "/health/ready"
     live: str = "/health/live"
     metrics: str = "/metrics"
+
+    @field_validator("*")
+    @classmethod
+    def _rooted(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with '/'")
+        return value
 
 
 class ExchangeCredentials(_Model):
