@@ -4,16 +4,31 @@ Each sample is a fresh Python process (wall time), so both sides pay interpreter
 start-up alike. Prints the medians of N runs and their ratio; the foundation bar
 is ratio <= 1.5. Optionally times the offline policy check on top (bar: < 0.2 s).
 
-    python bench/evaluate.py [--runs 5] [--stack prod]
+`--floor` also times what no program of this shape can go below: a generated program
+that registers the same resources (same types, same counts, same component parents)
+with minimal inputs, no config model and no generated files; and that floor plus
+the pydantic model machinery a typed config needs (BaseModel is lazily imported by
+`import pydantic`, so the import side does not pay for it).
+
+`--instructions` counts instructions under valgrind's callgrind instead (one run each,
+about 25 s per program; repeatable to about 0.1 %): a check of the ratio that does not
+depend on a noisy machine's clock.
+
+    python bench/evaluate.py [--runs 5] [--stack prod] [--with-policies] [--floor] [--instructions]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import json
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,7 +39,63 @@ CHECK = (
     "from tools.render import evaluate; from policies.check import check_graph; "
     "check_graph(evaluate({stack!r}))"
 )
+FLOOR = (
+    "from pathlib import Path; from tools.render import evaluate; "
+    "evaluate('floor', {{}}, [], Path({root!r}))"
+)
+PYDANTIC_NAMES = (
+    "from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator\n"
+)
 
+# The floor program: one minimal resource per registered resource of the real graph.
+FLOOR_PROGRAM = '''\
+import json
+
+import pulumi
+import pulumi_docker as docker
+import pulumi_random as random
+from pulumi.dynamic import CreateResult, Resource, ResourceProvider
+
+COUNTS = json.loads({counts!r})
+
+
+class _Provider(ResourceProvider):
+    def create(self, props):
+        return CreateResult("id", props)
+
+
+class _Dynamic(Resource):
+    def __init__(self, name):
+        super().__init__(_Provider(), name, {{"value": 1}})
+
+
+class _Component(pulumi.ComponentResource):
+    def __init__(self, type_, name):
+        super().__init__(type_, name)
+
+
+parents = [_Component(t, f"c{{i}}") for i, t in enumerate(COUNTS.pop("components"))]
+image = None
+n = 0
+for type_, count in COUNTS.items():
+    for _ in range(count):
+        n += 1
+        opts = pulumi.ResourceOptions(parent=parents[n % len(parents)])
+        if type_ == "docker:index/container:Container":
+            docker.Container(f"r{{n}}", name=f"r{{n}}", image=image.image_id, opts=opts)
+        elif type_ == "docker:index/remoteImage:RemoteImage":
+            image = docker.RemoteImage(f"r{{n}}", name=f"image:{{n}}", opts=opts)
+        elif type_ == "docker:index/volume:Volume":
+            docker.Volume(f"r{{n}}", name=f"r{{n}}", opts=opts)
+        elif type_ == "docker:index/network:Network":
+            docker.Network(f"r{{n}}", name=f"r{{n}}", opts=opts)
+        elif type_ == "random:index/randomPassword:RandomPassword":
+            random.RandomPassword(f"r{{n}}", length=32, opts=opts)
+        elif type_ == "pulumi-python:dynamic:Resource":
+            _Dynamic(f"r{{n}}")
+        else:
+            raise SystemExit(f"floor: no minimal stand-in for {{type_}}")
+'''
 
 # As a user runs it: bytecode caching on (some shells export PYTHONDONTWRITEBYTECODE,
 # which would recompile the project's modules on every evaluation).
@@ -37,27 +108,84 @@ def _time(code: str) -> float:
     return time.perf_counter() - start
 
 
+def _instructions(code: str) -> int:
+    """Instructions executed by one run of `code` (callgrind's `Collected` count)."""
+    run = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, "-c", code],
+        cwd=ROOT, env=ENV, check=True, capture_output=True, text=True,
+    )
+    found = re.search(r"Collected\s*:\s*(\d+)", run.stderr)
+    if found is None:
+        raise SystemExit(f"no instruction count in valgrind's output:\n{run.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def _floor_programs(stack: str, folder: Path) -> dict[str, str]:
+    """Write the floor programs for `stack`'s graph; return their timing code by label."""
+    sys.path.insert(0, str(ROOT))
+    from tools.render import evaluate
+
+    graph = evaluate(stack)
+    components = sorted(r.type for r in graph.resources if not r.custom)
+    counts = collections.Counter(r.type for r in graph.resources if r.custom)
+    # Images first, so every container has one to reference.
+    ordered = dict(sorted(counts.items(), key=lambda kv: kv[0] != "docker:index/remoteImage:RemoteImage"))
+    program = FLOOR_PROGRAM.format(counts=json.dumps({"components": components, **ordered}))
+    codes = {}
+    for label, prelude in (("floor", ""), ("floor+pydantic", PYDANTIC_NAMES)):
+        root = folder / label
+        root.mkdir()
+        (root / "__main__.py").write_text(prelude + program)
+        codes[label] = FLOOR.format(root=str(root))
+    print(f"floor: {sum(counts.values())} custom resources {dict(counts)}, {len(components)} components")
+    return codes
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--stack", default="prod")
     parser.add_argument("--with-policies", action="store_true",
                         help="also time evaluate + offline policy check")
+    parser.add_argument("--floor", action="store_true",
+                        help="also time the same resources with minimal inputs and no program logic")
+    parser.add_argument("--instructions", action="store_true",
+                        help="count instructions with valgrind (callgrind) instead of timing")
     args = parser.parse_args()
-    _time(IMPORTS)  # warm the file and bytecode caches once for both sides
-    _time(EVALUATE.format(stack=args.stack))
-    samples: dict[str, list[float]] = {"import": [], "evaluate": [], "evaluate+policies": []}
-    for _ in range(args.runs):  # interleaved, so drift on a noisy machine hits both sides
-        samples["import"].append(_time(IMPORTS))
-        samples["evaluate"].append(_time(EVALUATE.format(stack=args.stack)))
-        if args.with_policies:
-            samples["evaluate+policies"].append(_time(CHECK.format(stack=args.stack)))
-    med = {k: statistics.median(v) for k, v in samples.items() if v}
+    if args.instructions and shutil.which("valgrind") is None:
+        parser.error("--instructions needs valgrind on PATH")
+    codes = {"import": IMPORTS, "evaluate": EVALUATE.format(stack=args.stack)}
+    if args.with_policies:
+        codes["evaluate+policies"] = CHECK.format(stack=args.stack)
+    with tempfile.TemporaryDirectory(prefix="floor-") as tmp:
+        if args.floor:
+            codes.update(_floor_programs(args.stack, Path(tmp)))
+        for code in codes.values():  # warm the file and bytecode caches once for every side
+            _time(code)
+        if args.instructions:
+            return _report_instructions(codes)
+        samples: dict[str, list[float]] = {name: [] for name in codes}
+        for _ in range(args.runs):  # interleaved, so drift on a noisy machine hits every side
+            for name, code in codes.items():
+                samples[name].append(_time(code))
+    med = {k: statistics.median(v) for k, v in samples.items()}
     for name, value in med.items():
         print(f"{name:>18}: median {value:.3f} s over {args.runs} runs")
-    print(f"evaluate/import ratio: {med['evaluate'] / med['import']:.2f}")
+    for name in med:
+        if name != "import":
+            print(f"{name}/import ratio: {med[name] / med['import']:.2f}")
     if "evaluate+policies" in med:
         print(f"offline policy check adds: {med['evaluate+policies'] - med['evaluate']:.3f} s")
+    return 0
+
+
+def _report_instructions(codes: dict[str, str]) -> int:
+    counts = {name: _instructions(code) for name, code in codes.items()}
+    for name, count in counts.items():
+        print(f"{name:>18}: {count / 1e9:.3f} G instructions")
+    for name, count in counts.items():
+        if name != "import":
+            print(f"{name}/import ratio: {count / counts['import']:.2f}")
     return 0
 
 

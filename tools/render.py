@@ -13,6 +13,7 @@ The same machinery backs the tests and the offline policy check.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import runpy
 import sys
@@ -191,18 +192,19 @@ def stack_names(root: Path = ROOT) -> list[str]:
 # --------------------------------------------------------------------------- evaluation
 
 
-def _mock_state(type_: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
-    """Deterministic outputs a provider would compute, so two runs give one graph."""
-    state = dict(inputs)
+def _computed_state(type_: str, name: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """Deterministic outputs a provider would compute, so two runs give one graph.
+
+    Everything else a resource outputs is its inputs echoed back, as a provider's create would.
+    """
     if type_.startswith("random:index/random"):
-        state["result"] = f"mock-{name}-{int(inputs.get('length', 32))}"
-    elif type_ == "docker:index/remoteImage:RemoteImage":
-        state["imageId"] = f"sha256:mock-{inputs.get('name')}"
-        state["repoDigest"] = f"{inputs.get('name')}@sha256:mock"
-    elif type_ == "pulumi-python:dynamic:Resource":
-        provider = state.pop("__provider", None)
-        state.update(_dynamic_outputs(provider, inputs))
-    return state
+        return {"result": f"mock-{name}-{int(inputs.get('length', 32))}"}
+    if type_ == "docker:index/remoteImage:RemoteImage":
+        image = inputs.get("name")
+        return {"imageId": f"sha256:mock-{image}", "repoDigest": f"{image}@sha256:mock"}
+    if type_ == "pulumi-python:dynamic:Resource":
+        return _dynamic_outputs(inputs.get("__provider"), inputs)
+    return {}
 
 
 def _dynamic_outputs(provider: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
@@ -234,10 +236,34 @@ def evaluate(
     `config`/`secret_keys` replace the stack file's values when given (tests use
     this to feed bad or mutated configs through the real program).
     """
+    # The libraries' module objects live as long as the process. Freezing them once they
+    # are loaded spares each full collection during the run (which allocates Outputs and
+    # futures by the thousand) from traversing all of them again. Undone at the end.
+    import pulumi  # noqa: F401 - loaded before the freeze, as the language host does
+    import pulumi_docker  # noqa: F401
+    import pulumi_random  # noqa: F401
+    import pydantic  # noqa: F401
+
+    gc.freeze()
+    try:
+        return _evaluate(stack, config, secret_keys, root, preview, records)
+    finally:
+        gc.unfreeze()
+
+
+def _evaluate(
+    stack: str,
+    config: Mapping[str, str] | None,
+    secret_keys: list[str] | None,
+    root: Path,
+    preview: bool,
+    records: list[Resource] | None,
+) -> Graph:
     import pulumi
-    from google.protobuf import json_format
+    from google.protobuf import json_format, struct_pb2
     from pulumi.runtime import mocks as pmocks
     from pulumi.runtime import settings
+    from pulumi.runtime.proto import resource_pb2
     from pulumi.runtime.stack import run_pulumi_func
     from pulumi.runtime.sync_await import _sync_await
 
@@ -248,35 +274,55 @@ def evaluate(
 
     class Mocks(pmocks.Mocks):
         def new_resource(self, args: pmocks.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
-            return f"{args.name}-id", _mock_state(args.typ, args.name, args.inputs)
+            state = dict(args.inputs)
+            state.pop("__provider", None)
+            return f"{args.name}-id", {**state, **_computed_state(args.typ, args.name, args.inputs)}
 
         def call(self, args: pmocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
             return {}, None
 
     class RecordingMonitor(pmocks.MockMonitor):
+        """The SDK's mock monitor, recording each registration and answering it directly.
+
+        A provider's create echoes its inputs: the response is the request's own wire
+        object plus the computed fields, so no nested event loop has to deserialize
+        and re-serialize every property (that stand-in work outweighed the program's).
+        """
+
         def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC name
-            response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
-            if request.type != "pulumi:pulumi:Stack":
-                wire = json_format.MessageToDict(request.object)
-                wire.pop("__provider", None)
-                options: dict[str, Any] = {
-                    "protect": bool(request.protect),
-                    "retainOnDelete": bool(request.retainOnDelete),
-                    "deleteBeforeReplace": bool(request.deleteBeforeReplace),
-                    "dependsOn": sorted(request.dependencies),
-                    "ignoreChanges": list(request.ignoreChanges),
-                    "aliases": sorted(
-                        json_format.MessageToDict(a).get("spec", {}).get("name", "")
-                        or json_format.MessageToDict(a).get("urn", "")
-                        for a in request.aliases
-                    ),
-                }
-                recorded.append(Resource(
-                    urn=response.urn, type=request.type, name=request.name,
-                    parent=request.parent or None, custom=bool(request.custom),
-                    inputs=_unwrap(wire), wire=wire, options=options,
-                ))
-            return response
+            urn = self.make_urn(request.parent, request.type, request.name)
+            if request.type == "pulumi:pulumi:Stack":
+                return resource_pb2.RegisterResourceResponse(urn=urn)
+            wire = json_format.MessageToDict(request.object)
+            provider = wire.pop("__provider", None)
+            inputs = _unwrap(wire)
+            computed = _computed_state(request.type, request.name, {**inputs, "__provider": provider})
+            state = struct_pb2.Struct()
+            state.CopyFrom(request.object)
+            if "__provider" in state.fields:
+                del state.fields["__provider"]
+            state.update(computed)
+            resource_id = f"{request.name}-id"
+            self.resources[urn] = pmocks.MockMonitor.ResourceRegistration(
+                urn, resource_id, {**inputs, **computed})
+            options: dict[str, Any] = {
+                "protect": bool(request.protect),
+                "retainOnDelete": bool(request.retainOnDelete),
+                "deleteBeforeReplace": bool(request.deleteBeforeReplace),
+                "dependsOn": sorted(request.dependencies),
+                "ignoreChanges": list(request.ignoreChanges),
+                "aliases": sorted(
+                    json_format.MessageToDict(a).get("spec", {}).get("name", "")
+                    or json_format.MessageToDict(a).get("urn", "")
+                    for a in request.aliases
+                ),
+            }
+            recorded.append(Resource(
+                urn=urn, type=request.type, name=request.name,
+                parent=request.parent or None, custom=bool(request.custom),
+                inputs=inputs, wire=wire, options=options,
+            ))
+            return resource_pb2.RegisterResourceResponse(urn=urn, id=resource_id, object=state)
 
     from pulumi.runtime import resource as runtime_resource
 
