@@ -148,3 +148,35 @@ def test_insecure_skips_certificate_verification(tmp_path: Path, app: RefApp, ca
         checks = {c["name"]: c for c in json.loads(report.read_text())["checks"]}
         assert checks["security.certificate"]["status"] == "skipped"
         assert checks["security.tls_protocol"]["status"] == "passed"
+
+
+def test_front_that_still_speaks_tls10_fails(tmp_path: Path, app: RefApp, ca: trustme.CA) -> None:
+    """The legacy half of the protocol check really asks: a TLS 1.0/1.1 front is caught."""
+    for front in _front(tmp_path / "ngx", app, ca, legacy_tls=True):
+        code, out, failed, doc = validate(front, tmp_path)
+        assert code == 1 and failed == {"security.tls_protocol"}, out
+        assert "accepts legacy TLSv1" in out
+
+
+def test_legacy_probe_says_when_this_client_cannot_ask(
+    tmp_path: Path, app: RefApp, ca: trustme.CA, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client OpenSSL without TLS 1.0/1.1 must not report them as refused by the server."""
+    import ssl
+
+    from validation import ValidationOptions, checks_security
+    from validation import validate as run_validation
+    from validation.tls import legacy_context
+
+    def incapable() -> ssl.SSLContext:
+        ctx = legacy_context()
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # min above max: no protocol left to offer
+        return ctx
+
+    monkeypatch.setattr(checks_security, "legacy_context", incapable)
+    for front in _front(tmp_path / "ngx", app, ca, legacy_tls=True):
+        report = run_validation(ValidationOptions(base_url=front.https_url, ca_file=front.ca_file))
+        check = next(c for c in report.checks if c.name == "security.tls_protocol")
+        assert check.status == "passed", check.message
+        assert "not probed" in check.message and check.details["legacy_probed"] is False
+        assert "refused" not in check.message

@@ -43,8 +43,16 @@ async def tls_protocol(ctx: Context) -> Passed:
         raise CheckFailed(f"negotiated {shake.version or 'no TLS'}, need TLSv1.2 or newer")
     try:
         legacy = await handshake(o.host, o.port, o.tls_name, legacy_context(), o.check_timeout)
-    except (OSError, ssl.SSLError):
-        return Passed(f"{shake.version} ({shake.cipher}); TLS 1.0/1.1 refused")
+    except ssl.SSLError as exc:
+        if exc.reason == "NO_PROTOCOLS_AVAILABLE":
+            # This client's OpenSSL cannot offer TLS 1.0/1.1 at all: nothing was asked of the server.
+            return Passed(
+                f"{shake.version} ({shake.cipher}); TLS 1.0/1.1 not probed: this client cannot offer them",
+                {"legacy_probed": False},
+            )
+        return Passed(f"{shake.version} ({shake.cipher}); TLS 1.0/1.1 refused", {"legacy_probed": True})
+    except OSError:
+        return Passed(f"{shake.version} ({shake.cipher}); TLS 1.0/1.1 refused", {"legacy_probed": True})
     raise CheckFailed(f"server accepts legacy {legacy.version}")
 
 

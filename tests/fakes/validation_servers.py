@@ -107,7 +107,8 @@ http {{
     listen 127.0.0.1:{https} ssl;
     ssl_certificate {d}/cert.pem;
     ssl_certificate_key {d}/key.pem;
-    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_protocols {protocols};
+    ssl_ciphers {ciphers};
     ssl_session_tickets off;
     {headers}
     proxy_http_version 1.1;
@@ -140,6 +141,7 @@ def nginx_front(
     *,
     headers: bool = True,
     rate_limit: bool = True,
+    legacy_tls: bool = False,
 ) -> Iterator[Front]:
     """Real nginx terminating TLS with a test CA's certificate in front of the reference app."""
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -155,6 +157,9 @@ def nginx_front(
         http=http,
         headers=HEADERS if headers else "",
         limit="limit_req zone=auth burst=5 nodelay;" if rate_limit else "",
+        # A misconfigured front that still speaks TLS 1.0/1.1 (OpenSSL 3 needs SECLEVEL=0 for them).
+        protocols="TLSv1 TLSv1.1 TLSv1.2 TLSv1.3" if legacy_tls else "TLSv1.2 TLSv1.3",
+        ciphers="DEFAULT:@SECLEVEL=0" if legacy_tls else "HIGH:!aNULL:!MD5",
     )
     (workdir / "nginx.conf").write_text(conf)
     proc = subprocess.Popen(
