@@ -140,16 +140,55 @@ def write_file(container: Any, path: str, content: str) -> None:
 
 
 _TEST_FAILED = 3
+_LOCKED = 4
+#: A switch holds the lock for its whole run (write, reload, confirm, post-promotion checks,
+#: switch back); one older than this was abandoned (its process died) and may be taken over.
+LOCK_STALE_S = 180
+#: How long a switch waits for another one to finish before it gives up, traffic unchanged.
+LOCK_WAIT_S = 60.0
 #: As root without any capability (the container drops ALL): enough to replace a file in
 #: the root-owned config volume by rename, never to touch nginx. Prints the old file.
+#: First takes the switch lock (mkdir is atomic), so a `pulumi up` and the emergency CLI
+#: never interleave their writes; re-entrant for its owner (a switch back), exit 4 if held.
 _SWAP_SCRIPT = f"""set -e
 cd {ROUTING_DIR}
+now=$(date +%s)
+if mkdir .switch.lock 2>/dev/null; then
+  echo "$ROUTING_OWNER $now" > .switch.lock/owner
+else
+  holder=unknown; since=0
+  read -r holder since < .switch.lock/owner 2>/dev/null || true
+  # Owner not written yet (taken a moment ago) or unreadable: the lock directory's age counts.
+  case "$since" in ''|*[!0-9]*|0) since=$(stat -c %Y .switch.lock 2>/dev/null || echo "$now");; esac
+  if [ "$holder" != "$ROUTING_OWNER" ]; then
+    age=$((now - since))
+    if [ "$age" -lt {LOCK_STALE_S} ]; then echo "$holder $age"; exit {_LOCKED}; fi
+    echo "$ROUTING_OWNER $now" > .switch.lock/owner
+  fi
+fi
 if [ -f routing.conf ]; then cat routing.conf > .routing.conf.previous; else : > .routing.conf.previous; fi
 printf '%s' "$ROUTING_CONTENT" > .routing.conf.next
 chmod 0444 .routing.conf.next
 mv -f .routing.conf.next routing.conf
 cat .routing.conf.previous
 """
+_RELEASE_SCRIPT = f"""cd {ROUTING_DIR} || exit 0
+read -r holder since < .switch.lock/owner 2>/dev/null || exit 0
+if [ "$holder" = "$ROUTING_OWNER" ]; then rm -rf .switch.lock; fi
+"""
+
+
+class _Locked(Exception):
+    """Another switch holds the proxy's switch lock."""
+
+
+def lock_owner() -> str:
+    """Who is switching, as recorded in the lock: host, process and a nonce."""
+    import os
+    import socket
+    import uuid
+
+    return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
 
 
 def _text(data: bytes | None) -> str:
@@ -165,23 +204,33 @@ def _exec(
     return int(result.exit_code), _text(out), _text(err).strip()
 
 
-def _swap(container: Any, content: str) -> str | None:
+def _swap(container: Any, content: str, owner: str) -> str | None:
     """Put `content` in place as the routing file (atomic rename); return the previous file.
 
-    One exec round trip. Falls back to the archive API where the exec cannot (no `sh`,
-    another owner): slower, same result.
+    One exec round trip, which also takes the switch lock for `owner`. Falls back to the
+    archive API where the exec cannot (no `sh`, another owner): slower, same result, no lock.
     """
     import docker.errors
 
     try:
-        code, out, _ = _exec(container, _SWAP_SCRIPT, user="0", env={"ROUTING_CONTENT": content})
+        code, out, _ = _exec(
+            container, _SWAP_SCRIPT, user="0", env={"ROUTING_CONTENT": content, "ROUTING_OWNER": owner}
+        )
     except docker.errors.APIError as exc:
         raise RoutingError(f"cannot exec in {container.name}: {exc}; traffic unchanged") from None
     if code == 0:
         return out or None
+    if code == _LOCKED:
+        raise _Locked(out.strip())
     previous = read_file(container, ROUTING_PATH)
     write_file(container, ROUTING_PATH, content)
     return previous
+
+
+def _release(container: Any, owner: str) -> None:
+    """Drop the switch lock if `owner` still holds it (best effort: it goes stale anyway)."""
+    with contextlib.suppress(Exception):
+        _exec(container, _RELEASE_SCRIPT, user="0", env={"ROUTING_OWNER": owner})
 
 
 def _test_and_reload(container: Any) -> tuple[int, str]:
@@ -298,23 +347,40 @@ def validation_checks(endpoint: Endpoint, color: Color) -> list[str]:
 # --------------------------------------------------------------------------- the switch
 
 
-def _apply(container: Any, content: str) -> str | None:
+def _apply(container: Any, content: str, owner: str) -> str | None:
     """Swap in `content`, test, reload; return the previous file.
 
     A refused file is replaced by the previous one before anything reloads, and the
     error carries nginx's own message.
     """
-    previous = _swap(container, content)
+    previous = _swap(container, content, owner)
     code, output = _test_and_reload(container)
     if code != 0:
         if previous is not None:
-            _swap(container, previous)
+            _swap(container, previous, owner)
         if code == _TEST_FAILED:
             raise RoutingError(
                 f"nginx refused the new routing (previous file restored, traffic unchanged):\n{output}"
             )
         raise RoutingError(f"nginx reload failed (previous file restored):\n{output}")
     return previous
+
+
+def _apply_locked(container: Any, content: str, owner: str, wait_s: float) -> str | None:
+    """`_apply` once the switch lock is free: waits up to `wait_s` for another switch to end."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return _apply(container, content, owner)
+        except _Locked as held:
+            if time.monotonic() >= deadline:
+                holder, _, age = str(held).partition(" ")
+                raise RoutingError(
+                    f"another switch ({holder}, started {age or '?'}s ago) holds the lock on "
+                    f"{container.name}; waited {wait_s:g}s, traffic unchanged. It is released when that "
+                    f"switch ends, and treated as abandoned after {LOCK_STALE_S}s"
+                ) from None
+            time.sleep(0.2)
 
 
 def switch(
@@ -325,12 +391,14 @@ def switch(
     checker: Checker | None = None,
     client: Any = None,
     content: str | None = None,
+    lock_wait_s: float = LOCK_WAIT_S,
 ) -> SwitchResult:
     """Make `live` the live color of the proxy `container_name`, or fail leaving the old one.
 
     `endpoint` None skips the confirmation (only when no listener is reachable from here);
     `checker` None skips the post-promotion checks. `content` overrides the rendered file
-    (tests use it to hand nginx a broken one).
+    (tests use it to hand nginx a broken one). Switches on one proxy run one at a time:
+    this one waits up to `lock_wait_s` for another to finish.
     """
     start = time.monotonic()
     steps: dict[str, float] = {}
@@ -340,33 +408,40 @@ def switch(
 
     container = find_proxy(client or docker_client(), container_name)
     lap("find")
-    previous = _apply(container, content if content is not None else render_routing(live, preview))
-    previous_live = live_color_of(previous)
-    lap("swap_test_reload")
-    if endpoint is not None:
-        try:
-            confirm(endpoint, live)
-        except RoutingError as exc:
-            _revert(container, previous, endpoint, previous_live)
-            raise RoutingError(f"{exc}; switched back to {previous_live}") from None
-        lap("confirm")
-    elapsed_ms = (time.monotonic() - start) * 1000
-    if checker is not None and endpoint is not None:
-        failures = checker(endpoint, live)
-        if failures:
-            _revert(container, previous, endpoint, previous_live)
-            raise RoutingError(
-                f"post-promotion checks failed on {live}; switched back to {previous_live}:\n  "
-                + "\n  ".join(failures)
-            )
+    owner = lock_owner()
+    rendered = content if content is not None else render_routing(live, preview)
+    try:
+        previous = _apply_locked(container, rendered, owner, lock_wait_s)
+        previous_live = live_color_of(previous)
+        lap("swap_test_reload")
+        if endpoint is not None:
+            try:
+                confirm(endpoint, live)
+            except RoutingError as exc:
+                _revert(container, previous, endpoint, previous_live, owner)
+                raise RoutingError(f"{exc}; switched back to {previous_live}") from None
+            lap("confirm")
+        elapsed_ms = (time.monotonic() - start) * 1000
+        if checker is not None and endpoint is not None:
+            failures = checker(endpoint, live)
+            if failures:
+                _revert(container, previous, endpoint, previous_live, owner)
+                raise RoutingError(
+                    f"post-promotion checks failed on {live}; switched back to {previous_live}:\n  "
+                    + "\n  ".join(failures)
+                )
+    finally:
+        _release(container, owner)
     return SwitchResult(live, preview, previous_live, elapsed_ms, steps)
 
 
-def _revert(container: Any, previous: str | None, endpoint: Endpoint, previous_live: str | None) -> None:
+def _revert(
+    container: Any, previous: str | None, endpoint: Endpoint, previous_live: str | None, owner: str
+) -> None:
     """Put the previous routing back at once (best effort confirm: the caller fails anyway)."""
     if previous is None:
         return
-    _apply(container, previous)
+    _apply(container, previous, owner)
     if previous_live is not None:
         with contextlib.suppress(RoutingError):
             confirm(endpoint, previous_live, deadline_s=5.0)
@@ -502,6 +577,8 @@ def main(argv: list[str] | None = None) -> int:
     go.add_argument("--insecure", action="store_true", help="skip TLS verification when confirming")
     go.add_argument("--host-header")
     go.add_argument("--no-checks", action="store_true", help="skip the post-promotion checks")
+    go.add_argument("--lock-wait", type=float, default=LOCK_WAIT_S, metavar="SECONDS",
+                    help=f"wait this long for a switch in progress (default {LOCK_WAIT_S:g})")
     show = sub.add_parser("show", help="print the routing file the proxy serves from")
     show.add_argument("--container", required=True)
     args = parser.parse_args(argv)
@@ -514,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
         preview = None if preview_arg == NONE else cast(Color, preview_arg)
         endpoint = Endpoint(args.url, args.ca_file, args.insecure, args.host_header) if args.url else None
         checker = None if args.no_checks or endpoint is None else validation_checks
-        result = switch(args.container, live, preview, endpoint, checker=checker)
+        result = switch(args.container, live, preview, endpoint, checker=checker, lock_wait_s=args.lock_wait)
     except RoutingError as exc:
         print(f"routing: {exc}", file=sys.stderr)
         return 1

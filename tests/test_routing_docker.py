@@ -197,3 +197,74 @@ def test_dynamic_provider_after_pickling_switches_and_reapplies(env: Any) -> Non
     # Missing proxy: the update fails with the clear error.
     with pytest.raises(routing.RoutingError, match="not found"):
         provider.update(created.id, updated.outs, {**news, "proxyContainerName": "no-such-proxy"})
+
+
+LOCK_DIR = f"{routing.ROUTING_DIR}/.switch.lock"
+
+
+def hold_lock(env: Any, holder: str, age_s: int) -> None:
+    """Leave the switch lock as another switch (started `age_s` ago) would."""
+    container = env.client.containers.get(env.proxy_name)
+    script = f'mkdir -p {LOCK_DIR} && echo "{holder} $(( $(date +%s) - {age_s} ))" > {LOCK_DIR}/owner'
+    assert container.exec_run(["sh", "-c", script], user="0").exit_code == 0
+
+
+def lock_present(env: Any) -> bool:
+    container = env.client.containers.get(env.proxy_name)
+    return container.exec_run(["test", "-d", LOCK_DIR]).exit_code == 0
+
+
+def test_a_switch_in_progress_blocks_another_and_traffic_stays(env: Any) -> None:
+    routing.switch(env.proxy_name, "blue", "green", endpoint(env), client=env.client)
+    assert not lock_present(env)  # released after a successful switch
+    before_file = routing.current(env.proxy_name, env.client)
+    hold_lock(env, "ci-runner/4242/abcd", age_s=5)
+    try:
+        with pytest.raises(routing.RoutingError) as blocked:
+            routing.switch(env.proxy_name, "green", "blue", endpoint(env), client=env.client, lock_wait_s=0.5)
+        assert "another switch (ci-runner/4242/abcd, started" in str(blocked.value)
+        assert "traffic unchanged" in str(blocked.value)
+        assert colors(env) == {"200:blue:blue"}
+        assert routing.current(env.proxy_name, env.client) == before_file
+        assert lock_present(env)  # someone else's lock is not ours to drop
+    finally:
+        env.client.containers.get(env.proxy_name).exec_run(["rm", "-rf", LOCK_DIR], user="0")
+
+
+def test_an_abandoned_lock_is_taken_over(env: Any) -> None:
+    routing.switch(env.proxy_name, "blue", "green", endpoint(env), client=env.client)
+    hold_lock(env, "dead-host/1/0000", age_s=routing.LOCK_STALE_S + 5)
+    result = routing.switch(env.proxy_name, "green", "blue", endpoint(env), client=env.client,
+                            lock_wait_s=0.5)
+    assert result.live == "green" and colors(env) == {"200:green:green"}
+    assert not lock_present(env)
+
+
+def test_concurrent_switches_run_one_after_the_other(env: Any) -> None:
+    """A `pulumi up` and the emergency CLI at once: both complete, one after the other, and the
+    proxy ends on the color of the switch that finished last (unserialised, one would see the
+    other's color while confirming and fail or switch back)."""
+    import concurrent.futures
+    import threading
+    import time
+
+    routing.switch(env.proxy_name, "blue", "green", endpoint(env), client=env.client)
+    finished: list[tuple[float, str]] = []
+    start = threading.Barrier(2)
+
+    def go(live: Any, preview: Any) -> routing.SwitchResult:
+        start.wait()
+        result = routing.switch(env.proxy_name, live, preview, endpoint(env), client=env.client,
+                                lock_wait_s=30.0)
+        finished.append((time.monotonic(), live))
+        return result
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        to_green = pool.submit(go, "green", "blue")
+        to_blue = pool.submit(go, "blue", "green")
+        results = [to_green.result(timeout=90), to_blue.result(timeout=90)]
+    assert {r.live for r in results} == {"green", "blue"}
+    last = max(finished)[1]
+    assert colors(env) == {f"200:{last}:{last}"}
+    assert routing.live_color_of(routing.current(env.proxy_name, env.client)) == last
+    assert not lock_present(env)
