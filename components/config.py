@@ -539,6 +539,9 @@ def parse_settings(
         for error in exc.errors(include_url=False):
             loc = tuple(error["loc"])
             text = _describe(error)
+            if error["type"] == "extra_forbidden" and len(loc) == 1 and "." in str(loc[0]):
+                # `pulumi config set a.b 1` without --path makes one flat key named "a.b".
+                text = f"unknown key; to set a nested key use `pulumi config set --path {loc[0]} ...`"
             nested = re.match(r"^([A-Za-z0-9_.]+): (.*)$", text)
             if error["type"] == "value_error" and nested:
                 loc, text = loc + tuple(nested.group(1).split(".")), nested.group(2)

@@ -78,6 +78,7 @@ BAD_CONFIGS = [
      "database.url"),
     ("unknown-app-key", lambda: _with("app", {"logLevel": "info", "debugMode": True}), "app.debugMode"),
     ("root-app-user", lambda: _with("app", {"user": "0:0"}), "app.user"),
+    ("flat-key-without-path", lambda: _with("deployment.blue.replicas", "3"), "deployment.blue.replicas"),
 ]
 
 
@@ -135,3 +136,14 @@ def test_error_for_a_secret_never_repeats_its_value() -> None:
         evaluate("prod", config=config, secret_keys=[*secrets, "paper-trading:database"])
     assert "paper-trading:database.url" in str(caught.value)
     assert "hunter2" not in str(caught.value)
+
+
+def test_flat_dotted_key_hints_at_path() -> None:
+    """`pulumi config set deployment.blue.replicas 3` (no --path) makes a flat key: say how to nest it."""
+    config, secrets = _with("deployment.blue.replicas", "3")
+    with pytest.raises(ConfigError) as caught:
+        evaluate("prod", config=config, secret_keys=secrets)
+    assert caught.value.problems == [
+        "paper-trading:deployment.blue.replicas: unknown key; to set a nested key use "
+        "`pulumi config set --path deployment.blue.replicas ...`"
+    ]
