@@ -207,6 +207,12 @@ def _computed_state(type_: str, name: str, inputs: Mapping[str, Any]) -> dict[st
     return {}
 
 
+def _mock_state(type_: str, name: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """A created resource's outputs offline: its inputs echoed back plus the computed fields."""
+    state = {k: v for k, v in inputs.items() if k != "__provider"}
+    return {**state, **_computed_state(type_, name, inputs)}
+
+
 def _dynamic_outputs(provider: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
     """Offline stand-in for a dynamic provider's create: its `render_outputs` hook if any."""
     if not isinstance(provider, str):
@@ -274,9 +280,7 @@ def _evaluate(
 
     class Mocks(pmocks.Mocks):
         def new_resource(self, args: pmocks.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
-            state = dict(args.inputs)
-            state.pop("__provider", None)
-            return f"{args.name}-id", {**state, **_computed_state(args.typ, args.name, args.inputs)}
+            return f"{args.name}-id", _mock_state(args.typ, args.name, args.inputs)
 
         def call(self, args: pmocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
             return {}, None
