@@ -12,7 +12,7 @@ from components.network import Networks, NetworksArgs
 from components.proxy import Proxy, ProxyArgs
 from components.routing import Routing, RoutingArgs
 from components.volumes import Volumes, VolumesArgs
-from validation.gate import PromotionGate, PromotionGateArgs
+from components.gate import PromotionGate, PromotionGateArgs
 
 settings = load_settings()
 stack = pulumi.get_stack()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import pulumi
@@ -367,7 +367,8 @@ class ValidationConfig(_Model):
     host is remote. `rateLimitBurst` defaults to `proxy.authRateLimit.burst`.
     """
 
-    enabled: bool = True
+    #: Always on: there is no configuration in which traffic moves unchecked.
+    enabled: Literal[True] = True
     preview_url: str | None = None
     timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     check_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
@@ -389,6 +390,49 @@ class ValidationConfig(_Model):
         if value is not None and not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must be an http:// or https:// URL")
         return value
+
+    @field_validator("skip")
+    @classmethod
+    def _skippable_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if name.startswith(("safety.", "health.")):
+                raise ValueError(f"{name!r} can never be skipped: safety.* and health.* checks always run")
+            if name not in SKIPPABLE_CHECKS:
+                raise ValueError(
+                    f"{name!r} cannot be skipped (skippable: {', '.join(sorted(SKIPPABLE_CHECKS))})"
+                )
+        return value
+
+
+def _tls_off(settings: Settings) -> str | None:
+    return None if not settings.server.ssl.enabled else "server.ssl.enabled is true"
+
+
+def _service_off(service: str) -> Callable[[Settings], str | None]:
+    def off(settings: Settings) -> str | None:
+        enabled = getattr(settings.monitoring, service).enabled
+        return None if not enabled else f"monitoring.{service}.enabled is true"
+
+    return off
+
+
+def _never_blocks(_settings: Settings) -> str | None:
+    return None
+
+
+#: The only checks a stack may skip, each with the condition under which it cannot apply
+#: (None = may be skipped here; a string = why it applies). Performance is advisory only.
+SKIPPABLE_CHECKS: dict[str, Callable[[Settings], str | None]] = {
+    "security.certificate": _tls_off,
+    "security.tls_protocol": _tls_off,
+    "security.https_redirect": _tls_off,
+    "monitoring.prometheus_targets": _service_off("prometheus"),
+    "monitoring.prometheus_rules": _service_off("prometheus"),
+    "monitoring.alertmanager": _service_off("alertmanager"),
+    "monitoring.grafana_datasources": _service_off("grafana"),
+    "monitoring.grafana_dashboards": _service_off("grafana"),
+    "performance.p95_latency": _never_blocks,
+}
 
 
 class Settings(_Model):
@@ -420,6 +464,12 @@ class Settings(_Model):
         clash = _port_clash(self)
         if clash:
             raise ValueError(clash)
+        for name in self.validation.skip:
+            applies = SKIPPABLE_CHECKS[name](self)
+            if applies is not None:
+                raise ValueError(
+                    f"validation.skip: {name!r} applies to this stack ({applies}); it cannot be skipped"
+                )
         return self
 
 

@@ -45,6 +45,8 @@ NONE = "none"
 CONFIRM_STREAK = 3
 CONFIRM_SETTLE_S = 0.3
 #: Inputs whose change re-applies the routing (nothing ever forces a replace).
+#: Marks the switch among dynamic resources (the `promotion-gated` policy looks for it).
+SWITCH_KIND = "paper-trading:routing-switch"
 SWITCH_INPUTS = ("liveColor", "previewColor", "proxyContainerId", "proxyContainerName", "renderedFiles")
 
 _MAP_RE = re.compile(r'map \$host \$live_color \{ default "(blue|green|none)"; \}')
@@ -541,6 +543,7 @@ class Routing(pulumi.ComponentResource):
     def __init__(self, name: str, args: RoutingArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("paper-trading:routing:Routing", name, None, opts)
         props: dict[str, Any] = {
+            "kind": SWITCH_KIND,
             "proxyContainerName": args.proxy_container_name,
             "proxyContainerId": args.proxy_container_id,
             "liveColor": args.live_color,

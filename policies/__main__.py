@@ -13,11 +13,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pulumi_policy import EnforcementLevel, PolicyPack  # noqa: E402
 
-from policies.rules import PACK_NAME, POLICIES  # noqa: E402
+from policies.rules import ALL_POLICIES, PACK_NAME  # noqa: E402
 
 PolicyPack(
     name=PACK_NAME,
-    policies=list(POLICIES),
+    policies=list(ALL_POLICIES),
     enforcement_level=EnforcementLevel.MANDATORY,
     description="Paper trading only, read-only exchange keys, CIS Docker section 5 hardening, data safety.",
 )

@@ -28,12 +28,13 @@ from pulumi_policy import (
     PolicyResourceOptions,
     ResourceValidationArgs,
     ResourceValidationPolicy,
+    StackValidationPolicy,
 )
 from pulumi_policy.deserialize import deserialize_properties
 from pulumi_policy.policy import _PolicyAnalyzerServicer
 from pulumi_policy.proxy import UnknownValueError, unknown_checking_proxy
 
-from .rules import PACK_NAME, POLICIES
+from .rules import ALL_POLICIES, PACK_NAME
 
 _LEVELS = {
     proto.ADVISORY: EnforcementLevel.ADVISORY,
@@ -133,8 +134,8 @@ class Analyzer:
     both give the same violations.
     """
 
-    def __init__(self, policies: Sequence[Policy] = POLICIES, pack_config: Mapping[str, Any] | None = None,
-                 exact: bool = False) -> None:
+    def __init__(self, policies: Sequence[Policy] = ALL_POLICIES,
+                 pack_config: Mapping[str, Any] | None = None, exact: bool = False) -> None:
         self.policies = list(policies)
         self.exact = exact
         self._resolved = _resolve(self.policies, pack_config or {})
@@ -222,16 +223,56 @@ class Analyzer:
         return out
 
     def _violation(self, resource: Subject, policy: str, level: EnforcementLevel, message: str) -> Violation:
+        return Violation(policy=policy, level=level.value, urn=resource.urn, type=resource.type,
+                         name=resource.name, message=self._strip_description(policy, message))
+
+    def analyze_stack(self, resources: Sequence[Subject]) -> list[Violation]:
+        """The stack policies over the whole graph, through the servicer's own `AnalyzeStack`.
+
+        Each resource goes over the wire as the engine sends it: props, options, parent,
+        dependencies and each input's property dependencies (what `promotion-gated` reads).
+        """
+        if not any(isinstance(p, StackValidationPolicy) for p in self.policies):
+            return []
+        request = proto.AnalyzeStackRequest()
+        for resource in resources:
+            entry = request.resources.add()
+            entry.type, entry.urn, entry.name = resource.type, resource.urn, resource.name
+            entry.parent = str(resource.options.get("parent") or getattr(resource, "parent", None) or "")
+            entry.options.CopyFrom(self._options(resource))
+            entry.dependencies.extend(str(d) for d in resource.options.get("dependsOn") or [])
+            for key, urns in (resource.options.get("propertyDependencies") or {}).items():
+                entry.propertyDependencies[key].urns.extend(str(u) for u in urns)
+            struct = struct_pb2.Struct()
+            json_format.ParseDict(_jsonable(resource.wire), struct)
+            entry.properties.CopyFrom(struct)
+        response = self._servicer.AnalyzeStack(request, None)  # type: ignore[no-untyped-call]
+        by_urn = {resource.urn: resource for resource in resources}
+        stack = next(iter(by_urn), "").split("::")[0].rsplit(":", 1)[-1]
+        out = []
+        for diagnostic in response.diagnostics:
+            subject = by_urn.get(diagnostic.urn)
+            out.append(Violation(
+                policy=diagnostic.policyName, level=_LEVELS[diagnostic.enforcementLevel].value,
+                urn=diagnostic.urn, type=subject.type if subject else "pulumi:pulumi:Stack",
+                name=subject.name if subject else stack,
+                message=self._strip_description(diagnostic.policyName, diagnostic.message),
+            ))
+        return out
+
+    def _strip_description(self, policy: str, message: str) -> str:
         description = self._descriptions.get(policy, "")
         if description and message.startswith(description + "\n"):
-            message = message[len(description) + 1:]
-        return Violation(policy=policy, level=level.value, urn=resource.urn, type=resource.type,
-                         name=resource.name, message=message)
+            return message[len(description) + 1:]
+        return message
 
     def run(self, resources: Iterable[Subject]) -> list[Violation]:
+        """Every resource policy on each resource, then the stack policies on the whole graph."""
+        every = list(resources)
         violations: list[Violation] = []
-        for resource in resources:
+        for resource in every:
             violations.extend(self.analyze(resource))
+        violations.extend(self.analyze_stack(every))
         return violations
 
 
@@ -258,5 +299,5 @@ def _jsonable(value: Any) -> Any:
 
 
 def run_policies(resources: Iterable[Subject], pack_config: Mapping[str, Any] | None = None,
-                 policies: Sequence[Policy] = POLICIES, exact: bool = False) -> list[Violation]:
+                 policies: Sequence[Policy] = ALL_POLICIES, exact: bool = False) -> list[Violation]:
     return Analyzer(policies, pack_config, exact).run(resources)

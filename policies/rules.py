@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
+from typing import Any
 
 from pulumi_policy import (
     EnforcementLevel,
@@ -19,24 +20,30 @@ from pulumi_policy import (
     ResourceValidationArgs,
     ResourceValidationPolicy,
     Severity,
+    StackValidationArgs,
+    StackValidationPolicy,
 )
 from pulumi_policy.proxy import UnknownValueError
 
-from . import data, hardening, settings, trading
+from . import data, gating, hardening, settings, trading
 from .props import Malformed
 
 Validator = Callable[[ResourceValidationArgs, ReportViolation], None]
+StackValidator = Callable[[StackValidationArgs, ReportViolation], None]
 
 MANDATORY = EnforcementLevel.MANDATORY
 ADVISORY = EnforcementLevel.ADVISORY
 PACK_NAME = "paper-trading-policies"
 
 
-def fail_closed(policy: str, check: Validator) -> Validator:
+AnyValidator = Callable[[Any, ReportViolation], None]
+
+
+def fail_closed(policy: str, check: AnyValidator) -> AnyValidator:
     """Run `check`; an unknown or malformed value it must read becomes a violation."""
 
     @wraps(check)
-    def validate(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    def validate(args: Any, report: ReportViolation) -> None:
         try:
             check(args, report)
         except UnknownValueError as exc:
@@ -107,4 +114,19 @@ POLICIES: list[ResourceValidationPolicy] = [
     _policy("container-restart-bounded", hardening.check_restart_bounded, ADVISORY, LOW, _cis("5.14")),
 ]
 
+STACK_POLICIES: list[StackValidationPolicy] = [
+    # Traffic moves only through an enabled promotion gate (docs/policies.md).
+    StackValidationPolicy(
+        name="promotion-gated",
+        description=(gating.check_promotion_gated.__doc__ or "").strip().splitlines()[0],
+        validate=fail_closed("promotion-gated", gating.check_promotion_gated),
+        enforcement_level=MANDATORY,
+        severity=CRITICAL,
+        tags=["paper-trading"],
+        remediation_steps="Build the gate and the routing switch as __main__.py does: routing's liveColor "
+                          "is the gate's approvedColor; never disable the gate or skip safety/health checks.",
+    ),
+]
+
+ALL_POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [*POLICIES, *STACK_POLICIES]
 BY_NAME: dict[str, ResourceValidationPolicy] = {p.name: p for p in POLICIES}

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -20,7 +21,7 @@ from pulumi.runtime import proto
 from pulumi.runtime.proto import analyzer_pb2_grpc
 
 from policies.check import check_graph, effective_config
-from policies.rules import POLICIES
+from policies.rules import ALL_POLICIES, POLICIES
 from tests.support import rendered, stop_process
 from tools.render import UNKNOWN
 
@@ -53,8 +54,9 @@ def pack() -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
 def test_pack_describes_every_policy_with_level_and_schema(pack: analyzer_pb2_grpc.AnalyzerStub) -> None:
     info = pack.GetAnalyzerInfo(empty_pb2.Empty(), timeout=10)
     described = {p.name: p for p in info.policies}
-    assert set(described) == {p.name for p in POLICIES}
-    for policy in POLICIES:
+    assert set(described) == {p.name for p in ALL_POLICIES}
+    assert "promotion-gated" in described
+    for policy in ALL_POLICIES:
         assert policy.enforcement_level is not None
         assert LEVELS[described[policy.name].enforcementLevel] == policy.enforcement_level.value
     schema = json_format.MessageToDict(described["read-only-exchange-keys"].configSchema)
@@ -132,3 +134,24 @@ def test_policies_add_little_to_rendering() -> None:
         check_graph(graph)
         times.append(time.perf_counter() - started)
     assert statistics.median(times) < 0.2, times
+
+
+def test_pack_over_grpc_runs_promotion_gated_on_the_stack(pack: analyzer_pb2_grpc.AnalyzerStub) -> None:
+    """The stack policy as the engine calls it (AnalyzeStack with property dependencies)."""
+    graph = rendered("prod")
+
+    def analyze_stack(resources: list[Any]) -> set[tuple[str, str]]:
+        request = proto.AnalyzeStackRequest()
+        for resource in resources:
+            entry = request.resources.add(type=resource.type, urn=resource.urn, name=resource.name)
+            entry.properties.update(resource.wire)
+            for key, urns in resource.options.get("propertyDependencies", {}).items():
+                entry.propertyDependencies[key].urns.extend(urns)
+        reply = pack.AnalyzeStack(request, timeout=10)
+        return {(d.policyName, LEVELS[d.enforcementLevel]) for d in reply.diagnostics}
+
+    assert analyze_stack(graph.resources) == set()
+    switch = graph.by_name("routing-switch")
+    ungated = replace(switch, options={**switch.options, "propertyDependencies": {}})
+    mutated = [ungated if r is switch else r for r in graph.resources]
+    assert analyze_stack(mutated) == {("promotion-gated", "mandatory")}

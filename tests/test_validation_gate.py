@@ -14,7 +14,7 @@ from pulumi.dynamic.dynamic import serialize_provider
 from tests.fakes.exchanges import FakeExchange, fake_exchange
 from tests.fakes.validation_servers import RefApp, free_port, reference_app
 from validation.errors import DeploymentError
-from validation.gate import PromotionGateArgs, PromotionGateProvider
+from components.gate import PromotionGateArgs, PromotionGateProvider
 
 FAST = {"check_timeout": 3, "timeout": 10, "retries": 1}
 
@@ -129,9 +129,20 @@ def test_secrets_are_used_but_not_returned(app: RefApp) -> None:
     assert ex.api_secret not in json.dumps(outs)
 
 
-def test_disabled_gate_approves_without_checks() -> None:
-    outs = PromotionGateProvider().create(props(f"http://127.0.0.1:{free_port()}", enabled=False)).outs
-    assert outs is not None and outs["approvedColor"] == "green" and outs["validated"] is False
+@pytest.mark.parametrize("over", [
+    {"enabled": False}, {"enabled": None}, {"enabled": "true"},
+    {"options": {**FAST, "skip": ["safety.paper_trading_mode"]}},
+    {"options": {**FAST, "skip": ["health.ready"]}},
+    {"options": {**FAST, "skip": "safety.metrics"}},
+    {"options": None},
+], ids=["disabled", "enabled-missing", "enabled-string", "skip-safety", "skip-health", "skip-string",
+        "no-options"])
+def test_gate_built_to_skip_checks_refuses_without_running_any(over: dict[str, Any]) -> None:
+    """Fail closed: whatever built it, a disabled gate or one skipping safety/health approves nothing."""
+    with pytest.raises(DeploymentError) as caught:
+        PromotionGateProvider().create(props(f"http://127.0.0.1:{free_port()}", **over))
+    assert caught.value.step == "promotion-gate" and caught.value.recoverable is False
+    assert caught.value.failed_checks == ()  # refused before any check ran
 
 
 def test_provider_survives_dill_and_renders_offline(app: RefApp) -> None:
@@ -181,7 +192,7 @@ def test_gate_resource_under_the_mock_runtime() -> None:
 
     asyncio.set_event_loop(asyncio.new_event_loop())  # earlier tests' asyncio.run left none
     pulumi.runtime.set_mocks(Mocks(), preview=False)
-    from validation.gate import PromotionGate
+    from components.gate import PromotionGate
 
     @pulumi.runtime.test
     def check() -> pulumi.Output[Any]:

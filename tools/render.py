@@ -113,7 +113,7 @@ def _masked(value: Any) -> Any:
     if _is_secret(value):
         return MASK
     if isinstance(value, dict):
-        return {k: _masked(v) for k, v in value.items() if k != "__provider"}
+        return {k: _masked(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_masked(v) for v in value]
     return value
@@ -309,11 +309,19 @@ def _evaluate(
             resource_id = f"{request.name}-id"
             self.resources[urn] = pmocks.MockMonitor.ResourceRegistration(
                 urn, resource_id, {**inputs, **computed})
+            if provider is not None:
+                # A dynamic resource's pickled provider, as the engine hands it to policies.
+                wire["__provider"] = inputs["__provider"] = provider
             options: dict[str, Any] = {
                 "protect": bool(request.protect),
                 "retainOnDelete": bool(request.retainOnDelete),
                 "deleteBeforeReplace": bool(request.deleteBeforeReplace),
                 "dependsOn": sorted(request.dependencies),
+                # Which resources each input came from: the engine gives these to stack policies.
+                "propertyDependencies": {
+                    key: sorted(deps.urns) for key, deps in sorted(request.propertyDependencies.items())
+                    if deps.urns
+                },
                 "ignoreChanges": list(request.ignoreChanges),
                 "aliases": sorted(
                     json_format.MessageToDict(a).get("spec", {}).get("name", "")

@@ -1,11 +1,12 @@
-"""Post-deploy validation: concurrent checks against a deployed color, a JSON report, the gate.
+"""Post-deploy validation: concurrent checks against a deployed color and a JSON report.
 
 from validation import ValidationOptions, validate
 report = validate(ValidationOptions(base_url="https://127.0.0.1:8443", color="green"))
 report.passed  # every blocking check passed
 
-The models load on first use: the Pulumi program imports `validation.gate` on every
-evaluation, and the gate needs them only when it actually runs the checks.
+A plain library (no Pulumi, no `components`): the promotion gate resource
+(`components/gate.py`) and the CLI both call it. The models load on first use: the
+program imports the gate on every evaluation, and it needs them only when it runs the checks.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ which phase and step failed and whether retrying can help.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 
 
@@ -30,6 +31,7 @@ class DeploymentError(Exception):
         step: str,
         message: str,
         recoverable: bool = True,
+        failed_checks: Iterable[str] = (),
     ) -> None:
         super().__init__(message)
         self.type = type
@@ -37,6 +39,8 @@ class DeploymentError(Exception):
         self.step = step
         self.message = message
         self.recoverable = recoverable
+        #: The checks that decided the failure, by name (empty when no check ran).
+        self.failed_checks: tuple[str, ...] = tuple(failed_checks)
 
     def __str__(self) -> str:
         hint = "recoverable" if self.recoverable else "not recoverable"
@@ -51,4 +55,5 @@ class DeploymentError(Exception):
             "step": self.step,
             "message": self.message,
             "recoverable": self.recoverable,
+            "failedChecks": list(self.failed_checks),
         }

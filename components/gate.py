@@ -7,6 +7,11 @@ switch and the stack output `activeColor` read it). Failed -> create/update rais
 readable summary, so the update fails and nothing downstream moves. `pulumi preview` never
 runs checks: the output is simply unknown until `up`.
 
+The gate fails closed at run time too, whatever its inputs say: a gate built disabled, or
+told to skip a `safety.*`/`health.*` check, refuses to approve anything; and it approves only
+when every check in `required_checks` actually ran and passed (a check that vanished from
+the report, or skipped itself, blocks the promotion).
+
 The provider class is small and importable (dill pickles it by reference); clients are
 created inside the methods. Secrets (exchange keys) are used but never returned as state;
 a fingerprint of them is kept so a key change re-runs the gate.
@@ -29,6 +34,17 @@ import pulumi.dynamic
 if TYPE_CHECKING:
     from components.config import Settings
     from validation.models import ValidationReport
+
+#: Check families no configuration may skip: the candidate must prove paper mode and health.
+UNSKIPPABLE_PREFIXES = ("safety.", "health.")
+#: Checks that apply to every candidate and must have run and passed before any approval.
+ALWAYS_REQUIRED = (
+    "health.basic", "health.detailed", "health.ready", "health.live", "health.metrics",
+    "safety.paper_trading_mode", "safety.real_trades_blocked", "safety.exchange_permissions",
+    "safety.metrics", "safety.deployment_color",
+)
+#: Marks the gate among dynamic resources (the `promotion-gated` policy looks for it).
+GATE_KIND = "paper-trading:promotion-gate"
 
 #: Inputs whose change re-runs the checks (the candidate, what it runs, how it is checked).
 WATCHED = ("candidateColor", "previewUrl", "image", "replicas", "options", "enabled")
@@ -75,8 +91,29 @@ def _run_report(props: Mapping[str, Any]) -> ValidationReport:
     return report
 
 
+def required_checks(props: Mapping[str, Any]) -> tuple[str, ...]:
+    """The checks that must have run and passed for this candidate (exchange keys when given)."""
+    return ALWAYS_REQUIRED + (("safety.exchange_keys",) if props.get("exchanges") else ())
+
+
+def refusal(props: Mapping[str, Any]) -> str | None:
+    """Why these inputs may never approve a color (disabled, or a protected check skipped)."""
+    if props.get("enabled") is not True:
+        return f"the gate is disabled (enabled={props.get('enabled')!r}); it never approves without checks"
+    options = props.get("options")
+    if not isinstance(options, Mapping):
+        return "the gate's options are missing or unreadable"
+    skip = options.get("skip") or ()
+    if isinstance(skip, str) or not isinstance(skip, (list, tuple, set, frozenset)):
+        return f"options.skip must be a list of check names, not {skip!r}"
+    protected = sorted(str(name) for name in skip if str(name).startswith(UNSKIPPABLE_PREFIXES))
+    if protected:
+        return f"options.skip names checks that can never be skipped: {', '.join(protected)}"
+    return None
+
+
 def run_gate(props: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate; return the state to record, or raise DeploymentError with the summary."""
+    """Validate; return the state to record, or raise DeploymentError naming the failed checks."""
     from validation.errors import DeploymentError, DeploymentErrorType
     from validation.report import render_table, summary
 
@@ -84,25 +121,34 @@ def run_gate(props: Mapping[str, Any]) -> dict[str, Any]:
     state = {k: v for k, v in props.items() if k not in SECRET_FIELDS}
     state["secretsFingerprint"] = _fingerprint({k: props.get(k) for k in SECRET_FIELDS})
     checked_at = datetime.now(UTC).isoformat()
-    if not props.get("enabled", True):
-        return {
-            **state,
-            "approvedColor": candidate,
-            "validated": False,
-            "checkedAt": checked_at,
-            "report": {},
-        }
+    refused = refusal(props)
+    if refused is not None:
+        raise DeploymentError(
+            DeploymentErrorType.VALIDATION_ERROR, "validation", "promotion-gate",
+            f"promotion gate refuses to approve {candidate}: {refused}", recoverable=False,
+        )
     report = _run_report(props)
-    if not report.passed:
+    results = {check.name: check for check in report.checks}
+    unproven = [
+        name for name in required_checks(props)
+        if name not in results or results[name].status != "passed"
+    ]
+    failed = [c.name for c in report.checks if c.blocking and c.status == "failed"]
+    if not report.passed or unproven:
+        missing = [name for name in unproven if name not in failed]
+        reasons = [summary(report)] if not report.passed else []
+        if missing:
+            reasons.append(f"required checks that did not run and pass: {', '.join(missing)}")
         raise DeploymentError(
             DeploymentErrorType.VALIDATION_ERROR,
             "validation",
             "promotion-gate",
-            summary(report)
+            "\n".join(reasons)
             + "\n\n"
             + render_table(report)
             + f"\n\nlive traffic and activeColor stay where they were; {candidate} was not promoted",
             recoverable=True,
+            failed_checks=failed + [name for name in missing if name not in failed],
         )
     brief = {
         "passed": sum(1 for c in report.checks if c.status == "passed"),
@@ -218,6 +264,7 @@ class PromotionGate(pulumi.dynamic.Resource):
         self, name: str, args: PromotionGateArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         props: dict[str, Any] = {
+            "kind": GATE_KIND,
             "candidateColor": args.candidate_color,
             "previewUrl": args.preview_url,
             "image": args.image,

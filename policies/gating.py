@@ -1,0 +1,122 @@
+"""`promotion-gated`: traffic can only move through an enabled promotion gate that runs every safety check.
+
+A stack policy, because the rule is about the graph, not one resource: exactly one gate
+exists, it is enabled and skips no `safety.*`/`health.*` check, and the routing switch's live
+color is computed from the gate (the engine gives stack policies each input's property
+dependencies). A graph where the switch reads its color from anywhere else (the config, a
+constant, another resource) is refused at `pulumi preview`, before anything is created.
+
+Dynamic resources all share one type token, so the gate and the switch are recognised by the
+provider class their pickled `__provider` names (read with `pickletools`, never unpickled),
+and that must agree with the `kind` marker the components set. Anything unreadable is a
+violation (fail closed).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import pickletools
+from collections.abc import Mapping
+from typing import Any
+
+from pulumi_policy import PolicyResource, ReportViolation, StackValidationArgs
+
+from .props import Malformed, as_list, as_str, field, known
+
+DYNAMIC = "pulumi-python:dynamic:Resource"
+GATE_KIND = "paper-trading:promotion-gate"
+SWITCH_KIND = "paper-trading:routing-switch"
+#: kind marker -> the provider class (module, qualified name) that must implement it.
+PROVIDERS: dict[str, tuple[str, str]] = {
+    GATE_KIND: ("components.gate", "PromotionGateProvider"),
+    SWITCH_KIND: ("components.routing", "RoutingProvider"),
+}
+UNSKIPPABLE_PREFIXES = ("safety.", "health.")
+#: The switch inputs that decide which color is live: each must come from the gate.
+LIVE_INPUTS = ("liveColor",)
+
+
+def provider_class(props: Any, where: str) -> tuple[str, str]:
+    """(module, class) that a dynamic resource's pickled provider refers to, without unpickling it."""
+    encoded = known(field(props, "__provider", where), f"{where}.__provider")
+    if not isinstance(encoded, str) or not encoded:
+        raise Malformed(f"{where}: no readable __provider (a dynamic resource always has one)")
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+        strings = [arg for op, arg, _ in pickletools.genops(raw) if isinstance(arg, str)]
+    except (binascii.Error, ValueError) as exc:
+        raise Malformed(f"{where}: __provider is not a pickled provider ({exc})") from exc
+    if len(strings) < 2:
+        raise Malformed(f"{where}: __provider names no class")
+    return strings[0], strings[1]
+
+
+def _role(resource: PolicyResource) -> str | None:
+    """GATE_KIND, SWITCH_KIND or None; Malformed when the marker and the provider disagree."""
+    where = resource.name
+    module_class = provider_class(resource.props, where)
+    kind = known(field(resource.props, "kind", where), f"{where}.kind")
+    by_provider = next((k for k, cls in PROVIDERS.items() if cls == module_class), None)
+    if kind is None and by_provider is None:
+        return None
+    if kind != by_provider:
+        raise Malformed(
+            f"{where}: kind {kind!r} does not match its provider {'.'.join(module_class)} "
+            f"(expected kind {by_provider!r})"
+        )
+    return by_provider
+
+
+def _skipped(options: Any, where: str) -> list[str]:
+    if not isinstance(options, Mapping):
+        raise Malformed(f"{where}.options must be an object")
+    skip = as_list(field(options, "skip", f"{where}.options"), f"{where}.options.skip")
+    return [str(as_str(name, f"{where}.options.skip", optional=False)) for name in skip]
+
+
+def _check_gate(gate: PolicyResource, report: ReportViolation) -> None:
+    where = gate.name
+    enabled = known(field(gate.props, "enabled", where), f"{where}.enabled")
+    if enabled is not True:
+        report(f"{where}: the promotion gate is disabled (enabled={enabled!r}); it must always run", gate.urn)
+    options = known(field(gate.props, "options", where), f"{where}.options")
+    protected = sorted(n for n in _skipped(options, where) if n.startswith(UNSKIPPABLE_PREFIXES))
+    if protected:
+        report(f"{where}: skips checks that must always run: {', '.join(protected)}", gate.urn)
+
+
+def _check_switch(switch: PolicyResource, gate: PolicyResource | None, report: ReportViolation) -> None:
+    where = switch.name
+    for key in LIVE_INPUTS:
+        sources = [dep.urn for dep in switch.property_dependencies.get(key) or []]
+        if gate is None or gate.urn not in sources:
+            came_from = ", ".join(sources) or "no resource (a constant or the stack config)"
+            report(f"{where}.{key} must come from the promotion gate's approved color; it comes from "
+                   f"{came_from}", switch.urn)
+    checks = known(field(switch.props, "postPromotionChecks", where), f"{where}.postPromotionChecks")
+    if checks is not True:
+        report(f"{where}: post-promotion checks are off (postPromotionChecks={checks!r}); a failed "
+               "switch must switch back", switch.urn)
+
+
+def check_promotion_gated(args: StackValidationArgs, report: ReportViolation) -> None:
+    """Traffic moves only through one enabled promotion gate that skips no safety or health check."""
+    by_role: dict[str, list[PolicyResource]] = {GATE_KIND: [], SWITCH_KIND: []}
+    for resource in args.resources:
+        if resource.resource_type != DYNAMIC:
+            continue
+        role = _role(resource)
+        if role is not None:
+            by_role[role].append(resource)
+    gates, switches = by_role[GATE_KIND], by_role[SWITCH_KIND]
+    if len(gates) != 1:
+        names = ", ".join(g.name for g in gates) or "none"
+        report(f"exactly one promotion gate must exist, found {len(gates)} ({names})", None)
+    if not switches:
+        report("no routing switch: the live color must be moved by the gated routing resource", None)
+    for gate in gates:
+        _check_gate(gate, report)
+    only_gate = gates[0] if len(gates) == 1 else None
+    for switch in switches:
+        _check_switch(switch, only_gate, report)

@@ -1,0 +1,286 @@
+"""The promotion gate cannot be switched off: program topology, config, runtime and policy.
+
+Each layer is tested on its own so that removing any one of them turns a test red:
+- topology: the routing switch's live color is computed from the gate (data flow and
+  property dependencies), never from the config;
+- the gate as built from every committed stack is enabled and skips no safety/health check;
+- the config refuses a disabled gate and protected skips, naming the key;
+- the mandatory `promotion-gated` stack policy refuses mutated graphs, failing closed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from components.config import SKIPPABLE_CHECKS, ConfigError, Settings, parse_settings
+from components.gate import ALWAYS_REQUIRED, GATE_KIND, PromotionGateArgs, PromotionGateProvider, refusal
+from components.routing import SWITCH_KIND
+from policies.check import check_graph
+from policies.harness import Analyzer
+from policies.rules import STACK_POLICIES
+from tools.render import ROOT, UNKNOWN, Graph, Resource, evaluate, stack_config, stack_names
+from validation.runner import REGISTRY, _load_checks
+
+STACKS = stack_names()
+POLICY = "promotion-gated"
+
+
+def _settings(stack: str, **overrides: Any) -> Settings:
+    config, secret_keys = stack_config(stack)
+    raw = {k.split(":", 1)[1]: v for k, v in config.items() if k.startswith("paper-trading:")}
+    raw.update({k: json.dumps(v) for k, v in overrides.items()})
+    return parse_settings(raw, frozenset(k.split(":", 1)[1] for k in secret_keys))
+
+
+def _registry() -> dict[str, str]:
+    _load_checks()
+    return {check.name: check.category.value for check in REGISTRY}
+
+
+def _gated_violations(graph: Graph | list[Resource]) -> list[str]:
+    resources = graph.resources if isinstance(graph, Graph) else graph
+    return [v.message for v in Analyzer(STACK_POLICIES).analyze_stack(resources) if v.policy == POLICY]
+
+
+# --------------------------------------------------------------------------- topology
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_routing_live_color_is_computed_from_the_gate(stack: str) -> None:
+    graph = evaluate(stack)
+    gate, switch = graph.by_name("promotion-gate"), graph.by_name("routing-switch")
+    deps = switch.options["propertyDependencies"]
+    assert deps["liveColor"] == [gate.urn]
+    assert deps["previewColor"] == [gate.urn]
+    assert gate.urn in switch.options["dependsOn"]
+
+
+def test_routing_follows_the_gates_verdict_not_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gate that approves another color than the config asks moves traffic to *its* color."""
+    monkeypatch.setattr(PromotionGateProvider, "render_outputs",
+                        lambda self, inputs: {"approvedColor": "green"})
+    graph = evaluate("prod")
+    assert graph.by_name("promotion-gate").inputs["candidateColor"] == "blue"
+    assert graph.by_name("routing-switch").inputs["liveColor"] == "green"
+    assert graph.outputs["activeColor"] == "green"
+
+
+def test_no_approval_means_no_live_color(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gate that approves nothing leaves routing and activeColor without a color from the config."""
+    monkeypatch.setattr(PromotionGateProvider, "render_outputs", lambda self, inputs: {})
+    graph = evaluate("prod")
+    assert graph.by_name("routing-switch").inputs.get("liveColor") in (None, UNKNOWN)
+    assert graph.outputs.get("activeColor") in (None, UNKNOWN)
+
+
+# --------------------------------------------------------------------------- the gate per stack
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_gate_from_each_committed_stack_is_enabled_and_runs_every_safety_check(stack: str) -> None:
+    settings = _settings(stack)
+    args = PromotionGateArgs.from_settings(settings)
+    assert args.enabled is True
+    assert args.candidate_color == settings.deployment.active_color
+    skipped = set(args.options["skip"])
+    assert not {n for n in skipped if n.startswith(("safety.", "health."))}
+    props = {"enabled": args.enabled, "options": dict(args.options)}
+    assert refusal(props) is None
+    rendered_gate = evaluate(stack).by_name("promotion-gate").inputs
+    assert rendered_gate["enabled"] is True and rendered_gate["kind"] == GATE_KIND
+    assert not [n for n in rendered_gate["options"]["skip"] if n.startswith(("safety.", "health."))]
+
+
+def test_required_checks_are_every_registered_safety_and_health_check() -> None:
+    registry = _registry()
+    protected = {name for name, category in registry.items() if category in ("safety", "health")}
+    assert set(ALWAYS_REQUIRED) <= set(registry)
+    # exchange_keys is required whenever keys are given (it skips itself without them).
+    assert protected - set(ALWAYS_REQUIRED) == {"safety.exchange_keys"}
+
+
+def test_skippable_checks_exist_and_exclude_safety_and_health() -> None:
+    registry = _registry()
+    assert set(SKIPPABLE_CHECKS) <= set(registry)
+    assert not [n for n in SKIPPABLE_CHECKS if registry[n] in ("safety", "health")]
+
+
+# --------------------------------------------------------------------------- config refusals
+
+
+def _protected_checks() -> list[str]:
+    return sorted(n for n, c in _registry().items() if c in ("safety", "health"))
+
+
+@pytest.mark.parametrize("stack", STACKS)
+@pytest.mark.parametrize("validation", [{"enabled": False}, {"enabled": "false"}, {"enabled": None}],
+                         ids=["false", "string", "null"])
+def test_config_refuses_a_disabled_gate(stack: str, validation: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _settings(stack, validation=validation)
+    assert [p for p in caught.value.problems if p.startswith("paper-trading:validation.enabled:")]
+
+
+@pytest.mark.parametrize("check", _protected_checks())
+def test_config_refuses_skipping_a_safety_or_health_check(check: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _settings("prod", validation={"skip": [check]})
+    (problem,) = caught.value.problems
+    assert problem.startswith("paper-trading:validation.skip:") and repr(check) in problem
+
+
+def test_config_refuses_skipping_every_safety_check_at_once() -> None:
+    with pytest.raises(ConfigError) as caught:
+        _settings("prod", validation={"skip": [n for n in _protected_checks() if n.startswith("safety.")]})
+    assert all(p.startswith("paper-trading:validation.skip:") for p in caught.value.problems)
+
+
+@pytest.mark.parametrize(("stack", "check", "allowed"), [
+    ("prod", "security.certificate", False),  # TLS applies to a TLS stack
+    ("dev", "security.certificate", True),  # ... and cannot apply to plain HTTP
+    ("prod", "security.headers", False),  # always applies
+    ("dev", "monitoring.alertmanager", False),  # alertmanager is enabled in dev
+    ("prod", "performance.p95_latency", True),  # advisory: never blocks anyway
+    ("prod", "security.certficate", False),  # a typo is an error, not a silent no-op
+])
+def test_config_allows_skipping_only_checks_that_cannot_apply(stack: str, check: str, allowed: bool) -> None:
+    if allowed:
+        assert _settings(stack, validation={"skip": [check]}).validation.skip == (check,)
+        return
+    with pytest.raises(ConfigError) as caught:
+        _settings(stack, validation={"skip": [check]})
+    assert caught.value.problems[0].startswith("paper-trading:validation.skip:")
+
+
+# --------------------------------------------------------------------------- the stack policy
+
+
+def test_committed_stacks_pass_promotion_gated() -> None:
+    for stack in STACKS:
+        assert _gated_violations(evaluate(stack)) == [], stack
+
+
+def _mutate(graph: Graph, name: str, *, inputs: dict[str, Any] | None = None,
+            options: dict[str, Any] | None = None, drop: tuple[str, ...] = ()) -> list[Resource]:
+    out = []
+    for resource in graph.resources:
+        if resource.name == name:
+            wire = {k: v for k, v in {**resource.wire, **(inputs or {})}.items() if k not in drop}
+            resource = replace(resource, wire=wire, inputs=wire,
+                               options={**resource.options, **(options or {})})
+        out.append(resource)
+    return out
+
+
+def _gate_options(graph: Graph, **over: Any) -> dict[str, Any]:
+    return {"options": {**graph.by_name("promotion-gate").wire["options"], **over}}
+
+
+MUTANTS: dict[str, Callable[[Graph], list[Resource]]] = {
+    "gate disabled": lambda g: _mutate(g, "promotion-gate", inputs={"enabled": False}),
+    "gate enabled unknown": lambda g: _mutate(g, "promotion-gate", inputs={"enabled": UNKNOWN}),
+    "gate enabled missing": lambda g: _mutate(g, "promotion-gate", drop=("enabled",)),
+    "gate skips a safety check": lambda g: _mutate(
+        g, "promotion-gate", inputs=_gate_options(g, skip=["safety.paper_trading_mode"])),
+    "gate skips a health check": lambda g: _mutate(
+        g, "promotion-gate", inputs=_gate_options(g, skip=["performance.p95_latency", "health.ready"])),
+    "gate skip list unknown": lambda g: _mutate(g, "promotion-gate", inputs=_gate_options(g, skip=UNKNOWN)),
+    "gate skip is a string": lambda g: _mutate(g, "promotion-gate", inputs=_gate_options(g, skip="safety.x")),
+    "gate options unknown": lambda g: _mutate(g, "promotion-gate", inputs={"options": UNKNOWN}),
+    "no gate": lambda g: [r for r in g.resources if r.name != "promotion-gate"],
+    "two gates": lambda g: [*g.resources, replace(g.by_name("promotion-gate"), name="gate-2",
+                                                  urn=g.by_name("promotion-gate").urn + "-2")],
+    "gate kind removed": lambda g: _mutate(g, "promotion-gate", drop=("kind",)),
+    "gate provider swapped": lambda g: _mutate(
+        g, "promotion-gate", inputs={"__provider": g.by_name("routing-switch").wire["__provider"]}),
+    "gate provider unreadable": lambda g: _mutate(g, "promotion-gate", inputs={"__provider": "!!"}),
+    "gate provider unknown": lambda g: _mutate(g, "promotion-gate", inputs={"__provider": UNKNOWN}),
+    "live color from the config": lambda g: _mutate(
+        g, "routing-switch", options={"propertyDependencies": {}}),
+    "live color from another resource": lambda g: _mutate(
+        g, "routing-switch", options={"propertyDependencies": {"liveColor": [g.containers[0].urn]}}),
+    "post-promotion checks off": lambda g: _mutate(
+        g, "routing-switch", inputs={"postPromotionChecks": False}),
+    "no routing switch": lambda g: [r for r in g.resources if r.name != "routing-switch"],
+    "switch kind says gate": lambda g: _mutate(g, "routing-switch", inputs={"kind": GATE_KIND}),
+}
+
+
+@pytest.mark.parametrize("mutant", sorted(MUTANTS))
+def test_promotion_gated_refuses_each_mutated_graph(mutant: str) -> None:
+    graph = evaluate("prod")
+    violations = [v for v in check_graph(Graph(graph.stack, MUTANTS[mutant](graph), graph.outputs))
+                  if v.mandatory]
+    assert {v.policy for v in violations} == {POLICY}, [v.line() for v in violations]
+
+
+def test_kinds_are_the_ones_the_components_set() -> None:
+    graph = evaluate("prod")
+    assert graph.by_name("promotion-gate").inputs["kind"] == GATE_KIND
+    assert graph.by_name("routing-switch").inputs["kind"] == SWITCH_KIND
+
+
+def _program_with(tmp_path: Path, old: str, new: str) -> Path:
+    """A copy of the real program with one line changed (the change must apply exactly once)."""
+    source = (ROOT / "__main__.py").read_text()
+    assert source.count(old) == 1, f"the program no longer contains {old!r}"
+    (tmp_path / "__main__.py").write_text("import dataclasses\n" + source.replace(old, new))
+    shutil.copy(ROOT / "Pulumi.prod.yaml", tmp_path / "Pulumi.prod.yaml")
+    return tmp_path
+
+
+GATE_ARGS = "PromotionGateArgs.from_settings(settings),"
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    ("live_color=gate.approved_color,", "live_color=settings.deployment.active_color,"),
+    (GATE_ARGS, f"dataclasses.replace({GATE_ARGS[:-1]}, enabled=False),"),
+    (GATE_ARGS, f"dataclasses.replace({GATE_ARGS[:-1]}, "
+                f"options={{**{GATE_ARGS[:-1]}.options, 'skip': ['safety.metrics']}}),"),
+], ids=["routing-from-config", "gate-disabled", "gate-skips-safety"])
+def test_the_program_with_its_gate_bypassed_is_refused(tmp_path: Path, old: str, new: str) -> None:
+    """The holes of issue 11, reintroduced into a copy of `__main__.py`: the pack refuses each."""
+    graph = evaluate("prod", root=_program_with(tmp_path, old, new))
+    mandatory = {v.policy for v in check_graph(graph) if v.mandatory}
+    assert mandatory == {POLICY}
+
+
+# --------------------------------------------------------------------------- the gate at run time
+
+
+@pytest.mark.parametrize("status", ["missing", "skipped"])
+@pytest.mark.parametrize("check", ["safety.metrics", "health.ready", "safety.paper_trading_mode"])
+def test_gate_refuses_when_a_required_check_did_not_run_and_pass(
+    monkeypatch: pytest.MonkeyPatch, check: str, status: str
+) -> None:
+    """A required check that vanished from the report, or skipped itself, blocks the promotion."""
+    import components.gate as gate
+    from tests.fakes.validation_servers import reference_app
+    from validation.errors import DeploymentError
+
+    real = gate._run_report
+
+    def tampered(props: Any) -> Any:
+        report = real(props)
+        if status == "missing":
+            checks = [c for c in report.checks if c.name != check]
+        else:
+            checks = [c.model_copy(update={"status": "skipped"}) if c.name == check else c
+                      for c in report.checks]
+        return report.model_copy(update={"checks": checks})
+
+    monkeypatch.setattr(gate, "_run_report", tampered)
+    with reference_app(color="green") as app:
+        props = {"candidateColor": "green", "previewUrl": app.url, "image": "app:1", "replicas": 1.0,
+                 "options": {"check_timeout": 3, "timeout": 10, "retries": 1}, "enabled": True,
+                 "exchanges": None}
+        with pytest.raises(DeploymentError) as caught:
+            PromotionGateProvider().create(props)
+    assert caught.value.failed_checks == (check,)
