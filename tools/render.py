@@ -338,6 +338,12 @@ def _evaluate(
 
     from pulumi.runtime import resource as runtime_resource
 
+    import asyncio
+
+    try:
+        asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:  # an earlier asyncio.run() in this thread closed and unset its loop
+        asyncio.set_event_loop(asyncio.new_event_loop())
     settings.reset_options(project=PROJECT, stack=stack, preview=preview)
     monitor = RecordingMonitor(Mocks())
     pmocks.set_mocks(Mocks(), project=PROJECT, stack=stack, preview=preview, monitor=monitor)
