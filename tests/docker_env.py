@@ -1,18 +1,25 @@
 """A real blue/green stack on the local Docker Engine, for the routing tests and the benchmark.
 
-Builds (or reuses) the test images with `scripts/build-test-images`, then starts:
-a frontend network, one app container per color (aliases `app-blue`/`app-green`,
-the reference app when `validation/reference_app.py` exists, else a few-line
-stand-in), and the proxy: the base image's nginx running the exact files the
-program uploads into the proxy (`components.proxy.proxy_files`: the generated
-nginx.conf and the bootstrap routing include), hardened like production
-(read-only rootfs, non-root 101:101, cap drop ALL, a volume at the config dir).
+Builds (or reuses) the test images with `scripts/build-test-images`, renders the
+program itself (`tools.render.evaluate`, the whole `__main__.py` under mocks) with
+the test settings, and starts what it rendered: a frontend network, one app
+container per color (the reference app image; the rendered container's
+environment, labels, user, command, tmpfs, capabilities, security options, init
+and limits; aliases from its frontend attachment), and the proxy: the base
+image's nginx running the exact files the program uploads into the proxy (the
+generated nginx.conf and the bootstrap routing include), with the rendered
+command, user, tmpfs and hardening, a volume at the config dir.
+Nothing falls back to a copy: a container or file the program no longer renders
+makes the setup fail. Only machine-specific things differ: host ports are
+ephemeral on 127.0.0.1, the proxy runs the base image's nginx, the app gets no
+secret files (the reference app reads none) and only the frontend network exists.
 Everything is labelled and removed afterwards, also after a crash of an earlier run.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import secrets
@@ -32,49 +39,27 @@ TEST_LABEL = "paper-trading.test"
 APP_IMAGE = "paper-trading-reference-app:test"
 APP_PORT = 3000
 
-#: Until validation/reference_app.py exists: answers every path with the color.
-STANDIN_APP = r"""
-import json, os, sys
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-COLOR = os.environ["DEPLOYMENT_COLOR"]
-class H(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_GET(self):
-        body = json.dumps({"status": "healthy", "color": COLOR, "paperTradingMode": True,
-                           "allowRealTrades": False, "path": self.path}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("X-App-Color", COLOR)
-        self.send_header("X-Deployment-Color", COLOR)
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-ThreadingHTTPServer.daemon_threads = True
-ThreadingHTTPServer.request_queue_size = 512
-ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), H).serve_forever()
-"""
+#: The stack name the test stack is rendered as (its `paper-trading.stack` label).
+STACK = "docker-test"
 
 
-def build_images() -> tuple[str, str | None]:
-    """(base image, app image or None): build or reuse them with the project's script."""
+def build_images() -> tuple[str, str]:
+    """(base image, app image): build or reuse them with the project's script."""
     proc = subprocess.run(
         [str(ROOT / "scripts" / "build-test-images")], capture_output=True, text=True, timeout=900,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"build-test-images failed:\n{proc.stdout}\n{proc.stderr}")
     found = dict(re.findall(r"^(PAPER_TRADING_\w+_IMAGE)=(\S+)$", proc.stdout, re.M))
-    base = found["PAPER_TRADING_BASE_IMAGE"]
-    has_app = (ROOT / "validation" / "reference_app.py").is_file()
-    return base, (APP_IMAGE if has_app else None)
+    # No stand-in app: without the reference app the Docker tests cannot run, so they fail.
+    if found.get("PAPER_TRADING_APP_IMAGE") != APP_IMAGE or "skipping" in proc.stderr:
+        raise RuntimeError(f"build-test-images did not build {APP_IMAGE}:\n{proc.stdout}\n{proc.stderr}")
+    return found["PAPER_TRADING_BASE_IMAGE"], APP_IMAGE
 
 
-def test_settings(prefix: str) -> Any:
-    """Dev-stack-like settings: plain HTTP, one replica per color."""
-    from components.config import Settings
-
-    return Settings.model_validate({
+def test_config(prefix: str) -> dict[str, Any]:
+    """Dev-stack-like `paper-trading:*` config: plain HTTP, one replica per color."""
+    return {
         "environment": "development",
         "paperTradingMode": True,
         "allowRealTrades": False,
@@ -86,7 +71,55 @@ def test_settings(prefix: str) -> Any:
             "green": {"image": APP_IMAGE, "replicas": 1},
         },
         "proxy": {"publicAddress": "127.0.0.1", "httpPort": 18080, "httpsPort": 18443, "previewPort": 18081},
-    })
+    }
+
+
+def test_settings(prefix: str) -> Any:
+    """The program's Settings for the test config."""
+    from components.config import Settings
+
+    return Settings.model_validate(test_config(prefix))
+
+
+def render_stack(prefix: str) -> Any:
+    """The program's resource graph (`tools.render.Graph`) for the test config, as the engine hands it."""
+    from tools.render import evaluate
+
+    config = {f"paper-trading:{key}": value if isinstance(value, str) else json.dumps(value)
+              for key, value in test_config(prefix).items()}
+    return evaluate(STACK, config=config, secret_keys=[])
+
+
+def rendered_container(graph: Any, name: str) -> Any:
+    """The one container the program renders under the Docker name `name`; anything else fails."""
+    found = [r for r in graph.containers if r.inputs.get("name") == name]
+    if len(found) != 1:
+        names = sorted(str(r.inputs.get("name")) for r in graph.containers)
+        raise RuntimeError(f"the program renders {len(found)} containers named {name!r} (it renders {names})")
+    return found[0]
+
+
+def rendered_env(resource: Any) -> dict[str, str]:
+    """The container's `envs` as a mapping; missing, empty or duplicated entries fail."""
+    envs = resource.inputs.get("envs")
+    if not envs:
+        raise RuntimeError(f"the program renders no environment for {resource.inputs.get('name')}")
+    env = dict(str(e).split("=", 1) for e in envs)
+    if len(env) != len(envs):
+        raise RuntimeError(f"duplicate environment entries for {resource.inputs.get('name')}: {envs}")
+    return env
+
+
+def hardening(resource: Any) -> dict[str, Any]:
+    """docker-py `containers.create` keywords for the rendered user, rootfs, tmpfs, caps and limits."""
+    i = resource.inputs
+    caps = i["capabilities"]
+    return dict(
+        user=i.get("user"), read_only=i["readOnly"], privileged=i["privileged"], tmpfs=i.get("tmpfs"),
+        cap_drop=caps.get("drops"), cap_add=caps.get("adds"), security_opt=i["securityOpts"],
+        init=i.get("init"), mem_limit=f"{i['memory']}m", memswap_limit=f"{i['memorySwap']}m",
+        nano_cpus=int(float(i["cpus"]) * 1e9),
+    )
 
 
 def _tar(files: dict[str, str], under: str) -> bytes:
@@ -119,8 +152,9 @@ class DockerEnv:
     client: Any
     prefix: str
     base_image: str
-    app_image: str | None
+    app_image: str
     settings: Any
+    graph: Any
     network: str = ""
     proxy_name: str = ""
     live_url: str = ""
@@ -140,22 +174,20 @@ class DockerEnv:
         return self
 
     def start_app(self, color: str) -> Any:
-        env = {
-            "NODE_ENV": "production", "PAPER_TRADING_MODE": "true", "ALLOW_REAL_TRADES": "false",
-            "DEPLOYMENT_COLOR": color, "PORT": str(APP_PORT),
-        }
-        if self.app_image:
-            image = self.app_image
-            command = ["python3", "/app/reference_app.py", "--port", str(APP_PORT), "--color", color]
-        else:
-            image, command = self.base_image, ["python3", "-c", STANDIN_APP, str(APP_PORT)]
+        """Replica 1 of `color` as the program renders it."""
+        from components.app import container_name
+
+        res = rendered_container(self.graph, container_name(self.prefix, color, 1))
+        i = res.inputs
+        if i["image"] != self.app_image:
+            raise RuntimeError(f"the program renders image {i['image']!r}, the test built {self.app_image!r}")
+        [attachment] = [n for n in i["networksAdvanced"] if n["name"] == self.network]
         container = self.client.containers.create(
-            image, command=command, name=f"{self.prefix}-app-{color}-1", environment=env,
-            labels={TEST_LABEL: self.prefix, "paper-trading.role": "app", "paper-trading.color": color},
-            user="1000:1000", read_only=True, tmpfs={"/tmp": "rw,size=16m"}, cap_drop=["ALL"],
-            security_opt=["no-new-privileges:true"], network=self.network,
+            i["image"], command=i.get("command"), name=i["name"], hostname=i["hostname"],
+            environment=rendered_env(res), labels={**res.label_map, TEST_LABEL: self.prefix},
+            **hardening(res), network=self.network,
             networking_config={
-                self.network: self.client.api.create_endpoint_config(aliases=[f"app-{color}"]),
+                self.network: self.client.api.create_endpoint_config(aliases=attachment["aliases"]),
             },
         )
         self.containers.append(container)
@@ -163,20 +195,27 @@ class DockerEnv:
         return container
 
     def start_proxy(self) -> Any:
+        """The proxy as the program renders it, on the base image's nginx."""
         from components.nginx.conf import CONF_DIR
-        from components.proxy import LISTEN, PATHS, PROXY_USER, proxy_files
+        from components.proxy import LISTEN
 
-        files = proxy_files(self.settings)
-        self.proxy_name = f"{self.prefix}-proxy"
+        res = rendered_container(self.graph, f"{self.prefix}-proxy")
+        i = res.inputs
+        owner = i["name"]
+        files = {key[len(owner):]: content for key, content in self.graph.files().items()
+                 if key.startswith(f"{owner}/")}
+        if not files or any(not path.startswith(f"{CONF_DIR}/") for path in files):
+            raise RuntimeError(f"the program uploads {sorted(files)} into the proxy, expected {CONF_DIR}/*")
+        self.proxy_name = owner
+        published = {int(p["internal"]) for p in i.get("ports") or []}
+        if not {LISTEN.http, LISTEN.preview} <= published:
+            raise RuntimeError(f"the program publishes proxy ports {sorted(published)}")
         container = self.client.containers.create(
-            self.base_image,
-            command=["nginx", "-e", "stderr", "-c", PATHS.conf, "-g", "daemon off;"],
-            name=self.proxy_name, labels={TEST_LABEL: self.prefix, "paper-trading.role": "proxy"},
-            user=PROXY_USER, read_only=True, cap_drop=["ALL"], security_opt=["no-new-privileges:true"],
-            tmpfs={"/tmp": "rw,size=16m", PATHS.temp_dir: "rw,size=64m", "/var/run": "rw,size=1m"},
+            self.base_image, command=i["command"], name=owner, hostname=i["hostname"],
+            labels={**res.label_map, TEST_LABEL: self.prefix}, **hardening(res),
             volumes={f"{self.prefix}-proxy-conf": {"bind": CONF_DIR, "mode": "rw"}},
             network=self.network,
-            ports={f"{LISTEN.http}/tcp": ("127.0.0.1", None), f"{LISTEN.preview}/tcp": ("127.0.0.1", None)},
+            ports={f"{port}/tcp": ("127.0.0.1", None) for port in sorted(published)},
         )
         self.containers.append(container)
         # Like the provider's uploads: files go in before the first start, into the
@@ -281,6 +320,7 @@ def docker_env(prefix: str | None = None) -> Iterator[DockerEnv]:
     stale_cleanup(client)
     env = DockerEnv(
         client=client, prefix=prefix, base_image=base, app_image=app, settings=test_settings(prefix),
+        graph=render_stack(prefix),
     )
     try:
         env.start()

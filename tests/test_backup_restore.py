@@ -5,6 +5,10 @@ rendered container's environment; only what must differ on this machine is
 replaced (directories, the server address and the password file's path).
 A throwaway cluster runs in a temp dir on a loopback port, as the `postgres`
 user when the tests run as root.
+
+Every refusal is asserted by its one machine-readable line (`restore: refused
+check=... reason=... file=...|database=...`, docs/backup.md), so a fault test
+names the check that refused the file and fails if another one did.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import hashlib
 import json
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -38,6 +43,35 @@ from tests.test_backup_render import backup_container, backup_graph, envs
 pytestmark = pytest.mark.tools
 PASSWORD = "s3cret-Pw:with\\odd'chars"
 TIMEOUT = 120
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The exit status and the parsed `restore: refused` line of a refused restore."""
+
+    status: int
+    check: str
+    reason: str
+    subject: str  # file=PATH or database=NAME
+
+
+REFUSAL_PREFIX = "restore: refused "
+REFUSAL_LINE = re.compile(r"restore: refused check=([a-z]+) reason=([a-z-]+) ((?:file|database)=.+)")
+
+
+def refusal(result: subprocess.CompletedProcess[str]) -> Refusal:
+    """The one refusal line, which must also be the last line on stderr."""
+    lines = result.stderr.splitlines()
+    found = [line for line in lines if line.startswith(REFUSAL_PREFIX)]
+    assert len(found) == 1, f"expected one refusal line (status {result.returncode}):\n{result.stderr}"
+    assert lines[-1] == found[0], f"the refusal line is not the last line on stderr:\n{result.stderr}"
+    match = REFUSAL_LINE.fullmatch(found[0])
+    assert match, f"malformed refusal line: {found[0]!r}"
+    return Refusal(result.returncode, *match.groups())
+
+
+def not_refused(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 0 and REFUSAL_PREFIX not in result.stderr, result.stderr
 
 
 def _pg_bin() -> Path:
@@ -281,7 +315,7 @@ def test_backup_then_restore_into_new_database_is_identical(runner: Runner) -> N
     # Later writes must not show up in the restored copy.
     runner.cluster.psql("INSERT INTO positions VALUES ('LATE-USDT', 1)")
     restored = runner.run("restore", "--into-new-database", "inspect_copy")
-    assert restored.returncode == 0, restored.stderr
+    not_refused(restored)
     assert fingerprint(runner.cluster, "inspect_copy") == before
     assert "public.trades 20000" in restored.stdout
     assert runner.cluster.psql("SELECT count(*) FROM btc", db="inspect_copy") == str(
@@ -294,14 +328,16 @@ def test_restore_refuses_a_non_empty_database_without_force(runner: Runner) -> N
     runner.cluster.psql("DELETE FROM ledger.entries WHERE id > 100; UPDATE positions SET qty = 0")
     changed = fingerprint(runner.cluster, "trading_bot")
     refused = runner.run("restore")
-    assert refused.returncode == 3, refused.stderr
+    # The backup itself is fine: the target check refused, not the checksum or the archive.
+    assert refusal(refused) == Refusal(3, "target", "not-empty", "database=trading_bot")
     assert "--force" in refused.stderr
     assert fingerprint(runner.cluster, "trading_bot") == changed
     # An existing non-empty inspection database is refused too.
-    assert runner.run("restore", "--into-new-database", "inspect_x").returncode == 0
-    assert runner.run("restore", "--into-new-database", "inspect_x").returncode == 3
+    not_refused(runner.run("restore", "--into-new-database", "inspect_x"))
+    again = runner.run("restore", "--into-new-database", "inspect_x")
+    assert refusal(again) == Refusal(3, "target", "not-empty", "database=inspect_x")
     forced = runner.run("restore", "--force")
-    assert forced.returncode == 0, forced.stderr
+    not_refused(forced)
     assert fingerprint(runner.cluster, "trading_bot") == at_backup
 
 
@@ -316,26 +352,85 @@ def test_restore_check_restores_and_drops_a_scratch_database(runner: Runner) -> 
     assert checked_at > time.time() - 60
 
 
-@pytest.mark.parametrize("damage", ["flip-byte", "truncate", "truncate-and-rehash", "no-checksum"])
-def test_corrupted_or_truncated_backup_is_refused(runner: Runner, damage: str) -> None:
-    assert runner.run("backup", "once").returncode == 0
-    [name] = runner.good()
-    dump = runner.backups / name
+#: damage -> the (check, reason) that must refuse the file, and no other. The
+#: checksum is verified first: damage it does not cover reaches the archive check.
+DAMAGES = {
+    "flip-byte": ("checksum", "mismatch"),
+    "truncate": ("checksum", "mismatch"),
+    # No checksum: nothing proves the file is the one the backup wrote.
+    "no-checksum": ("checksum", "missing"),
+    "empty-checksum": ("checksum", "missing"),
+    "malformed-checksum": ("checksum", "malformed"),
+    # The checksum recomputed over the damaged file: only the archive check can catch it.
+    "truncate-and-rehash": ("archive", "data"),
+    "flip-byte-and-rehash": ("archive", "data"),
+    "header-only-and-rehash": ("archive", "toc"),
+}
+
+
+@pytest.fixture(scope="module")
+def pristine_dump(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """One real backup (dash), damaged per test below."""
+    cluster.psql(SCHEMA)
+    maker = make_runner(cluster, tmp_path_factory.mktemp("pristine"), redisSnapshot=False)
+    done = maker.run("backup", "once")
+    assert done.returncode == 0, done.stderr
+    [name] = maker.good()
+    not_refused(maker.run("restore", "--verify", "--backup", name))
+    return (maker.backups / name).read_bytes()
+
+
+def _damage(dump: Path, damage: str) -> None:
     data = bytearray(dump.read_bytes())
-    if damage == "flip-byte":
+    checksum = Path(f"{dump}.sha256")
+    if damage.startswith("flip-byte"):
         data[len(data) // 2] ^= 0xFF
-        dump.write_bytes(bytes(data))
     elif damage.startswith("truncate"):
-        dump.write_bytes(bytes(data[: len(data) * 2 // 3]))
-        if damage == "truncate-and-rehash":  # checksum matches: the archive check must catch it
-            (runner.backups / f"{name}.sha256").write_text(f"{_sha256(dump)}  {name}\n")
-    else:
-        (runner.backups / f"{name}.sha256").unlink()
+        data = data[: len(data) * 2 // 3]
+    elif damage.startswith("header-only"):
+        data = data[:64]  # the magic and the start of the header: no table of contents
+    dump.write_bytes(bytes(data))
+    if damage.endswith("-and-rehash"):
+        checksum.write_text(f"{_sha256(dump)}  {dump.name}\n")
+    elif damage == "no-checksum":
+        checksum.unlink()
+    elif damage == "empty-checksum":
+        checksum.write_text("")
+    elif damage == "malformed-checksum":
+        checksum.write_text(f"{_sha256(dump)[:40]}  {dump.name}\n")  # a sha1-sized value
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_damaged_backup_is_refused_by_the_check_that_catches_it(
+    runner: Runner, pristine_dump: bytes, damage: str
+) -> None:
+    name = f"postgres-{_stamp(timedelta(0))}.dump"
+    dump = runner.backups / name
+    dump.write_bytes(pristine_dump)
+    (runner.backups / f"{name}.sha256").write_text(f"{_sha256(dump)}  {name}\n")
+    not_refused(runner.run("restore", "--verify", "--backup", name))  # intact before the damage
+    _damage(dump, damage)
+    check, reason = DAMAGES[damage]
+    expected = Refusal(2, check, reason, f"file={dump}")
+    assert refusal(runner.run("restore", "--verify", "--backup", name)) == expected
     result = runner.run("restore", "--backup", name, "--into-new-database", "inspect_bad")
-    assert result.returncode == 2, result.stderr
-    assert "refusing" in result.stderr
+    assert refusal(result) == expected
     assert runner.cluster.psql("SELECT count(*) FROM pg_database WHERE datname = 'inspect_bad'",
                                db="postgres") == "0"
+
+
+def test_missing_backup_or_database_is_named(runner: Runner, pristine_dump: bytes) -> None:
+    nothing = runner.run("restore", "--into-new-database", "inspect_none")
+    assert refusal(nothing) == Refusal(2, "file", "none", f"file={runner.backups}")
+    absent = runner.run("restore", "--backup", "postgres-20260101T000000Z.dump")
+    assert refusal(absent) == Refusal(2, "file", "not-found", "file=postgres-20260101T000000Z.dump")
+    dump = runner.backups / f"postgres-{_stamp(timedelta(0))}.dump"
+    dump.write_bytes(pristine_dump)
+    Path(f"{dump}.sha256").write_text(f"{_sha256(dump)}  {dump.name}\n")
+    no_db = runner.run("restore", PGDATABASE="no_such_db")
+    assert refusal(no_db) == Refusal(3, "target", "absent", "database=no_such_db")
+    assert runner.cluster.psql("SELECT count(*) FROM pg_database WHERE datname IN "
+                               "('inspect_none', 'no_such_db')", db="postgres") == "0"
 
 
 # ---------------------------------------------------------------------------- failures and retention

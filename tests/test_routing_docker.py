@@ -1,7 +1,8 @@
 """The blue/green switch on a real Docker Engine: the real routing code against the real proxy config.
 
-One stack for the module (tests/docker_env.py): the reference app as blue and green,
-the proxy running the program's generated nginx.conf in the debootstrap base image.
+One stack for the module (tests/docker_env.py): the reference app as blue and green and
+the proxy, started as the program renders them (environment, labels, generated nginx.conf),
+the proxy's nginx from the debootstrap base image.
 Tests run in file order; each starts by putting the state it needs in place.
 """
 
@@ -33,6 +34,8 @@ def env() -> Iterator[Any]:
     from tests.docker_env import docker_env
 
     with docker_env() as stack:
+        # The label the runbooks stop and start the apps by finds both colors (app_ids relies on it).
+        assert len(app_ids(stack)) == 2, "label paper-trading.role=app does not find both app containers"
         yield stack
 
 

@@ -74,15 +74,32 @@ list_good() {
 
 sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
 
-# Verify FILE against FILE.sha256; a missing, empty or different checksum fails.
+# The verify_* functions below return 1 on the first check that fails, log why,
+# and leave which check and why in VERIFY_CHECK / VERIFY_REASON (restore turns
+# them into its `restore: refused` line, docs/backup.md):
+#   file      not-found  the backup file does not exist
+#   checksum  missing    no FILE.sha256, or an empty one
+#   checksum  malformed  its first field is not 64 lowercase hex digits
+#   checksum  mismatch   the file's sha256 differs from the recorded one
+#   archive   toc        pg_restore cannot read the table of contents
+#   archive   data       pg_restore cannot decode the whole archive
+# shellcheck disable=SC2034  # read by the scripts that source this file
+VERIFY_CHECK=""; VERIFY_REASON=""
+# shellcheck disable=SC2034
+verify_failed() { VERIFY_CHECK="$1"; VERIFY_REASON="$2"; shift 2; log "$*"; return 1; }
+
+# Verify FILE against FILE.sha256; a missing, malformed or different checksum fails.
 verify_checksum() {
-    [ -f "$1" ] || { log "missing backup file $1"; return 1; }
-    [ -s "$1.sha256" ] || { log "missing checksum file $1.sha256"; return 1; }
+    [ -f "$1" ] || { verify_failed file not-found "missing backup file $1"; return 1; }
+    [ -s "$1.sha256" ] || { verify_failed checksum missing "missing checksum file $1.sha256"; return 1; }
     _want=$(cut -d' ' -f1 < "$1.sha256")
+    case "$_want" in
+        *[!0-9a-f]*|"") verify_failed checksum malformed "malformed checksum file $1.sha256"; return 1 ;;
+    esac
+    [ "${#_want}" -eq 64 ] || { verify_failed checksum malformed "malformed checksum file $1.sha256"; return 1; }
     _have=$(sha256_of "$1")
-    if [ -z "$_want" ] || [ "$_want" != "$_have" ]; then
-        log "checksum mismatch for $1 (expected ${_want:-none}, got $_have)"
-        return 1
+    if [ "$_want" != "$_have" ]; then
+        verify_failed checksum mismatch "checksum mismatch for $1 (expected $_want, got $_have)"; return 1
     fi
 }
 
@@ -90,8 +107,10 @@ verify_checksum() {
 # contents at the start, so the whole archive is also decoded to /dev/null
 # (this is what catches a truncated or damaged data section).
 verify_archive() {
-    pg_restore --list "$1" >/dev/null 2>&1 || { log "pg_restore --list failed on $1"; return 1; }
-    pg_restore --file=/dev/null "$1" 2>/dev/null || { log "pg_restore cannot read all of $1"; return 1; }
+    pg_restore --list "$1" >/dev/null 2>&1 \
+        || { verify_failed archive toc "pg_restore --list failed on $1"; return 1; }
+    pg_restore --file=/dev/null "$1" 2>/dev/null \
+        || { verify_failed archive data "pg_restore cannot read all of $1"; return 1; }
 }
 
 sync_file() { sync "$1" 2>/dev/null || sync; }
