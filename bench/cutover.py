@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results = []
     with docker_env() as env:
-        print(f"stack: proxy {env.proxy_name} at {env.live_url}, app image {env.app_image or 'stand-in'}",
+        print(f"stack: proxy {env.proxy_name} at {env.live_url}, app image {env.app_image}",
               flush=True)
         for _ in range(args.runs):
             results.append(one_run(env, args.requests, args.concurrency, keepalive=args.keepalive))
