@@ -9,10 +9,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.fakes.validation_servers import ROOT, RefApp, free_port, reference_app
+from tests.fidelity_report import APP_BLOCKING_CHECKS, assert_failed_exactly, check, failed_blocking
 
 
 def run_cli(
@@ -45,10 +47,15 @@ def clean(app: RefApp) -> Iterator[RefApp]:
     app.set_faults()
 
 
-def failed_checks(report: dict[str, object]) -> set[str]:
-    checks = report["checks"]
-    assert isinstance(checks, list)
-    return {c["name"] for c in checks if c["status"] == "failed" and c["blocking"]}
+def run_report(
+    tmp: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """Run the CLI with `--report` and return the process and the parsed JSON report."""
+    report_file = tmp / "report.json"
+    report_file.unlink(missing_ok=True)
+    result = run_cli(*args, "--report", str(report_file), env=env)
+    assert report_file.exists(), result.stdout + result.stderr
+    return result, json.loads(report_file.read_text())
 
 
 def test_healthy_reference_app_passes_with_report(clean: RefApp, tmp_path: Path) -> None:
@@ -57,7 +64,7 @@ def test_healthy_reference_app_passes_with_report(clean: RefApp, tmp_path: Path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "VALIDATION PASSED" in result.stdout
     report = json.loads(report_file.read_text())
-    assert report["passed"] is True
+    assert report["passed"] is True and failed_blocking(report) == set()
     passed = [c["name"] for c in report["checks"] if c["status"] == "passed"]
     assert len(passed) >= 15, passed
     assert report["status"]["phase"] == "complete"
@@ -68,16 +75,28 @@ def test_healthy_reference_app_passes_with_report(clean: RefApp, tmp_path: Path)
     assert report["error"] is None
 
 
+#: Each fault and exactly the blocking checks it fails. Beyond the targeted check, only what
+#: the fault implies: error_5xx answers 500 on every app path (only the headers still pass);
+#: paper mode off also shows in /metrics; invalid JSON breaks every reader of detailed health
+#: (deployment_color included); a reflecting search endpoint also reflects the SQL probes,
+#: which carry quotes (the command probes carry none of `<>"'`); injection_5xx fails all three
+#: probe families; a down dependency makes detailed health and readiness fail.
 FAULTS = [
-    ("error_5xx", {"health.basic", "health.detailed", "health.ready", "health.live"}),
+    ("error_5xx", APP_BLOCKING_CHECKS - {"security.headers"}),
     ("not_ready", {"health.ready"}),
     ("paper_mode_off", {"safety.paper_trading_mode", "safety.metrics"}),
     ("real_trades_allowed", {"safety.real_trades_blocked"}),
     ("trading_key", {"safety.exchange_permissions"}),
     ("wrong_color", {"safety.deployment_color"}),
-    ("invalid_json", {"health.detailed", "safety.paper_trading_mode"}),
+    (
+        "invalid_json",
+        {
+            "health.detailed", "safety.paper_trading_mode", "safety.real_trades_blocked",
+            "safety.exchange_permissions", "safety.deployment_color",
+        },
+    ),
     ("injection_5xx", {"security.sql_injection", "security.xss", "security.command_injection"}),
-    ("injection_reflect", {"security.xss"}),
+    ("injection_reflect", {"security.xss", "security.sql_injection"}),
     ("no_security_headers", {"security.headers"}),
     ("no_rate_limit", {"security.rate_limit"}),
     ("dependency_down", {"health.detailed", "health.ready"}),
@@ -89,59 +108,69 @@ def test_each_fault_fails_the_named_check(
     clean: RefApp, tmp_path: Path, fault: str, expected: set[str]
 ) -> None:
     clean.set_faults(fault)
-    report_file = tmp_path / "report.json"
-    result = run_cli("--base-url", clean.url, "--color", "blue", "--report", str(report_file))
+    result, report = run_report(tmp_path, "--base-url", clean.url, "--color", "blue")
     assert result.returncode == 1, result.stdout + result.stderr
-    failed = failed_checks(json.loads(report_file.read_text()))
-    assert expected <= failed, (fault, failed)
-    verdict = next(line for line in result.stdout.splitlines() if line.startswith("VALIDATION FAILED"))
-    for name in expected:
-        assert name in verdict
+    assert report["passed"] is False
+    assert_failed_exactly(report, expected)
+    # The error names the same checks as the report.
+    assert report["error"]["message"] == "blocking checks failed: " + ", ".join(
+        c["name"] for c in report["checks"] if c["blocking"] and c["status"] == "failed"
+    )
 
 
-def test_fault_from_environment_at_start() -> None:
+def test_fault_from_environment_at_start(tmp_path: Path) -> None:
     with reference_app(faults="paper-mode-off,wrong_color", color="green") as app:
-        result = run_cli("--base-url", app.url, "--color", "green")
+        result, report = run_report(tmp_path, "--base-url", app.url, "--color", "green")
     assert result.returncode == 1
-    assert "safety.paper_trading_mode" in result.stdout and "safety.deployment_color" in result.stdout
+    # paper mode off implies safety.metrics (paper_trading_mode 0 in /metrics).
+    assert_failed_exactly(
+        report, {"safety.paper_trading_mode", "safety.metrics", "safety.deployment_color"}
+    )
 
 
-def test_expected_color_mismatch_fails(clean: RefApp) -> None:
-    result = run_cli("--base-url", clean.url, "--color", "green")
+def test_expected_color_mismatch_fails(clean: RefApp, tmp_path: Path) -> None:
+    result, report = run_report(tmp_path, "--base-url", clean.url, "--color", "green")
     assert result.returncode == 1
-    assert "safety.deployment_color" in result.stdout.splitlines()[-2]
+    assert_failed_exactly(report, {"safety.deployment_color"})
 
 
-def test_unsafe_environment_is_reported() -> None:
+def test_unsafe_environment_is_reported(tmp_path: Path) -> None:
     with reference_app(env={"PAPER_TRADING_MODE": "false", "ALLOW_REAL_TRADES": "true"}) as app:
-        result = run_cli("--base-url", app.url)
+        result, report = run_report(tmp_path, "--base-url", app.url)
     assert result.returncode == 1
-    assert "safety.paper_trading_mode" in result.stdout and "safety.real_trades_blocked" in result.stdout
+    assert_failed_exactly(
+        report, {"safety.paper_trading_mode", "safety.metrics", "safety.real_trades_blocked"}
+    )
 
 
-def test_slow_beyond_timeout_fails_within_the_deadline(clean: RefApp) -> None:
-    clean.set_faults("slow")  # every answer takes 3 s
+def test_slow_beyond_timeout_fails_within_the_deadline(clean: RefApp, tmp_path: Path) -> None:
+    clean.set_faults("slow")  # every answer takes 3 s: every check that asks the app times out
     start = time.monotonic()
-    result = run_cli("--base-url", clean.url, env={"VALIDATION_CHECK_TIMEOUT": "1"})
+    result, report = run_report(tmp_path, "--base-url", clean.url, env={"VALIDATION_CHECK_TIMEOUT": "1"})
     elapsed = time.monotonic() - start
     assert result.returncode == 1
-    assert "health.basic" in result.stdout and "timed out" in result.stdout
+    assert_failed_exactly(report, APP_BLOCKING_CHECKS)
+    assert "timed out" in check(report, "health.basic")["message"]
     assert elapsed < 8, elapsed
 
 
-def test_overall_deadline_bounds_the_run(clean: RefApp) -> None:
+def test_overall_deadline_bounds_the_run(clean: RefApp, tmp_path: Path) -> None:
     clean.set_faults("slow")
     start = time.monotonic()
-    result = run_cli("--base-url", clean.url, "--timeout", "1.5")
+    result, report = run_report(tmp_path, "--base-url", clean.url, "--timeout", "1.5")
     assert result.returncode == 1
-    assert "deadline" in result.stdout or "timed out" in result.stdout
+    assert_failed_exactly(report, APP_BLOCKING_CHECKS)
+    assert "deadline" in check(report, "health.basic")["message"]
     assert time.monotonic() - start < 8
 
 
-def test_connection_refused_fails() -> None:
-    result = run_cli("--base-url", f"http://127.0.0.1:{free_port()}", env={"VALIDATION_RETRIES": "1"})
+def test_connection_refused_fails(tmp_path: Path) -> None:
+    result, report = run_report(
+        tmp_path, "--base-url", f"http://127.0.0.1:{free_port()}", env={"VALIDATION_RETRIES": "1"}
+    )
     assert result.returncode == 1
-    assert "health.basic" in result.stdout and "connection failed" in result.stdout
+    assert_failed_exactly(report, APP_BLOCKING_CHECKS)
+    assert "connection failed" in check(report, "health.basic")["message"]
 
 
 def test_checks_run_concurrently(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.fidelity_report import assert_failed_checks, assert_failed_exactly
 from tests.support import require_docker
 from tests.test_validation_cli import run_cli
 
@@ -59,13 +60,15 @@ def test_gate_approves_each_healthy_color_through_the_preview_listener(env: Any,
 
 
 def test_gate_refuses_a_faulty_candidate_and_names_the_check(env: Any) -> None:
-    from validation.errors import DeploymentError
     from components.gate import PromotionGateProvider
+    from validation.errors import DeploymentError
 
     set_faults(env, "green", "paper_mode_off")
     try:
-        with pytest.raises(DeploymentError, match="safety.paper_trading_mode"):
+        with pytest.raises(DeploymentError) as caught:
             PromotionGateProvider().create(gate_props(env, "green"))
+        # paper mode off shows in /metrics too: safety.metrics is implied, nothing else fails.
+        assert_failed_checks(caught.value, {"safety.paper_trading_mode", "safety.metrics"})
         # The other color is unaffected: the header picks the candidate.
         assert PromotionGateProvider().create(gate_props(env, "blue")).outs["approvedColor"] == "blue"  # type: ignore[index]
     finally:
@@ -85,6 +88,7 @@ def test_cli_through_the_proxy(env: Any, tmp_path: Any) -> None:
         env={"VALIDATION_RATE_LIMIT_BURST": burst},
     )
     assert result.returncode == 0, result.stdout
+    assert_failed_exactly(json.loads(report.read_text()), set())
     checks = {c["name"]: c["status"] for c in json.loads(report.read_text())["checks"]}
     for name in (
         "security.headers",

@@ -12,7 +12,9 @@ import pytest
 
 from tests.fakes.exchanges import FakeExchange, fake_exchange
 from tests.fakes.validation_servers import RefApp, reference_app
-from tests.test_validation_cli import run_cli
+from tests.fidelity_report import assert_failed_exactly
+from tests.fidelity_report import check as check_result
+from tests.test_validation_cli import run_report
 from validation.exchange import KeyCheckError, binance_signature, check_key, kucoin_sign
 from validation.options import ExchangeCredentials
 
@@ -135,15 +137,14 @@ def test_cli_fails_on_a_key_that_can_trade(app: RefApp, tmp_path: Path) -> None:
             "KUCOIN_API_PASSPHRASE": bad.passphrase,
             "KUCOIN_BASE_URL": kurl,
         }
-        result = run_cli("--base-url", app.url, "--report", str(tmp_path / "r.json"), env=env)
+        result, report = run_report(tmp_path, "--base-url", app.url, env=env)
         assert result.returncode == 1, result.stdout
-        assert (
-            "safety.exchange_keys" in result.stdout and "KuCoin key is not read-only: Spot" in result.stdout
-        )
+        assert_failed_exactly(report, {"safety.exchange_keys"})
+        assert "KuCoin key is not read-only: Spot" in check_result(report, "safety.exchange_keys")["message"]
         bad.kucoin_permission = "General"
-        result = run_cli("--base-url", app.url, "--report", str(tmp_path / "r.json"), env=env)
+        result, report = run_report(tmp_path, "--base-url", app.url, env=env)
         assert result.returncode == 0, result.stdout
-    report = json.loads((tmp_path / "r.json").read_text())
-    keys = next(c for c in report["checks"] if c["name"] == "safety.exchange_keys")
-    assert keys["status"] == "passed"
-    assert good.api_secret not in (tmp_path / "r.json").read_text()
+    assert_failed_exactly(report, set())
+    assert check_result(report, "safety.exchange_keys")["status"] == "passed"
+    assert good.api_secret not in json.dumps(report)
+    assert bad.api_secret not in json.dumps(report)

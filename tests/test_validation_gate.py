@@ -11,10 +11,11 @@ import dill
 import pytest
 from pulumi.dynamic.dynamic import serialize_provider
 
+from components.gate import PromotionGateArgs, PromotionGateProvider
 from tests.fakes.exchanges import FakeExchange, fake_exchange
 from tests.fakes.validation_servers import RefApp, free_port, reference_app
+from tests.fidelity_report import APP_BLOCKING_CHECKS, assert_failed_checks
 from validation.errors import DeploymentError
-from components.gate import PromotionGateArgs, PromotionGateProvider
 
 FAST = {"check_timeout": 3, "timeout": 10, "retries": 1}
 
@@ -48,8 +49,18 @@ def test_create_approves_a_healthy_candidate(app: RefApp) -> None:
     assert result.outs["report"]["passed"] >= 15
 
 
-@pytest.mark.parametrize("fault", ["paper_mode_off", "not_ready", "trading_key", "no_rate_limit"])
-def test_create_raises_with_the_summary_on_failure(app: RefApp, fault: str) -> None:
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        # paper mode off shows in /metrics too: safety.metrics is implied
+        ("paper_mode_off", {"safety.paper_trading_mode", "safety.metrics"}),
+        ("not_ready", {"health.ready"}),
+        ("trading_key", {"safety.exchange_permissions"}),
+        ("no_rate_limit", {"security.rate_limit"}),
+    ],
+    ids=["paper_mode_off", "not_ready", "trading_key", "no_rate_limit"],
+)
+def test_create_raises_with_the_summary_on_failure(app: RefApp, fault: str, expected: set[str]) -> None:
     app.set_faults(fault)
     try:
         with pytest.raises(DeploymentError) as caught:
@@ -60,19 +71,22 @@ def test_create_raises_with_the_summary_on_failure(app: RefApp, fault: str) -> N
     assert "promotion gate: validation of green failed" in text
     assert "was not promoted" in text
     assert caught.value.phase == "validation" and caught.value.step == "promotion-gate"
+    assert_failed_checks(caught.value, expected)
 
 
 def test_wrong_candidate_color_is_refused(app: RefApp) -> None:
     app.set_faults()
-    with pytest.raises(DeploymentError, match="safety.deployment_color"):
+    with pytest.raises(DeploymentError) as caught:
         PromotionGateProvider().create(props(app.url, color="blue"))
+    assert_failed_checks(caught.value, {"safety.deployment_color"})
 
 
 def test_unreachable_preview_listener_fails() -> None:
-    with pytest.raises(DeploymentError, match="health.basic"):
+    with pytest.raises(DeploymentError) as caught:
         PromotionGateProvider().create(
             props(f"http://127.0.0.1:{free_port()}", options={**FAST, "retries": 0})
         )
+    assert_failed_checks(caught.value, APP_BLOCKING_CHECKS)  # nothing answers: every app check fails
 
 
 def test_update_reruns_the_checks(app: RefApp) -> None:
@@ -83,10 +97,11 @@ def test_update_reruns_the_checks(app: RefApp) -> None:
     news = props(app.url, image="paper-trading-app:1.1")
     app.set_faults("real_trades_allowed")
     try:
-        with pytest.raises(DeploymentError, match="safety.real_trades_blocked"):
+        with pytest.raises(DeploymentError) as caught:
             provider.update("id", olds, news)
     finally:
         app.set_faults()
+    assert_failed_checks(caught.value, {"safety.real_trades_blocked"})
     assert provider.update("id", olds, news).outs["approvedColor"] == "green"  # type: ignore[index]
 
 
@@ -123,8 +138,9 @@ def test_secrets_are_used_but_not_returned(app: RefApp) -> None:
         outs = PromotionGateProvider().create(props(app.url, exchanges=keys)).outs
         assert ex.accepted == 1
         ex.binance_flags["enableWithdrawals"] = True
-        with pytest.raises(DeploymentError, match="safety.exchange_keys"):
+        with pytest.raises(DeploymentError) as caught:
             PromotionGateProvider().create(props(app.url, exchanges=keys))
+        assert_failed_checks(caught.value, {"safety.exchange_keys"})
     assert outs is not None and "exchanges" not in outs
     assert ex.api_secret not in json.dumps(outs)
 

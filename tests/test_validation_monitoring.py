@@ -1,150 +1,89 @@
-"""Monitoring checks against real Prometheus and Alertmanager (Debian packages) and a fake Grafana API."""
+"""Monitoring checks against the real Prometheus and Alertmanager running the product's own
+rendered configs and rules (tests/fidelity_prometheus.py), and a fake Grafana API.
+
+Prometheus scrapes reference apps standing in for each rendered app replica (blue and green);
+faults are a replica that is down, fewer replicas than expected, and an erroring rule injected
+next to the product's rules.
+"""
 
 from __future__ import annotations
 
-import json
-import subprocess
+import re
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.fakes.grafana import FakeGrafana, fake_grafana
-from tests.fakes.validation_servers import RefApp, free_port, reference_app, wait_port
-from tests.support import require_tool, stop_process
-from tests.test_validation_cli import failed_checks, run_cli
+from tests.fakes.validation_servers import RefApp, free_port, reference_app
+from tests.fidelity_nginx import rendered_file
+from tests.fidelity_prometheus import PROM_DIR, alertmanager, app_targets, prometheus, with_rule
+from tests.fidelity_report import assert_failed_exactly, check
+from tests.test_validation_cli import run_report
 
 pytestmark = pytest.mark.tools
 
-RULES = """
-groups:
-  - name: paper-trading
-    interval: 1s
-    rules:
-      - alert: PaperTradingModeOff
-        expr: paper_trading_mode == 0
-      - record: instance_up:collapsed
-        expr: label_replace(up, "instance", "same", "instance", ".*")
-"""
-
-
-@contextmanager
-def prometheus(tmp: Path, targets: list[str]) -> Iterator[str]:
-    binary = require_tool("prometheus")
-    tmp.mkdir(parents=True, exist_ok=True)
-    (tmp / "rules.yml").write_text(RULES)
-    (tmp / "prometheus.yml").write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        f"rule_files: [{tmp / 'rules.yml'}]\n"
-        "scrape_configs:\n"
-        "  - job_name: app\n"
-        f"    static_configs: [{{targets: {json.dumps(targets)}, labels: {{color: green}}}}]\n"
-    )
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={tmp / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_port(port, timeout=20)
-        url = f"http://127.0.0.1:{port}"
-        _wait_rules_evaluated(url, timeout=30)
-        yield url
-    finally:
-        stop_process(proc)
-
-
-def _wait_rules_evaluated(url: str, timeout: float) -> None:
-    """Until every target was scraped and the rules evaluated after that (no race with the checks)."""
-    import time
-
-    import httpx
-
-    def ready(path: str, key: str, field: str) -> bool:
-        try:
-            data = httpx.get(f"{url}{path}", timeout=2).json()["data"]
-        except (httpx.HTTPError, KeyError, ValueError):
-            return False
-        items = data[key] if key != "groups" else [r for g in data["groups"] for r in g["rules"]]
-        return bool(items) and all(item.get(field) != "unknown" for item in items)
-
-    deadline = time.monotonic() + timeout
-    while not ready("/api/v1/targets", "activeTargets", "health"):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"Prometheus at {url} did not scrape its targets within {timeout}s")
-        time.sleep(0.2)
-    time.sleep(2.5)  # two rule evaluations (interval 1s) on the scraped data
-    while not ready("/api/v1/rules", "groups", "health"):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"Prometheus at {url} did not evaluate its rules within {timeout}s")
-        time.sleep(0.2)
-
-
-@contextmanager
-def alertmanager(tmp: Path) -> Iterator[str]:
-    binary = require_tool("prometheus-alertmanager")
-    tmp.mkdir(parents=True, exist_ok=True)
-    (tmp / "am.yml").write_text(
-        "route: {receiver: null}\nreceivers: [{name: null}]\n".replace("null", "'blackhole'")
-    )
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={tmp / 'am.yml'}",
-            f"--storage.path={tmp / 'am'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_port(port, timeout=20)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop_process(proc)
+MONITORING = (
+    "monitoring.prometheus_targets",
+    "monitoring.prometheus_rules",
+    "monitoring.alertmanager",
+    "monitoring.grafana_datasources",
+    "monitoring.grafana_dashboards",
+)
 
 
 @pytest.fixture(scope="module")
-def app() -> Iterator[RefApp]:
-    with reference_app(color="green") as running:
-        yield running
+def apps() -> Iterator[dict[str, RefApp]]:
+    with reference_app(color="blue") as blue, reference_app(color="green") as green:
+        yield {"blue": blue, "green": green}
+
+
+def loopback_targets(apps: dict[str, RefApp], down: frozenset[str] = frozenset()) -> dict[str, str | None]:
+    """Every rendered app target -> the reference app of its color (or a closed port if `down`)."""
+    mapped: dict[str, str | None] = {}
+    for target in app_targets():
+        found = re.fullmatch(r"paper-trading-app-(blue|green)-\d+:\d+", target)
+        assert found, f"unexpected rendered app target {target!r}"
+        port = free_port() if target in down else apps[found.group(1)].port
+        mapped[target] = f"127.0.0.1:{port}"
+    return mapped
+
+
+def green_replicas() -> int:
+    return sum(1 for t in app_targets() if t.startswith("paper-trading-app-green-"))
+
+
+@pytest.fixture(scope="module")
+def stack(apps: dict[str, RefApp], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """The rendered monitoring stack, every replica up: (Prometheus URL, Alertmanager URL)."""
+    tmp = tmp_path_factory.mktemp("monitoring")
+    with alertmanager(tmp / "am") as am, prometheus(tmp / "prom", loopback_targets(apps), am) as prom:
+        yield prom, am
 
 
 def _validate(
-    app: RefApp, tmp: Path, *args: str, env: dict[str, str] | None = None
-) -> tuple[int, str, set[str]]:
-    report = tmp / "report.json"
-    result = run_cli(
+    apps: dict[str, RefApp], tmp: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[int, str, dict[str, Any]]:
+    result, report = run_report(
+        tmp,
         "--base-url",
-        app.url,
+        apps["green"].url,
         "--color",
         "green",
-        "--report",
-        str(report),
         *args,
-        env={"VALIDATION_CHECK_TIMEOUT": "8", **(env or {})},
+        env={"VALIDATION_CHECK_TIMEOUT": "8", "VALIDATION_EXPECTED_REPLICAS": str(green_replicas()),
+             **(env or {})},
     )
-    return result.returncode, result.stdout, failed_checks(json.loads(report.read_text()))
+    return result.returncode, result.stdout, report
 
 
-def test_healthy_monitoring_passes(app: RefApp, tmp_path: Path) -> None:
+def test_healthy_monitoring_passes(apps: dict[str, RefApp], stack: tuple[str, str], tmp_path: Path) -> None:
+    prom, am = stack
     grafana = FakeGrafana()
-    with (
-        prometheus(tmp_path / "prom", [f"127.0.0.1:{app.port}"]) as prom,
-        alertmanager(tmp_path / "am") as am,
-        fake_grafana(grafana) as graf,
-    ):
-        code, out, failed = _validate(
-            app,
+    with fake_grafana(grafana) as graf:
+        code, out, report = _validate(
+            apps,
             tmp_path,
             "--prometheus-url",
             prom,
@@ -155,55 +94,97 @@ def test_healthy_monitoring_passes(app: RefApp, tmp_path: Path) -> None:
             env={"GRAFANA_USER": grafana.user, "GRAFANA_PASSWORD": grafana.password},
         )
     assert code == 0, out
-    for name in (
-        "monitoring.prometheus_targets",
-        "monitoring.prometheus_rules",
-        "monitoring.alertmanager",
-        "monitoring.grafana_datasources",
-        "monitoring.grafana_dashboards",
-    ):
-        assert f"{name}" in out and "PASS" in next(line for line in out.splitlines() if line.startswith(name))
+    assert_failed_exactly(report, set())
+    for name in MONITORING:
+        assert check(report, name)["status"] == "passed", (name, out)
+    # Every rendered rule was loaded (the product's, not a stand-in) and none errs.
+    rules = rendered_file(f"{PROM_DIR}/alerts.rules.yml") + rendered_file(f"{PROM_DIR}/recording.rules.yml")
+    groups = len(re.findall(r"^- name: ", rules, re.M))
+    assert f"{groups} groups" in check(report, "monitoring.prometheus_rules")["message"]
+    assert check(report, "monitoring.prometheus_targets")["details"]["targets"] == len(app_targets())
 
 
-def test_target_down_and_rule_errors_fail(app: RefApp, tmp_path: Path) -> None:
-    with prometheus(tmp_path / "prom", [f"127.0.0.1:{app.port}", f"127.0.0.1:{free_port()}"]) as prom:
-        code, out, failed = _validate(app, tmp_path, "--prometheus-url", prom)
-    assert code == 1
-    assert {"monitoring.prometheus_targets", "monitoring.prometheus_rules"} <= failed, out
-
-
-def test_candidate_without_targets_fails(app: RefApp, tmp_path: Path) -> None:
-    with prometheus(tmp_path / "prom", [f"127.0.0.1:{app.port}"]) as prom:
-        code, out, failed = _validate(
-            app, tmp_path, "--prometheus-url", prom, env={"VALIDATION_EXPECTED_REPLICAS": "2"}
+def test_replica_down_fails_only_the_targets_check(apps: dict[str, RefApp], tmp_path: Path) -> None:
+    down = next(t for t in app_targets() if t.startswith("paper-trading-app-green-"))
+    with prometheus(tmp_path / "prom", loopback_targets(apps, frozenset({down}))) as prom:
+        code, out, report = _validate(
+            apps, tmp_path, "--prometheus-url", prom, env={"VALIDATION_CHECK_TIMEOUT": "4"}
         )
-    assert code == 1 and "monitoring.prometheus_targets" in failed, out
-    assert "1 target(s) for green, expected 2" in out
+    assert code == 1, out
+    assert_failed_exactly(report, {"monitoring.prometheus_targets"})
+    (reported,) = check(report, "monitoring.prometheus_targets")["details"]["down"]
+    assert reported.startswith(f"app/{down.split(':')[0]}: down"), reported
 
 
-def test_grafana_unhealthy_datasource_empty_dashboards_and_bad_auth(app: RefApp, tmp_path: Path) -> None:
+def test_erroring_rule_fails_only_the_rules_check(apps: dict[str, RefApp], tmp_path: Path) -> None:
+    """A rule that collapses `up` onto one label set errs once two targets share a job and color;
+    injected beside the product's rules, it must be the only rule reported."""
+    broken = with_rule(
+        rendered_file(f"{PROM_DIR}/recording.rules.yml"),
+        "injected-fault",
+        {
+            "record": "instance_up:collapsed",
+            "expr": 'label_replace(up, "instance", "same", "instance", ".*")',
+        },
+    )
+    overrides = {"recording.rules.yml": broken}
+    with prometheus(tmp_path / "prom", loopback_targets(apps), overrides=overrides) as prom:
+        code, out, report = _validate(apps, tmp_path, "--prometheus-url", prom)
+    assert code == 1, out
+    assert_failed_exactly(report, {"monitoring.prometheus_rules"})
+    message = check(report, "monitoring.prometheus_rules")["message"]
+    assert message.startswith("1 rule(s) failing: instance_up:collapsed:"), message
+
+
+def test_candidate_without_enough_targets_fails(
+    apps: dict[str, RefApp], stack: tuple[str, str], tmp_path: Path
+) -> None:
+    prom, _ = stack
+    wanted = green_replicas() + 1
+    code, out, report = _validate(
+        apps,
+        tmp_path,
+        "--prometheus-url",
+        prom,
+        env={"VALIDATION_EXPECTED_REPLICAS": str(wanted), "VALIDATION_CHECK_TIMEOUT": "4"},
+    )
+    assert code == 1, out
+    assert_failed_exactly(report, {"monitoring.prometheus_targets"})
+    message = check(report, "monitoring.prometheus_targets")["message"]
+    assert message == f"{green_replicas()} target(s) for green, expected {wanted}"
+
+
+def test_grafana_unhealthy_datasource_empty_dashboards_and_bad_auth(
+    apps: dict[str, RefApp], tmp_path: Path
+) -> None:
     grafana = FakeGrafana(datasources={"prometheus": "OK", "loki": "ERROR"}, dashboards=[])
     with fake_grafana(grafana) as graf:
-        code, out, failed = _validate(
-            app,
+        code, out, report = _validate(
+            apps,
             tmp_path,
             "--grafana-url",
             graf,
             env={"GRAFANA_USER": grafana.user, "GRAFANA_PASSWORD": grafana.password},
         )
-        assert code == 1
-        assert {"monitoring.grafana_datasources", "monitoring.grafana_dashboards"} <= failed, out
-        assert "loki" in out
-        code, out, failed = _validate(app, tmp_path, "--grafana-url", graf)
-        assert code == 1 and "401" in out
+        assert code == 1, out
+        assert_failed_exactly(report, {"monitoring.grafana_datasources", "monitoring.grafana_dashboards"})
+        assert "loki" in check(report, "monitoring.grafana_datasources")["message"]
+        assert "prometheus" not in check(report, "monitoring.grafana_datasources")["message"]
+        # Without credentials both Grafana checks are refused (401), nothing else fails.
+        code, out, report = _validate(apps, tmp_path, "--grafana-url", graf)
+        assert code == 1, out
+        assert_failed_exactly(report, {"monitoring.grafana_datasources", "monitoring.grafana_dashboards"})
+        for name in ("monitoring.grafana_datasources", "monitoring.grafana_dashboards"):
+            assert "401" in check(report, name)["message"], name
 
 
-def test_alertmanager_unreachable_fails(app: RefApp, tmp_path: Path) -> None:
-    code, out, failed = _validate(
-        app,
+def test_alertmanager_unreachable_fails(apps: dict[str, RefApp], tmp_path: Path) -> None:
+    code, out, report = _validate(
+        apps,
         tmp_path,
         "--alertmanager-url",
         f"http://127.0.0.1:{free_port()}",
         env={"VALIDATION_RETRIES": "0"},
     )
-    assert code == 1 and failed == {"monitoring.alertmanager"}, out
+    assert code == 1, out
+    assert_failed_exactly(report, {"monitoring.alertmanager"})

@@ -1,4 +1,5 @@
-"""Real servers on loopback for the validation tests: the reference app and an nginx TLS front."""
+"""Real servers on loopback for the validation tests: the reference app (and, via
+tests/fidelity_nginx.py, the product's own nginx config in front of it)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.support import stop_process
 
@@ -78,52 +80,6 @@ def reference_app(
         stop_process(proc, timeout=5)
 
 
-HEADERS = """
-    add_header Strict-Transport-Security "max-age=31536000; includeSubDomains" always;
-    add_header X-Content-Type-Options nosniff always;
-    add_header X-Frame-Options DENY always;
-    add_header Referrer-Policy no-referrer always;
-    add_header Content-Security-Policy "default-src 'self'; frame-ancestors 'none'" always;
-    add_header Permissions-Policy "geolocation=(), camera=()" always;
-"""
-
-NGINX_CONF = """
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off;
-  client_body_temp_path {d}/body;
-  proxy_temp_path {d}/proxy;
-  fastcgi_temp_path {d}/fastcgi;
-  uwsgi_temp_path {d}/uwsgi;
-  scgi_temp_path {d}/scgi;
-  server_tokens off;
-  limit_req_zone $binary_remote_addr zone=auth:1m rate=1r/s;
-  limit_req_status 429;
-  upstream app {{ server 127.0.0.1:{upstream}; keepalive 16; }}
-  server {{
-    listen 127.0.0.1:{https} ssl;
-    ssl_certificate {d}/cert.pem;
-    ssl_certificate_key {d}/key.pem;
-    ssl_protocols {protocols};
-    ssl_ciphers {ciphers};
-    ssl_session_tickets off;
-    {headers}
-    proxy_http_version 1.1;
-    proxy_set_header Connection "";
-    location /api/auth/ {{ {limit} proxy_pass http://app; }}
-    location / {{ proxy_pass http://app; }}
-  }}
-  server {{
-    listen 127.0.0.1:{http};
-    location / {{ return 301 https://$host:{https}$request_uri; }}
-  }}
-}}
-"""
-
-
 @dataclass
 class Front:
     https_url: str
@@ -131,60 +87,11 @@ class Front:
     ca_file: str
 
 
-@contextmanager
-def nginx_front(
-    workdir: Path,
-    upstream: int,
-    cert_pem: bytes,
-    key_pem: bytes,
-    ca_pem: bytes,
-    *,
-    headers: bool = True,
-    rate_limit: bool = True,
-    legacy_tls: bool = False,
-) -> Iterator[Front]:
-    """Real nginx terminating TLS with a test CA's certificate in front of the reference app."""
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "cert.pem").write_bytes(cert_pem)
-    (workdir / "key.pem").write_bytes(key_pem)
-    (workdir / "ca.pem").write_bytes(ca_pem)
-    https, http = free_port(), free_port()
-    conf = NGINX_CONF.format(
-        d=workdir,
-        upstream=upstream,
-        https=https,
-        http=http,
-        headers=HEADERS if headers else "",
-        limit="limit_req zone=auth burst=5 nodelay;" if rate_limit else "",
-        # A misconfigured front that still speaks TLS 1.0/1.1 (OpenSSL 3 needs SECLEVEL=0 for them).
-        protocols="TLSv1 TLSv1.1 TLSv1.2 TLSv1.3" if legacy_tls else "TLSv1.2 TLSv1.3",
-        ciphers="DEFAULT:@SECLEVEL=0" if legacy_tls else "HIGH:!aNULL:!MD5",
-    )
-    (workdir / "nginx.conf").write_text(conf)
-    proc = subprocess.Popen(
-        [
-            nginx,
-            "-p",
-            str(workdir),
-            "-c",
-            str(workdir / "nginx.conf"),
-            "-e",
-            str(workdir / "error.log"),
-            "-g",
-            "daemon off;",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        try:
-            wait_port(https)
-            wait_port(http)
-        except TimeoutError:
-            proc.kill()
-            _, err = proc.communicate(timeout=5)
-            raise RuntimeError(f"nginx did not start: {err.decode()}") from None
-        yield Front(f"https://127.0.0.1:{https}", f"http://127.0.0.1:{http}", str(workdir / "ca.pem"))
-    finally:
-        stop_process(proc, timeout=5)
+def nginx_front(*args: Any, **kwargs: Any) -> Any:
+    """The product's own proxy config in front of the reference app: see tests/fidelity_nginx.py.
+
+    (There is no hand-written nginx config here any more; this name stays for bench/validation.py.)
+    """
+    from tests.fidelity_nginx import nginx_front as product_front
+
+    return product_front(*args, **kwargs)
