@@ -115,7 +115,8 @@ class Proxy(pulumi.ComponentResource):
                 limits=s.proxy.limits, user=PROXY_USER,
                 tmpfs={
                     "/tmp": "rw,noexec,nosuid,size=16m",
-                    PATHS.temp_dir: "rw,noexec,nosuid,size=64m",
+                    # Docker makes a tmpfs root-owned whatever the image says: hand it to nginx's user.
+                    PATHS.temp_dir: "rw,noexec,nosuid,size=64m,uid={},gid={}".format(*PROXY_USER.split(":")),
                     "/var/run": "rw,noexec,nosuid,size=1m",
                 },
                 volumes=[scratch_volume(CONF_DIR)],

@@ -1,0 +1,367 @@
+"""The `ci` stack's locally built images honour the contract the program relies on.
+
+No Pulumi engine: the ci stack is rendered (`tools.render.evaluate("ci")`) and every
+container it enables is started with the Docker SDK from its rendered inputs, the way
+pulumi-docker would: image, user, command, entrypoint, envs, tmpfs, read-only root,
+capabilities, security options, memory/CPU limits, init, restart policy, user networks
+with the rendered aliases, volumes (fresh named volumes, shared ones shared), and the
+uploads written into the created-but-not-started container. Containers start in
+dependency order (the rendered `dependsOn`), and a dependency created with `wait=true`
+must be healthy first, as the provider waits for it. Then each container must become
+healthy by its own rendered healthcheck, or, without one, answer on its listen port;
+the exporters must also reach what they export (pg_up 1, redis_up 1, nginx_up 1).
+
+Deviations from the provider, each deliberate:
+- ports are not published (the ci stack's host ports may be in use; nothing here needs them);
+- healthchecks run every second instead of the rendered interval (same command, timeout,
+  retries and start period): Docker 20.10 has no start interval, and a 10-60 s first
+  check would not fit the time budget;
+- names get a test prefix (hostnames stay as rendered: RabbitMQ's node name uses it),
+  and every rendered container name is also an alias on its networks.
+
+Images: `scripts/build-test-images --ci` (reused when already built; see docs/ci-stack.md).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import secrets
+import subprocess
+import tarfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import require_docker
+
+pytestmark = pytest.mark.docker
+
+ROOT = Path(__file__).resolve().parent.parent
+STACK = "ci"
+TEST_LABEL = "paper-trading.ci-images-test"
+HEALTH_TIMEOUT = 75.0
+CONTAINER_TYPE = "docker:index/container:Container"
+NETWORK_TYPE = "docker:index/network:Network"
+#: Exporters have no healthcheck: the metric that proves each one reaches its target.
+EXPORTER_PROOF = {
+    "postgres-exporter": "pg_up 1",
+    "redis-exporter": "redis_up 1",
+    "nginx-exporter": "nginx_up 1",
+}
+
+
+def _duration_ns(value: str) -> int:
+    units = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+    match = re.fullmatch(r"([0-9]+)(ms|s|m|h)", value)
+    assert match, f"unexpected duration {value!r}"
+    return int(match.group(1)) * units[match.group(2)]
+
+
+def _upload_tar(uploads: list[dict[str, Any]], under: str) -> bytes:
+    """Uploads below `under` as one tar relative to it, with mode and owner as rendered."""
+    buffer = io.BytesIO()
+    now = int(time.time())
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        dirs: set[str] = set()
+        for upload in uploads:
+            parent = os.path.dirname(os.path.relpath(upload["file"], under))
+            while parent and parent not in dirs:
+                dirs.add(parent)
+                parent = os.path.dirname(parent)
+        for directory in sorted(dirs):
+            info = tarfile.TarInfo(directory)
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, now
+            archive.addfile(info)
+        for upload in uploads:
+            data = str(upload["content"]).encode()
+            info = tarfile.TarInfo(os.path.relpath(upload["file"], under))
+            info.size, info.mtime = len(data), now
+            info.mode = int(str(upload.get("permissions") or "0644"), 8)
+            info.uid = int(upload.get("owner") or 0)
+            info.gid = int(upload.get("group") or upload.get("owner") or 0)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _listen_port(inputs: dict[str, Any]) -> int | None:
+    for arg in inputs.get("command") or []:
+        match = re.fullmatch(r"--web\.listen-address=[^:]*:([0-9]+)", str(arg))
+        if match:
+            return int(match.group(1))
+    return None
+
+
+class CiStack:
+    """Every enabled container of the rendered ci stack, started like the provider would."""
+
+    def __init__(self, client: Any, graph: Any) -> None:
+        self.client = client
+        self.graph = graph
+        self.prefix = f"ptci-{secrets.token_hex(3)}"
+        self.labels = {TEST_LABEL: self.prefix}
+        self.networks: dict[str, str] = {}  # rendered name -> test network name
+        self.volumes: dict[str, str] = {}  # rendered volume name -> test volume name
+        self.started: dict[str, Any] = {}  # rendered container name -> docker container
+        self.by_urn = {r.urn: r for r in graph.containers}
+
+    # ------------------------------------------------------------------ names
+
+    def network(self, name: str) -> str:
+        return self.networks[name]
+
+    def volume(self, rendered: str) -> str:
+        if rendered not in self.volumes:
+            name = f"{self.prefix}-{rendered}"
+            self.client.volumes.create(name, labels=self.labels)
+            self.volumes[rendered] = name
+        return self.volumes[rendered]
+
+    # ------------------------------------------------------------------ setup
+
+    def create_networks(self) -> None:
+        for res in self.graph.of_type(NETWORK_TYPE):
+            name = f"{self.prefix}-{res.inputs['name']}"
+            self.client.networks.create(
+                name, driver=res.inputs.get("driver") or "bridge",
+                internal=bool(res.inputs.get("internal")), labels=self.labels,
+            )
+            self.networks[res.inputs["name"]] = name
+
+    def start_all(self, deadline: float) -> None:
+        """Start containers in dependency order; a `wait` dependency must be healthy first."""
+        pending = list(self.graph.containers)
+        while pending:
+            progressed = False
+            for res in list(pending):
+                deps = [self.by_urn[u] for u in res.options.get("dependsOn") or [] if u in self.by_urn]
+                if any(d.inputs["name"] not in self.started for d in deps):
+                    continue
+                if any(d.inputs.get("wait") and self.status(d) is not True for d in deps):
+                    continue
+                self.start(res.inputs)
+                pending.remove(res)
+                progressed = True
+            if pending and not progressed:
+                if time.monotonic() > deadline:
+                    raise AssertionError(
+                        "dependencies never became healthy: "
+                        + ", ".join(self.describe(r) for r in self.graph.containers if r.inputs.get("wait"))
+                    )
+                time.sleep(0.5)
+
+    def start(self, inputs: dict[str, Any]) -> Any:
+        import docker
+
+        name = inputs["name"]
+        networks = inputs["networksAdvanced"]
+        primary = inputs.get("networkMode") or networks[0]["name"]
+        aliases = {n["name"]: [*(n.get("aliases") or []), name] for n in networks}
+        volumes: dict[str, dict[str, str]] = {}
+        mount_points: list[str] = []
+        for i, vol in enumerate(inputs.get("volumes") or []):
+            path = vol["containerPath"]
+            if vol.get("hostPath"):
+                source = vol["hostPath"]
+            else:
+                # Named volumes keep their rendered identity (redis data is shared with the
+                # backup, the backup metrics with node-exporter); anonymous ones get their own.
+                source = self.volume(vol.get("volumeName") or f"{name}-anon-{i}")
+            volumes[source] = {"bind": path, "mode": "ro" if vol.get("readOnly") else "rw"}
+            mount_points.append(path.rstrip("/"))
+        check = inputs.get("healthcheck")
+        healthcheck = None
+        if check:
+            healthcheck = {
+                "test": list(check["tests"]),
+                "interval": 10**9,  # rendered interval shortened, see the module docstring
+                "timeout": _duration_ns(check.get("timeout") or "30s"),
+                "retries": int(check.get("retries") or 3),
+                "start_period": _duration_ns(check.get("startPeriod") or "0s"),
+            }
+        caps = inputs.get("capabilities") or {}
+        container = self.client.containers.create(
+            inputs["image"],
+            name=f"{self.prefix}-{name}",
+            hostname=inputs.get("hostname"),
+            command=inputs.get("command"),
+            entrypoint=inputs.get("entrypoints") or inputs.get("entrypoint"),
+            user=inputs.get("user") or "",
+            environment=list(inputs.get("envs") or []),
+            labels={**{lab["label"]: lab["value"] for lab in inputs.get("labels") or []}, **self.labels},
+            read_only=bool(inputs.get("readOnly")),
+            privileged=bool(inputs.get("privileged")),
+            tmpfs=dict(inputs.get("tmpfs") or {}),
+            cap_drop=caps.get("drops"),
+            cap_add=caps.get("adds"),
+            security_opt=inputs.get("securityOpts"),
+            mem_limit=f"{int(inputs['memory'])}m" if inputs.get("memory") else None,
+            memswap_limit=f"{int(inputs['memorySwap'])}m" if inputs.get("memorySwap") else None,
+            nano_cpus=int(float(inputs["cpus"]) * 1e9) if inputs.get("cpus") else None,
+            init=bool(inputs.get("init")),
+            restart_policy={"Name": inputs.get("restart") or "no",
+                            "MaximumRetryCount": int(inputs.get("maxRetryCount") or 0)},
+            log_config=docker.types.LogConfig(type=inputs.get("logDriver") or "json-file",
+                                              config=dict(inputs.get("logOpts") or {})),
+            healthcheck=healthcheck,
+            volumes=volumes,
+            # Ports: not published, see the module docstring.
+            network=self.network(primary),
+            networking_config={
+                self.network(primary): self.client.api.create_endpoint_config(aliases=aliases[primary]),
+            },
+        )
+        self.started[name] = container
+        for net in networks:
+            if net["name"] != primary:
+                self.client.networks.get(self.network(net["name"])).connect(
+                    container, aliases=aliases[net["name"]])
+        # Uploads go into the created container before its first start, each into the
+        # volume that holds it (Docker writes nowhere else on a read-only root filesystem).
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for upload in inputs.get("uploads") or []:
+            target = upload["file"]
+            under = max((p for p in mount_points if target.startswith(p + "/")), key=len, default=None)
+            if under is None:
+                assert not inputs.get("readOnly"), f"{name}: upload {target} is outside every volume"
+                under = os.path.dirname(target)
+            groups.setdefault(under, []).append(upload)
+        for under, uploads in groups.items():
+            assert container.put_archive(under, _upload_tar(uploads, under)), f"{name}: upload to {under}"
+        container.start()
+        return container
+
+    # ------------------------------------------------------------------ health
+
+    def status(self, res: Any) -> bool | None:
+        """True: healthy (or answering); False: gave up (exited for good); None: not yet."""
+        inputs = res.inputs
+        container = self.started[inputs["name"]]
+        container.reload()
+        state = container.attrs["State"]
+        gave_up = container.attrs.get("RestartCount", 0) >= int(inputs.get("maxRetryCount") or 0)
+        if state["Status"] == "exited" and state.get("ExitCode") and not state.get("Restarting") and gave_up:
+            return False
+        if inputs.get("healthcheck"):
+            return True if (state.get("Health") or {}).get("Status") == "healthy" else None
+        if state["Status"] != "running":
+            return None
+        return True if self.answers(res) else None
+
+    def answers(self, res: Any) -> bool:
+        """An exporter without a healthcheck: /metrics answers, and shows it reaches its target."""
+        inputs = res.inputs
+        port = _listen_port(inputs)
+        assert port, f"{inputs['name']}: no --web.listen-address in its command"
+        container = self.started[inputs["name"]]
+        monitoring = self.network(next(n["name"] for n in inputs["networksAdvanced"]
+                                       if n["name"].endswith("-monitoring")))
+        address = container.attrs["NetworkSettings"]["Networks"].get(monitoring, {}).get("IPAddress")
+        if not address:
+            return False
+        try:
+            with urllib.request.urlopen(f"http://{address}:{port}/metrics", timeout=3) as response:
+                body = response.read().decode(errors="replace")
+        except OSError:
+            return False
+        service = res.label_map.get("paper-trading.service", "")
+        proof = EXPORTER_PROOF.get(service)
+        return proof is None or re.search(rf"^{re.escape(proof)}$", body, re.M) is not None
+
+    def describe(self, res: Any) -> str:
+        container = self.started.get(res.inputs["name"])
+        if container is None:
+            return f"{res.inputs['name']}: not started"
+        container.reload()
+        state = container.attrs["State"]
+        health = (state.get("Health") or {})
+        last = (health.get("Log") or [{}])[-1].get("Output", "").strip()[-300:]
+        logs = container.logs(tail=15).decode(errors="replace").strip()
+        return (f"{res.inputs['name']}: {state['Status']} exit={state.get('ExitCode')} "
+                f"restarts={container.attrs.get('RestartCount')} health={health.get('Status')} "
+                f"last-check={last!r}\n    logs: {logs[-1500:]}")
+
+    # ------------------------------------------------------------------ teardown
+
+    def remove(self) -> None:
+        remove_labelled(self.client, self.prefix)
+
+
+def remove_labelled(client: Any, prefix: str | None = None) -> None:
+    """Containers, then networks and volumes of this test (one run, or every earlier one)."""
+    selector = f"{TEST_LABEL}={prefix}" if prefix else TEST_LABEL
+    for container in client.containers.list(all=True, filters={"label": selector}):
+        with suppress(Exception):  # already gone
+            container.remove(force=True, v=True)
+    for network in client.networks.list(filters={"label": selector}):
+        with suppress(Exception):
+            network.remove()
+    for volume in client.volumes.list(filters={"label": selector}):
+        with suppress(Exception):
+            volume.remove(force=True)
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    require_docker()
+    import docker
+
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "build-test-images"), "--ci"],
+        capture_output=True, text=True, timeout=1800,
+    )
+    assert proc.returncode == 0, f"build-test-images --ci failed:\n{proc.stdout}\n{proc.stderr}"
+    docker_client = docker.from_env(timeout=120)
+    remove_labelled(docker_client)  # leftovers of an interrupted earlier run
+    try:
+        yield docker_client
+    finally:
+        docker_client.close()
+
+
+def test_ci_stack_uses_only_local_images(client: Any) -> None:
+    from tools.render import evaluate
+
+    graph = evaluate(STACK)
+    images = sorted({r.inputs["image"] for r in graph.containers})
+    for image in images:
+        client.images.get(image)  # raises ImageNotFound: the ci stack would need a registry
+    services = {r.label_map.get("paper-trading.service") for r in graph.containers}
+    assert not services & {"grafana", "loki", "log-collector"}, "disabled in the ci stack (docs/ci-stack.md)"
+
+
+def test_every_ci_container_becomes_healthy(client: Any) -> None:
+    from tools.render import evaluate
+
+    graph = evaluate(STACK)
+    stack = CiStack(client, graph)
+    began = time.monotonic()
+    deadline = began + HEALTH_TIMEOUT
+    try:
+        stack.create_networks()
+        stack.start_all(deadline)
+        results: dict[str, bool | None] = {r.inputs["name"]: None for r in graph.containers}
+        took: dict[str, float] = {}
+        while time.monotonic() < deadline and any(v is None for v in results.values()):
+            for res in graph.containers:
+                name = res.inputs["name"]
+                if results[name] is None:
+                    results[name] = stack.status(res)
+                    if results[name] is not None:
+                        took[name] = time.monotonic() - began
+            time.sleep(0.5)
+        print("healthy after (s, from the first container's start):",  # shown with `pytest -s`
+              ", ".join(f"{n}={t:.0f}" for n, t in sorted(took.items(), key=lambda kv: kv[1])))
+        bad = [r for r in graph.containers if results[r.inputs["name"]] is not True]
+        assert not bad, (
+            f"not healthy after {time.monotonic() - began:.0f}s:\n  "
+            + "\n  ".join(stack.describe(r) for r in bad)
+        )
+    finally:
+        stack.remove()
