@@ -105,7 +105,11 @@ def hardened_container_args(
         networks_advanced=network_attachments(networks),
         # The first network given is the primary one; never Docker's default bridge.
         network_mode=next(iter(networks)),
-        read_only=read_only,
+        # pulumi-docker 5.x copies uploads as one archive extracted at "/", which Docker refuses
+        # on a read-only root filesystem whatever volume the files land in (found under the real
+        # engine: "container rootfs is marked read-only"). A container that receives files keeps
+        # a writable root (docs/policies.md, residual risks); every other hardening stays.
+        read_only=read_only and not uploads,
         privileged=False,
         capabilities=docker.ContainerCapabilitiesArgs(
             drops=["ALL"], adds=sorted(capability_adds) if capability_adds else None
@@ -143,16 +147,16 @@ def secret_file(
 ) -> docker.ContainerUploadArgs:
     """A secret handed to a container as a file (never as an env value).
 
-    Files land in a volume private to the container. Images that start as root and
-    drop to their own service user (postgres, redis, rabbitmq) need `mode="0444"`
-    unless `owner` names that user.
+    Files land in a volume private to the container, owned by root so the service cannot
+    change them. `owner` names the (non-root) user that must read the file: it is then
+    `0444`. Setting the upload's owner instead makes pulumi-docker ask Docker to resolve
+    the container's user in the image's passwd database, which fails for numeric users the
+    image does not list (found under the real engine), so the owner is never sent.
     """
     return docker.ContainerUploadArgs(
         file=path,
         content=pulumi.Output.secret(content),
-        permissions=mode,
-        owner=owner,
-        group=owner,
+        permissions="0444" if owner else mode,
     )
 
 
@@ -162,11 +166,7 @@ def config_file(path: str, content: str) -> docker.ContainerUploadArgs:
 
 
 def scratch_volume(path: str) -> docker.ContainerVolumeArgs:
-    """An anonymous volume: a writable spot for uploads in a read-only container.
-
-    Docker refuses to copy files into a read-only root filesystem except into
-    volume paths (checked on Docker 20.10), so every upload directory is one.
-    """
+    """An anonymous volume for uploaded files: they live and die with the container, not in a layer."""
     return docker.ContainerVolumeArgs(container_path=path)
 
 

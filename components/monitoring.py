@@ -127,7 +127,7 @@ class Monitoring(pulumi.ComponentResource):
                     lambda url: alertmanager.alertmanager_config(s, url))
                 am_upload = docker.ContainerUploadArgs(
                     file=layout.ALERTMANAGER_CONFIG, content=pulumi.Output.secret(am_content),
-                    permissions="0400", owner="65534")
+                    permissions="0444")  # read by nobody (65534); see secret_file
             self.alertmanager = self._container(
                 "alertmanager", s.images.alertmanager, s.limits.monitoring, user=NOBODY,
                 files={layout.ALERTMANAGER_CONFIG: str(am_shown)}, uploads=[am_upload],

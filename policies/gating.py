@@ -7,9 +7,9 @@ dependencies). A graph where the switch reads its color from anywhere else (the 
 constant, another resource) is refused at `pulumi preview`, before anything is created.
 
 Dynamic resources all share one type token, so the gate and the switch are recognised by the
-provider class their pickled `__provider` names (read with `pickletools`, never unpickled),
-and that must agree with the `kind` marker the components set. Anything unreadable is a
-violation (fail closed).
+`kind` marker the components set; where the pickled `__provider` is visible it must name the
+matching class (read with `pickletools`, never unpickled). The engine itself does not pass
+`__provider` to stack policies. Anything unreadable is a violation (fail closed).
 """
 
 from __future__ import annotations
@@ -37,11 +37,10 @@ UNSKIPPABLE_PREFIXES = ("safety.", "health.")
 LIVE_INPUTS = ("liveColor",)
 
 
-def provider_class(props: Any, where: str) -> tuple[str, str]:
+def provider_class(encoded: Any, where: str) -> tuple[str, str]:
     """(module, class) that a dynamic resource's pickled provider refers to, without unpickling it."""
-    encoded = known(field(props, "__provider", where), f"{where}.__provider")
     if not isinstance(encoded, str) or not encoded:
-        raise Malformed(f"{where}: no readable __provider (a dynamic resource always has one)")
+        raise Malformed(f"{where}: __provider is not a pickled provider")
     try:
         raw = base64.b64decode(encoded, validate=True)
         strings = [arg for op, arg, _ in pickletools.genops(raw) if isinstance(arg, str)]
@@ -53,19 +52,24 @@ def provider_class(props: Any, where: str) -> tuple[str, str]:
 
 
 def _role(resource: PolicyResource) -> str | None:
-    """GATE_KIND, SWITCH_KIND or None; Malformed when the marker and the provider disagree."""
+    """GATE_KIND, SWITCH_KIND or None, by the `kind` marker; Malformed when the provider disagrees.
+
+    The engine does not hand `__provider` to stack policies (checked under the real engine), so
+    the marker decides; where the provider is visible (other engines, offline graphs) it must agree.
+    """
     where = resource.name
-    module_class = provider_class(resource.props, where)
     kind = known(field(resource.props, "kind", where), f"{where}.kind")
-    by_provider = next((k for k, cls in PROVIDERS.items() if cls == module_class), None)
-    if kind is None and by_provider is None:
-        return None
-    if kind != by_provider:
-        raise Malformed(
-            f"{where}: kind {kind!r} does not match its provider {'.'.join(module_class)} "
-            f"(expected kind {by_provider!r})"
-        )
-    return by_provider
+    role = kind if kind in PROVIDERS else None
+    encoded = known(field(resource.props, "__provider", where), f"{where}.__provider")
+    if encoded is not None:
+        module_class = provider_class(encoded, where)
+        by_provider = next((k for k, cls in PROVIDERS.items() if cls == module_class), None)
+        if role != by_provider:
+            raise Malformed(
+                f"{where}: kind {kind!r} does not match its provider {'.'.join(module_class)} "
+                f"(expected kind {by_provider!r})"
+            )
+    return role
 
 
 def _skipped(options: Any, where: str) -> list[str]:

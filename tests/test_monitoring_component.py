@@ -86,7 +86,8 @@ def test_every_service_is_deployed_on_the_monitoring_network(prod: tuple[Graph, 
         backend = service in ("postgres-exporter", "redis-exporter")
         assert ("paper-trading-backend" in nets) == backend, service
         assert set(nets) <= {"paper-trading-monitoring", "paper-trading-backend"}, service
-        assert inputs["readOnly"] is True and inputs["privileged"] is False, service
+        assert inputs["readOnly"] is (not inputs.get("uploads")), service  # writable only for uploads
+        assert inputs["privileged"] is False, service
         assert inputs["labels"], service
 
 
@@ -135,7 +136,8 @@ def test_secrets_are_files_never_envs(prod: tuple[Graph, Any]) -> None:
     uploads = {u["file"]: (u, w) for u, w in pairs}
     upload, wire = uploads[layout.GRAFANA_ADMIN_PASSWORD_FILE]
     assert "4dabf18193072939515e22adb298388d" in json.dumps(wire), "admin password upload must be secret"
-    assert upload["permissions"] == "0400"
+    # Root-owned, readable by Grafana's user (uid 472); never owner-mapped (see secret_file).
+    assert upload["permissions"] == "0444" and not upload.get("owner") and not upload.get("group")
     env = f"GF_SECURITY_ADMIN_PASSWORD__FILE={layout.GRAFANA_ADMIN_PASSWORD_FILE}"
     assert env in grafana_res.inputs["envs"]
 

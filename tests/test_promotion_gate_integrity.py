@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pulumi.dynamic.dynamic import serialize_provider
 
 from components.config import SKIPPABLE_CHECKS, ConfigError, Settings, parse_settings
 from components.gate import ALWAYS_REQUIRED, GATE_KIND, PromotionGateArgs, PromotionGateProvider, refusal
-from components.routing import SWITCH_KIND
+from components.routing import SWITCH_KIND, RoutingProvider
 from policies.check import check_graph
 from policies.harness import Analyzer
 from policies.rules import STACK_POLICIES
@@ -204,7 +205,8 @@ MUTANTS: dict[str, Callable[[Graph], list[Resource]]] = {
                                                   urn=g.by_name("promotion-gate").urn + "-2")],
     "gate kind removed": lambda g: _mutate(g, "promotion-gate", drop=("kind",)),
     "gate provider swapped": lambda g: _mutate(
-        g, "promotion-gate", inputs={"__provider": g.by_name("routing-switch").wire["__provider"]}),
+        g, "promotion-gate", inputs={"__provider": serialize_provider(RoutingProvider())}),
+    "switch kind removed": lambda g: _mutate(g, "routing-switch", drop=("kind",)),
     "gate provider unreadable": lambda g: _mutate(g, "promotion-gate", inputs={"__provider": "!!"}),
     "gate provider unknown": lambda g: _mutate(g, "promotion-gate", inputs={"__provider": UNKNOWN}),
     "live color from the config": lambda g: _mutate(

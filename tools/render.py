@@ -113,7 +113,7 @@ def _masked(value: Any) -> Any:
     if _is_secret(value):
         return MASK
     if isinstance(value, dict):
-        return {k: _masked(v) for k, v in value.items()}
+        return {k: _masked(v) for k, v in value.items() if k != "__provider"}
     if isinstance(value, list):
         return [_masked(v) for v in value]
     return value
@@ -309,9 +309,6 @@ def _evaluate(
             resource_id = f"{request.name}-id"
             self.resources[urn] = pmocks.MockMonitor.ResourceRegistration(
                 urn, resource_id, {**inputs, **computed})
-            if provider is not None:
-                # A dynamic resource's pickled provider, as the engine hands it to policies.
-                wire["__provider"] = inputs["__provider"] = provider
             options: dict[str, Any] = {
                 "protect": bool(request.protect),
                 "retainOnDelete": bool(request.retainOnDelete),

@@ -1,0 +1,294 @@
+"""`pulumi up` for real: the engine built by `scripts/install-engine`, the `ci` stack, the real dockerd.
+
+One scenario, in order (each step starts from the state the previous one left):
+preview (with the policy pack) -> a rogue program refused by the engine -> up from nothing ->
+a no-op up and a refresh -> a faulty candidate refused by the gate -> a flip under load ->
+a release on the idle color -> no plain secret in the state -> destroy keeping the data.
+Each operation is timed; the figures are written to build/engine-timings.json.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.engine.engine import ROOT, EngineProject, changed, policy_violations
+from tests.support import missing, require_docker
+
+pytestmark = pytest.mark.engine
+
+STACK = "ci"
+PREFIX = "paper-trading-ci"
+APP_IMAGE = "paper-trading-reference-app:test"
+RELEASE_IMAGE = "paper-trading-reference-app:ci-release"
+SECRET_SIG = "4dabf18193072939515e22adb298388d"
+
+
+def _pulumi() -> str:
+    found = shutil.which("pulumi")
+    if found is None:
+        missing("the Pulumi CLI is not installed (run scripts/install-engine)")
+    assert found is not None
+    return found
+
+
+def _docker() -> Any:
+    import docker
+
+    return docker.from_env()
+
+
+def _stack_containers() -> list[Any]:
+    return _docker().containers.list(all=True, filters={"label": f"paper-trading.stack={STACK}"})
+
+
+def _data_volumes() -> list[Any]:
+    volumes = _docker().volumes.list()
+    return [v for v in volumes if v.name.startswith(f"{PREFIX}-") and v.name.endswith("-data")]
+
+
+def _cleanup() -> None:
+    client = _docker()
+    for container in _stack_containers():
+        container.remove(force=True)
+    for network in client.networks.list():
+        if network.name.startswith(f"{PREFIX}-"):
+            network.remove()
+    for volume in client.volumes.list():
+        if volume.name.startswith(f"{PREFIX}-"):
+            volume.remove(force=True)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineProject]:
+    pulumi = _pulumi()
+    require_docker()
+    build = subprocess.run([str(ROOT / "scripts" / "build-test-images"), "--ci"], capture_output=True,
+                           text=True, timeout=1800)
+    assert build.returncode == 0, build.stdout + build.stderr
+    _cleanup()
+    engine = EngineProject(tmp_path_factory.mktemp("engine"), pulumi, stack=STACK)
+    engine.prepare()
+    # The policy pack's own virtualenv (policies/venv): the project's, as scripts/test builds it.
+    (engine.workdir / "policies" / "venv").symlink_to(ROOT / "venv")
+    try:
+        yield engine
+    finally:
+        engine.run("destroy", "--yes", "--skip-preview", check=False)
+        _cleanup()
+        out = ROOT / "build" / "engine-timings.json"
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps(engine.timings, indent=2) + "\n")
+        print(f"\nengine timings (s): {engine.timings}")
+
+
+def _live(url: str, n: int = 10) -> set[str | None]:
+    with httpx.Client(timeout=5) as client:
+        return {client.get(f"{url}/health").headers.get("x-deployment-color") for _ in range(n)}
+
+
+def _wait_healthy(timeout: float = 120) -> dict[str, str]:
+    """name -> state for every container of the stack, once all are running and healthy (or timeout)."""
+    deadline = time.monotonic() + timeout
+    states: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        states = {}
+        for container in _stack_containers():
+            container.reload()
+            health = container.attrs["State"].get("Health", {}).get("Status")
+            states[container.name] = health or container.status
+        if states and all(s in ("healthy", "running") for s in states.values()):
+            return states
+        time.sleep(2)
+    return states
+
+
+def test_preview_with_the_policy_pack_has_no_mandatory_violation(project: EngineProject) -> None:
+    proc, events = project.events("preview", "--policy-pack", "policies", timing="preview")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert [v for v in policy_violations(events) if v[1] in ("mandatory", "remediate")] == []
+
+
+ROGUE_PROGRAM = '''
+import pulumi_docker as docker
+
+docker.Container(
+    "rogue",
+    image="{image}",
+    envs=["DEPLOYMENT_COLOR=blue"],
+    labels=[docker.ContainerLabelArgs(label="paper-trading.role", value="app"),
+            docker.ContainerLabelArgs(label="paper-trading.color", value="blue")],
+)
+'''
+
+
+def test_engine_refuses_an_app_container_without_the_safety_env(project: EngineProject) -> None:
+    rogue = project.base / "rogue"
+    rogue.mkdir()
+    (rogue / "Pulumi.yaml").write_text(
+        "name: rogue\nruntime:\n  name: python\n  options:\n    toolchain: pip\n"
+        f"    virtualenv: {ROOT / 'venv'}\n")
+    (rogue / "__main__.py").write_text(ROGUE_PROGRAM.format(image=APP_IMAGE))
+    project.run("stack", "init", "rogue", cwd=rogue)
+    proc, events = project.events("preview", "--stack", "rogue", "--policy-pack",
+                                  str(project.workdir / "policies"), cwd=rogue)
+    refused = {(name, level) for name, level, _ in policy_violations(events)}
+    assert proc.returncode != 0
+    assert ("paper-trading-mode", "mandatory") in refused
+
+
+def test_up_from_nothing(project: EngineProject) -> None:
+    project.run("up", "--yes", "--policy-pack", "policies", timing="first up")
+    states = _wait_healthy()
+    assert states and all(s in ("healthy", "running") for s in states.values()), states
+    outputs = project.outputs()
+    assert outputs["activeColor"] == "blue"
+    state = json.loads(project.run("stack", "export").stdout)
+    (gate,) = [r for r in state["deployment"]["resources"] if r["urn"].endswith("::promotion-gate")]
+    assert gate["outputs"]["validated"] is True and gate["outputs"]["approvedColor"] == "blue"
+    assert gate["outputs"]["report"]["passed"] >= 10
+    assert _live(outputs["appUrl"]) == {"blue"}
+
+
+def test_second_up_changes_nothing_and_refresh_finds_no_drift(project: EngineProject) -> None:
+    assert changed(project.preview_steps()) == {}
+    project.run("up", "--yes", "--expect-no-changes", timing="no-op up")
+    project.run("refresh", "--yes", "--expect-no-changes", timing="refresh")
+    assert changed(project.preview_steps()) == {}
+
+
+def _set_faults(color: str, *faults: str) -> None:
+    (container,) = [c for c in _stack_containers() if c.labels.get("paper-trading.color") == color]
+    body = json.dumps({"faults": list(faults)})
+    result = container.exec_run(["curl", "-sf", "-X", "POST", "-H", "Content-Type: application/json",
+                                 "-d", body, "http://127.0.0.1:3000/admin/faults"])
+    assert result.exit_code == 0, result.output
+
+
+def test_faulty_candidate_fails_up_and_keeps_traffic(project: EngineProject) -> None:
+    url = project.outputs()["appUrl"]
+    _set_faults("green", "paper_mode_off")
+    try:
+        project.config_set("deployment.activeColor", "green")
+        proc, events = project.events("up", "--yes", timing="refused up")
+    finally:
+        _set_faults("green")
+    assert proc.returncode != 0
+    errors = [e["diagnosticEvent"]["message"] for e in events
+              if e.get("diagnosticEvent", {}).get("severity") == "error"]
+    assert any("safety.paper_trading_mode" in m and "green was not promoted" in m for m in errors), errors
+    assert project.outputs()["activeColor"] == "blue"
+    assert _live(url) == {"blue"}
+
+
+class _Load:
+    """Requests on fresh connections until stopped; counts what did not answer 200."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.ok, self.failed = url, 0, 0
+        self.colors: set[str | None] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                response = httpx.get(f"{self.url}/health", timeout=5)
+                if response.status_code == 200:
+                    self.ok += 1
+                    self.colors.add(response.headers.get("x-deployment-color"))
+                else:
+                    self.failed += 1
+            except httpx.HTTPError:
+                self.failed += 1
+
+    def __enter__(self) -> _Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def test_flip_moves_only_gate_and_routing_with_no_failed_request(project: EngineProject) -> None:
+    project.config_set("deployment.activeColor", "green")
+    steps = changed(project.preview_steps("--diff"))
+    assert set(steps.values()) == {"update"}, steps
+    assert {urn.rsplit("::", 1)[-1] for urn in steps} == {"promotion-gate", "routing-switch"}
+    url = project.outputs()["appUrl"]
+    with _Load(url) as load:
+        project.run("up", "--yes", timing="flip")
+        time.sleep(1)
+    assert load.failed == 0 and load.ok > 50, (load.ok, load.failed)
+    assert load.colors == {"blue", "green"}
+    assert project.outputs()["activeColor"] == "green"
+    assert _live(url) == {"green"}
+
+
+def test_release_on_the_idle_color_replaces_only_its_containers(project: EngineProject) -> None:
+    import io
+
+    # A new image (its own ID), as a release would bring.
+    dockerfile = f"FROM {APP_IMAGE}\nLABEL paper-trading.test-release=2\n".encode()
+    release, _ = _docker().images.build(fileobj=io.BytesIO(dockerfile), tag=RELEASE_IMAGE, rm=True)
+    project.config_set("deployment.blue.image", RELEASE_IMAGE)
+    steps = changed(project.preview_steps())
+    assert steps, "a new image must change something"
+    names = {urn.rsplit("::", 1)[-1] for urn in steps}
+    assert all("blue" in name for name in names), steps
+    before = {c.name: c.id for c in _stack_containers() if c.labels.get("paper-trading.color") == "green"}
+    project.run("up", "--yes", timing="release")
+    after = {c.name: c.id for c in _stack_containers() if c.labels.get("paper-trading.color") == "green"}
+    assert after == before
+    blue = [c for c in _stack_containers() if c.labels.get("paper-trading.color") == "blue"]
+    assert blue and {c.image.id for c in blue} == {release.id}
+    assert project.outputs()["activeColor"] == "green"
+
+
+def _secret_plaintexts(node: Any) -> list[str]:
+    found: list[str] = []
+    if isinstance(node, dict):
+        if node.get(SECRET_SIG) == "1b47061264138c4ac30d75fd1eb44270" and "plaintext" in node:
+            found.append(str(node["plaintext"]))
+        for value in node.values():
+            found.extend(_secret_plaintexts(value))
+    elif isinstance(node, list):
+        for value in node:
+            found.extend(_secret_plaintexts(value))
+    return found
+
+
+def test_stack_export_has_no_plaintext_secret(project: EngineProject) -> None:
+    revealed = json.loads(project.run("stack", "export", "--show-secrets").stdout)
+    plain = {value.strip('"') for value in _secret_plaintexts(revealed)}
+    plain = {value for value in plain if len(value) >= 12}
+    assert plain, "the stack holds secrets (generated passwords): they must be found"
+    exported = project.run("stack", "export").stdout
+    assert [value for value in plain if value in exported] == []
+
+
+def test_destroy_keeps_the_data_volumes_and_their_data(project: EngineProject) -> None:
+    volumes = _data_volumes()
+    assert volumes
+    client = _docker()
+    for volume in volumes:
+        client.containers.run(APP_IMAGE, ["sh", "-c", "echo kept > /data/.engine-test-marker"],
+                              volumes={volume.name: {"bind": "/data"}}, remove=True, user="0")
+    project.run("state", "unprotect", "--all", "--yes", "--stack", STACK)
+    project.run("destroy", "--yes", timing="destroy")
+    assert _stack_containers() == []
+    survivors = {v.name for v in _data_volumes()}
+    assert survivors == {v.name for v in volumes}
+    for name in survivors:
+        out = client.containers.run(APP_IMAGE, ["cat", "/data/.engine-test-marker"],
+                                    volumes={name: {"bind": "/data"}}, remove=True, user="0")
+        assert out.decode().strip() == "kept"
