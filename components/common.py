@@ -102,9 +102,10 @@ def hardened_container_args(
         name=name,
         hostname=name,
         labels=labels(all_labels),
+        # No network_mode: pulumi-docker then creates the container on `bridge`, detaches it and
+        # attaches these networks with their aliases before it starts. With network_mode set to
+        # one of them, Docker silently drops that network's aliases (found under the real engine).
         networks_advanced=network_attachments(networks),
-        # The first network given is the primary one; never Docker's default bridge.
-        network_mode=next(iter(networks)),
         # pulumi-docker 5.x copies uploads as one archive extracted at "/", which Docker refuses
         # on a read-only root filesystem whatever volume the files land in (found under the real
         # engine: "container rootfs is marked read-only"). A container that receives files keeps

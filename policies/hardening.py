@@ -232,20 +232,30 @@ BUILTIN_NETWORKS = ("bridge", "default", "host")
 
 
 def check_user_networks_only(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    """CIS 5.29: never Docker's default bridge (or host): networkMode names a user network."""
+    """CIS 5.29: never Docker's default bridge (or host): only user-defined networks.
+
+    pulumi-docker creates a container in `networkMode` (default `bridge`) and, when
+    `networksAdvanced` is set, detaches it from `bridge` and attaches the listed networks
+    before it starts. So `bridge`/unset is fine exactly when user networks are listed; `host`,
+    `none` and `container:` never are.
+    """
     if args.resource_type != CONTAINER:
         return
-    mode = as_str(field(args.props, "networkMode"), "networkMode")
-    if mode is None or not mode.strip():
-        _say(report, "networkMode must name a user network (unset means Docker's default bridge)")
-    elif mode.strip().lower() in BUILTIN_NETWORKS or mode.strip().lower().startswith("container:"):
-        _say(report, f"networkMode {mode!r} is not a user-defined network")
+    names = []
     for i, net in enumerate(as_list(field(args.props, "networksAdvanced"), "networksAdvanced")):
         where = f"networksAdvanced.{i}"
         name = as_str(field(net, "name", where), f"{where}.name", optional=False)
         assert name is not None
+        names.append(name)
         if name.strip().lower() in BUILTIN_NETWORKS:
             _say(report, f"networksAdvanced.{i} attaches the built-in network {name!r}")
+    mode = (as_str(field(args.props, "networkMode"), "networkMode") or "").strip()
+    if mode.lower() in ("", "bridge", "default"):
+        if not names:
+            _say(report, "no user network: networkMode unset or bridge and no networksAdvanced means "
+                         "Docker's default bridge")
+    elif mode.lower() in BUILTIN_NETWORKS or mode.lower().startswith("container:"):
+        _say(report, f"networkMode {mode!r} is not a user-defined network")
 
 
 # --------------------------------------------------------------------------- advisory

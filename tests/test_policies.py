@@ -350,9 +350,13 @@ MUTANTS: list[Mutant] = [
     M(IMG, "remote-image-latest", of_type("docker:index/remoteImage:RemoteImage"),
            put("name", "nginx:latest")),
     # container-user-networks-only
-    M(NET, "default-bridge", app, put("networkMode", "bridge")),
-    M(NET, "network-mode-removed", svc("postgres"), put("networkMode", DROP)),
-    M(NET, "network-mode-default", svc("redis"), put("networkMode", "default")),
+    # bridge/unset is what pulumi-docker detaches before start when user networks are listed;
+    # without them the container would run on Docker's default bridge.
+    M(NET, "default-bridge", app, both(put("networkMode", "bridge"), put("networksAdvanced", DROP))),
+    M(NET, "no-network-at-all", svc("postgres"), put("networksAdvanced", DROP)),
+    M(NET, "network-mode-default", svc("redis"),
+           both(put("networkMode", "default"), put("networksAdvanced", []))),
+    M(NET, "host-network-mode", svc("backup"), put("networkMode", "host")),
     M(NET, "shares-container-net", svc("proxy"), put("networkMode", "container:other")),
     M(NET, "bridge-attached", svc("rabbitmq"),
            append("networksAdvanced", {"name": "bridge"})),

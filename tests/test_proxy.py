@@ -101,7 +101,8 @@ def test_networks_aliases_and_labels(rendered_proxy: Any) -> None:
     prefix = settings.name_prefix
     nets = {n["name"]: n.get("aliases") for n in proxy.inputs["networksAdvanced"]}
     assert nets == {f"{prefix}-frontend": ["proxy"], f"{prefix}-monitoring": ["proxy"]}
-    assert proxy.inputs["networkMode"] == f"{prefix}-frontend"
+    # No networkMode: the aliases would be dropped on the network it names (see common.py).
+    assert "networkMode" not in proxy.inputs
     assert proxy.label_map["paper-trading.role"] == "proxy"
     assert proxy.label_map["paper-trading.stack"] == stack
     assert proxy.inputs["name"] == f"{prefix}-proxy"
