@@ -6,6 +6,7 @@ accident: components build their containers through `hardened_container_args`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -112,13 +113,16 @@ def hardened_container_args(
         # a writable root (docs/policies.md, residual risks); every other hardening stays.
         read_only=read_only and not uploads,
         privileged=False,
+        # Spelt as Docker reports them back (CAP_ prefix), so a refresh finds no drift.
         capabilities=docker.ContainerCapabilitiesArgs(
-            drops=["ALL"], adds=sorted(capability_adds) if capability_adds else None
+            drops=["ALL"],
+            adds=sorted(_cap(c) for c in capability_adds) if capability_adds else None,
         ),
         security_opts=["no-new-privileges:true"],
         memory=limits.memory_mb,
         memory_swap=limits.memory_mb,
-        cpus=f"{limits.cpus:g}",
+        # As the provider reads it back ("1.0", "0.5"): any other spelling is a diff that replaces.
+        cpus=f"{limits.cpus:.1f}" if float(limits.cpus).is_integer() else f"{limits.cpus:g}",
         restart="on-failure",
         max_retry_count=max_retries,
         log_driver="json-file",
@@ -189,11 +193,35 @@ def http_probe(url: str) -> list[str]:
     ]
 
 
+def _cap(name: str) -> str:
+    upper = name.strip().upper()
+    return upper if upper.startswith("CAP_") else f"CAP_{upper}"
+
+
+def go_duration(text: str) -> str:
+    """`90s`/`15m`/`1h` as Go prints a duration (`1m30s`, `15m0s`, `1h0m0s`).
+
+    The provider reads healthcheck durations back in that form; any other spelling of the
+    same value is a diff on every preview (found under the real engine).
+    """
+    match = re.fullmatch(r"(\d+)(s|m|h)", text.strip())
+    if match is None:
+        raise ValueError(f"duration {text!r}: expected a whole number of s, m or h")
+    seconds = int(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[match.group(2)]
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
 def healthcheck(
     test: Sequence[str], interval: str = "10s", timeout: str = "5s", retries: int = 5,
     start_period: str = "20s",
 ) -> docker.ContainerHealthcheckArgs:
     return docker.ContainerHealthcheckArgs(
-        tests=list(test), interval=interval, timeout=timeout, retries=retries,
-        start_period=start_period,
+        tests=list(test), interval=go_duration(interval), timeout=go_duration(timeout), retries=retries,
+        start_period=go_duration(start_period),
     )

@@ -58,10 +58,11 @@ EXPORTER_PROOF = {
 
 
 def _duration_ns(value: str) -> int:
+    """A Go duration as the program spells it (`20s`, `1m0s`, `1h0m0s`) in nanoseconds."""
     units = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
-    match = re.fullmatch(r"([0-9]+)(ms|s|m|h)", value)
-    assert match, f"unexpected duration {value!r}"
-    return int(match.group(1)) * units[match.group(2)]
+    parts = re.findall(r"([0-9]+)(ms|s|m|h)", value)
+    assert parts and "".join(n + u for n, u in parts) == value, f"unexpected duration {value!r}"
+    return sum(int(n) * units[u] for n, u in parts)
 
 
 def _upload_tar(uploads: list[dict[str, Any]], under: str) -> bytes:
