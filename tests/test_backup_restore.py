@@ -459,6 +459,34 @@ def test_failed_backup_deletes_nothing_and_counts_a_failure(runner: Runner) -> N
     assert {p.name for p in runner.backups.iterdir() if not p.name.startswith(".")} == set(before)
 
 
+@pytest.mark.parametrize("broken", ["mv", "sha256sum"])
+def test_failed_move_publishes_nothing_and_prunes_nothing(
+    cluster: Cluster, tmp_path: Path, broken: str
+) -> None:
+    """`if ! publish` turns `set -e` off inside it: a failed move or an empty checksum fails the backup."""
+    runner = make_runner(cluster, tmp_path)
+    assert runner.run("backup", "once").returncode == 0
+    [real] = runner.good()
+    planted = [_plant(runner, runner.backups / real, timedelta(days=d)) for d in (40, 50, 60)]
+    before = {p.name: _sha256(p) for p in runner.backups.iterdir() if not p.name.startswith(".")}
+    stubs = tmp_path / "stubs"
+    stubs.mkdir()
+    if broken == "mv":  # `mv` refuses to put a dump in place (the checksum's move still works)
+        script = ('#!/bin/sh\nfor a; do last=$a; done\n'
+                  'case "$last" in *.dump) exit 1 ;; esac\nexec /bin/mv "$@"\n')
+    else:  # a hashing tool that prints nothing: an empty checksum
+        script = "#!/bin/sh\nexit 0\n"
+    (stubs / broken).write_text(script)
+    (stubs / broken).chmod(0o755)
+    failed = runner.run("backup", "once", PATH=f"{stubs}:{runner.env['PATH']}",
+                        BACKUP_MAX_AGE_DAYS="1", BACKUP_KEEP_COUNT="1")
+    assert failed.returncode == 1
+    after = {p.name: _sha256(p) for p in runner.backups.iterdir() if not p.name.startswith(".")}
+    assert after == before and set(planted) <= set(after)  # nothing new, nothing pruned
+    assert runner.metric("paper_trading_backup_last_run_success") == 0
+    assert "could not publish" in failed.stdout + failed.stderr
+
+
 def test_retention_from_config_keeps_newest_by_count_and_age(cluster: Cluster, tmp_path: Path) -> None:
     cluster.psql(SCHEMA)
     runner = make_runner(cluster, tmp_path, retention={"keepCount": 4, "maxAgeDays": 10}, redisSnapshot=False)
