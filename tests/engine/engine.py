@@ -66,12 +66,14 @@ class EngineProject:
         })
         return env
 
-    def prepare(self) -> None:
+    def prepare(self, link_venv: bool = True) -> None:
+        """Copy the project; link the venv (or leave it to the language host to create, as on a clone)."""
         for name in tracked_files():
             target = self.workdir / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, target)
-        (self.workdir / "venv").symlink_to(ROOT / "venv")
+        if link_venv:
+            (self.workdir / "venv").symlink_to(ROOT / "venv")
         (self.base / "state").mkdir(parents=True, exist_ok=True)
         install = subprocess.run([str(ROOT / "scripts" / "install-engine")], env=self.env,
                                  capture_output=True, text=True, timeout=3600)

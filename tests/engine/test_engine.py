@@ -293,3 +293,14 @@ def test_destroy_keeps_the_data_volumes_and_their_data(project: EngineProject) -
         out = client.containers.run(APP_IMAGE, ["cat", "/data/.engine-test-marker"],
                                     volumes={name: {"bind": "/data"}}, remove=True, user="0")
         assert out.decode().strip() == "kept"
+
+
+def test_a_fresh_clone_previews_with_the_policy_pack(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No venv at all, as after `git clone`: the engine creates the program's and the pack's venvs."""
+    fresh = EngineProject(tmp_path_factory.mktemp("fresh"), _pulumi(), stack=STACK)
+    fresh.prepare(link_venv=False)
+    proc, events = fresh.events("preview", "--policy-pack", "policies", timing="fresh-clone preview")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [v for v in policy_violations(events) if v[1] in ("mandatory", "remediate")] == []
+    assert (fresh.workdir / "venv" / "bin" / "python").exists()
+    assert (fresh.workdir / "policies" / "venv" / "bin" / "python").exists()

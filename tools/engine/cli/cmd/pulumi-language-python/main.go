@@ -160,9 +160,31 @@ func (h *pythonHost) RuntimeOptionsPrompts(ctx context.Context,
 func (h *pythonHost) InstallDependencies(req *pulumirpc.InstallDependenciesRequest,
 	server grpc.ServerStreamingServer[pulumirpc.InstallDependenciesResponse],
 ) error {
-	msg := "pulumi-language-python (paper-trading build): dependency installation is not implemented; " +
-		"install requirements into the virtualenv with pip\n"
-	return server.Send(&pulumirpc.InstallDependenciesResponse{Stdout: []byte(msg)})
+	info := req.GetInfo()
+	if info == nil {
+		return status.Error(codes.InvalidArgument, "InstallDependencies needs program info")
+	}
+	tc, err := resolveToolchain(info)
+	if err != nil {
+		return err
+	}
+	out := &sendWriter{send: func(b []byte) error {
+		return server.Send(&pulumirpc.InstallDependenciesResponse{Stdout: b})
+	}}
+	errs := &sendWriter{send: func(b []byte) error {
+		return server.Send(&pulumirpc.InstallDependenciesResponse{Stderr: b})
+	}}
+	return tc.InstallDependencies(server.Context(), info.GetProgramDirectory(), false, true, out, errs)
+}
+
+// sendWriter forwards what pip prints to the engine as it comes.
+type sendWriter struct{ send func([]byte) error }
+
+func (w *sendWriter) Write(b []byte) (int, error) {
+	if err := w.send(append([]byte(nil), b...)); err != nil {
+		return 0, err
+	}
+	return len(b), nil
 }
 
 func (h *pythonHost) About(ctx context.Context, req *pulumirpc.AboutRequest) (*pulumirpc.AboutResponse, error) {
@@ -194,6 +216,11 @@ func (h *pythonHost) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulum
 	tc, err := resolveToolchain(info)
 	if err != nil {
 		return nil, err
+	}
+	// Like the upstream host: `pulumi up` on a fresh clone creates the configured virtualenv
+	// and installs requirements.txt into it before running the program.
+	if err := tc.EnsureVenv(ctx, info.GetProgramDirectory(), false, true, os.Stderr, os.Stderr); err != nil {
+		return &pulumirpc.RunResponse{Error: fmt.Sprintf("preparing the virtualenv: %v", err)}, nil
 	}
 
 	args := []string{"-u", script,
@@ -296,6 +323,11 @@ func (h *pythonHost) RunPlugin(req *pulumirpc.RunPluginRequest,
 	tc, err := resolveToolchain(info)
 	if err != nil {
 		return err
+	}
+	// Like the upstream host: a configured virtualenv that does not exist yet is created and
+	// filled from requirements.txt (a policy pack's own venv, on its first use).
+	if err := tc.EnsureVenv(server.Context(), info.GetProgramDirectory(), false, true, os.Stderr, os.Stderr); err != nil {
+		return fmt.Errorf("preparing the virtualenv: %w", err)
 	}
 	program := filepath.Join(info.GetProgramDirectory(), info.GetEntryPoint())
 	args := append([]string{"-u", program}, req.GetArgs()...)
