@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # Shared functions for backup.sh and restore.sh (POSIX sh: busybox ash in the
 # postgres:*-alpine image, dash on Debian). Sourced, never executed.
 #
