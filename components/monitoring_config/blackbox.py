@@ -12,6 +12,10 @@ from typing import Any
 from ..config import COLORS, Settings
 from ._yaml import dump
 
+# Redirects are never followed: a probe judges the answer of the listener it names. The
+# key is `follow_redirects: false` (the HTTP client option); `no_follow_redirects` is
+# deprecated in blackbox_exporter (issue 13, item 6).
+
 # Any answer counts: only the header decides which color is live (a 503 "none" matches neither).
 _ANY_STATUS = [200, 204, 301, 302, 400, 401, 403, 404, 429, 500, 502, 503, 504]
 
@@ -27,7 +31,7 @@ def blackbox_config(settings: Settings) -> str:
             "prober": "http",
             "timeout": "5s",
             "http": {"valid_status_codes": [200], "preferred_ip_protocol": "ip4",
-                     "no_follow_redirects": True},
+                     "follow_redirects": False},
         },
     }
     for color in COLORS:
@@ -37,7 +41,7 @@ def blackbox_config(settings: Settings) -> str:
             "http": {
                 "valid_status_codes": _ANY_STATUS,
                 "preferred_ip_protocol": "ip4",
-                "no_follow_redirects": True,
+                "follow_redirects": False,
                 "headers": {"Host": settings.server.host},
                 "fail_if_header_not_matches": [
                     {"header": "X-Deployment-Color", "regexp": f"^{color}$", "allow_missing": False},
