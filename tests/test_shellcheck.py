@@ -37,7 +37,7 @@ def shell_scripts(root: Path = ROOT) -> list[str]:
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
         cwd=root, capture_output=True, check=True,
     ).stdout.decode().split("\0")
-    return sorted(name for name in listed if name and (root / name).is_file() and is_shell_script(root / name))
+    return sorted(n for n in listed if n and (root / n).is_file() and is_shell_script(root / n))
 
 
 def test_discovery_finds_the_scripts_by_shebang_and_extension() -> None:

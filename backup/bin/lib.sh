@@ -9,10 +9,18 @@
 # else matches, and the .dump is renamed into place last.
 
 log() { printf '%s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
-die() { log "ERROR: $*"; exit "${2:-1}"; }
+# die MESSAGE [STATUS]: log "ERROR: MESSAGE" and exit with STATUS (default 1).
+# The status is the exit code only, never part of the message.
+die() { log "ERROR: $1"; exit "${2:-1}"; }
 
 # Required and optional settings (the container sets them; tests set the same).
-: "${BACKUP_DIR:?BACKUP_DIR must be set}"
+# BACKUP_DIR is checked by require_settings after the arguments are read, so
+# `--help` works without any environment.
+require_settings() {
+    [ -n "${BACKUP_DIR:-}" ] \
+        || die "BACKUP_DIR is not set: the folder holding the backups (the backup container sets it; docs/backup.md)" 64
+    [ -d "$BACKUP_DIR" ] || die "BACKUP_DIR $BACKUP_DIR is not a folder" 64
+}
 BACKUP_SECOND_DIR="${BACKUP_SECOND_DIR:-}"
 BACKUP_METRICS_DIR="${BACKUP_METRICS_DIR:-}"
 BACKUP_KEEP_COUNT="${BACKUP_KEEP_COUNT:-14}"
