@@ -58,6 +58,39 @@ class _Model(BaseModel):
         strict=False,
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_nested_defaults(cls, data: Any) -> Any:
+        """A partly set object keeps the defaults of the keys it leaves out.
+
+        `app: {limits: {cpus: 2}}` means "512 MiB (the default) and 2 CPUs", not "memoryMb is
+        missing": an object's default (e.g. `Limits(memory_mb=512, cpus=1.0)`) is merged under
+        what the stack sets, so a key that has a default never has to be set (issue 13, item 11).
+        """
+        if not isinstance(data, dict):
+            return data
+        merged = dict(data)
+        for name, field in cls.model_fields.items():
+            key = field.alias if field.alias in merged else name
+            given = merged.get(key)
+            if not isinstance(given, dict):
+                continue
+            default = field.get_default(call_default_factory=True)
+            if isinstance(default, BaseModel):
+                merged[key] = _under(default.model_dump(by_alias=True), given)
+        return merged
+
+
+def _under(defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """`given` with `defaults` filled in where it says nothing, object by object."""
+    out = dict(given)
+    for key, value in defaults.items():
+        if key not in out:
+            out[key] = value
+        elif isinstance(value, dict) and isinstance(out[key], dict):
+            out[key] = _under(value, out[key])
+    return out
+
 
 def _pinned(ref: str) -> str:
     """An image reference must carry an explicit tag or digest, never `latest`."""

@@ -8,6 +8,7 @@ The README embeds this table between markers; a test keeps the two identical:
 
 from __future__ import annotations
 
+import argparse
 import sys
 import types
 import typing
@@ -50,22 +51,45 @@ def _type_name(annotation: Any) -> str:
     return name.replace("str", "string").replace("float", "number")
 
 
-def rows(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, str, str, str]]:
+def _shown(value: Any) -> str:
+    if value is None or value is PydanticUndefined:
+        return ""
+    return f"`{str(value).lower() if isinstance(value, bool) else value}`"
+
+
+def rows(
+    model: type[BaseModel], prefix: str = "", defaults: BaseModel | None = None, condition: str | None = None,
+) -> Iterator[tuple[str, str, str, str]]:
+    """One row per key: (key, type, default, secret).
+
+    The default column says what happens when the stack file leaves the key out:
+    a value (what it then is), empty (unset: the feature is off or derived), `required`
+    (every stack must set it) or "required with `x`" (must be set whenever the object
+    `x` is). A key's default comes from the enclosing object's default when it has one
+    (`app.limits` defaults to 512 MiB / 1 CPU although `Limits` itself has no defaults),
+    which is how the models fill a partly set object (`_Model._keep_nested_defaults`).
+    """
     for name, field in model.model_fields.items():
         key = f"{prefix}{field.alias or name}"
+        if defaults is not None:
+            has_default, value = True, getattr(defaults, name)
+        elif field.is_required():
+            has_default, value = False, None
+        else:
+            has_default, value = True, field.get_default(call_default_factory=True)
+        if has_default:
+            default = "" if isinstance(value, BaseModel) else _shown(value)
+        else:
+            default = "required" if condition is None else f"required with `{condition}`"
         nested = _models(field.annotation)
         if nested:
-            yield key, "object", "required" if field.is_required() else "", ""
+            yield key, "object", default, ""
+            inner_defaults = value if isinstance(value, BaseModel) else None
+            # Inside an object that may be left out, "required" holds only once it is set.
+            inner_condition = key if has_default and inner_defaults is None else condition
             for sub in nested:
-                yield from rows(sub, f"{key}.")
+                yield from rows(sub, f"{key}.", inner_defaults, inner_condition)
             continue
-        if field.is_required():
-            default = "required"
-        elif field.default is PydanticUndefined or field.default is None:
-            default = ""
-        else:
-            value = field.default
-            default = f"`{str(value).lower() if isinstance(value, bool) else value}`"
         secret = "yes" if _is_secret(field.annotation) else ""
         yield key, _type_name(field.annotation), default, secret
 
@@ -88,8 +112,16 @@ def embed(readme: str) -> str:
     return f"{head}{BEGIN}\n{table()}{END}{tail}"
 
 
-def main(argv: list[str]) -> int:
-    if "--write" in argv:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.config_reference",
+        description="Print the configuration reference (every key of the paper-trading: namespace, its type, "
+                    "default and whether it is a secret) as a Markdown table, or refresh README.md with it.",
+    )
+    parser.add_argument("--write", action="store_true",
+                        help="replace the table between the markers in README.md")
+    args = parser.parse_args(argv)
+    if args.write:
         path = ROOT / "README.md"
         path.write_text(embed(path.read_text()))
         return 0
@@ -98,4 +130,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    raise SystemExit(main())
