@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Final, Protocol
 
 import pulumi
 import pulumi_docker as docker
@@ -26,7 +26,21 @@ from .monitoring_config import alertmanager, blackbox, grafana, layout, loki, pr
 NOBODY = "65534:65534"
 GRAFANA_USER = "472:0"
 LOKI_USER = "10001:10001"
-ROOT_USER = "0:0"  # promtail: reads root-owned json logs; every capability is still dropped
+# promtail reads Docker's json-file logs: files root:root 0640 in directories root:root 0710,
+# so listing them needs uid 0 (a group-0 user can traverse but not list; measured, see
+# docs/monitoring.md "Why the log collector runs as uid 0"). Every capability is still dropped.
+ROOT_USER = "0:0"
+
+#: Containers deployed without a healthcheck, and why (issue 13, item 6). Docker runs a
+#: healthcheck inside the container, and these upstream images are `FROM scratch`: no shell,
+#: no wget/curl, nothing but the exporter. Prometheus scrapes each one (`up`), and
+#: `TargetDown` (`up == 0` for 2m) fires when it stops answering.
+NO_HEALTHCHECK: Final[Mapping[str, str]] = {
+    "nginx-exporter": "nginx/nginx-prometheus-exporter is FROM scratch (no program to run a check); "
+                      "watched by Prometheus job `nginx` (`up`, alert TargetDown)",
+    "redis-exporter": "oliver006/redis_exporter (tags without -alpine) is FROM scratch (no program to "
+                      "run a check); watched by Prometheus job `redis` (`up`, alert TargetDown)",
+}
 
 
 class _Password(Protocol):
@@ -72,7 +86,16 @@ def _url(bind: str, port: int) -> str:
 
 
 def _http_check(port: int, path: str) -> docker.ContainerHealthcheckArgs:
+    """busybox or GNU `wget` (prom/* images are busybox-based; Loki's distroless:debug has busybox)."""
     return healthcheck(["CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{port}{path}"])
+
+
+def _bash_http_check(port: int, path: str) -> docker.ContainerHealthcheckArgs:
+    """A GET through bash's /dev/tcp, for an image with bash but no wget or curl (promtail's)."""
+    request = f"GET {path} HTTP/1.0\\r\\nHost: 127.0.0.1\\r\\n\\r\\n"
+    script = (f"exec 3<>/dev/tcp/127.0.0.1/{port} && printf '{request}' >&3 "
+              "&& head -n 1 <&3 | grep -q '^HTTP/[0-9.]* 200 '")
+    return healthcheck(["CMD", "bash", "-c", script])
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -197,6 +220,7 @@ class Monitoring(pulumi.ComponentResource):
                 data=(args.volume_names["logs"], layout.LOKI_DATA),
                 command=[f"-config.file={layout.LOKI_CONFIG}"],
                 ports=[_published(bind, layout.LOKI_PORT, mon.logs.port)],
+                check=_http_check(layout.LOKI_PORT, "/ready"),
             )
             self.log_collector = self._container(
                 "log-collector", s.images.promtail, mon.exporter_limits, user=ROOT_USER,
@@ -208,6 +232,9 @@ class Monitoring(pulumi.ComponentResource):
                                                container_path=layout.DOCKER_CONTAINERS_DIR, read_only=True),
                 ],
                 command=[f"-config.file={layout.PROMTAIL_CONFIG}"],
+                # /ready: promtail tails at least one log file, so the check also fails when it
+                # cannot read Docker's logs.
+                check=_bash_http_check(layout.PROMTAIL_PORT, "/ready"),
             )
 
         # --- Exporters
@@ -225,12 +252,14 @@ class Monitoring(pulumi.ComponentResource):
                 *([f"--collector.textfile.directory={layout.TEXTFILE_DIR}"] if args.textfile_volume else []),
                 f"--web.listen-address=:{layout.NODE_EXPORTER_PORT}",
             ],
+            check=_http_check(layout.NODE_EXPORTER_PORT, "/"),
         )
         self.blackbox_exporter = self._container(
             "blackbox-exporter", mon.blackbox_image, mon.exporter_limits, user=NOBODY,
             files={layout.BLACKBOX_CONFIG: blackbox.blackbox_config(s)}, config_dir=layout.BLACKBOX_DIR,
             command=[f"--config.file={layout.BLACKBOX_CONFIG}",
                      f"--web.listen-address=:{layout.BLACKBOX_PORT}"],
+            check=_http_check(layout.BLACKBOX_PORT, "/-/healthy"),
         )
         self.nginx_exporter = self._container(
             "nginx-exporter", s.images.nginx_exporter, mon.exporter_limits, user=NOBODY,
@@ -250,6 +279,7 @@ class Monitoring(pulumi.ComponentResource):
                 f"DATA_SOURCE_PASS_FILE={layout.POSTGRES_PASSWORD_FILE}",
             ],
             command=[f"--web.listen-address=:{layout.POSTGRES_EXPORTER_PORT}"],
+            check=_http_check(layout.POSTGRES_EXPORTER_PORT, "/"),
         )
         redis_passwords = ds.redis_password.result.apply(
             lambda pw: json.dumps({"redis://redis:6379": pw}))
@@ -297,6 +327,9 @@ class Monitoring(pulumi.ComponentResource):
         backend: bool = False,
     ) -> docker.Container:
         """One hardened container on the monitoring network (and backend when it reads a datastore)."""
+        if (check is None) != (service in NO_HEALTHCHECK):
+            raise ValueError(f"{service}: a monitoring container has a healthcheck unless NO_HEALTHCHECK "
+                             "names it with the reason (and then has none)")
         args = self._args
         prefix = args.settings.name_prefix
         name = f"{prefix}-{service}"

@@ -8,7 +8,8 @@ with the rendered aliases, volumes (fresh named volumes, shared ones shared), an
 uploads written into the created-but-not-started container. Containers start in
 dependency order (the rendered `dependsOn`), and a dependency created with `wait=true`
 must be healthy first, as the provider waits for it. Then each container must become
-healthy by its own rendered healthcheck, or, without one, answer on its listen port;
+healthy by its own rendered healthcheck, or, without one (only the exporters whose upstream
+image is FROM scratch, components.monitoring.NO_HEALTHCHECK), answer on its listen port;
 the exporters must also reach what they export (pg_up 1, redis_up 1, nginx_up 1).
 
 Deviations from the provider, each deliberate:
@@ -49,7 +50,7 @@ TEST_LABEL = "paper-trading.ci-images-test"
 HEALTH_TIMEOUT = 75.0
 CONTAINER_TYPE = "docker:index/container:Container"
 NETWORK_TYPE = "docker:index/network:Network"
-#: Exporters have no healthcheck: the metric that proves each one reaches its target.
+#: What each exporter's /metrics must show besides its own health: it reaches its target.
 EXPORTER_PROOF = {
     "postgres-exporter": "pg_up 1",
     "redis-exporter": "redis_up 1",
@@ -250,19 +251,24 @@ class CiStack:
         if state["Status"] == "exited" and state.get("ExitCode") and not state.get("Restarting") and gave_up:
             return False
         if inputs.get("healthcheck"):
-            return True if (state.get("Health") or {}).get("Status") == "healthy" else None
+            if (state.get("Health") or {}).get("Status") != "healthy":
+                return None
+            return True if res.label_map.get("paper-trading.service") not in EXPORTER_PROOF \
+                or self.answers(res) else None
         if state["Status"] != "running":
             return None
         return True if self.answers(res) else None
 
     def answers(self, res: Any) -> bool:
-        """An exporter without a healthcheck: /metrics answers, and shows it reaches its target."""
+        """An exporter's /metrics answers, and shows it reaches its target."""
         inputs = res.inputs
         port = _listen_port(inputs)
         assert port, f"{inputs['name']}: no --web.listen-address in its command"
         container = self.started[inputs["name"]]
-        monitoring = self.network(next(n["name"] for n in inputs["networksAdvanced"]
-                                       if n["name"].endswith("-monitoring")))
+        # Prometheus' side: the `metrics` network where it exists (issue 13, item 1), else `monitoring`.
+        names = [n["name"] for n in inputs["networksAdvanced"]]
+        monitoring = self.network(next(n for suffix in ("-metrics", "-monitoring") for n in names
+                                       if n.endswith(suffix)))
         address = container.attrs["NetworkSettings"]["Networks"].get(monitoring, {}).get("IPAddress")
         if not address:
             return False
