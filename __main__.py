@@ -1,5 +1,7 @@
 """The paper-trading deployment: load settings, build components, export outputs."""
 
+import os
+
 import pulumi
 
 from components.app import AppColor, AppColorArgs
@@ -14,7 +16,7 @@ from components.routing import Routing, RoutingArgs
 from components.volumes import Volumes, VolumesArgs
 from components.gate import PromotionGate, PromotionGateArgs
 
-settings = load_settings()
+settings = load_settings(os.path.dirname(os.path.abspath(__file__)))
 stack = pulumi.get_stack()
 stack_labels = {STACK_LABEL: stack}
 

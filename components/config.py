@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 import pulumi
@@ -527,18 +528,89 @@ def _port_clash(settings: Settings) -> str | None:
     return None
 
 
-#: Keys whose whole object holds a secret somewhere inside; Pulumi marks the whole
-#: top-level key secret when any nested path is set with `--secret`.
-SECRET_PATHS: tuple[tuple[str, ...], ...] = (
-    ("database", "url"),
-    ("exchanges", "binance", "apiKey"),
-    ("exchanges", "binance", "apiSecret"),
-    ("exchanges", "kucoin", "apiKey"),
-    ("exchanges", "kucoin", "apiSecret"),
-    ("exchanges", "kucoin", "passphrase"),
-    ("monitoring", "grafana", "adminPassword"),
-    ("monitoring", "alertmanager", "webhookUrl"),
-)
+def _holds_secret(annotation: Any) -> bool:
+    import typing
+
+    return annotation is SecretStr or any(_holds_secret(a) for a in typing.get_args(annotation))
+
+
+def _nested_models(annotation: Any) -> list[type[BaseModel]]:
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for a in typing.get_args(annotation) for m in _nested_models(a)]
+
+
+def _secret_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found: list[tuple[str, ...]] = []
+    for name, field in model.model_fields.items():
+        key = (*prefix, field.alias or name)
+        if _holds_secret(field.annotation):
+            found.append(key)
+        for sub in _nested_models(field.annotation):
+            found.extend(_secret_paths(sub, key))
+    return found
+
+
+#: Every key the models type as a secret (`SecretStr`), by config path. Pulumi marks secrecy per
+#: top-level key: once any path under `exchanges` is set with `--secret`, the whole object arrives
+#: secret, so the program also reads the stack file to see how each of these leaves is stored.
+SECRET_PATHS: tuple[tuple[str, ...], ...] = tuple(_secret_paths(Settings))
+
+
+def _is_secure(node: Any) -> bool:
+    return isinstance(node, dict) and set(node) == {"secure"}
+
+
+def plain_secret_leaves(stored: Mapping[str, Any], source: str) -> list[str]:
+    """Problems for secret keys a stack file's `config:` holds in plain text (values never shown).
+
+    `stored` is the file's `config:` mapping as written (`{secure: ...}` for an encrypted value).
+    A leaf is fine when it, or an object above it, is stored `secure:`.
+    """
+    problems: list[str] = []
+    for path in SECRET_PATHS:
+        node: Any = stored.get(f"{PROJECT}:{path[0]}")
+        for part in path[1:]:
+            if _is_secure(node) or not isinstance(node, dict):
+                break
+            node = node.get(part)
+        else:
+            if node is not None and not _is_secure(node):
+                problems.append(
+                    f"{PROJECT}:{_path(path)}: is a secret but {source} holds it in plain text; remove "
+                    f"it and set it with `pulumi config set --secret --path {_path(path)} ...`"
+                )
+    return problems
+
+
+def stack_file_path(project_dir: Path, stack: str) -> Path:
+    """Where the Pulumi CLI keeps `stack`'s config: `Pulumi.<stack>.yaml`, in `stackConfigDir` if set."""
+    import yaml
+
+    folder = project_dir
+    project_file = project_dir / "Pulumi.yaml"
+    if project_file.is_file():
+        project = yaml.safe_load(project_file.read_text()) or {}
+        if isinstance(project, dict) and isinstance(project.get("stackConfigDir"), str):
+            folder = project_dir / project["stackConfigDir"]
+    return folder / f"Pulumi.{stack.rsplit('/', 1)[-1]}.yaml"
+
+
+def read_stack_file(path: Path) -> Mapping[str, Any]:
+    """A stack file's `config:` mapping as written; a `ConfigError` naming the file if unreadable."""
+    import yaml
+
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError([f"{path}: cannot read the stack file: {exc}"]) from None
+    config = document.get("config") if isinstance(document, dict) else None
+    if not isinstance(document, dict) or not isinstance(config or {}, dict):
+        raise ConfigError([f"{path}: expected a mapping with a `config:` mapping"])
+    return dict(config or {})
+
 
 _FRIENDLY = {
     "extra_forbidden": "unknown key (is it misspelt?)",
@@ -600,17 +672,23 @@ def _dig(tree: Any, path: tuple[str, ...]) -> Any:
 
 
 def parse_settings(
-    raw: Mapping[str, str], secret_keys: frozenset[str] = frozenset()
+    raw: Mapping[str, str],
+    secret_keys: frozenset[str] = frozenset(),
+    stored: Mapping[str, Any] | None = None,
+    source: str = "the stack file",
 ) -> Settings:
     """Validate `{key: raw string}` (keys without namespace) into `Settings`.
 
     Collects every problem (schema, unsafe values, secrets stored in plain text)
-    and raises one `ConfigError` listing them all by config path.
+    and raises one `ConfigError` listing them all by config path. `stored` is the
+    stack file's `config:` as written, when there is one: each secret leaf in it
+    must be stored `secure:` (the engine only says which top-level keys are secret).
     """
     data = {key: _decode(value) for key, value in raw.items()}
-    problems: list[str] = []
+    problems: list[str] = [] if stored is None else plain_secret_leaves(stored, source)
     for path in SECRET_PATHS:
-        if _dig(data, path) is not None and path[0] not in secret_keys:
+        named = any(p.startswith(f"{PROJECT}:{_path(path)}: ") for p in problems)
+        if _dig(data, path) is not None and path[0] not in secret_keys and not named:
             problems.append(
                 f"{PROJECT}:{_path(path)}: is a secret; set it with "
                 f"`pulumi config set --secret --path {_path(path)} ...`"
@@ -634,8 +712,13 @@ def parse_settings(
     return settings
 
 
-def load_settings() -> Settings:
-    """Read the `paper-trading:` namespace from the running Pulumi program."""
+def load_settings(project_dir: str | Path | None = None) -> Settings:
+    """Read the `paper-trading:` namespace from the running Pulumi program.
+
+    With `project_dir` (the folder of `Pulumi.yaml`), the stack's file there is read too
+    when it exists, and a secret key it holds in plain text is refused (issue 13, item 12).
+    Without a stack file (config from elsewhere) that check is skipped: see README, Secrets.
+    """
     from pulumi.runtime import config as runtime_config
 
     prefix = f"{PROJECT}:"
@@ -652,4 +735,10 @@ def load_settings() -> Settings:
             runtime_config.get_config_secret_keys_env()
         ):
             secrets.add(key)
-    return parse_settings(raw, frozenset(secrets))
+    stored: Mapping[str, Any] | None = None
+    source = "the stack file"
+    if project_dir is not None:
+        path = stack_file_path(Path(project_dir), pulumi.get_stack())
+        if path.is_file():
+            stored, source = read_stack_file(path), path.name
+    return parse_settings(raw, frozenset(secrets), stored, source)

@@ -172,6 +172,13 @@ def stack_config_file(path: Path) -> tuple[dict[str, str], list[str]]:
     if not isinstance(document, dict) or not isinstance(document.get("config") or {}, dict):
         raise ValueError(f"{path}: expected a mapping with a `config:` mapping")
     values = document.get("config") or {}
+    # Pulumi marks secrecy per top-level key, so a plain leaf next to a `secure:` one would arrive
+    # as a secret: read as written, every secret key must be `secure:` (issue 13, item 12).
+    from components.config import ConfigError, plain_secret_leaves
+
+    problems = plain_secret_leaves(values, path.name)
+    if problems:
+        raise ConfigError(problems)
     config: dict[str, str] = {}
     secret_keys: list[str] = []
     for full_key, value in values.items():
