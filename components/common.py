@@ -82,6 +82,7 @@ def hardened_container_args(
     capability_adds: Sequence[str] | None = None,
     extra_labels: Mapping[str, str] | None = None,
     max_retries: int = 5,
+    ulimits: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments for `docker.Container` with the CIS-5 baseline applied.
 
@@ -139,6 +140,11 @@ def hardened_container_args(
         user=user,
         init=True,
         destroy_grace_seconds=30,
+        # `{name: limit}`, soft = hard (a process cannot raise it); sorted so the graph is stable.
+        # Docker's own default otherwise (since 25: nofile soft 1024). `nproc` counts every
+        # process of the uid on the host, not only this container's (docs/policies.md).
+        ulimits=[docker.ContainerUlimitArgs(name=k, soft=v, hard=v) for k, v in sorted(ulimits.items())]
+        if ulimits else None,
     )
     if wait:
         if healthcheck is None:

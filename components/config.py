@@ -9,6 +9,7 @@ so no value other than the safe one can even be represented.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -27,6 +28,8 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from validation.options import HealthPaths
+
+from .versions import nginx_floor_problem
 
 PROJECT = "paper-trading"
 Color = Literal["blue", "green"]
@@ -323,17 +326,48 @@ class ProxyConfig(_Model):
     auth_rate_limit: RateLimit = RateLimit(rate_per_second=1, burst=5)
     worker_shutdown_timeout: str = Field(default="30s", pattern=r"^[0-9]+[sm]$")
     limits: Limits = Limits(memory_mb=256, cpus=1.0)
+    #: nginx `worker_connections`: client and upstream connections per worker (issue 13, item 3).
+    worker_connections: int = Field(default=4096, ge=512, le=65536)
+    #: Open files per process: nginx's `worker_rlimit_nofile` and the container's `nofile` ulimit
+    #: (soft = hard), one value for both. At least 2 x workerConnections: a proxied request
+    #: holds a client and an upstream socket.
+    open_files_limit: int = Field(default=16384, ge=1024, le=1048576)
+    #: The container's `nproc` ulimit (soft = hard). The kernel counts every process of the
+    #: proxy's uid (101) on the host, not only this container's (docs/proxy.md, issue 13, item 4).
+    max_processes: int = Field(default=128, ge=32, le=4096)
 
     @field_validator("public_address")
     @classmethod
     def _ipv4(cls, value: str) -> str:
         return _ipv4_address(value)
 
+    @property
+    def worker_processes(self) -> int:
+        """nginx `worker_processes`: one per (started) CPU of the container's limit, 1 to 8."""
+        return max(1, min(8, math.ceil(self.limits.cpus)))
+
+    @model_validator(mode="after")
+    def _limits_fit_nginx(self) -> ProxyConfig:
+        if self.open_files_limit < 2 * self.worker_connections:
+            raise ValueError(
+                f"openFilesLimit: must be at least 2 x proxy.workerConnections "
+                f"({2 * self.worker_connections}): each proxied connection holds two files"
+            )
+        # Old and new workers overlap during reloads; plus master, init, healthcheck, docker exec.
+        needed = 4 * self.worker_processes + 16
+        if self.max_processes < needed:
+            raise ValueError(
+                f"maxProcesses: must be at least {needed} (4 x {self.worker_processes} worker "
+                "processes for overlapping reloads, plus 16 for master, init, healthchecks and exec)"
+            )
+        return self
+
 
 class Images(_Model):
     """Infrastructure images, pinned by tag; override per stack to move versions."""
 
-    nginx: str = "nginx:1.27.3-alpine"
+    #: Must name an exact release at or above components/versions.py's NGINX_FLOOR (issue 13, item 2).
+    nginx: str = "nginx:1.30.6-alpine"
     postgres: str = "postgres:15.10-alpine"
     redis: str = "redis:7.4.1-alpine"
     rabbitmq: str = "rabbitmq:3.13.7-alpine"
@@ -352,6 +386,15 @@ class Images(_Model):
     @classmethod
     def _image_pinned(cls, value: str) -> str:
         return _pinned(value)
+
+    @field_validator("nginx")
+    @classmethod
+    def _nginx_current(cls, value: str) -> str:
+        # Also the mandatory `proxy-image-current` policy; here so a deploy without the pack refuses too.
+        problem = nginx_floor_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class DatastoreLimits(_Model):

@@ -80,6 +80,11 @@ def proxy_mounts(settings: Settings) -> list[docker.ContainerMountArgs]:
     return mounts
 
 
+def proxy_ulimits(settings: Settings) -> dict[str, int]:
+    """The container's ulimits (soft = hard): open files as the nginx.conf promises, processes."""
+    return {"nofile": settings.proxy.open_files_limit, "nproc": settings.proxy.max_processes}
+
+
 def public_url(settings: Settings) -> str:
     if settings.server.ssl.enabled:
         return f"https://{settings.server.host}:{settings.proxy.https_port}"
@@ -127,6 +132,8 @@ class Proxy(pulumi.ComponentResource):
                 healthcheck=healthcheck(http_probe(health), start_period="10s"),
                 wait=True,
                 extra_labels={ROLE_LABEL: PROXY_ROLE},
+                # nofile is nginx's worker_rlimit_nofile (one setting); nproc bounds uid 101's processes.
+                ulimits=proxy_ulimits(s),
             ),
             opts=pulumi.ResourceOptions(
                 parent=self,

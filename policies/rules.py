@@ -25,7 +25,7 @@ from pulumi_policy import (
 )
 from pulumi_policy.proxy import UnknownValueError
 
-from . import data, gating, hardening, settings, trading
+from . import data, gating, hardening, settings, trading, versions
 from .props import Malformed
 
 Validator = Callable[[ResourceValidationArgs, ReportViolation], None]
@@ -105,6 +105,10 @@ POLICIES: list[ResourceValidationPolicy] = [
     _policy("container-image-pinned", hardening.check_image_pinned, MANDATORY, MEDIUM),
     _policy("container-user-networks-only", hardening.check_user_networks_only, MANDATORY, MEDIUM,
             _cis("5.29")),
+    # The only internet-facing component runs a current nginx (floor: components/versions.py).
+    _policy("proxy-image-current", versions.check_proxy_image_current, MANDATORY, HIGH,
+            remediation="Pin images.nginx to an exact nginx release at or above NGINX_FLOOR in "
+                        "components/versions.py, e.g. nginx:1.30.6-alpine."),
     # Data safety.
     _policy("data-volumes-protected", data.check_data_volumes_protected, MANDATORY, HIGH),
     _policy("backend-network-internal", data.check_backend_network_internal, MANDATORY, HIGH),

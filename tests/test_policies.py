@@ -349,6 +349,9 @@ MUTANTS: list[Mutant] = [
     M(IMG, "app-latest", app, put("image", f"{APP_IMAGE}:latest")),
     M(IMG, "remote-image-latest", of_type("docker:index/remoteImage:RemoteImage"),
            put("name", "nginx:latest")),
+    # proxy-image-current (floor in components/versions.py; more cases in tests/test_proxy_version.py)
+    M("proxy-image-current", "proxy-old-release", svc("proxy"), put("image", "nginx:1.27.3-alpine")),
+    M("proxy-image-current", "proxy-moving-tag", svc("proxy"), put("image", "nginx:alpine")),
     # container-user-networks-only
     # bridge/unset is what pulumi-docker detaches before start when user networks are listed;
     # without them the container would run on Docker's default bridge.
