@@ -68,6 +68,9 @@ gate = PromotionGate(
     "promotion-gate",
     PromotionGateArgs.from_settings(settings),
     opts=pulumi.ResourceOptions(depends_on=[proxy.container, *app_containers]),
+    # Alertmanager requires basic auth: the gate's monitoring.alertmanager check needs it.
+    alertmanager_password=(monitoring.alertmanager_password.result
+                           if monitoring.alertmanager_password is not None else None),
 )
 routing = Routing(
     "routing",
@@ -92,5 +95,8 @@ pulumi.export("grafanaUrl", monitoring.grafana_url)
 pulumi.export("alertmanagerUrl", monitoring.alertmanager_url)
 if monitoring.grafana_admin_password is not None:
     pulumi.export("grafanaAdminPassword", pulumi.Output.secret(monitoring.grafana_admin_password.result))
+if monitoring.alertmanager_password is not None:
+    # User `prometheus`; Alertmanager (UI and API) requires it (issue 13, item 1).
+    pulumi.export("alertmanagerPassword", pulumi.Output.secret(monitoring.alertmanager_password.result))
 for color in COLORS:
     pulumi.export(f"{color}Image", settings.deployment.color(color).image)

@@ -117,7 +117,7 @@ def app_secret_files(settings: Settings, datastores: Datastores) -> list[docker.
 
 
 class AppColor(pulumi.ComponentResource):
-    """All replicas of one color, reachable as `app-<color>` on every network."""
+    """All replicas of one color, reachable as `app-<color>` on the frontend and backend networks."""
 
     def __init__(self, name: str, args: AppColorArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("paper-trading:app:AppColor", name, None, opts)
@@ -132,10 +132,12 @@ class AppColor(pulumi.ComponentResource):
         )
         ready = f"http://127.0.0.1:{s.server.port}{s.app.health.ready}"
         envs = app_envs(s, color)
+        # Frontend (the proxy) and backend (datastores) only: never a network of the monitoring
+        # control plane or the scrape network. Prometheus reads the replicas' metrics and
+        # readiness through the proxy's status relay (docs/monitoring.md, "Networks").
         networks = {
             args.networks.frontend: [self.alias],
             args.networks.backend: [self.alias],
-            args.networks.monitoring: [self.alias],
         }
         self.containers: list[docker.Container] = []
         for index in range(1, color_config.replicas + 1):

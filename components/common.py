@@ -27,11 +27,17 @@ MIB = 1024 * 1024
 
 @dataclass(frozen=True)
 class NetworkNames:
-    """Docker network names, plain strings so policies can read them at preview."""
+    """Docker network names, plain strings so policies can read them at preview.
+
+    `monitoring` holds only the monitoring control plane (Prometheus, Alertmanager, Grafana,
+    Loki and the log collector); `metrics` is where Prometheus meets what it scrapes (exporters,
+    RabbitMQ, the proxy's status listener). No app container joins either (issue 13, item 1).
+    """
 
     frontend: str
     backend: str
     monitoring: str
+    metrics: str
 
 
 def labels(values: Mapping[str, str]) -> list[docker.ContainerLabelArgs]:

@@ -159,7 +159,7 @@ class Datastores(pulumi.ComponentResource):
             **hardened_container_args(
                 image=s.images.rabbitmq, name=f"{prefix}-rabbitmq", service="rabbitmq",
                 stack_labels=args.stack_labels,
-                networks={args.networks.backend: ["rabbitmq"], args.networks.monitoring: ["rabbitmq"]},
+                networks={args.networks.backend: ["rabbitmq"], args.networks.metrics: ["rabbitmq"]},
                 limits=s.limits.rabbitmq,
                 envs=[
                     "RABBITMQ_ENABLED_PLUGINS_FILE=/etc/paper-trading/rabbitmq/enabled_plugins",

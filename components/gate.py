@@ -48,7 +48,8 @@ GATE_KIND = "paper-trading:promotion-gate"
 
 #: Inputs whose change re-runs the checks (the candidate, what it runs, how it is checked).
 WATCHED = ("candidateColor", "previewUrl", "image", "replicas", "options", "enabled")
-SECRET_FIELDS = ("exchanges",)
+#: Secret inputs: used by the checks, never recorded in state (only their fingerprint).
+SECRET_FIELDS = ("exchanges", "alertmanagerPassword")
 
 
 def _fingerprint(value: Any) -> str:
@@ -68,6 +69,8 @@ def _run_report(props: Mapping[str, Any]) -> ValidationReport:
             "color": props["candidateColor"],
             "expected_replicas": int(props["replicas"]) if props.get("replicas") else None,
             "exchanges": tuple(props.get("exchanges") or ()),
+            **({"alertmanager_password": props["alertmanagerPassword"]}
+               if props.get("alertmanagerPassword") else {}),
         }
     )
     try:
@@ -261,24 +264,35 @@ class PromotionGate(pulumi.dynamic.Resource):
     """Approves `candidate_color` only after its blocking checks pass; `approved_color` is the result."""
 
     def __init__(
-        self, name: str, args: PromotionGateArgs, opts: pulumi.ResourceOptions | None = None
+        self, name: str, args: PromotionGateArgs, opts: pulumi.ResourceOptions | None = None,
+        *, alertmanager_password: pulumi.Input[str] | None = None,
     ) -> None:
+        """`alertmanager_password`: Alertmanager's basic-auth password, for the monitoring.alertmanager
+        check when the options name an `alertmanager_url` (a secret input, never in state)."""
+        options = dict(args.options)
+        am_password: pulumi.Output[str] | None = None
+        if options.get("alertmanager_url") and alertmanager_password is not None:
+            from .monitoring_config.layout import ALERTMANAGER_USER
+
+            options["alertmanager_user"] = ALERTMANAGER_USER
+            am_password = pulumi.Output.secret(alertmanager_password)
         props: dict[str, Any] = {
             "kind": GATE_KIND,
             "candidateColor": args.candidate_color,
             "previewUrl": args.preview_url,
             "image": args.image,
             "replicas": args.replicas,
-            "options": dict(args.options),
+            "options": options,
             "enabled": args.enabled,
             "exchanges": args.exchanges,
+            "alertmanagerPassword": am_password,
             "approvedColor": None,
             "validated": None,
             "checkedAt": None,
             "report": None,
             "secretsFingerprint": None,
         }
-        secret_opts = pulumi.ResourceOptions(additional_secret_outputs=["exchanges"])
+        secret_opts = pulumi.ResourceOptions(additional_secret_outputs=list(SECRET_FIELDS))
         super().__init__(
             PromotionGateProvider(), name, props, pulumi.ResourceOptions.merge(secret_opts, opts)
         )

@@ -6,6 +6,8 @@ into anonymous volumes (read-only root filesystems); secrets are files in
 color is measured by the blackbox exporter from the proxy's `X-Deployment-Color`,
 so a flip never replaces a monitoring container. UIs are published only on
 `monitoring.bindAddress` (127.0.0.1 by default). No Docker socket anywhere.
+Alertmanager requires basic auth (password from pulumi-random, a secret file for Prometheus
+and Grafana, only the bcrypt hash in Alertmanager's web config).
 """
 
 from __future__ import annotations
@@ -85,6 +87,15 @@ def _url(bind: str, port: int) -> str:
     return f"http://{host}:{port}"
 
 
+def _authenticated_check(
+    port: int, path: str, user: str, password_file: str
+) -> docker.ContainerHealthcheckArgs:
+    """wget (busybox or GNU) with basic auth from the secret file: credentials in the URL, as both
+    understand them (the password is alphanumeric, see RandomPassword(special=False))."""
+    url = f'"http://{user}:$(cat {password_file})@127.0.0.1:{port}{path}"'
+    return healthcheck(["CMD-SHELL", f"wget -q -O /dev/null {url}"])
+
+
 def _http_check(port: int, path: str) -> docker.ContainerHealthcheckArgs:
     """busybox or GNU `wget` (prom/* images are busybox-based; Loki's distroless:debug has busybox)."""
     return healthcheck(["CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{port}{path}"])
@@ -113,6 +124,17 @@ class Monitoring(pulumi.ComponentResource):
         bind = mon.bind_address
 
         # --- Prometheus
+        # Alertmanager's basic-auth password (issue 13, item 1): Prometheus and Grafana read it
+        # from a secret file, Alertmanager gets only its bcrypt hash; never a plain output.
+        self.alertmanager_password: random.RandomPassword | None = None
+        am_secret: list[docker.ContainerUploadArgs] = []
+        if mon.alertmanager.enabled:
+            self.alertmanager_password = random.RandomPassword(
+                "alertmanager-password", length=32, special=False,
+                opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["result", "bcryptHash"]))
+            am_secret = [secret_file(layout.ALERTMANAGER_PASSWORD_FILE,
+                                     self.alertmanager_password.result, owner="65534")]
+
         self.prometheus: docker.Container | None = None
         if mon.prometheus.enabled:
             self.prometheus = self._container(
@@ -123,6 +145,7 @@ class Monitoring(pulumi.ComponentResource):
                     layout.RECORDING_RULES: rules.recording_rules(),
                 },
                 config_dir=layout.PROMETHEUS_DIR,
+                secrets=am_secret or None,
                 data=(args.volume_names["prometheus"], layout.PROMETHEUS_DATA),
                 command=[
                     f"--config.file={layout.PROMETHEUS_CONFIG}",
@@ -138,7 +161,8 @@ class Monitoring(pulumi.ComponentResource):
 
         # --- Alertmanager (its file is secret when a webhook URL is configured)
         self.alertmanager: docker.Container | None = None
-        if mon.alertmanager.enabled:
+        if self.alertmanager_password is not None:
+            password = self.alertmanager_password
             webhook = mon.alertmanager.webhook_url
             if webhook is None:
                 am_content: pulumi.Input[str] = alertmanager.alertmanager_config(s, None)
@@ -155,16 +179,24 @@ class Monitoring(pulumi.ComponentResource):
                 "alertmanager", s.images.alertmanager, s.limits.monitoring, user=NOBODY,
                 files={layout.ALERTMANAGER_CONFIG: str(am_shown)}, uploads=[am_upload],
                 config_dir=layout.ALERTMANAGER_DIR,
+                secrets=[
+                    secret_file(layout.ALERTMANAGER_WEB_CONFIG,
+                                password.bcrypt_hash.apply(alertmanager.web_config), owner="65534"),
+                    # For its own healthcheck, which must authenticate like everyone else.
+                    *am_secret,
+                ],
                 data=(args.volume_names["alertmanager"], layout.ALERTMANAGER_DATA),
                 command=[
                     f"--config.file={layout.ALERTMANAGER_CONFIG}",
                     f"--storage.path={layout.ALERTMANAGER_DATA}",
                     f"--web.listen-address=:{layout.ALERTMANAGER_PORT}",
+                    f"--web.config.file={layout.ALERTMANAGER_WEB_CONFIG}",
                     f"--web.external-url={_url(bind, mon.alertmanager.port)}/",
                     "--cluster.listen-address=",
                 ],
                 ports=[_published(bind, layout.ALERTMANAGER_PORT, mon.alertmanager.port)],
-                check=_http_check(layout.ALERTMANAGER_PORT, "/-/ready"),
+                check=_authenticated_check(layout.ALERTMANAGER_PORT, "/-/ready", layout.ALERTMANAGER_USER,
+                                           layout.ALERTMANAGER_PASSWORD_FILE),
             )
         self.alertmanager_url = _url(bind, mon.alertmanager.port)
 
@@ -190,7 +222,12 @@ class Monitoring(pulumi.ComponentResource):
                 "grafana", s.images.grafana, s.limits.monitoring, user=GRAFANA_USER,
                 files=grafana_files, config_dir=layout.GRAFANA_DIR,
                 data=(args.volume_names["grafana"], layout.GRAFANA_DATA),
-                secrets=[secret_file(layout.GRAFANA_ADMIN_PASSWORD_FILE, admin, owner="472")],
+                secrets=[
+                    secret_file(layout.GRAFANA_ADMIN_PASSWORD_FILE, admin, owner="472"),
+                    # The Alertmanager datasource's basic-auth password ($__file{} in datasources.yml).
+                    *([secret_file(layout.ALERTMANAGER_PASSWORD_FILE, self.alertmanager_password.result,
+                                   owner="472")] if self.alertmanager_password is not None else []),
+                ],
                 envs=[
                     f"GF_PATHS_PROVISIONING={layout.GRAFANA_PROVISIONING}",
                     f"GF_PATHS_DATA={layout.GRAFANA_DATA}",
@@ -264,8 +301,7 @@ class Monitoring(pulumi.ComponentResource):
         self.nginx_exporter = self._container(
             "nginx-exporter", s.images.nginx_exporter, mon.exporter_limits, user=NOBODY,
             command=[
-                f"--nginx.scrape-uri=http://{layout.PROXY_ALIAS}:{layout.PROXY_STATUS_PORT}"
-                f"{layout.PROXY_STUB_STATUS_PATH}",
+                f"--nginx.scrape-uri=http://{layout.PROXY_STATUS_ADDRESS}{layout.PROXY_STUB_STATUS_PATH}",
                 f"--web.listen-address=:{layout.NGINX_EXPORTER_PORT}",
             ],
         )
@@ -326,7 +362,7 @@ class Monitoring(pulumi.ComponentResource):
         check: docker.ContainerHealthcheckArgs | None = None,
         backend: bool = False,
     ) -> docker.Container:
-        """One hardened container on the monitoring network (and backend when it reads a datastore)."""
+        """One hardened container on its monitoring network(s) (and backend when it reads a datastore)."""
         if (check is None) != (service in NO_HEALTHCHECK):
             raise ValueError(f"{service}: a monitoring container has a healthcheck unless NO_HEALTHCHECK "
                              "names it with the reason (and then has none)")
@@ -347,7 +383,16 @@ class Monitoring(pulumi.ComponentResource):
         if data:
             volumes.append(docker.ContainerVolumeArgs(volume_name=data[0], container_path=data[1]))
         volumes += extra_volumes or []
-        networks: dict[str, list[str]] = {args.networks.monitoring: [layout.ALIASES[service]]}
+        # The control plane on `monitoring` (nothing else joins it), what Prometheus scrapes on
+        # `metrics`; Prometheus joins both (docs/monitoring.md, "Networks").
+        alias = [layout.ALIASES[service]]
+        networks: dict[str, list[str]] = {}
+        if service in layout.CONTROL_PLANE:
+            networks[args.networks.monitoring] = alias
+        if service in layout.SCRAPED:
+            networks[args.networks.metrics] = alias
+        if not networks:
+            raise ValueError(f"{service}: on no monitoring network (layout.CONTROL_PLANE / SCRAPED)")
         if backend:
             networks[args.networks.backend] = []
         image_resource = self._image(image)

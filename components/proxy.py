@@ -25,7 +25,7 @@ from .common import (
 )
 from .config import Settings
 from .nginx import ROUTING_PATH, NginxListen, NginxPaths, render_nginx_conf, render_routing
-from .nginx.conf import CONF_DIR, CONF_PATH
+from .nginx.conf import CONF_DIR, CONF_PATH, STATUS_ALIAS
 
 PROXY_ROLE = "proxy"
 PROXY_ALIAS = "proxy"
@@ -115,8 +115,13 @@ class Proxy(pulumi.ComponentResource):
             **hardened_container_args(
                 image=s.images.nginx, name=self.container_name, service=PROXY_ROLE,
                 stack_labels=args.stack_labels,
-                # Frontend first: it is the container's primary network.
-                networks={args.networks.frontend: [PROXY_ALIAS], args.networks.monitoring: [PROXY_ALIAS]},
+                # `proxy` on frontend and metrics (the blackbox exporter probes the live listener);
+                # the status listener binds only to STATUS_ALIAS, an alias that exists on the
+                # metrics network alone, so the apps on the frontend cannot reach it.
+                networks={
+                    args.networks.frontend: [PROXY_ALIAS],
+                    args.networks.metrics: [PROXY_ALIAS, STATUS_ALIAS],
+                },
                 limits=s.proxy.limits, user=PROXY_USER,
                 tmpfs={
                     "/tmp": "rw,noexec,nosuid,size=16m",

@@ -6,13 +6,18 @@ containers (`tools.render.evaluate("prod").files()`); the rule files are used ve
 to have applied:
 
 - `global.scrape_interval` / `evaluation_interval` -> 1s (a test cannot wait 15 s per step);
-- the `app` job is kept with its labels (color, instance), each rendered target
-  `paper-trading-app-<color>-<n>:<port>` mapped to a loopback address the test names (or
-  dropped, also by name); every rendered target must be mapped, so a new replica or a
-  renamed target fails here;
+- the `app` job is kept with its labels (color, instance): each rendered replica (its
+  `instance`, scraped through the proxy's relay `proxy-status:8081/scrape/<replica>/metrics`)
+  is mapped to a loopback address the test names (or dropped, also by name), and the relay
+  path becomes the path the relay forwards to (`app.health.metrics`); every rendered replica
+  must be mapped, so a new replica or a renamed target fails here;
 - the other jobs are dropped: they scrape containers (exporters, blackbox, the proxy) that
   do not exist on loopback and would only show as down targets;
-- the Alertmanager target `alertmanager:9093` -> the test's Alertmanager (or no alerting).
+- the Alertmanager target `alertmanager:9093` -> the test's Alertmanager (or no alerting),
+  its `basic_auth.password_file` -> the rendered password file written to the temp dir.
+
+Alertmanager runs the rendered `alertmanager.yml` and the rendered web config (basic auth,
+the bcrypt hash of the rendered password); `alertmanager_password()` is the rendered secret.
 """
 
 from __future__ import annotations
@@ -28,13 +33,36 @@ import httpx
 import yaml
 
 from tests.fakes.validation_servers import free_port, wait_port
-from tests.fidelity_nginx import rendered_file
+from tests.fidelity_nginx import prod_settings, rendered_file
 from tests.support import require_tool, stop_process
 
 PROM_DIR = "paper-trading-prometheus/etc/paper-trading/prometheus"
 PROMETHEUS_YML = f"{PROM_DIR}/prometheus.yml"
-ALERTMANAGER_YML = "paper-trading-alertmanager/etc/paper-trading/alertmanager/alertmanager.yml"
+ALERTMANAGER = "paper-trading-alertmanager"
+ALERTMANAGER_YML = f"{ALERTMANAGER}/etc/paper-trading/alertmanager/alertmanager.yml"
 INTERVAL_S = 1.0
+
+
+def rendered_secret(container: str, path: str) -> str:
+    """A secret file the prod program uploads into `container`, in clear (masked in `files()`)."""
+    from tests.support import rendered
+    from tools.render import SECRET_SIG
+
+    graph = rendered("prod")
+    (res,) = [r for r in graph.containers if r.inputs.get("name") == container]
+    found = [(u, w) for u, w in zip(res.inputs.get("uploads") or [], res.wire.get("uploads") or [], strict=True)
+             if u["file"] == path]
+    assert len(found) == 1, f"the program uploads no (single) {path} into {container}"
+    upload, wire = found[0]
+    assert SECRET_SIG in str(wire), f"{container}:{path} is not uploaded as a secret"
+    return str(upload["content"])
+
+
+def alertmanager_password() -> str:
+    """The rendered Alertmanager password (Prometheus's password file)."""
+    from components.monitoring_config import layout
+
+    return rendered_secret("paper-trading-prometheus", layout.ALERTMANAGER_PASSWORD_FILE)
 
 
 def rendered_prometheus_files() -> dict[str, str]:
@@ -50,13 +78,26 @@ def rendered_prometheus_files() -> dict[str, str]:
 
 
 def app_targets() -> list[str]:
-    """The rendered `app` job's targets (one per replica of each color)."""
+    """The rendered `app` job's replicas (their `instance` labels, one per replica of each color)."""
     config = yaml.safe_load(rendered_file(PROMETHEUS_YML))
     (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "app"]
-    return [t for sc in job["static_configs"] for t in sc["targets"]]
+    return [sc["labels"]["instance"] for sc in job["static_configs"]]
 
 
-def prometheus_yml(targets: Mapping[str, str | None], alertmanager: str | None = None) -> str:
+def _relayed(static: dict[str, Any], loopback: str) -> dict[str, Any]:
+    """A rendered relay target group -> the replica on loopback, at the path the relay forwards to."""
+    from components.monitoring_config import layout
+
+    instance = static["labels"]["instance"]
+    assert static["targets"] == [layout.PROXY_STATUS_ADDRESS], static
+    assert static["labels"]["__metrics_path__"] == layout.scrape_path(instance, "metrics"), static
+    metrics = prod_settings().app.health.metrics
+    return {**static, "targets": [loopback], "labels": {**static["labels"], "__metrics_path__": metrics}}
+
+
+def prometheus_yml(
+    targets: Mapping[str, str | None], alertmanager: str | None = None, password_file: Path | None = None
+) -> str:
     """The rendered prometheus.yml, adapted to loopback (see the module docstring)."""
     config: dict[str, Any] = yaml.safe_load(rendered_file(PROMETHEUS_YML))
     for key in ("scrape_interval", "evaluation_interval"):
@@ -67,15 +108,12 @@ def prometheus_yml(targets: Mapping[str, str | None], alertmanager: str | None =
     job = jobs[0]
     kept = []
     for static in job["static_configs"]:
-        mapped = []
-        for target in static["targets"]:
-            assert target in targets, f"rendered app target {target!r} is not mapped to loopback"
-            if targets[target] is not None:
-                mapped.append(targets[target])
-        if mapped:
-            kept.append({**static, "targets": mapped})
-    unknown = set(targets) - {t for s in job["static_configs"] for t in s["targets"]}
-    assert not unknown, f"mapped targets the program does not render: {sorted(unknown)}"
+        instance = static["labels"]["instance"]
+        assert instance in targets, f"rendered app replica {instance!r} is not mapped to loopback"
+        if targets[instance] is not None:
+            kept.append(_relayed(static, str(targets[instance])))
+    unknown = set(targets) - {s["labels"]["instance"] for s in job["static_configs"]}
+    assert not unknown, f"mapped replicas the program does not render: {sorted(unknown)}"
     assert kept, "no app target left"
     config["scrape_configs"] = [{**job, "static_configs": kept}]
     managers = config["alerting"]["alertmanagers"]
@@ -83,7 +121,12 @@ def prometheus_yml(targets: Mapping[str, str | None], alertmanager: str | None =
     if alertmanager is None:
         del config["alerting"]
     else:
+        from components.monitoring_config import layout
+
         managers[0]["static_configs"][0]["targets"] = [alertmanager.removeprefix("http://")]
+        assert managers[0]["basic_auth"]["password_file"] == layout.ALERTMANAGER_PASSWORD_FILE
+        assert password_file is not None, "the rendered alerting needs its password file"
+        managers[0]["basic_auth"]["password_file"] = str(password_file)
     return yaml.safe_dump(config, sort_keys=False)
 
 
@@ -127,7 +170,9 @@ def prometheus(
     binary = require_tool("prometheus")
     tmp.mkdir(parents=True, exist_ok=True)
     files = rendered_prometheus_files()
-    files["prometheus.yml"] = prometheus_yml(targets, alertmanager)
+    password_file = tmp / "alertmanager_password"
+    password_file.write_text(alertmanager_password())
+    files["prometheus.yml"] = prometheus_yml(targets, alertmanager, password_file)
     for name, text in (overrides or {}).items():
         assert name in files and name != "prometheus.yml", f"{name} is not a rendered rule file"
         files[name] = text
@@ -160,11 +205,15 @@ def prometheus(
 
 
 @contextmanager
-def alertmanager(tmp: Path) -> Iterator[str]:
-    """The real Alertmanager with the rendered alertmanager.yml (its receivers need no network)."""
+def alertmanager(tmp: Path, auth: bool = True) -> Iterator[str]:
+    """The real Alertmanager with the rendered alertmanager.yml (its receivers need no network) and
+    the rendered web config (basic auth)."""
+    from components.monitoring_config import layout
+
     binary = require_tool("prometheus-alertmanager")
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "alertmanager.yml").write_text(rendered_file(ALERTMANAGER_YML))
+    (tmp / "web.yml").write_text(rendered_secret(ALERTMANAGER, layout.ALERTMANAGER_WEB_CONFIG))
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -172,6 +221,7 @@ def alertmanager(tmp: Path) -> Iterator[str]:
             f"--config.file={tmp / 'alertmanager.yml'}",
             f"--storage.path={tmp / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
+            *([f"--web.config.file={tmp / 'web.yml'}"] if auth else []),
             "--cluster.listen-address=",
         ],
         stdout=subprocess.DEVNULL,

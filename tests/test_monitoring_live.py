@@ -1,5 +1,5 @@
 """Live: the real Prometheus (Debian package) with the product's rendered config and rules pages on
-paper mode off.
+paper mode off, delivered to the real Alertmanager with the rendered basic-auth web config.
 
 Prometheus runs the prod `prometheus.yml` and rule files as the program renders them
 (tests/fidelity_prometheus.py: intervals 1 s, the app job's blue-1 replica mapped to the
@@ -20,7 +20,7 @@ import pytest
 
 from components.monitoring_config import rules
 from tests.fakes.validation_servers import reference_app
-from tests.fidelity_prometheus import INTERVAL_S, app_targets, prometheus
+from tests.fidelity_prometheus import INTERVAL_S, alertmanager, alertmanager_password, app_targets, prometheus
 
 SCRAPE_S = INTERVAL_S
 EVAL_S = INTERVAL_S
@@ -43,9 +43,10 @@ def _query(client: httpx.Client, base: str, expr: str) -> list[dict[str, Any]]:
 def test_paper_mode_off_fires_within_two_evaluations(tmp_path: Path) -> None:
     with reference_app(color="blue") as app:
         targets: dict[str, str | None] = {t: None for t in app_targets()}
-        (replica,) = [t for t in targets if t.startswith(f"{REPLICA}:")]
+        (replica,) = [t for t in targets if t == REPLICA]
         targets[replica] = f"127.0.0.1:{app.port}"
-        with prometheus(tmp_path, targets) as base, httpx.Client() as client:
+        with alertmanager(tmp_path / "am") as am, prometheus(tmp_path, targets, am) as base, \
+                httpx.Client() as client:
             # Scraped paper mode 1, rules evaluated, and the alert silent on a healthy app.
             values = _query(client, base, 'paper_trading_mode{job="app"}')
             assert [v["value"][1] for v in values] == ["1"], values
@@ -66,3 +67,12 @@ def test_paper_mode_off_fires_within_two_evaluations(tmp_path: Path) -> None:
             assert firing[0]["labels"]["color"] == "blue"
             assert firing[0]["labels"]["instance"] == REPLICA
             assert latency <= bar + POLL_S, f"fired after {latency:.2f}s, bar {bar:g}s"
+            # Delivered: Prometheus authenticates to the rendered Alertmanager (basic auth from the
+            # rendered password file); Alertmanager refuses to list alerts without credentials.
+            assert client.get(f"{am}/api/v2/alerts", timeout=2).status_code == 401
+            auth = ("prometheus", alertmanager_password())
+            deadline = time.monotonic() + 15
+            while not [a for a in client.get(f"{am}/api/v2/alerts", auth=auth, timeout=2).json()
+                       if a["labels"].get("alertname") == "PaperTradingModeOff"]:
+                assert time.monotonic() < deadline, "Prometheus did not deliver the alert to Alertmanager"
+                time.sleep(0.2)

@@ -158,11 +158,23 @@ def test_prometheus_scrapes_both_colors_and_every_service() -> None:
     jobs = {j["job_name"]: j for j in document["scrape_configs"]}
     assert {"app", "app-ready", "live-color", "tls", "nginx", "postgres", "redis", "rabbitmq", "node",
             "prometheus", "alertmanager", "grafana", "loki", "promtail", "blackbox"} <= set(jobs)
-    app = [(g["labels"]["color"], g["labels"]["instance"], g["targets"][0])
+    # Through the proxy's status relay (Prometheus shares no network with the apps), one exact
+    # relay path per replica, the replica's own instance/color labels.
+    app = [(g["labels"]["color"], g["labels"]["instance"], g["targets"], g["labels"]["__metrics_path__"])
            for g in jobs["app"]["static_configs"]]
-    expected = [(c, f"paper-trading-app-{c}-{n}", f"paper-trading-app-{c}-{n}:3000")
+    expected = [(c, f"paper-trading-app-{c}-{n}", ["proxy-status:8081"],
+                 f"/scrape/paper-trading-app-{c}-{n}/metrics")
                 for c in ("blue", "green") for n in (1, 2)]
     assert app == expected
+    ready = [(g["labels"]["color"], g["labels"]["instance"], g["targets"])
+             for g in jobs["app-ready"]["static_configs"]]
+    assert ready == [(c, f"paper-trading-app-{c}-{n}",
+                      [f"http://proxy-status:8081/scrape/paper-trading-app-{c}-{n}/ready"])
+                     for c in ("blue", "green") for n in (1, 2)]
+    # Alertmanager needs basic auth: both the alerting client and its scrape job send it.
+    auth = {"username": "prometheus", "password_file": "/run/secrets/alertmanager_password"}
+    assert document["alerting"]["alertmanagers"][0]["basic_auth"] == auth
+    assert jobs["alertmanager"]["basic_auth"] == auth
     assert jobs["rabbitmq"]["static_configs"][0]["targets"] == ["rabbitmq:15692"]
 
 

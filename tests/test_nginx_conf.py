@@ -9,6 +9,8 @@ Only the listen ports, file paths and the upstream addresses differ from product
 
 from __future__ import annotations
 
+import re
+
 import json
 import shutil
 import signal
@@ -61,6 +63,9 @@ def local_paths(root: Path) -> NginxPaths:
     )
 
 
+HOST_STATUS_ADDRESS = "127.0.0.2"
+
+
 def write_tree(
     root: Path, settings: Settings, ca: trustme.CA, listen: NginxListen | None = None,
     routing: tuple[Color | None, Color | None] = (None, None),
@@ -72,7 +77,10 @@ def write_tree(
     cert = ca.issue_cert("localhost", "127.0.0.1")
     cert.private_key_and_cert_chain_pem.write_to_path(paths.tls_cert)
     cert.private_key_pem.write_to_path(paths.tls_key)
-    Path(paths.conf).write_text(render_nginx_conf(settings, paths, listen or NginxListen()))
+    # The status listener's metrics-only alias exists only inside the proxy container (Docker
+    # DNS); here it is a second loopback address, so the rendered two-listener form is checked.
+    listen = listen or NginxListen(status_host=HOST_STATUS_ADDRESS)
+    Path(paths.conf).write_text(render_nginx_conf(settings, paths, listen))
     Path(paths.routing_include).write_text(render_routing(*routing))
     return paths
 
@@ -118,6 +126,12 @@ def test_config_passes_nginx_t(
     assert "[warn]" not in result.stderr and "[emerg]" not in result.stderr, result.stderr
 
 
+def _status_listens(conf: str) -> list[str]:
+    block = conf[conf.index("# status:"):]
+    block = block[:block.index("\n    }\n")]
+    return re.findall(r"^\s*listen\s+([^;]+);", block, re.M)
+
+
 def test_production_listeners_and_paths() -> None:
     conf = render_nginx_conf(stack_settings("prod"))
     assert "include /etc/paper-trading/nginx/routing/routing.conf;" in conf
@@ -125,8 +139,11 @@ def test_production_listeners_and_paths() -> None:
     assert "resolver 127.0.0.11 valid=5s ipv6=off;" in conf
     assert 'blue "app-blue:3000";' in conf and 'green "app-green:3000";' in conf
     for listen in ("listen 8080 default_server;", "listen 8443 ssl default_server;",
-                   "listen 9443 ssl default_server;", "listen 8081;"):
+                   "listen 9443 ssl default_server;"):
         assert listen in conf
+    # The status listener: the metrics-only alias and loopback, never every address (the apps
+    # share the frontend network with the proxy), issue 13, items 1 and 6.
+    assert _status_listens(conf) == ["proxy-status:8081", "127.0.0.1:8081"]
     assert "pid /tmp/nginx.pid;" in conf
     assert "worker_shutdown_timeout 30s;" in conf
     assert "ssl_protocols TLSv1.2 TLSv1.3;" in conf and "ssl_session_tickets off;" in conf

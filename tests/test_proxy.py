@@ -100,7 +100,8 @@ def test_networks_aliases_and_labels(rendered_proxy: Any) -> None:
     stack, _, settings, proxy = rendered_proxy
     prefix = settings.name_prefix
     nets = {n["name"]: n.get("aliases") for n in proxy.inputs["networksAdvanced"]}
-    assert nets == {f"{prefix}-frontend": ["proxy"], f"{prefix}-monitoring": ["proxy"]}
+    # The status alias exists only on the metrics network: the status listener binds to it.
+    assert nets == {f"{prefix}-frontend": ["proxy"], f"{prefix}-metrics": ["proxy", "proxy-status"]}
     # No networkMode: the aliases would be dropped on the network it names (see common.py).
     assert "networkMode" not in proxy.inputs
     assert proxy.label_map["paper-trading.role"] == "proxy"

@@ -24,7 +24,7 @@ def _networks(res: Resource) -> list[str]:
 
 
 def _prefix(graph: Graph) -> str:
-    backend = [n for n in graph.of_type("docker:index/network:Network") if n.inputs.get("internal")]
+    backend = [n for n in graph.of_type("docker:index/network:Network") if n.name == "backend"]
     return str(backend[0].inputs["name"]).removesuffix("-backend")
 
 
@@ -56,7 +56,58 @@ def test_backend_network_internal(stack: str) -> None:
     graph = rendered(stack)
     nets = {n.name: n.inputs for n in graph.of_type("docker:index/network:Network")}
     assert nets["backend"]["internal"] is True
-    assert set(nets) == {"frontend", "backend", "monitoring"}
+    # metrics: exporters, RabbitMQ and the proxy's status listener need no route off the host.
+    assert nets["metrics"]["internal"] is True
+    assert nets["frontend"]["internal"] is False and nets["monitoring"]["internal"] is False
+    assert set(nets) == {"frontend", "backend", "monitoring", "metrics"}
+
+
+#: Which networks (by suffix) each service joins: the segmentation of issue 13, item 1.
+LAYOUT = {
+    "app-blue": {"frontend", "backend"}, "app-green": {"frontend", "backend"},
+    "proxy": {"frontend", "metrics"},
+    "postgres": {"backend"}, "redis": {"backend"}, "rabbitmq": {"backend", "metrics"}, "backup": {"backend"},
+    "prometheus": {"monitoring", "metrics"},
+    "alertmanager": {"monitoring"}, "grafana": {"monitoring"}, "loki": {"monitoring"},
+    "log-collector": {"monitoring"},
+    "node-exporter": {"metrics"}, "blackbox-exporter": {"metrics"}, "nginx-exporter": {"metrics"},
+    "postgres-exporter": {"backend", "metrics"}, "redis-exporter": {"backend", "metrics"},
+}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_network_layout(stack: str) -> None:
+    graph = rendered(stack)
+    prefix = _prefix(graph)
+    found = {}
+    for res in graph.containers:
+        service = _labels(res)["paper-trading.service"]
+        found.setdefault(service, set()).update(n.removeprefix(f"{prefix}-") for n in _networks(res))
+    assert found == {s: nets for s, nets in LAYOUT.items() if s in found}, found
+    assert {"app-blue", "app-green", "proxy", "prometheus"} <= set(found)
+
+
+CONTROL_PLANE = {"prometheus", "alertmanager", "grafana", "loki"}
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_no_app_shares_a_network_with_the_monitoring_control_plane(stack: str) -> None:
+    """Issue 13, item 1: a compromised app reaches no Alertmanager, Loki, Prometheus or Grafana."""
+    graph = rendered(stack)
+    members: dict[str, set[str]] = {}
+    for res in graph.containers:
+        for net in _networks(res):
+            members.setdefault(net, set()).add(_labels(res)["paper-trading.service"])
+    apps = [r for r in graph.containers if _labels(r).get("paper-trading.role") == "app"]
+    assert apps
+    shared = [(r.inputs["name"], net, sorted(members[net] & CONTROL_PLANE))
+              for r in apps for net in _networks(r) if members[net] & CONTROL_PLANE]
+    assert shared == []
+    # The internet-facing proxy meets only Prometheus (which scrapes it; it has no write API):
+    # never Alertmanager, Grafana or Loki.
+    proxy = graph.by_name("proxy")
+    writable = CONTROL_PLANE - {"prometheus"}
+    assert [net for net in _networks(proxy) if members[net] & writable] == []
 
 
 @pytest.mark.parametrize("stack", STACKS)

@@ -18,7 +18,14 @@ import pytest
 from tests.fakes.grafana import FakeGrafana, fake_grafana
 from tests.fakes.validation_servers import RefApp, free_port, reference_app
 from tests.fidelity_nginx import rendered_file
-from tests.fidelity_prometheus import PROM_DIR, alertmanager, app_targets, prometheus, with_rule
+from tests.fidelity_prometheus import (
+    PROM_DIR,
+    alertmanager,
+    alertmanager_password,
+    app_targets,
+    prometheus,
+    with_rule,
+)
 from tests.fidelity_report import assert_failed_exactly, check
 from tests.test_validation_cli import run_report
 
@@ -43,11 +50,15 @@ def loopback_targets(apps: dict[str, RefApp], down: frozenset[str] = frozenset()
     """Every rendered app target -> the reference app of its color (or a closed port if `down`)."""
     mapped: dict[str, str | None] = {}
     for target in app_targets():
-        found = re.fullmatch(r"paper-trading-app-(blue|green)-\d+:\d+", target)
+        found = re.fullmatch(r"paper-trading-app-(blue|green)-\d+", target)
         assert found, f"unexpected rendered app target {target!r}"
         port = free_port() if target in down else apps[found.group(1)].port
         mapped[target] = f"127.0.0.1:{port}"
     return mapped
+
+
+#: The rendered Alertmanager credentials (user `prometheus`, the rendered password secret).
+AM_CREDENTIALS = {"ALERTMANAGER_USER": "prometheus", "ALERTMANAGER_PASSWORD": alertmanager_password()}
 
 
 def green_replicas() -> int:
@@ -91,7 +102,7 @@ def test_healthy_monitoring_passes(apps: dict[str, RefApp], stack: tuple[str, st
             am,
             "--grafana-url",
             graf,
-            env={"GRAFANA_USER": grafana.user, "GRAFANA_PASSWORD": grafana.password},
+            env={"GRAFANA_USER": grafana.user, "GRAFANA_PASSWORD": grafana.password, **AM_CREDENTIALS},
         )
     assert code == 0, out
     assert_failed_exactly(report, set())
@@ -188,3 +199,45 @@ def test_alertmanager_unreachable_fails(apps: dict[str, RefApp], tmp_path: Path)
     )
     assert code == 1, out
     assert_failed_exactly(report, {"monitoring.alertmanager"})
+
+
+def test_alertmanager_requires_credentials(apps: dict[str, RefApp], stack: tuple[str, str], tmp_path: Path) -> None:
+    """The rendered web config: no or wrong credentials fail the check; the rendered ones pass."""
+    _, am = stack
+    for env, reason in (({}, "requires authentication"),
+                        ({"ALERTMANAGER_USER": "prometheus", "ALERTMANAGER_PASSWORD": "wrong"}, "status 401")):
+        code, out, report = _validate(apps, tmp_path, "--alertmanager-url", am, env=env)
+        assert code == 1, out
+        assert_failed_exactly(report, {"monitoring.alertmanager"})
+        assert reason in check(report, "monitoring.alertmanager")["message"], out
+    code, out, report = _validate(apps, tmp_path, "--alertmanager-url", am, env=AM_CREDENTIALS)
+    assert code == 0, out
+    assert check(report, "monitoring.alertmanager")["status"] == "passed"
+
+
+def test_alertmanager_without_auth_fails(apps: dict[str, RefApp], tmp_path: Path) -> None:
+    """An Alertmanager that answers anyone (no web config) is a failure even with credentials."""
+    with alertmanager(tmp_path / "am", auth=False) as am:
+        code, out, report = _validate(apps, tmp_path, "--alertmanager-url", am, env=AM_CREDENTIALS)
+    assert code == 1, out
+    assert_failed_exactly(report, {"monitoring.alertmanager"})
+    assert "without credentials" in check(report, "monitoring.alertmanager")["message"]
+
+
+def test_silences_need_the_rendered_credentials(stack: tuple[str, str]) -> None:
+    """The real Alertmanager with the rendered web config: a silence without credentials is refused,
+    with the rendered user and password it is created (delivery from Prometheus with the rendered
+    password file: tests/test_monitoring_live.py)."""
+    import httpx
+
+    prom, am = stack
+    silence = {"matchers": [{"name": "alertname", "value": "PaperTradingModeOff", "isRegex": False}],
+               "startsAt": "2030-01-01T00:00:00Z", "endsAt": "2030-01-02T00:00:00Z",
+               "createdBy": "test", "comment": "must need auth"}
+    refused = httpx.post(f"{am}/api/v2/silences", json=silence, timeout=5)
+    assert refused.status_code == 401
+    auth = ("prometheus", alertmanager_password())
+    created = httpx.post(f"{am}/api/v2/silences", json=silence, auth=auth, timeout=5)
+    assert created.status_code == 200, created.text
+    active = httpx.get(f"{prom}/api/v1/alertmanagers", timeout=5).json()["data"]["activeAlertmanagers"]
+    assert [a["url"] for a in active] == [f"{am}/api/v2/alerts"]

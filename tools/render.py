@@ -205,7 +205,15 @@ def _computed_state(type_: str, name: str, inputs: Mapping[str, Any]) -> dict[st
     Everything else a resource outputs is its inputs echoed back, as a provider's create would.
     """
     if type_.startswith("random:index/random"):
-        return {"result": f"mock-{name}-{int(inputs.get('length', 32))}"}
+        result = f"mock-{name}-{int(inputs.get('length', 32))}"
+        if type_ == "random:index/randomPassword:RandomPassword":
+            # The provider's bcrypt_hash of the result; a fixed salt keeps the render deterministic,
+            # and a real hash lets tests run rendered configs (Alertmanager's web config) as they are.
+            import bcrypt
+
+            hashed = bcrypt.hashpw(result.encode(), b"$2b$10$paper.trading.render.u").decode()
+            return {"result": result, "bcryptHash": hashed}
+        return {"result": result}
     if type_ == "docker:index/remoteImage:RemoteImage":
         image = inputs.get("name")
         return {"imageId": f"sha256:mock-{image}", "repoDigest": f"{image}@sha256:mock"}

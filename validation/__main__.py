@@ -28,6 +28,7 @@ environment (optional settings beyond the flags):
   VALIDATION_EXPECTED_REPLICAS Prometheus targets expected for --color (default 1)
   VALIDATION_SKIP              comma-separated check names to skip
   GRAFANA_TOKEN or GRAFANA_USER + GRAFANA_PASSWORD   Grafana API credentials
+  ALERTMANAGER_USER + ALERTMANAGER_PASSWORD        Alertmanager basic auth (user: prometheus)
   BINANCE_API_KEY, BINANCE_API_SECRET, BINANCE_BASE_URL
   KUCOIN_API_KEY, KUCOIN_API_SECRET, KUCOIN_API_PASSPHRASE, KUCOIN_BASE_URL
       exchange credentials for safety.exchange_keys (base URLs default to the sandboxes)
@@ -135,6 +136,8 @@ def options_from(args: argparse.Namespace, env: Mapping[str, str]) -> Validation
         "grafana_user": env.get("GRAFANA_USER") or None,
         "grafana_password": env.get("GRAFANA_PASSWORD") or None,
         "grafana_token": env.get("GRAFANA_TOKEN") or None,
+        "alertmanager_user": env.get("ALERTMANAGER_USER") or None,
+        "alertmanager_password": env.get("ALERTMANAGER_PASSWORD") or None,
         "skip": frozenset(s.strip() for s in env.get("VALIDATION_SKIP", "").split(",") if s.strip()),
         "exchanges": tuple(_exchanges(env)),
     }

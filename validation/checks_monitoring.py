@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from typing import Any
 
@@ -102,19 +103,37 @@ async def prometheus_rules(ctx: Context) -> Passed:
     return Passed(f"{len(groups)} groups, {len(rules)} rules without evaluation errors{note}")
 
 
+def _basic(user: str, password: str) -> dict[str, str]:
+    raw = f"{user}:{password}".encode()
+    return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+
+
 @check(
     "monitoring.alertmanager",
     Category.MONITORING,
-    "--alertmanager-url: GET /-/ready answers 200.",
+    "--alertmanager-url: GET /-/ready answers 200 with ALERTMANAGER_USER/ALERTMANAGER_PASSWORD, and "
+    "401 without them (anyone who reaches an Alertmanager without auth can silence the safety alerts).",
     skip_when=_need("alertmanager_url", "--alertmanager-url"),
 )
 async def alertmanager(ctx: Context) -> Passed:
-    base = ctx.options.alertmanager_url
+    o = ctx.options
+    base = o.alertmanager_url
     assert base is not None
-    response = await ctx.get("/-/ready", base=base)
+    anonymous = await ctx.get("/-/ready", base=base)
+    if o.alertmanager_user is None or o.alertmanager_password is None:
+        if anonymous.status_code == 401:
+            raise CheckFailed("Alertmanager requires authentication: set ALERTMANAGER_USER and "
+                              "ALERTMANAGER_PASSWORD (the stack's alertmanagerPassword)")
+        raise CheckFailed(f"Alertmanager /-/ready without credentials: status {anonymous.status_code}, "
+                          "expected 401 (it must require authentication)")
+    if anonymous.status_code != 401:
+        raise CheckFailed(f"Alertmanager answers without credentials (status {anonymous.status_code}, "
+                          "expected 401): anyone on its network can create silences")
+    headers = _basic(o.alertmanager_user, o.alertmanager_password.get_secret_value())
+    response = await ctx.get("/-/ready", base=base, headers=headers)
     if response.status_code != 200:
-        raise CheckFailed(f"Alertmanager /-/ready: status {response.status_code}")
-    return Passed("ready")
+        raise CheckFailed(f"Alertmanager /-/ready with credentials: status {response.status_code}")
+    return Passed("ready; refuses requests without credentials (401)")
 
 
 def _grafana_headers(ctx: Context) -> dict[str, str]:
@@ -122,10 +141,7 @@ def _grafana_headers(ctx: Context) -> dict[str, str]:
     if o.grafana_token is not None:
         return {"Authorization": f"Bearer {o.grafana_token.get_secret_value()}"}
     if o.grafana_user and o.grafana_password is not None:
-        import base64
-
-        raw = f"{o.grafana_user}:{o.grafana_password.get_secret_value()}".encode()
-        return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+        return _basic(o.grafana_user, o.grafana_password.get_secret_value())
     return {}
 
 

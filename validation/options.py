@@ -66,6 +66,9 @@ class ValidationOptions(_Model):
     http_url: str | None = None
     prometheus_url: str | None = None
     alertmanager_url: str | None = None
+    #: Alertmanager basic auth (the deployment always requires it; user `prometheus`).
+    alertmanager_user: str | None = None
+    alertmanager_password: SecretStr | None = None
     grafana_url: str | None = None
     grafana_user: str | None = None
     grafana_password: SecretStr | None = None

@@ -4,6 +4,9 @@ With `monitoring.alertmanager.webhookUrl` set, both receivers post to that webho
 (critical ones at once and repeated hourly). The URL is a secret, so when it is set
 the whole file is uploaded as a secret (Alertmanager 0.25, the Debian amtool, has no
 `url_file` for webhooks). Without it alerts stay visible in the UI and Grafana only.
+
+Alertmanager requires basic auth (`web_config`): whoever could reach it unauthenticated could
+silence the paper-mode and real-trade alerts.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import Settings
+from . import layout
 from ._yaml import dump
 
 REDACTED_URL = "https://webhook.invalid/redacted"
@@ -53,3 +57,14 @@ def alertmanager_config(settings: Settings, webhook_url: str | None) -> str:
         "receivers": [_receiver("default", webhook_url), _receiver("critical", webhook_url)],
     }
     return dump(document, "alertmanager.yml")
+
+
+def web_config(bcrypt_hash: str) -> str:
+    """`--web.config.file`: every endpoint (UI, API, silences, /-/ready) needs basic auth.
+
+    One user, `layout.ALERTMANAGER_USER`, for Prometheus, Grafana and the validation checks;
+    the hash comes from pulumi-random (`RandomPassword.bcrypt_hash`), the file is a secret.
+    """
+    if not bcrypt_hash.startswith("$2"):
+        raise ValueError("alertmanager web config: the password hash must be a bcrypt hash ($2...)")
+    return dump({"basic_auth_users": {layout.ALERTMANAGER_USER: bcrypt_hash}}, "alertmanager web config")

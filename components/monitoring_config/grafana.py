@@ -34,6 +34,9 @@ def datasources(settings: Settings) -> str:
             "name": "Alertmanager", "uid": layout.ALERTMANAGER_UID, "type": "alertmanager", "access": "proxy",
             "url": f"http://{layout.ALIASES['alertmanager']}:{layout.ALERTMANAGER_PORT}", "editable": False,
             "jsonData": {"implementation": "prometheus", "handleGrafanaManagedAlerts": False},
+            # Alertmanager requires basic auth; Grafana expands $__file{} from its secret file.
+            "basicAuth": True, "basicAuthUser": layout.ALERTMANAGER_USER,
+            "secureJsonData": {"basicAuthPassword": f"$__file{{{layout.ALERTMANAGER_PASSWORD_FILE}}}"},
         })
     return dump({"apiVersion": 1, "prune": True, "datasources": entries}, "Grafana datasources")
 

@@ -59,14 +59,32 @@ NGINX_EXPORTER_PORT: Final = 9113
 BLACKBOX_PORT: Final = 9115
 RABBITMQ_PROMETHEUS_PORT: Final = 15692
 
-# Proxy ports inside its container (team proxy design) and its alias on the monitoring network.
+# Proxy ports inside its container (team proxy design) and its aliases on the metrics network:
+# `proxy` for the live listener, `proxy-status` (that network only) for the status listener,
+# which also relays the apps' metrics and readiness (`scrape_path`, docs/monitoring.md).
 PROXY_ALIAS: Final = "proxy"
+PROXY_STATUS_ALIAS: Final = "proxy-status"
 PROXY_HTTP_PORT: Final = 8080
 PROXY_HTTPS_PORT: Final = 8443
 PROXY_STATUS_PORT: Final = 8081
 PROXY_STUB_STATUS_PATH: Final = "/stub_status"
+PROXY_STATUS_ADDRESS: Final = f"{PROXY_STATUS_ALIAS}:{PROXY_STATUS_PORT}"
 
-# DNS aliases on the monitoring network.
+# Alertmanager's basic-auth user (Prometheus and Grafana); its password is a secret file.
+ALERTMANAGER_USER: Final = "prometheus"
+ALERTMANAGER_WEB_CONFIG: Final = f"{SECRETS_DIR}/alertmanager_web.yml"
+ALERTMANAGER_PASSWORD_FILE: Final = f"{SECRETS_DIR}/alertmanager_password"
+
+# The monitoring control plane: on the `monitoring` network, which no app, exporter or proxy
+# joins (the `monitoring-segmented` policy); Prometheus also joins `metrics` to scrape.
+CONTROL_PLANE: Final = frozenset({"prometheus", "alertmanager", "grafana", "loki", "log-collector"})
+#: Services on the metrics network (Prometheus meets what it scrapes there).
+SCRAPED: Final = frozenset({
+    "prometheus", "node-exporter", "postgres-exporter", "redis-exporter", "nginx-exporter",
+    "blackbox-exporter",
+})
+
+# DNS aliases of the monitoring services (on each network they join).
 ALIASES: Final[dict[str, str]] = {
     "prometheus": "prometheus",
     "alertmanager": "alertmanager",
@@ -87,5 +105,10 @@ ALERTMANAGER_UID: Final = "alertmanager"
 
 
 def app_container(prefix: str, color: str, n: int) -> str:
-    """The app replica's container name (team app interface), resolvable on the monitoring network."""
+    """The app replica's container name (team app interface), resolvable by the proxy (frontend)."""
     return f"{prefix}-app-{color}-{n}"
+
+
+def scrape_path(replica: str, what: str) -> str:
+    """The proxy's relay path for a replica's `metrics` or `ready` (components/nginx/conf.py)."""
+    return f"/scrape/{replica}/{what}"

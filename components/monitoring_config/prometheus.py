@@ -1,9 +1,12 @@
 """prometheus.yml: what is scraped, from the same settings as the deployment.
 
 App replicas of both colors are static targets named after their containers
-(`instance`) and labelled `color`. Whether a color is live is NOT written here: it is
-measured by probing the proxy's live listener for `X-Deployment-Color` (job
-`live-color`), so an activeColor flip changes no monitoring input.
+(`instance`) and labelled `color`. Prometheus shares no network with the apps: it scrapes
+each replica through the proxy's status listener (`proxy-status:8081/scrape/<replica>/...`,
+an exact relay location per replica), and the `instance`/`color` labels are set per target,
+so rules and dashboards see the same series as before. Alertmanager needs basic auth.
+Whether a color is live is NOT written here: it is measured by probing the proxy's live
+listener for `X-Deployment-Color` (job `live-color`), so an activeColor flip changes no monitoring input.
 """
 
 from __future__ import annotations
@@ -34,15 +37,27 @@ def live_listener_url(settings: Settings) -> str:
 
 
 def app_targets(settings: Settings) -> list[dict[str, Any]]:
+    """One group per replica: the relay address, its metrics path, and instance/color labels."""
     groups = []
     for color in COLORS:
         for n in range(1, settings.deployment.color(color).replicas + 1):
             name = layout.app_container(settings.name_prefix, color, n)
             groups.append({
-                "targets": [f"{name}:{settings.server.port}"],
-                "labels": {"color": color, "instance": name},
+                "targets": [layout.PROXY_STATUS_ADDRESS],
+                "labels": {"color": color, "instance": name,
+                           "__metrics_path__": layout.scrape_path(name, "metrics")},
             })
     return groups
+
+
+def _replicas(settings: Settings) -> list[tuple[str, str]]:
+    return [(color, layout.app_container(settings.name_prefix, color, n))
+            for color in COLORS for n in range(1, settings.deployment.color(color).replicas + 1)]
+
+
+def _alertmanager_auth() -> dict[str, Any]:
+    return {"basic_auth": {"username": layout.ALERTMANAGER_USER,
+                           "password_file": layout.ALERTMANAGER_PASSWORD_FILE}}
 
 
 def _static(job: str, target: str, **extra: Any) -> dict[str, Any]:
@@ -51,19 +66,20 @@ def _static(job: str, target: str, **extra: Any) -> dict[str, Any]:
 
 def scrape_configs(settings: Settings) -> list[dict[str, Any]]:
     mon = settings.monitoring
-    health = settings.app.health
     jobs: list[dict[str, Any]] = [
-        {"job_name": "app", "metrics_path": health.metrics, "static_configs": app_targets(settings)},
+        # Each target carries its relay path (`__metrics_path__`), the proxy relays to the app's
+        # `app.health.metrics`.
+        {"job_name": "app", "static_configs": app_targets(settings)},
         {
             "job_name": "app-ready",
             "metrics_path": "/probe",
             "params": {"module": ["http_ready"]},
             "static_configs": [
                 {
-                    "targets": [f"http://{g['labels']['instance']}:{settings.server.port}{health.ready}"],
-                    "labels": g["labels"],
+                    "targets": [f"http://{layout.PROXY_STATUS_ADDRESS}{layout.scrape_path(name, 'ready')}"],
+                    "labels": {"color": color, "instance": name},
                 }
-                for g in app_targets(settings)
+                for color, name in _replicas(settings)
             ],
             "relabel_configs": _probe_relabels(keep_instance=True),
         },
@@ -100,7 +116,8 @@ def scrape_configs(settings: Settings) -> list[dict[str, Any]]:
         _static("prometheus", f"localhost:{layout.PROMETHEUS_PORT}"),
     ]
     if mon.alertmanager.enabled:
-        jobs.append(_static("alertmanager", f"{layout.ALIASES['alertmanager']}:{layout.ALERTMANAGER_PORT}"))
+        jobs.append(_static("alertmanager", f"{layout.ALIASES['alertmanager']}:{layout.ALERTMANAGER_PORT}",
+                            **_alertmanager_auth()))
     if mon.grafana.enabled:
         jobs.append(_static("grafana", f"{layout.ALIASES['grafana']}:{layout.GRAFANA_PORT}"))
     if mon.logs.enabled:
@@ -125,6 +142,7 @@ def prometheus_config(settings: Settings, stack: str) -> str:
     }
     if mon.alertmanager.enabled:
         document["alerting"] = {"alertmanagers": [{
+            **_alertmanager_auth(),
             "static_configs": [{"targets": [f"{layout.ALIASES['alertmanager']}:{layout.ALERTMANAGER_PORT}"]}],
         }]}
     document["scrape_configs"] = scrape_configs(settings)

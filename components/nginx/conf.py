@@ -15,6 +15,12 @@ from ..config import COLORS, Settings
 from .routing import ROUTING_PATH
 
 CONF_DIR = "/etc/paper-trading/nginx"
+#: The proxy's DNS alias that exists only on the metrics network: the status listener binds
+#: to the address Docker's DNS gives it (nginx resolves a `listen` host at load and reload).
+STATUS_ALIAS = "proxy-status"
+#: Relay paths on the status listener: Prometheus and the blackbox exporter reach each app
+#: replica's metrics and readiness through the proxy, so they share no network with the apps.
+SCRAPE_PREFIX = "/scrape"
 CONF_PATH = f"{CONF_DIR}/nginx.conf"
 ACME_ROOT = "/var/www/acme"
 
@@ -95,6 +101,9 @@ class NginxListen:
     preview: int = 9443
     status: int = 8081
     upstreams: tuple[tuple[str, str], ...] = ()
+    #: Where the status listener binds besides 127.0.0.1 (the container healthcheck): the
+    #: metrics-only alias. Ignored when `address` is set (tests bind everything there).
+    status_host: str = STATUS_ALIAS
 
     def at(self, port: int) -> str:
         return f"{self.address}:{port}" if self.address else str(port)
@@ -224,15 +233,48 @@ def _redirect_server(settings: Settings, listen: NginxListen, paths: NginxPaths)
     ]
 
 
-def _status_server(listen: NginxListen) -> list[str]:
+def scrape_path(replica: str, what: str) -> str:
+    """The relay path for one replica: `what` is `metrics` or `ready`."""
+    if what not in ("metrics", "ready"):
+        raise ValueError(f"no scrape relay for {what!r}")
+    return f"{SCRAPE_PREFIX}/{replica}/{what}"
+
+
+def _scrape_relays(settings: Settings) -> list[str]:
+    """Exact GET-only locations, one per replica and path: never an open proxy."""
+    health = settings.app.health
+    lines = []
+    for color in COLORS:
+        for n in range(1, settings.deployment.color(color).replicas + 1):
+            replica = f"{settings.name_prefix}-app-{color}-{n}"
+            # A variable makes nginx resolve the replica per request (Docker DNS, frontend
+            # network), so a replaced replica is found and a missing one is a 502, not a
+            # failed reload.
+            target = _q(f"{replica}:{settings.server.port}")
+            for what, path in (("metrics", health.metrics), ("ready", health.ready)):
+                lines.append(
+                    f"        location = {scrape_path(replica, what)} {{ limit_except GET {{ deny all; }} "
+                    f"set $scrape_target {target}; proxy_pass http://$scrape_target{path}; }}"
+                )
+    return lines
+
+
+def _status_server(settings: Settings, listen: NginxListen) -> list[str]:
+    if listen.address:
+        listens = [f"listen {listen.at(listen.status)};"]
+    else:
+        # Not on every address: the apps share the frontend network with the proxy.
+        listens = [f"listen {listen.status_host}:{listen.status};", f"listen 127.0.0.1:{listen.status};"]
     return [
-        "    # status: container health and stub_status for the exporter; never published",
+        "    # status: container health, stub_status for the exporter and the scrape relay for",
+        "    # Prometheus; bound to the metrics network's alias and loopback only, never published",
         "    server {",
-        f"        listen {listen.at(listen.status)};",
+        *[f"        {line}" for line in listens],
         "        server_name _;",
         "        access_log off;",
         '        location = /nginx-health { default_type text/plain; return 200 "ok\\n"; }',
         "        location = /stub_status { stub_status; }",
+        *_scrape_relays(settings),
         "        location / { return 404; }",
         "    }",
     ]
@@ -366,7 +408,7 @@ def render_nginx_conf(
         "",
         *_app_server(settings, listen.at(listen.preview), tls=tls, preview=True),
         "",
-        *_status_server(listen),
+        *_status_server(settings, listen),
         "}",
     ]
     return "\n".join(lines) + "\n"
