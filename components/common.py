@@ -146,6 +146,10 @@ def hardened_container_args(
         user=user,
         init=True,
         destroy_grace_seconds=30,
+        # Anonymous volumes (where secret files land, see `secret_file`) are deleted with the
+        # container (`docker rm -v`). The provider's default too, spelt out so a policy and the
+        # render see it and nobody turns it off unnoticed (issue 13, item 5).
+        remove_volumes=True,
         # `{name: limit}`, soft = hard (a process cannot raise it); sorted so the graph is stable.
         # Docker's own default otherwise (since 25: nofile soft 1024). `nproc` counts every
         # process of the uid on the host, not only this container's (docs/policies.md).
@@ -162,14 +166,24 @@ def hardened_container_args(
 def secret_file(
     path: str, content: pulumi.Input[str], owner: str | None = None, mode: str = "0400"
 ) -> docker.ContainerUploadArgs:
-    """A secret handed to a container as a file (never as an env value).
+    """A secret handed to a container as a file (never as an env value, label or argument).
 
-    Files land in a volume private to the container, owned by root so the service cannot
-    change them. `owner` names the (non-root) user that must read the file: it is then
-    `0444`. Setting the upload's owner instead makes pulumi-docker ask Docker to resolve
-    the container's user in the image's passwd database, which fails for numeric users the
-    image does not list (found under the real engine), so the owner is never sent.
+    Files land in an anonymous volume private to the container (`scratch_volume`), owned by
+    root so the service cannot change or delete them, removed with the container
+    (`remove_volumes`). `mode` is `0400` for a service that reads as root; `owner` names the
+    (non-root) user that must read the file: it is then `0444`, the narrowest the provider
+    allows. Setting the upload's owner makes the provider ask Docker to copy with
+    `copyUIDGID`, and Docker then resolves the container's `user` in the *Docker host's*
+    passwd database (`getent`): `1000:1000` is refused, a bare uid works only where the host
+    happens to list it (measured on Docker 20.10), so the owner is never sent.
+
+    At rest the files are on the host's disk under the Docker root
+    (`/var/lib/docker/volumes/<id>/_data`, reachable by root only) while the container
+    exists; a tmpfs cannot hold them, because the provider copies them before the container
+    starts (docs/policies.md, "Secrets at rest").
     """
+    if mode not in ("0400", "0444"):
+        raise ValueError(f"{path}: a secret file is 0400 (read by root) or 0444 (read by owner={owner!r})")
     return docker.ContainerUploadArgs(
         file=path,
         content=pulumi.Output.secret(content),

@@ -87,12 +87,14 @@ CASES = [
     ("key-plain-before-secret-secure",
      {"exchanges": {"binance": _exchange(PLAIN, SECURE)}}, "exchanges.binance.apiKey"),
     ("kucoin-passphrase-plain",
-     {"exchanges": {"kucoin": {**_exchange(SECURE, SECURE), "passphrase": PLAIN}}}, "exchanges.kucoin.passphrase"),
+     {"exchanges": {"kucoin": {**_exchange(SECURE, SECURE), "passphrase": PLAIN}}},
+     "exchanges.kucoin.passphrase"),
     ("grafana-password-plain-webhook-secure",
      {"monitoring": {"grafana": {"adminPassword": PLAIN}, "alertmanager": {"webhookUrl": SECURE}}},
      "monitoring.grafana.adminPassword"),
     ("webhook-plain-grafana-secure",
-     {"monitoring": {"grafana": {"adminPassword": SECURE}, "alertmanager": {"webhookUrl": "https://" + PLAIN}}},
+     {"monitoring": {"grafana": {"adminPassword": SECURE},
+                     "alertmanager": {"webhookUrl": "https://" + PLAIN}}},
      "monitoring.alertmanager.webhookUrl"),
     ("database-url-plain-exchange-secure",
      {"database": {"url": "postgres://u:" + PLAIN + "@db/x"},
@@ -101,7 +103,9 @@ CASES = [
 
 
 @pytest.mark.parametrize("case,objects,key", CASES, ids=[c[0] for c in CASES])
-def test_program_refuses_a_plain_secret_leaf(tmp_path: Path, case: str, objects: dict[str, Any], key: str) -> None:
+def test_program_refuses_a_plain_secret_leaf(
+    tmp_path: Path, case: str, objects: dict[str, Any], key: str,
+) -> None:
     error, records = _run_program(_stack(tmp_path, "t", **objects))
     assert error is not None, f"{case}: a plain {key} was accepted"
     named = [p for p in error.problems if p.startswith(f"paper-trading:{key}: ")]
