@@ -3,6 +3,9 @@
 Each sample is a fresh Python process (wall time), so both sides pay interpreter
 start-up alike. Prints the medians of N runs and their ratio; the foundation bar
 is ratio <= 1.5. Optionally times the offline policy check on top (bar: < 0.2 s).
+Each figure that has a bar is printed with it and PASS or FAIL on its result line;
+the exit status is 0 when every figure is within its bar, 1 when one is not
+(`--bar`/`--policy-bar` set other bars).
 
 `--floor` also times what no program of this shape can go below: a generated program
 that registers the same resources (same types, same counts, same component parents)
@@ -15,6 +18,7 @@ about 25 s per program; repeatable to about 0.1 %): a check of the ratio that do
 depend on a noisy machine's clock.
 
     python bench/evaluate.py [--runs 5] [--stack prod] [--with-policies] [--floor] [--instructions]
+                             [--bar 1.5] [--policy-bar 0.2]
 """
 
 from __future__ import annotations
@@ -141,7 +145,20 @@ def _floor_programs(stack: str, folder: Path) -> dict[str, str]:
     return codes
 
 
-def main() -> int:
+RATIO_BAR = 1.5  # evaluate/import, the foundation issue's bar
+POLICY_BAR_S = 0.2  # what the offline policy check may add to an evaluation
+
+
+def verdict(value: float, bar: float, strict: bool = False) -> bool:
+    """Within the bar: at most `bar`, or below it when `strict`."""
+    return value < bar if strict else value <= bar
+
+
+def result_line(label: str, value: str, bar: str, ok: bool) -> str:
+    return f"{label}: {value} (bar {bar}): {'PASS' if ok else 'FAIL'}"
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--stack", default="prod")
@@ -151,7 +168,11 @@ def main() -> int:
                         help="also time the same resources with minimal inputs and no program logic")
     parser.add_argument("--instructions", action="store_true",
                         help="count instructions with valgrind (callgrind) instead of timing")
-    args = parser.parse_args()
+    parser.add_argument("--bar", type=float, default=RATIO_BAR, metavar="RATIO",
+                        help=f"evaluate/import ratio that passes (default {RATIO_BAR:g})")
+    parser.add_argument("--policy-bar", type=float, default=POLICY_BAR_S, metavar="SECONDS",
+                        help=f"time the offline policy check may add (default {POLICY_BAR_S:g} s)")
+    args = parser.parse_args(argv)
     if args.instructions and shutil.which("valgrind") is None:
         parser.error("--instructions needs valgrind on PATH")
     codes = {"import": IMPORTS, "evaluate": EVALUATE.format(stack=args.stack)}
@@ -163,7 +184,7 @@ def main() -> int:
         for code in codes.values():  # warm the file and bytecode caches once for every side
             _time(code)
         if args.instructions:
-            return _report_instructions(codes)
+            return _report_instructions(codes, args.bar)
         samples: dict[str, list[float]] = {name: [] for name in codes}
         for _ in range(args.runs):  # interleaved, so drift on a noisy machine hits every side
             for name, code in codes.items():
@@ -171,22 +192,36 @@ def main() -> int:
     med = {k: statistics.median(v) for k, v in samples.items()}
     for name, value in med.items():
         print(f"{name:>18}: median {value:.3f} s over {args.runs} runs")
-    for name in med:
-        if name != "import":
-            print(f"{name}/import ratio: {med[name] / med['import']:.2f}")
+    passed = _ratio_lines(med, args.bar)
     if "evaluate+policies" in med:
-        print(f"offline policy check adds: {med['evaluate+policies'] - med['evaluate']:.3f} s")
-    return 0
+        added = med["evaluate+policies"] - med["evaluate"]
+        ok = verdict(added, args.policy_bar, strict=True)
+        print(result_line("offline policy check adds", f"{added:.3f} s", f"< {args.policy_bar:g} s", ok))
+        passed = passed and ok
+    return 0 if passed else 1
 
 
-def _report_instructions(codes: dict[str, str]) -> int:
+def _ratio_lines(values: dict[str, float], bar: float) -> bool:
+    """Print each side's ratio to the import; only evaluate/import has a bar. True when within it."""
+    passed = True
+    for name, value in values.items():
+        if name == "import":
+            continue
+        ratio = value / values["import"]
+        if name == "evaluate":
+            ok = verdict(ratio, bar)
+            print(result_line("evaluate/import ratio", f"{ratio:.2f}", f"<= {bar:g}", ok))
+            passed = passed and ok
+        else:
+            print(f"{name}/import ratio: {ratio:.2f}")
+    return passed
+
+
+def _report_instructions(codes: dict[str, str], bar: float) -> int:
     counts = {name: _instructions(code) for name, code in codes.items()}
     for name, count in counts.items():
         print(f"{name:>18}: {count / 1e9:.3f} G instructions")
-    for name, count in counts.items():
-        if name != "import":
-            print(f"{name}/import ratio: {count / counts['import']:.2f}")
-    return 0
+    return 0 if _ratio_lines({k: float(v) for k, v in counts.items()}, bar) else 1
 
 
 if __name__ == "__main__":

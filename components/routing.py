@@ -564,6 +564,40 @@ class Routing(pulumi.ComponentResource):
 
 # --------------------------------------------------------------------------- emergency CLI
 
+# Why a Docker client call failed, as the first matching phrase of the client's (long) message.
+_ENGINE_PROBLEMS = (
+    ("Connection refused", "connection refused"),
+    ("No such file or directory", "no socket at that path"),
+    ("Permission denied", "permission denied (run as root or as a member of the docker group)"),
+    ("timed out", "timed out"),
+    ("Name or service not known", "host name not found"),
+    ("Temporary failure in name resolution", "host name not found"),
+    ("No route to host", "no route to host"),
+)
+
+
+def _engine_failure(exc: BaseException) -> str | None:
+    """One line for an exception from the Docker client (None: not a Docker problem)."""
+    import os
+
+    import docker.errors
+    import requests
+
+    if isinstance(exc, docker.errors.APIError):
+        return f"the Docker Engine refused a request: {exc.explanation or exc}"
+    if not isinstance(exc, docker.errors.DockerException | requests.exceptions.ConnectionError):
+        return None
+    text = str(exc)
+    why = next((short for needle, short in _ENGINE_PROBLEMS if needle in text), None)
+    if why is None:
+        first = text.splitlines()[0] if text else type(exc).__name__
+        why = first if len(first) <= 160 else first[:159] + "…"
+    host = os.environ.get("DOCKER_HOST") or "unset, so the local socket unix:///var/run/docker.sock"
+    return (
+        f"cannot reach the Docker Engine (DOCKER_HOST={host}): {why}; start dockerd, or set DOCKER_HOST to "
+        "the engine that runs the proxy"
+    )
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -597,6 +631,12 @@ def main(argv: list[str] | None = None) -> int:
         result = switch(args.container, live, preview, endpoint, checker=checker, lock_wait_s=args.lock_wait)
     except RoutingError as exc:
         print(f"routing: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        problem = _engine_failure(exc)
+        if problem is None:
+            raise
+        print(f"routing: {problem}", file=sys.stderr)
         return 1
     confirmed = "confirmed" if endpoint else "not confirmed (no --url)"
     print(f"routing: live {result.previous_live} -> {result.live} in {result.switch_ms:.0f} ms, {confirmed}")

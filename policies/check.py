@@ -75,6 +75,15 @@ def check_stack(stack: str, pack_config: Mapping[str, Any] | None = None) -> lis
     return check_graph(evaluate(stack), pack_config)
 
 
+def _absent_render(path: Path) -> str | None:
+    """Why `path` is no written render (None: it holds one to read)."""
+    if not path.exists():
+        return f"the folder {path} does not exist"
+    if path.is_dir() and not (path / "resources.json").is_file():
+        return f"the folder {path} holds no resources.json"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m policies.check", description=__doc__.split("\n\n")[0])
     which = parser.add_mutually_exclusive_group()
@@ -95,10 +104,18 @@ def main(argv: list[str] | None = None) -> int:
     for source in sources:
         stack = str(source)
         started = time.perf_counter()
+        absent = _absent_render(source) if isinstance(source, Path) else None
+        if absent is not None:
+            print(f"{stack}: BLOCKED: no render to check: {absent} "
+                  f"(write one with `python -m tools.render --stack <name> --out {source}`)", file=sys.stderr)
+            mandatory += 1
+            continue
         try:
             graph = load_graph(source) if isinstance(source, Path) else evaluate(source)
         except Exception as exc:  # noqa: BLE001 - a stack that cannot be evaluated is blocked, not passed
-            print(f"{stack}: BLOCKED: the program cannot be evaluated: {exc}", file=sys.stderr)
+            what = f"the render in {source} cannot be read" if isinstance(source, Path) else \
+                "the program cannot be evaluated"
+            print(f"{stack}: BLOCKED: {what}: {exc}", file=sys.stderr)
             mandatory += 1
             continue
         rendered = time.perf_counter()

@@ -483,6 +483,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except yaml.YAMLError as exc:  # a stack file that is not YAML: name the file and the line
+        path = args.stack_file if args.stack_file is not None else root / f"Pulumi.{stack}.yaml"
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        print(f"error: {where}: not valid YAML: {problem}", file=sys.stderr)
+        return 1
     out = args.out or ROOT / "build" / "render" / stack
     write(graph, out)
     for line in iter_summary(graph):

@@ -156,8 +156,23 @@ def options_from(args: argparse.Namespace, env: Mapping[str, str]) -> Validation
     return ValidationOptions.model_validate(values)
 
 
+def unreachable(options: ValidationOptions, timeout: float = 3.0) -> str | None:
+    """Why no TCP connection to the target can be opened, or None when one can."""
+    import socket
+
+    try:
+        with socket.create_connection((options.host, options.port), timeout=timeout):
+            return None
+    except socket.gaierror:
+        return f"host name {options.host!r} not found"
+    except TimeoutError:
+        return f"no answer on {options.host}:{options.port} within {timeout:g}s"
+    except OSError as exc:
+        return (exc.strerror or str(exc) or type(exc).__name__).lower()
+
+
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
-    from validation.report import render_table
+    from validation.report import headline, render_table
 
     p = parser()
     args = p.parse_args(argv)
@@ -173,6 +188,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         print(f"{p.prog}: error: {problems}", file=sys.stderr)
         return 2
     report = validate(options)
+    print(headline(report, None if report.passed else unreachable(options)))
     print(render_table(report))
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)

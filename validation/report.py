@@ -142,6 +142,27 @@ def render_table(report: ValidationReport, width: int = 100) -> str:
     return "\n".join(lines)
 
 
+def headline(report: ValidationReport, unreachable: str | None = None) -> str:
+    """One line that says what happened, printed before the table.
+
+    `unreachable` is why the target could not be connected to at all (the CLI probes it
+    when checks failed): then every failure has that one cause and the line says so.
+    """
+    target = report.target.base_url + (f" (color {report.target.color})" if report.target.color else "")
+    failed = [c for c in report.checks if c.status == "failed"]
+    blocking = report.failed_blocking
+    if unreachable is not None and failed:
+        return f"target {target} unreachable: {unreachable}; {len(failed)} checks failed"
+    if blocking:
+        names = ", ".join(c.name for c in blocking[:3])
+        if len(blocking) > 3:
+            names += f" and {len(blocking) - 3} more"
+        return f"target {target}: VALIDATION FAILED, {len(blocking)} blocking checks failed ({names})"
+    passed = sum(1 for c in report.checks if c.status == "passed")
+    extra = f", {len(failed)} non-blocking failed" if failed else ""
+    return f"target {target}: VALIDATION PASSED, {passed} checks passed{extra}"
+
+
 def summary(report: ValidationReport) -> str:
     """The short text the gate raises with."""
     failed = report.failed_blocking
