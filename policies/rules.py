@@ -25,7 +25,7 @@ from pulumi_policy import (
 )
 from pulumi_policy.proxy import UnknownValueError
 
-from . import data, gating, hardening, settings, trading, versions
+from . import data, gating, hardening, segmentation, settings, trading, versions
 from .props import Malformed
 
 Validator = Callable[[ResourceValidationArgs, ReportViolation], None]
@@ -109,6 +109,11 @@ POLICIES: list[ResourceValidationPolicy] = [
     _policy("proxy-image-current", versions.check_proxy_image_current, MANDATORY, HIGH,
             remediation="Pin images.nginx to an exact nginx release at or above NGINX_FLOOR in "
                         "components/versions.py, e.g. nginx:1.30.6-alpine."),
+    # The apps reach nothing of the monitoring control plane (issue 13, item 1).
+    _policy("monitoring-segmented", segmentation.check_monitoring_segmented, MANDATORY, CRITICAL,
+            remediation="Attach apps only to the frontend/backend networks and the control plane only "
+                        "to monitoring/metrics (components/network.py); Prometheus reaches the apps "
+                        "through the proxy's status relay."),
     # Data safety.
     _policy("data-volumes-protected", data.check_data_volumes_protected, MANDATORY, HIGH),
     _policy("backend-network-internal", data.check_backend_network_internal, MANDATORY, HIGH),
@@ -131,6 +136,20 @@ STACK_POLICIES: list[StackValidationPolicy] = [
                           "is the gate's approvedColor; never disable the gate or skip safety/health checks.",
     ),
 ]
+
+STACK_POLICIES.append(
+    # The same property over the whole graph, each offending (app, network) pair named.
+    StackValidationPolicy(
+        name="monitoring-segmented-graph",
+        description=(segmentation.check_monitoring_segmented_stack.__doc__ or "").strip().splitlines()[0],
+        validate=fail_closed("monitoring-segmented-graph", segmentation.check_monitoring_segmented_stack),
+        enforcement_level=MANDATORY,
+        severity=CRITICAL,
+        tags=["paper-trading"],
+        remediation_steps="Keep app containers off every network that holds Prometheus, Alertmanager, "
+                          "Loki or Grafana (docs/monitoring.md, Networks).",
+    ),
+)
 
 ALL_POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [*POLICIES, *STACK_POLICIES]
 BY_NAME: dict[str, ResourceValidationPolicy] = {p.name: p for p in POLICIES}

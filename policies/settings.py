@@ -50,6 +50,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "data-volumes-protected": {"disposableVolumeSuffixes": ["-backup-metrics"]},
     "container-read-only-rootfs": {"writableServices": []},
     "container-restart-bounded": {"maxRetries": 10},
+    "monitoring-segmented": {
+        "appNetworkSuffixes": ["-frontend", "-backend"],
+        "controlPlaneNetworkSuffixes": ["-monitoring", "-metrics"],
+        "controlPlaneServices": ["prometheus", "alertmanager", "grafana", "loki"],
+    },
 }
 
 SCHEMAS: dict[str, dict[str, dict[str, Any]]] = {
@@ -96,6 +101,18 @@ SCHEMAS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "container-restart-bounded": {
         "maxRetries": {"type": "integer", "minimum": 1, "description": "Highest on-failure retry count."},
+    },
+    "monitoring-segmented": {
+        "appNetworkSuffixes": {
+            **_STRINGS, "description": "Name suffixes of the only networks apps may join.",
+        },
+        "controlPlaneNetworkSuffixes": {
+            **_STRINGS, "description": "Name suffixes of the only networks the control plane may join "
+                                       "(disjoint from appNetworkSuffixes).",
+        },
+        "controlPlaneServices": {
+            **_STRINGS, "description": "Services (paper-trading.service) of the monitoring control plane.",
+        },
     },
 }
 

@@ -181,6 +181,7 @@ IMG = "container-image-pinned"
 NET = "container-user-networks-only"
 VOL = "data-volumes-protected"
 BACK = "backend-network-internal"
+SEG = "monitoring-segmented"
 M = Mutant
 
 MUTANTS: list[Mutant] = [
@@ -371,6 +372,12 @@ MUTANTS: list[Mutant] = [
            both(set_label("paper-trading.data", "false"), option("protect", False))),
     M(VOL, "not-retained", of_type("docker:index/volume:Volume", "prometheus-data"),
            option("retainOnDelete", False)),
+    # monitoring-segmented (issue 13, item 1; more cases in tests/test_segmentation_policy.py)
+    M(SEG, "app-on-monitoring", app, append("networksAdvanced", {"name": "paper-trading-monitoring"})),
+    M(SEG, "app-on-metrics", app, append("networksAdvanced", {"name": "paper-trading-metrics"})),
+    M(SEG, "app-network-computed", app, append("networksAdvanced", {"name": UNKNOWN})),
+    M(SEG, "alertmanager-on-frontend", svc("alertmanager"),
+           append("networksAdvanced", {"name": "paper-trading-frontend"})),
     # backend-network-internal
     M(BACK, "not-internal", backend, put("internal", False)),
     M(BACK, "internal-removed", backend, put("internal", DROP)),
