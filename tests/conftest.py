@@ -46,6 +46,9 @@ TOOL_PACKAGES = {
     "wrk": "wrk",
 }
 
+# Tools no Debian package provides, and what makes them.
+TOOL_STEPS = {"pulumi": "build the engine: scripts/install-engine (docs/engine.md)"}
+
 # Reasons `missing()` is called with that name no tool: (pattern, package, what else to do).
 OTHER_REASONS: tuple[tuple[re.Pattern[str], str | None, str | None], ...] = (
     (
@@ -54,7 +57,11 @@ OTHER_REASONS: tuple[tuple[re.Pattern[str], str | None, str | None], ...] = (
     ),
     (re.compile(r"Postgres server binaries"), "postgresql", None),
     (re.compile(r"no `postgres` user"), "postgresql", None),
-    (re.compile(r"Pulumi CLI"), None, "build it: scripts/install-engine (docs/engine.md)"),
+    (re.compile(r"Pulumi CLI"), None, TOOL_STEPS["pulumi"]),
+    (
+        re.compile(r"scripts/build-test-images"), "debootstrap",
+        "build the images: scripts/build-test-images (as root)",
+    ),
 )
 TOOL_REASON = re.compile(r"tool '(?P<tool>[^']+)' not found")
 CI_PREFIX = "required in CI: "
@@ -68,7 +75,8 @@ _GROUPS = pytest.StashKey[dict[str, list[str]]]()
 @dataclass(frozen=True)
 class Remedy:
     package: str | None  # Debian package that provides it, when known
-    action: str  # what to run
+    action: str  # what to do, in one phrase
+    step: str | None = None  # a step beyond installing packages (start or build something)
 
 
 def remedy(reason: str) -> Remedy:
@@ -76,6 +84,9 @@ def remedy(reason: str) -> Remedy:
     found = TOOL_REASON.search(reason)
     if found:
         package = TOOL_PACKAGES.get(found["tool"])
+        step = TOOL_STEPS.get(found["tool"])
+        if step is not None:
+            return Remedy(None, step, step)
         if package is None:
             return Remedy(None, f"no known package; install {found['tool']!r} (see {INSTALL_COMMAND})")
         return Remedy(package, f"package {package}")
@@ -83,7 +94,7 @@ def remedy(reason: str) -> Remedy:
         if pattern.search(reason):
             parts = [f"package {package}"] if package else []
             parts += [action] if action else []
-            return Remedy(package, "; ".join(parts))
+            return Remedy(package, "; ".join(parts), action)
     return Remedy(None, f"see {INSTALL_COMMAND}")
 
 
@@ -119,9 +130,8 @@ def summary_lines(groups: dict[str, list[str]], in_ci: bool) -> list[str]:
         lines.append("      in " + ", ".join(f"{name} ({count})" for name, count in sorted(files.items())))
         if fix.package:
             packages.add(fix.package)
-        for pattern, _, action in OTHER_REASONS:
-            if action and pattern.search(reason) and action not in actions:
-                actions.append(action)
+        if fix.step and fix.step not in actions:
+            actions.append(fix.step)
     lines.append(f"install what they need (as root, Debian/Ubuntu): {INSTALL_COMMAND}")
     if packages:
         apt = "apt-get install -y --no-install-recommends " + " ".join(sorted(packages))
