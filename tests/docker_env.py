@@ -12,7 +12,8 @@ command, user, tmpfs and hardening, a volume at the config dir.
 Nothing falls back to a copy: a container or file the program no longer renders
 makes the setup fail. Only machine-specific things differ: host ports are
 ephemeral on 127.0.0.1, the proxy runs the base image's nginx, the app gets no
-secret files (the reference app reads none) and only the frontend network exists.
+secret files (the reference app reads none), and only the proxy's networks exist (frontend,
+and metrics, where the proxy's status listener binds to its metrics-only alias).
 Everything is labelled and removed afterwards, also after a crash of an earlier run.
 """
 
@@ -167,11 +168,27 @@ class DockerEnv:
         labels = {TEST_LABEL: self.prefix}
         self.network = f"{self.prefix}-frontend"
         self.client.networks.create(self.network, driver="bridge", labels=labels)
+        self.create_network(f"{self.prefix}-metrics")
         for color in ("blue", "green"):
             self.start_app(color)
         self.start_proxy()
         self.wait_ready()
         return self
+
+    def create_network(self, name: str) -> Any:
+        """A network the program renders under the Docker name `name`, with its `internal` flag."""
+        found = [n for n in self.graph.of_type("docker:index/network:Network")
+                 if n.inputs.get("name") == name]
+        if len(found) != 1:
+            raise RuntimeError(f"the program renders {len(found)} networks named {name!r}")
+        internal = bool(found[0].inputs.get("internal"))
+        return self.client.networks.create(name, driver="bridge", internal=internal,
+                                           labels={TEST_LABEL: self.prefix})
+
+    def attach(self, container: Any, rendered: Any, network: str) -> None:
+        """Connect `container` to `network` with the aliases the program renders for it there."""
+        [attachment] = [n for n in rendered.inputs["networksAdvanced"] if n["name"] == network]
+        self.client.networks.get(network).connect(container, aliases=attachment.get("aliases") or None)
 
     def start_app(self, color: str) -> Any:
         """Replica 1 of `color` as the program renders it."""
@@ -218,6 +235,8 @@ class DockerEnv:
             ports={f"{port}/tcp": ("127.0.0.1", None) for port in sorted(published)},
         )
         self.containers.append(container)
+        # The status listener binds to the metrics-only alias: nginx does not start without it.
+        self.attach(container, res, f"{self.prefix}-metrics")
         # Like the provider's uploads: files go in before the first start, into the
         # volume (Docker refuses to write anywhere else on a read-only rootfs).
         container.put_archive(CONF_DIR, _tar(files, CONF_DIR))

@@ -50,8 +50,8 @@ def rendered_secret(container: str, path: str) -> str:
 
     graph = rendered("prod")
     (res,) = [r for r in graph.containers if r.inputs.get("name") == container]
-    found = [(u, w) for u, w in zip(res.inputs.get("uploads") or [], res.wire.get("uploads") or [], strict=True)
-             if u["file"] == path]
+    pairs = zip(res.inputs.get("uploads") or [], res.wire.get("uploads") or [], strict=True)
+    found = [(u, w) for u, w in pairs if u["file"] == path]
     assert len(found) == 1, f"the program uploads no (single) {path} into {container}"
     upload, wire = found[0]
     assert SECRET_SIG in str(wire), f"{container}:{path} is not uploaded as a secret"
@@ -209,8 +209,12 @@ def alertmanager(tmp: Path, auth: bool = True) -> Iterator[str]:
     """The real Alertmanager with the rendered alertmanager.yml (its receivers need no network) and
     the rendered web config (basic auth)."""
     from components.monitoring_config import layout
+    from tests.support import rendered
 
     binary = require_tool("prometheus-alertmanager")
+    (am,) = [r for r in rendered("prod").containers if r.inputs.get("name") == ALERTMANAGER]
+    # The rendered container starts Alertmanager with the web config (basic auth) that is run here.
+    assert f"--web.config.file={layout.ALERTMANAGER_WEB_CONFIG}" in am.inputs["command"]
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "alertmanager.yml").write_text(rendered_file(ALERTMANAGER_YML))
     (tmp / "web.yml").write_text(rendered_secret(ALERTMANAGER, layout.ALERTMANAGER_WEB_CONFIG))

@@ -9,9 +9,8 @@ Only the listen ports, file paths and the upstream addresses differ from product
 
 from __future__ import annotations
 
-import re
-
 import json
+import re
 import shutil
 import signal
 import socket

@@ -27,6 +27,7 @@ from tools.render import UNKNOWN, Graph, Resource, stack_names
 RULE = "monitoring-segmented"
 GRAPH_RULE = "monitoring-segmented-graph"
 OURS = (RULE, GRAPH_RULE)
+CONTROL_PLANE = ("prometheus", "alertmanager", "grafana", "loki")
 
 
 def _labels(res: Resource) -> dict[str, str]:
@@ -99,7 +100,7 @@ def test_app_on_a_control_plane_network_is_refused(network: str) -> None:
     assert f"joins network {network!r}" in message
     on_net = sorted(_labels(r)["paper-trading.service"] for r in graph.containers
                     if network in [n["name"] for n in r.inputs["networksAdvanced"]]
-                    and _labels(r)["paper-trading.service"] in ("prometheus", "alertmanager", "grafana", "loki"))
+                    and _labels(r)["paper-trading.service"] in CONTROL_PLANE)
     assert _shared(resources) == [Shared(app.inputs["name"], network, tuple(on_net))]
     assert [v.message for v in found if v.policy == GRAPH_RULE] == [_shared(resources)[0].message()]
 

@@ -201,11 +201,13 @@ def test_alertmanager_unreachable_fails(apps: dict[str, RefApp], tmp_path: Path)
     assert_failed_exactly(report, {"monitoring.alertmanager"})
 
 
-def test_alertmanager_requires_credentials(apps: dict[str, RefApp], stack: tuple[str, str], tmp_path: Path) -> None:
+def test_alertmanager_requires_credentials(
+    apps: dict[str, RefApp], stack: tuple[str, str], tmp_path: Path
+) -> None:
     """The rendered web config: no or wrong credentials fail the check; the rendered ones pass."""
     _, am = stack
-    for env, reason in (({}, "requires authentication"),
-                        ({"ALERTMANAGER_USER": "prometheus", "ALERTMANAGER_PASSWORD": "wrong"}, "status 401")):
+    wrong = {"ALERTMANAGER_USER": "prometheus", "ALERTMANAGER_PASSWORD": "wrong"}
+    for env, reason in (({}, "requires authentication"), (wrong, "status 401")):
         code, out, report = _validate(apps, tmp_path, "--alertmanager-url", am, env=env)
         assert code == 1, out
         assert_failed_exactly(report, {"monitoring.alertmanager"})
