@@ -24,7 +24,7 @@ from functools import cache
 from pathlib import Path
 
 from components.config import Settings, parse_settings
-from components.nginx.conf import TLS_CIPHERS
+from components.nginx.conf import STATUS_ALIAS, TLS_CIPHERS
 from tests.fakes.validation_servers import Front, free_port, wait_port
 from tests.support import rendered, require_tool, stop_process
 from tools.render import stack_config
@@ -89,7 +89,9 @@ def loopback_edits(root: Path, ports: Ports, upstreams: Mapping[str, int]) -> li
         Edit("listen 8080 default_server;", f"listen 127.0.0.1:{ports.http} default_server;", 1),
         Edit("listen 8443 ssl default_server;", f"listen 127.0.0.1:{ports.https} ssl default_server;", 1),
         Edit("listen 9443 ssl default_server;", f"listen 127.0.0.1:{ports.preview} ssl default_server;", 1),
-        Edit("listen 8081;", f"listen 127.0.0.1:{ports.status};", 1),
+        # the status listener binds the metrics-only alias and loopback -> one loopback port
+        Edit("        listen 127.0.0.1:8081;\n", "", 1),
+        Edit(f"listen {STATUS_ALIAS}:8081;", f"listen 127.0.0.1:{ports.status};", 1),
         # the certificate mounted at /run/tls -> the test CA's leaf
         Edit("ssl_certificate /run/tls/fullchain.pem;", f"ssl_certificate {root}/tls/fullchain.pem;", 1),
         Edit("ssl_certificate_key /run/tls/privkey.pem;", f"ssl_certificate_key {root}/tls/privkey.pem;", 1),
