@@ -38,6 +38,16 @@ REDIS_SOURCE_DIR = "/sources/redis"
 RABBITMQ_API_URL = "http://rabbitmq:15672"
 IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
+# Not root (issue 13, item 6): the image's own `postgres` user (uid 70 in postgres:*-alpine,
+# 999 in the Debian images), named so Docker resolves it in the image. It must own the
+# backups and metrics volumes, and nothing can chown without root; so each volume is also
+# mounted at a directory the image ships owned by `postgres` (both official variants):
+# Docker copies that directory's owner and mode onto an EMPTY volume at its first mount
+# ("copy-up", measured: tests/test_backup_docker.py). The service then narrows the inherited
+# 1777/3777 modes. An existing root-owned volume needs a one-time chown (docs/backup.md).
+BACKUP_USER = "postgres"
+OWNERSHIP_DONORS = {"backups": "/var/lib/postgresql/data", "metrics": "/var/run/postgresql"}
+
 
 @dataclass(frozen=True)
 class BackupArgs:
@@ -51,6 +61,22 @@ class BackupArgs:
 def script_files() -> dict[str, str]:
     """`{container path: content}` of the scripts, exactly as uploaded."""
     return {f"{BIN_DIR}/{name}": (SCRIPTS_DIR / name).read_text() for name in SCRIPTS}
+
+
+def service_command() -> list[str]:
+    """`backup loop`, after narrowing the volumes' modes (copy-up gives them the donors' 1777/3777).
+
+    Fails with one line naming the fix when the user does not own them (an old root-owned volume).
+    """
+    script = (
+        # Symbolic: GNU chmod keeps a directory's setgid bit under a numeric mode.
+        'chmod u=rwx,go=,-t "$BACKUP_DIR" 2>/dev/null '
+        '&& chmod u=rwx,go=rx,g-s,-t "$BACKUP_METRICS_DIR" 2>/dev/null || { '
+        'echo "backup: $BACKUP_DIR and $BACKUP_METRICS_DIR must be owned by $(id -un) (uid $(id -u));'
+        ' see docs/backup.md, Upgrading" >&2; exit 78; }; '
+        'exec backup loop'  # PATH starts with BIN_DIR (backup_envs)
+    )
+    return ["/bin/sh", "-c", script]
 
 
 def backup_envs(settings: Settings, database_name: str, database_user: str) -> list[str]:
@@ -125,7 +151,8 @@ class Backup(pulumi.ComponentResource):
                     volumes=self._volumes(args),
                     uploads=self._uploads(args),
                     # The image entrypoint runs anything that is not `postgres` as is.
-                    command=[f"{BIN_DIR}/backup", "loop"],
+                    user=BACKUP_USER,
+                    command=service_command(),
                     healthcheck=healthcheck(
                         ["CMD", f"{BIN_DIR}/backup", "status"], interval="60s", timeout="10s",
                         retries=3, start_period="15m",
@@ -143,7 +170,10 @@ class Backup(pulumi.ComponentResource):
         cfg = args.settings.backup
         volumes = [
             args.volumes.mount("backups", BACKUP_DIR),
+            args.volumes.mount("backups", OWNERSHIP_DONORS["backups"]),  # owner for a new volume
             docker.ContainerVolumeArgs(volume_name=self.metrics_volume_name, container_path=METRICS_DIR),
+            docker.ContainerVolumeArgs(volume_name=self.metrics_volume_name,
+                                       container_path=OWNERSHIP_DONORS["metrics"]),
             # Upload targets in a read-only container must be volumes.
             docker.ContainerVolumeArgs(container_path=BIN_DIR),
             docker.ContainerVolumeArgs(container_path=SECRETS_DIR),
@@ -160,10 +190,12 @@ class Backup(pulumi.ComponentResource):
             for path, content in script_files().items()
         ]
         uploads.append(
-            secret_file(f"{SECRETS_DIR}/postgres_password", args.datastores.postgres_password.result)
+            secret_file(f"{SECRETS_DIR}/postgres_password", args.datastores.postgres_password.result,
+                        owner=BACKUP_USER)
         )
         if args.settings.backup.rabbitmq_definitions:
             uploads.append(
-                secret_file(f"{SECRETS_DIR}/rabbitmq_password", args.datastores.rabbitmq_password.result)
+                secret_file(f"{SECRETS_DIR}/rabbitmq_password", args.datastores.rabbitmq_password.result,
+                            owner=BACKUP_USER)
             )
         return uploads

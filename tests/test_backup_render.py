@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from components.backup import BIN_DIR, SCRIPTS, SCRIPTS_DIR
+from components.backup import BACKUP_USER, BIN_DIR, OWNERSHIP_DONORS, SCRIPTS, SCRIPTS_DIR, service_command
 from tests.support import rendered
 from tools.render import ROOT, Graph, Resource, evaluate, stack_config
 
@@ -82,10 +82,15 @@ def test_container_mounts_volumes_and_runs_the_repo_scripts() -> None:
     res = backup_container(graph)
     i = res.inputs
     assert i["image"] == "postgres:15.10-alpine" and i["name"] == "paper-trading-backup"
-    assert i["command"] == [f"{BIN_DIR}/backup", "loop"]
+    assert i["command"] == service_command() and i["command"][-1].endswith("exec backup loop")
+    assert envs(res)["PATH"].startswith(f"{BIN_DIR}:")
+    # Not root: the image's postgres user, owner of both volumes through the donor mounts.
+    assert i["user"] == BACKUP_USER == "postgres"
     mounts = {v["containerPath"]: v for v in i["volumes"]}
     assert mounts["/backups"]["volumeName"] == "paper-trading-backups-data"
     assert mounts["/metrics"]["volumeName"] == "paper-trading-backup-metrics"
+    assert mounts[OWNERSHIP_DONORS["backups"]]["volumeName"] == "paper-trading-backups-data"
+    assert mounts[OWNERSHIP_DONORS["metrics"]]["volumeName"] == "paper-trading-backup-metrics"
     assert mounts["/sources/redis"] == {
         "volumeName": "paper-trading-redis-data", "readOnly": True, "containerPath": "/sources/redis"}
     assert [n["name"] for n in i["networksAdvanced"]] == ["paper-trading-backend"]

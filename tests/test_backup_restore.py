@@ -650,13 +650,19 @@ def test_rabbitmq_definitions_exported_with_password_from_file(runner: Runner) -
 
 
 def test_service_loop_backs_up_on_schedule_and_stops_on_sigterm(runner: Runner) -> None:
-    """The container's command, as rendered: a backup at once, none while the newest is fresh."""
+    """The container's command, as rendered: a backup at once, none while the newest is fresh.
+
+    It is `/bin/sh -c '<narrow the volumes' modes> && exec backup loop'` (components/backup.py,
+    service_command); run with this userland's shell, `backup` found on PATH as in the container.
+    """
     command = backup_container(backup_graph("prod")).inputs["command"]
-    assert command == [f"{BIN_DIR}/backup", "loop"]
+    assert command[:2] == ["/bin/sh", "-c"] and command[2].endswith("exec backup loop")
+    for directory in (runner.backups, runner.metrics.parent):
+        directory.chmod(0o1777)  # as copy-up leaves a new volume
 
     def start() -> subprocess.Popen[str]:
         return subprocess.Popen(
-            [*runner.shell, str(runner.work / "bin" / "backup"), *command[1:]], env=runner.env,
+            [*(runner.shell or command[:1]), *command[1:]], env=runner.env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         )
 
@@ -690,4 +696,6 @@ def test_service_loop_backs_up_on_schedule_and_stops_on_sigterm(runner: Runner) 
     finally:
         out = stop(proc)
     assert "next check in" in out and "dumping" not in out
+    assert {d.name: oct(d.stat().st_mode & 0o7777) for d in (runner.backups, runner.metrics.parent)} == {
+        runner.backups.name: "0o700", runner.metrics.parent.name: "0o755"}
     assert runner.metrics.exists()

@@ -165,7 +165,9 @@ class CiStack:
         networks = inputs["networksAdvanced"]
         primary = inputs.get("networkMode") or networks[0]["name"]
         aliases = {n["name"]: [*(n.get("aliases") or []), name] for n in networks}
-        volumes: dict[str, dict[str, str]] = {}
+        # "source:target:mode" strings: one volume may be mounted at several paths (the backup's
+        # ownership donors), which a {source: ...} dict would silently collapse to one.
+        volumes: list[str] = []
         mount_points: list[str] = []
         for i, vol in enumerate(inputs.get("volumes") or []):
             path = vol["containerPath"]
@@ -175,7 +177,7 @@ class CiStack:
                 # Named volumes keep their rendered identity (redis data is shared with the
                 # backup, the backup metrics with node-exporter); anonymous ones get their own.
                 source = self.volume(vol.get("volumeName") or f"{name}-anon-{i}")
-            volumes[source] = {"bind": path, "mode": "ro" if vol.get("readOnly") else "rw"}
+            volumes.append(f"{source}:{path}:{'ro' if vol.get('readOnly') else 'rw'}")
             mount_points.append(path.rstrip("/"))
         check = inputs.get("healthcheck")
         healthcheck = None
@@ -207,6 +209,8 @@ class CiStack:
             memswap_limit=f"{int(inputs['memorySwap'])}m" if inputs.get("memorySwap") else None,
             nano_cpus=int(float(inputs["cpus"]) * 1e9) if inputs.get("cpus") else None,
             init=bool(inputs.get("init")),
+            ulimits=[docker.types.Ulimit(name=u["name"], soft=int(u["soft"]), hard=int(u["hard"]))
+                     for u in inputs.get("ulimits") or []] or None,
             restart_policy={"Name": inputs.get("restart") or "no",
                             "MaximumRetryCount": int(inputs.get("maxRetryCount") or 0)},
             log_config=docker.types.LogConfig(type=inputs.get("logDriver") or "json-file",
