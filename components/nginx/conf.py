@@ -273,7 +273,10 @@ def _status_server(settings: Settings, listen: NginxListen) -> list[str]:
         "        server_name _;",
         "        access_log off;",
         '        location = /nginx-health { default_type text/plain; return 200 "ok\\n"; }',
-        "        location = /stub_status { stub_status; }",
+        # Defence in depth (gixy status_page_exposed): only loopback (healthcheck) and the private
+        # ranges Docker assigns container networks from; the listener's binding is the real fence.
+        "        location = /stub_status { stub_status; allow 127.0.0.0/8; allow 10.0.0.0/8; "
+        "allow 172.16.0.0/12; allow 192.168.0.0/16; deny all; }",
         *_scrape_relays(settings),
         "        location / { return 404; }",
         "    }",
