@@ -13,6 +13,7 @@ capabilities, read-only root, ...) with FRESH named volumes, as on a first deplo
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 from collections.abc import Iterator
@@ -29,6 +30,8 @@ pytestmark = pytest.mark.docker
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = {"postgres", "redis", "rabbitmq", "backup"}
+# Its own label: test_ci_images removes every leftover with its label when it starts.
+LABEL = "paper-trading.backup-docker-test"
 TIMEOUT = 120.0
 
 
@@ -62,6 +65,7 @@ def stack() -> Iterator[CiStack]:
             assert proc.returncode == 0, proc.stdout + proc.stderr
             break
     ci = CiStack(client, graph)
+    ci.labels = {LABEL: ci.prefix}
     try:
         deadline = time.monotonic() + TIMEOUT
         ci.create_networks()
@@ -73,8 +77,21 @@ def stack() -> Iterator[CiStack]:
         assert not pending, "not healthy:\n" + "\n".join(ci.describe(r) for r in pending)
         yield ci
     finally:
-        ci.remove()
+        _remove(client, ci.prefix)
         client.close()
+
+
+def _remove(client: Any, prefix: str) -> None:
+    selector = {"label": f"{LABEL}={prefix}"}
+    for container in client.containers.list(all=True, filters=selector):
+        with contextlib.suppress(Exception):
+            container.remove(force=True, v=True)
+    for network in client.networks.list(filters=selector):
+        with contextlib.suppress(Exception):
+            network.remove()
+    for volume in client.volumes.list(filters=selector):
+        with contextlib.suppress(Exception):
+            volume.remove(force=True)
 
 
 def _container(stack: CiStack, service: str) -> Any:
