@@ -47,6 +47,8 @@ pytestmark = pytest.mark.docker
 ROOT = Path(__file__).resolve().parent.parent
 STACK = "ci"
 TEST_LABEL = "paper-trading.ci-images-test"
+#: The pid of the test process that created it: leftovers of a live run are not removed.
+PID_LABEL = "paper-trading.ci-images-test.pid"
 HEALTH_TIMEOUT = 75.0
 CONTAINER_TYPE = "docker:index/container:Container"
 NETWORK_TYPE = "docker:index/network:Network"
@@ -107,7 +109,7 @@ class CiStack:
         self.client = client
         self.graph = graph
         self.prefix = f"ptci-{secrets.token_hex(3)}"
-        self.labels = {TEST_LABEL: self.prefix}
+        self.labels = {TEST_LABEL: self.prefix, PID_LABEL: str(os.getpid())}
         self.networks: dict[str, str] = {}  # rendered name -> test network name
         self.volumes: dict[str, str] = {}  # rendered volume name -> test volume name
         self.started: dict[str, Any] = {}  # rendered container name -> docker container
@@ -304,18 +306,40 @@ class CiStack:
         remove_labelled(self.client, self.prefix)
 
 
+def _owner_alive(labels: dict[str, str] | None) -> bool:
+    """Whether the test process that created an object still runs (a concurrent run)."""
+    pid = (labels or {}).get(PID_LABEL, "")
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def remove_labelled(client: Any, prefix: str | None = None) -> None:
-    """Containers, then networks and volumes of this test (one run, or every earlier one)."""
+    """Containers, then networks and volumes of this test: one run's, or every earlier run's
+    whose process is gone (a run in progress elsewhere on this engine keeps its stack)."""
     selector = f"{TEST_LABEL}={prefix}" if prefix else TEST_LABEL
+
+    def mine(labels: dict[str, str] | None) -> bool:
+        return prefix is not None or not _owner_alive(labels)
+
     for container in client.containers.list(all=True, filters={"label": selector}):
-        with suppress(Exception):  # already gone
-            container.remove(force=True, v=True)
+        if mine(container.labels):
+            with suppress(Exception):  # already gone
+                container.remove(force=True, v=True)
     for network in client.networks.list(filters={"label": selector}):
-        with suppress(Exception):
-            network.remove()
+        if mine(network.attrs.get("Labels")):
+            with suppress(Exception):
+                network.remove()
     for volume in client.volumes.list(filters={"label": selector}):
-        with suppress(Exception):
-            volume.remove(force=True)
+        if mine(volume.attrs.get("Labels")):
+            with suppress(Exception):
+                volume.remove(force=True)
 
 
 @pytest.fixture(scope="module")
