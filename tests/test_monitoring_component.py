@@ -107,6 +107,45 @@ def test_uis_published_only_on_bind_address(prod: tuple[Graph, Any]) -> None:
     assert published == {"prometheus": 9090, "alertmanager": 9093, "grafana": 3001, "loki": 3100}
 
 
+#: Flags that would open a write endpoint on Prometheus (issue 13, item 1: no unauthenticated writes).
+PROMETHEUS_WRITE_FLAGS = ("--web.enable-admin-api", "--web.enable-lifecycle",
+                          "--web.enable-remote-write-receiver", "--enable-feature=remote-write-receiver")
+
+
+def test_prometheus_has_no_write_endpoint(prod: tuple[Graph, Any]) -> None:
+    graph, _ = prod
+    command = _monitoring(graph)["prometheus"]["command"]
+    words = ("admin-api", "lifecycle", "remote-write")
+    opened = [a for a in command if a in PROMETHEUS_WRITE_FLAGS or any(w in a for w in words)]
+    assert command and opened == []
+
+
+def test_alertmanager_requires_basic_auth(prod: tuple[Graph, Any]) -> None:
+    """The web config and the password reach only the containers that need them, as secrets."""
+    graph, _ = prod
+    containers = _monitoring(graph)
+    assert f"--web.config.file={layout.ALERTMANAGER_WEB_CONFIG}" in containers["alertmanager"]["command"]
+    holders = sorted(s for s, inputs in containers.items()
+                     if layout.ALERTMANAGER_PASSWORD_FILE in [u["file"] for u in inputs.get("uploads") or []])
+    assert holders == ["alertmanager", "grafana", "prometheus"]
+    for res in graph.containers:
+        if res.label_map.get("paper-trading.service") in ("alertmanager", "grafana", "prometheus"):
+            for upload, wire in zip(res.inputs["uploads"], res.wire["uploads"], strict=True):
+                if upload["file"].startswith(layout.SECRETS_DIR):
+                    assert "4dabf18193072939515e22adb298388d" in json.dumps(wire), upload["file"]
+    check = containers["alertmanager"]["healthcheck"]["tests"]
+    assert check[0] == "CMD-SHELL" and f"$(cat {layout.ALERTMANAGER_PASSWORD_FILE})@127.0.0.1" in check[1]
+
+
+def test_loki_reachable_only_from_the_control_plane(prod: tuple[Graph, Any]) -> None:
+    """Loki has no auth: only the log collector, Grafana, Prometheus (and Alertmanager) share its network."""
+    graph, _ = prod
+    loki_nets = {n["name"] for n in _monitoring(graph)["loki"]["networksAdvanced"]}
+    neighbours = sorted({res.label_map.get("paper-trading.service", "") for res in graph.containers
+                         if loki_nets & {n["name"] for n in res.inputs["networksAdvanced"]}})
+    assert neighbours == ["alertmanager", "grafana", "log-collector", "loki", "prometheus"]
+
+
 def test_bind_address_is_configurable(tmp_path: Path) -> None:
     config, _ = stack_config("prod")
     mon = json.loads(config["paper-trading:monitoring"])
