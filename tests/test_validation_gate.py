@@ -255,3 +255,40 @@ def test_rendered_gate_gets_exchange_secrets_only_as_a_secret() -> None:
     assert creds["binance"]["base_url"] == "https://testnet.binance.vision"
     assert creds["kucoin"]["passphrase"] == "p-kucoin"
     assert "s-binance" not in json.dumps(gate.to_json())
+
+
+def test_rendered_gate_gets_the_alertmanager_password_only_as_a_secret() -> None:
+    """Issue 13, item 1: with validation.alertmanagerUrl the gate authenticates; the password is a secret
+    input, never in its options; without the URL it gets no password at all."""
+    from tests.support import render_with
+    from tools.render import SECRET_SIG
+
+    graph = render_with("prod", validation={"alertmanagerUrl": "http://127.0.0.1:9093"})
+    gate = graph.by_name("promotion-gate")
+    assert gate.inputs["options"]["alertmanager_user"] == "prometheus"
+    wired = gate.wire["alertmanagerPassword"]
+    assert isinstance(wired, dict) and SECRET_SIG in wired
+    assert gate.inputs["alertmanagerPassword"] == "mock-alertmanager-password-32"
+    assert "mock-alertmanager-password" not in json.dumps(gate.to_json())
+    plain = render_with("prod").by_name("promotion-gate")
+    assert plain.inputs.get("alertmanagerPassword") is None
+    assert "alertmanager_user" not in plain.inputs["options"]
+
+
+@pytest.mark.tools
+def test_gate_authenticates_to_the_rendered_alertmanager_and_keeps_no_password(
+    app: RefApp, tmp_path: Any
+) -> None:
+    from tests.fidelity_prometheus import alertmanager, alertmanager_password
+
+    app.set_faults()
+    password = alertmanager_password()
+    with alertmanager(tmp_path / "am") as am:
+        options = {**FAST, "alertmanager_url": am, "alertmanager_user": "prometheus"}
+        gate = PromotionGateProvider()
+        outs = gate.create(props(app.url, options=options, alertmanagerPassword=password)).outs
+        assert outs is not None and outs["approvedColor"] == "green"
+        assert password not in json.dumps(outs) and "alertmanagerPassword" not in outs
+        with pytest.raises(DeploymentError) as caught:  # without the password the check fails
+            PromotionGateProvider().create(props(app.url, options=options))
+        assert_failed_checks(caught.value, {"monitoring.alertmanager"})
