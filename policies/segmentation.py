@@ -11,7 +11,9 @@ operators see (issue 13, item 1). Two rules enforce it:
   prometheus/alertmanager/grafana/loki) joins only networks whose names end with a
   control-plane suffix (`-monitoring`, `-metrics`). The two suffix lists must be disjoint,
   so the two sets of networks cannot meet. A network name that is unknown at preview, or
-  `networkMode` set to anything, is a violation (fail closed);
+  `networkMode` `host`/`none`/`container:...`, is a violation (fail closed); `networkMode`
+  naming a network counts as joining it, and `bridge` (the provider's default, which it
+  detaches before the container starts) counts as nothing;
 - the stack rule: over the whole graph, every (app container, network) pair where that
   network also holds a control-plane container, named exactly.
 """
@@ -60,15 +62,33 @@ def control_plane_service(props: Any, services: Iterable[str]) -> str | None:
     return None
 
 
+#: `networkMode` values meaning "created on the default bridge": pulumi-docker (which also fills in
+#: `bridge` as the default, seen under the real engine) detaches it and attaches `networksAdvanced`.
+DEFAULT_MODES = ("", "bridge", "default")
+
+
+def network_mode(props: Any) -> str:
+    return (as_str(field(props, "networkMode"), "networkMode") or "").strip()
+
+
 def networks(props: Any) -> list[str]:
-    """Every network the container joins, by name; an unknown name raises (fail closed)."""
-    names: list[str] = []
+    """Every network the container joins, by name; an unknown name raises (fail closed).
+
+    A `networkMode` naming a network counts as joining it; the default bridge does not (see
+    DEFAULT_MODES); `host`, `none` and `container:...` are reported by the rule itself.
+    """
+    mode = network_mode(props)
+    names: list[str] = [] if mode.lower() in DEFAULT_MODES or _special(mode) else [mode]
     for i, entry in enumerate(as_list(field(props, "networksAdvanced"), "networksAdvanced")):
         name = as_str(field(entry, "name", f"networksAdvanced.{i}"), f"networksAdvanced.{i}.name",
                       optional=False)
         assert name is not None
         names.append(name)
     return names
+
+
+def _special(mode: str) -> bool:
+    return mode.lower() in ("host", "none") or mode.lower().startswith("container:")
 
 
 def _suffixed(name: str, suffixes: Iterable[str]) -> bool:
@@ -91,8 +111,9 @@ def check_monitoring_segmented(args: ResourceValidationArgs, report: ReportViola
     if not app and plane is None:
         return
     who = "app container" if app else f"control-plane container ({plane})"
-    mode = as_str(field(args.props, "networkMode"), "networkMode")
-    if mode:
+    mode = network_mode(args.props)
+    if _special(mode):
+        # host: every address of the host; container:<x>: x's networks, whatever they are.
         report(f"{who} sets networkMode={mode!r}: join named networks only (networksAdvanced)", None)
     if app and plane is not None:
         report(f"container is both an app and the control-plane service {plane}", None)

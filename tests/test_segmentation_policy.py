@@ -144,6 +144,24 @@ def test_unknown_or_unexpected_networks_fail_closed(case: str) -> None:
     assert (RULE, app.name, "mandatory") in _ours(found), [v.line() for v in found]
 
 
+@pytest.mark.parametrize("mode", ["bridge", "default", ""])
+def test_the_providers_default_network_mode_is_not_a_network(mode: str) -> None:
+    """Under the real engine the provider fills in networkMode=bridge (detached before start)."""
+    graph = rendered("prod")
+    for res in (_app(graph), _service(graph, "alertmanager")):
+        found = Analyzer(ALL_POLICIES).analyze(_mutate(res, lambda w: w.__setitem__("networkMode", mode)))
+        assert (RULE, res.name, "mandatory") not in _ours(found)
+
+
+def test_a_network_mode_naming_a_control_plane_network_counts() -> None:
+    graph = rendered("prod")
+    app = _app(graph)
+    resources = _graph_with(graph, app, lambda w: w.__setitem__("networkMode", "paper-trading-monitoring"))
+    assert (RULE, app.name, "mandatory") in _ours(Analyzer(ALL_POLICIES).run(resources))
+    assert [(s.container, s.network) for s in _shared(resources)] == [
+        (app.inputs["name"], "paper-trading-monitoring")]
+
+
 def test_graph_rule_fails_closed_on_a_computed_network() -> None:
     graph = rendered("prod")
     found = Analyzer(ALL_POLICIES).analyze_stack(_graph_with(graph, _app(graph), _join(UNKNOWN)))
