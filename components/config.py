@@ -512,6 +512,32 @@ SKIPPABLE_CHECKS: dict[str, Callable[[Settings], str | None]] = {
 }
 
 
+class FirewallConfig(_Model):
+    """Host firewall (components/firewall.py, docs/security.md): nftables table of its own."""
+
+    enabled: bool = True
+
+
+class IdsConfig(_Model):
+    """Intrusion detection with automatic bans (docs/security.md)."""
+
+    enabled: bool = True
+
+
+class AuditConfig(_Model):
+    """Append-only audit trail of operations and requests (docs/security.md)."""
+
+    enabled: bool = True
+
+
+class SecurityConfig(_Model):
+    """The security layer: host firewall, intrusion detection, audit trail."""
+
+    firewall: FirewallConfig = FirewallConfig()
+    ids: IdsConfig = IdsConfig()
+    audit: AuditConfig = AuditConfig()
+
+
 class Settings(_Model):
     """The whole `paper-trading:` namespace."""
 
@@ -530,6 +556,7 @@ class Settings(_Model):
     limits: DatastoreLimits = DatastoreLimits()
     backup: BackupConfig = BackupConfig()
     validation: ValidationConfig = ValidationConfig()
+    security: SecurityConfig = SecurityConfig()
 
     @model_validator(mode="after")
     def _production_is_tls_only(self) -> Settings:
