@@ -525,9 +525,15 @@ class IdsConfig(_Model):
 
 
 class AuditConfig(_Model):
-    """Append-only audit trail of operations and requests (docs/security.md)."""
+    """Append-only audit trail of operations and requests (docs/security.md, "Audit trail")."""
 
+    #: Off: no operation records are appended (the log collector still ships an existing file).
     enabled: bool = True
+    #: How long Loki keeps the audit records and the proxy's request log; never less than
+    #: `monitoring.logs.retention` (the other logs).
+    retention_days: int = Field(default=400, ge=1, le=3650)
+    #: The actor recorded when `PAPER_TRADING_ACTOR` is unset (else the OS user), e.g. `ci`.
+    actor: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.@+-]{1,64}$")
 
 
 class SecurityConfig(_Model):

@@ -1,4 +1,9 @@
-"""loki.yml: single-binary Loki on the filesystem with retention from config."""
+"""loki.yml: single-binary Loki on the filesystem with retention from config.
+
+Retention per stream (issue 14, part 3): the operations audit (`{job="audit"}`) and the
+proxy's request log (`{audit="access"}`, see promtail.py) are kept `security.audit.retentionDays`
+days, never less than the other logs (`monitoring.logs.retention`).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,19 @@ from ..config import Settings
 from . import layout
 from ._yaml import dump
 
+#: Stream selectors of the audit trail (operations, and the proxy's request log).
+AUDIT_STREAMS = ('{job="audit"}', '{audit="access"}')
+
+
+def audit_retention(settings: Settings) -> str:
+    """The audit streams' retention in hours: audit.retentionDays, never shorter than other logs."""
+    others = int(settings.monitoring.logs.retention.rstrip("h"))
+    return f"{max(settings.security.audit.retention_days * 24, others)}h"
+
 
 def loki_config(settings: Settings) -> str:
     data = layout.LOKI_DATA
+    keep = audit_retention(settings)
     document = {
         "auth_enabled": False,
         "server": {"http_listen_port": layout.LOKI_PORT, "grpc_listen_port": 9096, "log_level": "warn"},
@@ -26,6 +41,9 @@ def loki_config(settings: Settings) -> str:
         }]},
         "limits_config": {
             "retention_period": settings.monitoring.logs.retention,
+            "retention_stream": [
+                {"selector": selector, "priority": 1, "period": keep} for selector in AUDIT_STREAMS
+            ],
             "reject_old_samples": True,
             "reject_old_samples_max_age": "168h",
         },

@@ -4,13 +4,48 @@ Reads `/var/lib/docker/containers/*/*-json.log` (mounted read-only). Container l
 arrive in each line's `attrs` when the json-file driver is told to copy them
 (`log-opts labels=paper-trading.service,paper-trading.color,paper-trading.stack`).
 The proxy's JSON access log is parsed as the audit trail (`stream="audit"`).
+
+The operations audit file (components/audit.py) is mounted read-only at `AUDIT_DIR` and
+shipped as its own job: `{job="audit", operation=..., result=...}` (few values each, so
+cheap labels), timestamped with the record's own `time`, and counted in
+`paper_trading_audit_records_total{operation,result}` on promtail's /metrics.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from ..audit import AUDIT_DIR, AUDIT_FILE
 from ..config import Settings
 from . import layout
 from ._yaml import dump
+
+#: The counter promtail exports per audit record (`prefix` + name in the metrics stage).
+AUDIT_METRIC_PREFIX = "paper_trading_"
+AUDIT_METRIC = "audit_records_total"
+
+
+def audit_scrape_config(stack: str) -> dict[str, Any]:
+    """The audit job: one Loki line per record, labelled by operation and result, counted."""
+    return {
+        "job_name": "audit",
+        "static_configs": [{
+            "targets": ["localhost"],
+            "labels": {"job": "audit", "stack": stack, "__path__": f"{AUDIT_DIR}/{AUDIT_FILE}"},
+        }],
+        "pipeline_stages": [
+            {"json": {"expressions": {"operation": "operation", "result": "result", "time": "time"}}},
+            {"labels": {"operation": None, "result": None}},
+            {"timestamp": {"source": "time", "format": "RFC3339Nano"}},
+            {"metrics": {AUDIT_METRIC: {
+                "type": "Counter",
+                "description": "Audit records of operations, by operation and result.",
+                "prefix": AUDIT_METRIC_PREFIX,
+                "max_idle_duration": "8760h",
+                "config": {"match_all": True, "action": "inc"},
+            }}},
+        ],
+    }
 
 
 def promtail_config(settings: Settings, stack: str) -> str:
@@ -47,6 +82,6 @@ def promtail_config(settings: Settings, stack: str) -> str:
                     ],
                 }},
             ],
-        }],
+        }, audit_scrape_config(stack)],
     }
     return dump(document, "promtail.yml")

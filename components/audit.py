@@ -1,0 +1,269 @@
+"""The audit trail of operations (issue 14, part 3): one JSON line per operation, append-only.
+
+Every writer builds its record here (the backup scripts use `backup/bin/lib.sh`'s
+`audit_record`, which writes the same fields in the same order):
+
+    {"time": "2025-01-01T12:00:00.123Z", "actor": "alice", "stack": "prod",
+     "operation": "switch", "from": "blue", "to": "green", "backup_id": null,
+     "result": "ok", "duration_ms": 812.4, "error": null}
+
+Where the lines go: the named volume `<prefix>-audit-data`, file `audit.jsonl`. The gate and
+the routing switch run in the Pulumi engine's dynamic-provider process on the operator's
+machine, not in a container, so they append through the Docker Engine API: a one-shot
+container of the backup image (the image's `postgres` user, the same uid the backup service
+writes as; no network, read-only rootfs, every capability dropped, no-new-privileges) mounts
+only the audit volume and runs `printf '%s\n' "$AUDIT_RECORD" >> audit.jsonl`: the shell
+opens the file with O_APPEND and writes the line with one write(2). A record is at most
+MAX_LINE bytes (< PIPE_BUF), so concurrent writers never interleave inside a line. No
+long-running container exists only to hold the volume, and nothing reachable from a
+network can write to it (the log collector mounts it read-only).
+
+Nothing secret goes into a record: the fields are names, colors, backup ids and numbers; the
+error is the operation's own one-line message, with every secret the writer knows replaced
+by `***` and `key=value` pairs whose key looks secret masked.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol, get_args
+
+Operation = Literal["deploy", "gate", "switch", "rollback", "emergency-switch", "backup", "restore"]
+Result = Literal["ok", "refused", "failed"]
+OPERATIONS: tuple[str, ...] = get_args(Operation)
+RESULTS: tuple[str, ...] = get_args(Result)
+#: Every record has exactly these keys, in this order (tests and lib.sh hold to it).
+FIELDS = ("time", "actor", "stack", "operation", "from", "to", "backup_id", "result", "duration_ms", "error")
+
+#: Where the volume is mounted in the backup container and the one-shot writer.
+AUDIT_DIR = "/var/log/paper-trading/audit"
+AUDIT_FILE = "audit.jsonl"
+#: The backup image ships this directory owned by its `postgres` user: mounting the (empty,
+#: new) audit volume there too makes Docker copy that owner onto it (copy-up), so the
+#: non-root writers can create the file. Same technique as the backups volume.
+OWNERSHIP_DONOR = "/var/lib/postgresql"
+WRITER_USER = "postgres"
+#: One record is one write(2) of at most this many bytes (PIPE_BUF is 4096 on Linux).
+MAX_LINE = 4000
+MAX_ERROR = 1000
+ACTOR_ENV = "PAPER_TRADING_ACTOR"
+#: Label on the one-shot writer containers (tests and cleanup find them by it).
+WRITER_LABEL = "paper-trading.role"
+WRITER_ROLE = "audit-writer"
+
+_SECRET_PAIR = re.compile(
+    r"(?i)\b([\w.-]*(?:password|passwd|secret|token|api[_-]?key|passphrase|authorization)[\w.-]*)"
+    r"(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|\S+)"
+)
+_BASIC_AUTH_URL = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/\s:@]+):([^/\s@]+)@")
+
+
+def volume_name(name_prefix: str) -> str:
+    """The audit volume's Docker name (components/volumes.py creates it)."""
+    return f"{name_prefix}-audit-data"
+
+
+def default_actor(configured: str | None = None) -> str:
+    """`PAPER_TRADING_ACTOR`, else the configured default, else the OS user."""
+    for candidate in (os.environ.get(ACTOR_ENV), configured):
+        if candidate and candidate.strip():
+            return candidate.strip()
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid:{os.getuid()}"
+
+
+def scrub(text: str, secrets: Iterable[str] = ()) -> str:
+    """One line of at most MAX_ERROR characters; known secrets and secret-looking pairs masked."""
+    for secret in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    text = _SECRET_PAIR.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
+    text = _BASIC_AUTH_URL.sub(lambda m: f"{m.group(1)}{m.group(2)}:***@", text)
+    line = " ".join(text.split())
+    return line if len(line) <= MAX_ERROR else line[: MAX_ERROR - 1] + "…"
+
+
+def utc_now() -> str:
+    """RFC 3339, UTC, milliseconds, `Z`."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One operation. `from_`/`to` are colors (or none); `backup_id` names a backup file."""
+
+    actor: str
+    stack: str
+    operation: Operation
+    result: Result
+    duration_ms: float
+    from_: str | None = None
+    to: str | None = None
+    backup_id: str | None = None
+    error: str | None = None
+    time: str = field(default_factory=utc_now)
+
+    def __post_init__(self) -> None:
+        if self.operation not in OPERATIONS:
+            raise ValueError(f"audit: unknown operation {self.operation!r} (one of {', '.join(OPERATIONS)})")
+        if self.result not in RESULTS:
+            raise ValueError(f"audit: unknown result {self.result!r} (one of {', '.join(RESULTS)})")
+        if not self.actor or not self.stack:
+            raise ValueError("audit: a record needs an actor and a stack")
+
+    def as_dict(self) -> dict[str, Any]:
+        raw = asdict(self)
+        raw["from"] = raw.pop("from_")
+        raw["duration_ms"] = round(float(raw["duration_ms"]), 1)
+        return {key: raw[key] for key in FIELDS}
+
+    def line(self) -> str:
+        """The JSON line (no newline), at most MAX_LINE bytes."""
+        text = json.dumps(self.as_dict(), separators=(",", ":"), ensure_ascii=True)
+        if len(text.encode()) > MAX_LINE:  # only the error can be long; it is cut above
+            raise ValueError(f"audit: record longer than {MAX_LINE} bytes")
+        return text
+
+
+def parse(line: str) -> dict[str, Any]:
+    """A record back from its line; anything that is not a complete record fails."""
+    record = json.loads(line)
+    if not isinstance(record, dict) or tuple(record) != FIELDS:
+        keys = list(record) if isinstance(record, dict) else record
+        raise ValueError(f"not an audit record (keys {keys!r})")
+    return record
+
+
+class Sink(Protocol):
+    def append(self, line: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class FileSink:
+    """Appends to a local file: O_APPEND, one write(2) per record (tests, and any host path)."""
+
+    path: str
+
+    def append(self, line: str) -> None:
+        data = (line + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            if os.write(fd, data) != len(data):
+                raise OSError(f"short write to {self.path}")
+        finally:
+            os.close(fd)
+
+
+#: The one-shot writer's script: O_APPEND (`>>`) and one printf of the whole line.
+APPEND_SCRIPT = f'umask 022; printf \'%s\\n\' "$AUDIT_RECORD" >> {AUDIT_DIR}/{AUDIT_FILE}'
+
+
+@dataclass(frozen=True)
+class VolumeSink:
+    """Appends to `audit.jsonl` in a Docker volume through a one-shot, hardened container."""
+
+    volume: str
+    image: str
+    user: str = WRITER_USER
+    client: Any = None
+
+    def append(self, line: str) -> None:
+        import docker
+
+        client = self.client or docker.from_env(timeout=30)
+        try:
+            client.containers.run(
+                self.image, ["sh", "-c", APPEND_SCRIPT], entrypoint=[], user=self.user,
+                environment={"AUDIT_RECORD": line},
+                # Also at the donor directory: a new volume gets the writer's owner (copy-up).
+                volumes=[f"{self.volume}:{AUDIT_DIR}:rw", f"{self.volume}:{OWNERSHIP_DONOR}:rw"],
+                network_mode="none", read_only=True, cap_drop=["ALL"],
+                security_opt=["no-new-privileges"], labels={WRITER_LABEL: WRITER_ROLE},
+                mem_limit="32m", remove=True, stdout=True, stderr=True,
+            )
+        finally:
+            if self.client is None:
+                client.close()
+
+
+@dataclass(frozen=True)
+class AuditTarget:
+    """What a writer needs, as plain data (dynamic-provider props, CLI options)."""
+
+    stack: str
+    volume: str
+    image: str
+    user: str = WRITER_USER
+    actor: str | None = None
+    enabled: bool = True
+
+    def props(self) -> dict[str, Any]:
+        return {"stack": self.stack, "volume": self.volume, "image": self.image, "user": self.user,
+                "actor": self.actor, "enabled": self.enabled}
+
+    @staticmethod
+    def from_props(props: Mapping[str, Any] | None) -> AuditTarget | None:
+        if not props or not props.get("volume") or not props.get("image"):
+            return None
+        return AuditTarget(
+            stack=str(props.get("stack") or "unknown"), volume=str(props["volume"]),
+            image=str(props["image"]),
+            user=str(props.get("user") or WRITER_USER), actor=props.get("actor") or None,
+            enabled=bool(props.get("enabled", True)),
+        )
+
+
+class Auditor:
+    """Builds and appends records for one stack and actor; `warn` hears about failed appends."""
+
+    def __init__(self, stack: str, sink: Sink, actor: str | None = None,
+                 secrets: Iterable[str] = (), warn: Any = None) -> None:
+        self.stack, self.sink = stack, sink
+        self.actor = actor or default_actor()
+        self.secrets = tuple(s for s in secrets if s)
+        self.warn = warn
+
+    @staticmethod
+    def for_target(target: AuditTarget | None, actor: str | None = None, client: Any = None,
+                   secrets: Iterable[str] = (), warn: Any = None) -> Auditor | None:
+        if target is None or not target.enabled:
+            return None
+        sink = VolumeSink(target.volume, target.image, target.user, client)
+        return Auditor(target.stack, sink, actor or default_actor(target.actor), secrets, warn)
+
+    def record(self, operation: Operation, result: Result, duration_ms: float, *, from_: str | None = None,
+               to: str | None = None, backup_id: str | None = None, error: str | None = None) -> AuditRecord:
+        """Append one record. A failed append never undoes the operation: it is reported to `warn`."""
+        rec = AuditRecord(
+            actor=self.actor, stack=self.stack, operation=operation, result=result, duration_ms=duration_ms,
+            from_=from_, to=to, backup_id=backup_id,
+            error=scrub(error, self.secrets) if error else None,
+        )
+        try:
+            self.sink.append(rec.line())
+        except Exception as exc:  # noqa: BLE001 - the operation happened; say the record did not
+            why = f"{type(exc).__name__}: {scrub(str(exc))}"
+            message = f"audit: could not append the {operation} record ({why})"
+            if self.warn is not None:
+                self.warn(message)
+            else:
+                import sys
+
+                print(message, file=sys.stderr)
+        return rec
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def ms(self) -> float:
+        return (time.monotonic() - self.start) * 1000
