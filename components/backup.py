@@ -15,6 +15,8 @@ from pathlib import Path
 import pulumi
 import pulumi_docker as docker
 
+from .audit import AUDIT_DIR, AUDIT_FILE
+from .audit import OWNERSHIP_DONOR as AUDIT_OWNERSHIP_DONOR
 from .common import (
     SERVICE_LABEL,
     STACK_LABEL,
@@ -79,7 +81,7 @@ def service_command() -> list[str]:
     return ["/bin/sh", "-c", script]
 
 
-def backup_envs(settings: Settings, database_name: str, database_user: str) -> list[str]:
+def backup_envs(settings: Settings, database_name: str, database_user: str, stack: str = "") -> list[str]:
     """The scripts' settings; all of them come from `settings.backup` (no secrets here)."""
     cfg = settings.backup
     interval = cfg.interval_minutes * 60
@@ -99,7 +101,12 @@ def backup_envs(settings: Settings, database_name: str, database_user: str) -> l
         "PGDATABASE": database_name,
         "PGPASSWORD_FILE": f"{SECRETS_DIR}/postgres_password",
         "PGCONNECT_TIMEOUT": "10",
+        # Audit records of backup/restore (lib.sh `audit`); empty: not recorded.
+        "AUDIT_LOG": f"{AUDIT_DIR}/{AUDIT_FILE}" if settings.security.audit.enabled else "",
+        "AUDIT_STACK": stack or settings.name_prefix,
     }
+    if settings.security.audit.actor:
+        envs["AUDIT_ACTOR_DEFAULT"] = settings.security.audit.actor
     if cfg.second_target:
         envs["BACKUP_SECOND_DIR"] = SECOND_DIR
     if cfg.rabbitmq_definitions:
@@ -134,7 +141,7 @@ class Backup(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.restore_command = f"docker exec -i {self.container_name} restore"
-        self.envs = backup_envs(s, args.datastores.database_name, args.datastores.database_user)
+        self.envs = backup_envs(s, args.datastores.database_name, args.datastores.database_user, stack)
         self.container: docker.Container | None = None
         if s.backup.enabled:
             self.container = docker.Container(
@@ -178,6 +185,10 @@ class Backup(pulumi.ComponentResource):
             docker.ContainerVolumeArgs(container_path=BIN_DIR),
             docker.ContainerVolumeArgs(container_path=SECRETS_DIR),
         ]
+        # The audit trail (components/audit.py): backup/restore append their records; also at the
+        # image's postgres-owned directory, so a new audit volume gets this user (copy-up).
+        volumes += [args.volumes.mount("audit", AUDIT_DIR),
+                    args.volumes.mount("audit", AUDIT_OWNERSHIP_DONOR)]
         if cfg.redis_snapshot:
             volumes.append(args.volumes.mount("redis", REDIS_SOURCE_DIR, read_only=True))
         if cfg.second_target:

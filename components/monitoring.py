@@ -21,6 +21,7 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_random as random
 
+from .audit import AUDIT_DIR
 from .common import NetworkNames, hardened_container_args, healthcheck, secret_file
 from .config import Limits, Settings
 from .monitoring_config import alertmanager, blackbox, grafana, layout, loki, prometheus, promtail, rules
@@ -267,6 +268,10 @@ class Monitoring(pulumi.ComponentResource):
                     docker.ContainerVolumeArgs(container_path=layout.PROMTAIL_POSITIONS_DIR),
                     docker.ContainerVolumeArgs(host_path=layout.DOCKER_CONTAINERS_DIR,
                                                container_path=layout.DOCKER_CONTAINERS_DIR, read_only=True),
+                    # The operations audit trail (components/audit.py), read-only: shipped, never written.
+                    *([docker.ContainerVolumeArgs(volume_name=args.volume_names["audit"],
+                                                  container_path=AUDIT_DIR, read_only=True)]
+                      if "audit" in args.volume_names else []),
                 ],
                 command=[f"-config.file={layout.PROMTAIL_CONFIG}"],
                 # /ready: promtail tails at least one log file, so the check also fails when it

@@ -10,7 +10,10 @@ import pulumi_docker as docker
 
 from .common import SERVICE_LABEL, STACK_LABEL
 
-DATA_VOLUMES = ("postgres", "redis", "rabbitmq", "prometheus", "alertmanager", "grafana", "logs", "backups")
+DATA_VOLUMES = (
+    "postgres", "redis", "rabbitmq", "prometheus", "alertmanager", "grafana", "logs", "backups", "audit",
+)
+#: `audit`: the append-only operations audit trail (components/audit.py), protected like data.
 
 
 @dataclass(frozen=True)

@@ -248,6 +248,9 @@ def make_runner(cluster: Cluster, tmp: Path, userland: str = "debian", **config:
         if key in env:
             local.mkdir()
             env[key] = str(local)
+    if env.get("AUDIT_LOG"):  # the audit volume: a local folder, same file name
+        (tmp / "audit").mkdir()
+        env["AUDIT_LOG"] = str(tmp / "audit" / Path(env["AUDIT_LOG"]).name)
     shell: list[str] = []
     system_path = "/usr/bin:/bin"
     if userland == "busybox":

@@ -11,7 +11,63 @@
 log() { printf '%s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
 # die MESSAGE [STATUS]: log "ERROR: MESSAGE" and exit with STATUS (default 1).
 # The status is the exit code only, never part of the message.
-die() { log "ERROR: $1"; exit "${2:-1}"; }
+die() { log "ERROR: $1"; AUDIT_ERROR="$1"; exit "${2:-1}"; }
+
+# ---------------------------------------------------------------- audit trail
+# One JSON line per operation appended to AUDIT_LOG (the audit volume; components/audit.py
+# defines the record, docs/security.md "Audit trail"). Same keys in the same order:
+#   time actor stack operation from to backup_id result duration_ms error
+# `audit_begin OPERATION` at the start of an operation installs an EXIT trap, so exactly one
+# record is written however the run ends: exit 0 -> ok; 2, 3, 75 (bad backup, refused
+# target, lock held) -> refused; anything else -> failed. Callers set AUDIT_BACKUP_ID on the
+# way; die/refuse set AUDIT_ERROR (their own one-line messages, never a secret).
+# The line is one printf to a file opened with O_APPEND (`>>`), shorter than PIPE_BUF, so
+# concurrent writers never interleave. Unset or empty AUDIT_LOG: nothing is recorded.
+AUDIT_LOG="${AUDIT_LOG:-}"; AUDIT_OPERATION=""; AUDIT_BACKUP_ID=""; AUDIT_ERROR=""; AUDIT_START=0
+
+# A JSON string (quoted) or null for an empty value: backslash, quote and control characters
+# escaped or dropped, at most 1000 characters.
+json_string() {
+    [ -n "$1" ] || { printf 'null'; return; }
+    printf '"%s"' "$(printf '%s' "$1" | tr -d '\000-\037\177' | cut -c1-1000 | sed 's/\\/\\\\/g; s/"/\\"/g')"
+}
+
+audit_actor() {
+    _a="${PAPER_TRADING_ACTOR:-${AUDIT_ACTOR_DEFAULT:-}}"
+    [ -n "$_a" ] || _a=$(id -un 2>/dev/null) || _a="uid:$(id -u)"
+    printf '%s' "$_a"
+}
+
+# audit_record OPERATION RESULT DURATION_MS BACKUP_ID ERROR: append one record now.
+audit_record() {
+    [ -n "$AUDIT_LOG" ] || return 0
+    _line=$(printf '{"time":"%s","actor":%s,"stack":%s,"operation":"%s","from":null,"to":null,"backup_id":%s,"result":"%s","duration_ms":%s,"error":%s}' \
+        "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(json_string "$(audit_actor)")" "$(json_string "${AUDIT_STACK:-unknown}")" \
+        "$1" "$(json_string "$4")" "$2" "$3" "$(json_string "$5")")
+    ( umask 022; printf '%s\n' "$_line" >> "$AUDIT_LOG" ) 2>/dev/null \
+        || log "audit: could not append the $1 record to $AUDIT_LOG"
+}
+
+audit_end() {
+    _status="$1"
+    [ -n "$AUDIT_OPERATION" ] || return 0
+    case "$_status" in
+        0) _result=ok ;;
+        2|3|75) _result=refused ;;
+        *) _result=failed ;;
+    esac
+    [ "$_status" = 0 ] || [ -n "$AUDIT_ERROR" ] || AUDIT_ERROR="exit status $_status"
+    [ "$_status" != 0 ] || AUDIT_ERROR=""
+    audit_record "$AUDIT_OPERATION" "$_result" "$(( ($(date -u +%s) - AUDIT_START) * 1000 ))" \
+        "$AUDIT_BACKUP_ID" "$AUDIT_ERROR"
+    AUDIT_OPERATION=""
+}
+
+# audit_begin OPERATION: record this run of OPERATION when the (sub)shell exits.
+audit_begin() {
+    AUDIT_OPERATION="$1"; AUDIT_BACKUP_ID=""; AUDIT_ERROR=""; AUDIT_START=$(date -u +%s)
+    trap 'audit_end $?' EXIT
+}
 
 # Required and optional settings (the container sets them; tests set the same).
 # BACKUP_DIR is checked by require_settings after the arguments are read, so
