@@ -14,7 +14,7 @@ from components.network import Networks, NetworksArgs
 from components.proxy import Proxy, ProxyArgs
 from components.routing import Routing, RoutingArgs
 from components.volumes import Volumes, VolumesArgs
-from components.gate import PromotionGate, PromotionGateArgs
+from components.gate import PromotionGate, PromotionGateArgs, audit_target
 
 settings = load_settings(os.path.dirname(os.path.abspath(__file__)))
 stack = pulumi.get_stack()
@@ -82,6 +82,7 @@ routing = Routing(
         public_url=proxy.public_url,
         ca_file=settings.validation.ca_file,
         insecure=settings.validation.insecure,
+        audit=audit_target(settings, stack),  # issue 14, part 3: switches leave audit records
     ),
 )
 # `activeColor` moves only once the switch is confirmed through the public listener.

@@ -54,6 +54,8 @@ WRITER_USER = "postgres"
 MAX_LINE = 4000
 MAX_ERROR = 1000
 ACTOR_ENV = "PAPER_TRADING_ACTOR"
+#: The stack label every deployed container carries (components/common.py STACK_LABEL).
+STACK_LABEL_KEY = "paper-trading.stack"
 #: Label on the one-shot writer containers (tests and cleanup find them by it).
 WRITER_LABEL = "paper-trading.role"
 WRITER_ROLE = "audit-writer"

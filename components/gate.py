@@ -115,7 +115,40 @@ def refusal(props: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _secret_values(props: Mapping[str, Any]) -> list[str]:
+    """Every secret the gate holds, so none can reach an audit record's error."""
+    found = [str(props.get("alertmanagerPassword") or "")]
+    for cred in props.get("exchanges") or ():
+        if isinstance(cred, Mapping):
+            found += [str(cred.get(key) or "") for key in ("api_key", "api_secret", "passphrase")]
+    return [value for value in found if value]
+
+
 def run_gate(props: Mapping[str, Any]) -> dict[str, Any]:
+    """`_verdict`, with one audit record of it (ok; refused: not approved; failed: the gate broke)."""
+    import time
+
+    from validation.errors import DeploymentError
+
+    from .audit import Auditor, AuditTarget, Result
+
+    auditor = Auditor.for_target(AuditTarget.from_props(props.get("audit")), secrets=_secret_values(props))
+    start = time.monotonic()
+    candidate = str(props.get("candidateColor"))
+    try:
+        state = _verdict(props)
+    except Exception as exc:
+        if auditor is not None:
+            result: Result = "refused" if isinstance(exc, DeploymentError) else "failed"
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            auditor.record("gate", result, (time.monotonic() - start) * 1000, to=candidate, error=first)
+        raise
+    if auditor is not None:
+        auditor.record("gate", "ok", (time.monotonic() - start) * 1000, to=candidate)
+    return state
+
+
+def _verdict(props: Mapping[str, Any]) -> dict[str, Any]:
     """Validate; return the state to record, or raise DeploymentError naming the failed checks."""
     from validation.errors import DeploymentError, DeploymentErrorType
     from validation.report import render_table, summary
@@ -206,6 +239,8 @@ class PromotionGateArgs:
     #: Exchange credentials for safety.exchange_keys (dicts of ExchangeCredentials fields).
     exchanges: pulumi.Input[Sequence[Mapping[str, Any]]] | None = None
     enabled: bool = True
+    #: Where verdicts are recorded (`AuditTarget.props()`); None: not recorded.
+    audit: Mapping[str, Any] | None = None
 
     @staticmethod
     def from_settings(settings: Settings) -> PromotionGateArgs:
@@ -257,7 +292,21 @@ class PromotionGateArgs:
             options=options,
             exchanges=pulumi.Output.secret(creds) if creds else None,
             enabled=v.enabled,
+            audit=audit_target(settings, pulumi.get_stack()),
         )
+
+
+def audit_target(settings: Settings, stack: str) -> dict[str, Any] | None:
+    """Where the gate and the routing switch append their records (None: audit off)."""
+    from .audit import WRITER_USER, AuditTarget, volume_name
+
+    audit = settings.security.audit
+    if not audit.enabled:
+        return None
+    return AuditTarget(
+        stack=stack, volume=volume_name(settings.name_prefix), image=settings.images.postgres,
+        user=WRITER_USER, actor=audit.actor,
+    ).props()
 
 
 class PromotionGate(pulumi.dynamic.Resource):
@@ -291,6 +340,7 @@ class PromotionGate(pulumi.dynamic.Resource):
             "checkedAt": None,
             "report": None,
             "secretsFingerprint": None,
+            "audit": dict(args.audit) if args.audit else None,
         }
         secret_opts = pulumi.ResourceOptions(additional_secret_outputs=list(SECRET_FIELDS))
         super().__init__(

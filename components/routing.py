@@ -32,6 +32,7 @@ from typing import Any, cast
 import pulumi
 import pulumi.dynamic as dyn
 
+from .audit import ACTOR_ENV, Auditor, Operation
 from .config import Color
 from .nginx.conf import CONF_PATH, NginxPaths
 from .nginx.routing import ROUTING_DIR, ROUTING_PATH, render_routing
@@ -394,6 +395,8 @@ def switch(
     client: Any = None,
     content: str | None = None,
     lock_wait_s: float = LOCK_WAIT_S,
+    audit: Auditor | None = None,
+    operation: Operation = "switch",
 ) -> SwitchResult:
     """Make `live` the live color of the proxy `container_name`, or fail leaving the old one.
 
@@ -401,39 +404,72 @@ def switch(
     `checker` None skips the post-promotion checks. `content` overrides the rendered file
     (tests use it to hand nginx a broken one). Switches on one proxy run one at a time:
     this one waits up to `lock_wait_s` for another to finish.
+
+    `audit`: one `operation` record (ok; refused when nothing changed; failed when it was
+    undone or broke), plus one `rollback` record when a failed confirmation or failed
+    post-promotion checks switched back.
     """
     start = time.monotonic()
     steps: dict[str, float] = {}
+    seen: dict[str, Any] = {"from": None, "applied": False}
 
     def lap(name: str) -> None:
         steps[name] = round((time.monotonic() - start) * 1000 - sum(steps.values()), 1)
 
-    container = find_proxy(client or docker_client(), container_name)
-    lap("find")
-    owner = lock_owner()
-    rendered = content if content is not None else render_routing(live, preview)
+    def since_start() -> float:
+        return (time.monotonic() - start) * 1000
+
+    def rollback(container: Any, previous: str | None, endpoint: Endpoint, previous_live: str | None,
+                 owner: str) -> None:
+        """Switch back, and record the rollback (one record, ok or failed)."""
+        began = time.monotonic()
+        try:
+            _revert(container, previous, endpoint, previous_live, owner)
+        except Exception as exc:
+            if audit is not None:
+                audit.record("rollback", "failed", (time.monotonic() - began) * 1000, from_=live,
+                             to=previous_live, error=str(exc))
+            raise
+        if audit is not None:
+            audit.record("rollback", "ok", (time.monotonic() - began) * 1000, from_=live, to=previous_live)
+
     try:
-        previous = _apply_locked(container, rendered, owner, lock_wait_s)
-        previous_live = live_color_of(previous)
-        lap("swap_test_reload")
-        if endpoint is not None:
-            try:
-                confirm(endpoint, live)
-            except RoutingError as exc:
-                _revert(container, previous, endpoint, previous_live, owner)
-                raise RoutingError(f"{exc}; switched back to {previous_live}") from None
-            lap("confirm")
-        elapsed_ms = (time.monotonic() - start) * 1000
-        if checker is not None and endpoint is not None:
-            failures = checker(endpoint, live)
-            if failures:
-                _revert(container, previous, endpoint, previous_live, owner)
-                raise RoutingError(
-                    f"post-promotion checks failed on {live}; switched back to {previous_live}:\n  "
-                    + "\n  ".join(failures)
-                )
-    finally:
-        _release(container, owner)
+        container = find_proxy(client or docker_client(), container_name)
+        lap("find")
+        owner = lock_owner()
+        rendered = content if content is not None else render_routing(live, preview)
+        try:
+            previous = _apply_locked(container, rendered, owner, lock_wait_s)
+            previous_live = live_color_of(previous)
+            seen.update({"from": previous_live, "applied": True})
+            lap("swap_test_reload")
+            if endpoint is not None:
+                try:
+                    confirm(endpoint, live)
+                except RoutingError as exc:
+                    rollback(container, previous, endpoint, previous_live, owner)
+                    raise RoutingError(f"{exc}; switched back to {previous_live}") from None
+                lap("confirm")
+            elapsed_ms = (time.monotonic() - start) * 1000
+            if checker is not None and endpoint is not None:
+                failures = checker(endpoint, live)
+                if failures:
+                    rollback(container, previous, endpoint, previous_live, owner)
+                    raise RoutingError(
+                        f"post-promotion checks failed on {live}; switched back to {previous_live}:\n  "
+                        + "\n  ".join(failures)
+                    )
+        finally:
+            _release(container, owner)
+    except Exception as exc:
+        if audit is not None:
+            # Refused: nothing changed (nginx refused the file, the lock was held, no proxy).
+            refused = isinstance(exc, RoutingError) and not seen["applied"]
+            audit.record(operation, "refused" if refused else "failed", since_start(), from_=seen["from"],
+                         to=live, error=str(exc))
+        raise
+    if audit is not None:
+        audit.record(operation, "ok", since_start(), from_=previous_live, to=live)
     return SwitchResult(live, preview, previous_live, elapsed_ms, steps)
 
 
@@ -469,11 +505,14 @@ def _endpoint(props: dict[str, Any]) -> Endpoint | None:
 
 
 def _apply_props(props: dict[str, Any]) -> dict[str, Any]:
+    from .audit import AuditTarget
+
     live = cast(Color, props["liveColor"])
     preview = cast(Color | None, props.get("previewColor") or None)
     result = switch(
         str(props["proxyContainerName"]), live, preview, _endpoint(props),
         checker=validation_checks if props.get("postPromotionChecks", True) else None,
+        audit=Auditor.for_target(AuditTarget.from_props(props.get("audit"))),
     )
     return {**props, "previousLiveColor": result.previous_live, "switchMs": round(result.switch_ms, 1)}
 
@@ -526,6 +565,8 @@ class RoutingArgs:
     host_header: str | None = None
     probe_path: str = "/health"
     post_promotion_checks: bool = True
+    #: Where switches are recorded (`AuditTarget.props()`); None: not recorded.
+    audit: dict[str, Any] | None = None
 
 
 class RoutingSwitch(dyn.Resource):
@@ -554,6 +595,7 @@ class Routing(pulumi.ComponentResource):
             "hostHeader": args.host_header,
             "probePath": args.probe_path,
             "postPromotionChecks": args.post_promotion_checks,
+            "audit": args.audit,
             "renderedFiles": pulumi.Output.all(args.live_color, args.preview_color).apply(_rendered),
         }
         self.switch = RoutingSwitch(
@@ -599,6 +641,34 @@ def _engine_failure(exc: BaseException) -> str | None:
     )
 
 
+def cli_auditor(args: argparse.Namespace, client: Any = None) -> Auditor | None:
+    """The emergency CLI's audit writer: volume, image and stack found from the proxy's name.
+
+    Without an audit volume or a writer image it says so on stderr and records nothing
+    (an emergency switch must not wait for the audit trail).
+    """
+    import docker.errors
+
+    from .audit import STACK_LABEL_KEY, AuditTarget, volume_name
+
+    client = client or docker_client()
+    prefix = args.container.removesuffix("-proxy")
+    volume = args.audit_volume or volume_name(prefix)
+    image = args.audit_image
+    stack = prefix
+    try:
+        client.volumes.get(volume)
+        stack = client.containers.get(args.container).labels.get(STACK_LABEL_KEY) or prefix
+        if not image:
+            image = client.containers.get(f"{prefix}-backup").attrs["Config"]["Image"]
+    except docker.errors.NotFound as exc:
+        print(f"routing: audit: not recorded ({exc.explanation or exc}); pass --audit-volume/--audit-image",
+              file=sys.stderr)
+        return None
+    target = AuditTarget(stack=stack, volume=volume, image=str(image))
+    return Auditor.for_target(target, actor=args.actor, client=client)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m components.routing",
@@ -616,6 +686,12 @@ def main(argv: list[str] | None = None) -> int:
     go.add_argument("--no-checks", action="store_true", help="skip the post-promotion checks")
     go.add_argument("--lock-wait", type=float, default=LOCK_WAIT_S, metavar="SECONDS",
                     help=f"wait this long for a switch in progress (default {LOCK_WAIT_S:g})")
+    go.add_argument("--actor", help=f"who the audit record names (default: ${ACTOR_ENV}, else the OS user)")
+    go.add_argument("--audit-volume", metavar="VOLUME",
+                    help="audit volume (default: <prefix>-audit-data, the prefix from --container)")
+    go.add_argument("--audit-image", metavar="IMAGE",
+                    help="image of the one-shot audit writer (default: the <prefix>-backup container's)")
+    go.add_argument("--no-audit", action="store_true", help="do not append an audit record")
     show = sub.add_parser("show", help="print the routing file the proxy serves from")
     show.add_argument("--container", required=True)
     args = parser.parse_args(argv)
@@ -628,7 +704,9 @@ def main(argv: list[str] | None = None) -> int:
         preview = None if preview_arg == NONE else cast(Color, preview_arg)
         endpoint = Endpoint(args.url, args.ca_file, args.insecure, args.host_header) if args.url else None
         checker = None if args.no_checks or endpoint is None else validation_checks
-        result = switch(args.container, live, preview, endpoint, checker=checker, lock_wait_s=args.lock_wait)
+        auditor = None if args.no_audit else cli_auditor(args)
+        result = switch(args.container, live, preview, endpoint, checker=checker, lock_wait_s=args.lock_wait,
+                        audit=auditor, operation="emergency-switch")
     except RoutingError as exc:
         print(f"routing: {exc}", file=sys.stderr)
         return 1

@@ -76,6 +76,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--prometheus-url", help="Prometheus base URL (enables the Prometheus checks)")
     p.add_argument("--alertmanager-url", help="Alertmanager base URL (enables its readiness check)")
     p.add_argument("--grafana-url", help="Grafana base URL (enables the Grafana checks)")
+    p.add_argument("--audit-log-file", help="the audit trail file (audit.jsonl; enables security.audit_log)")
+    p.add_argument("--audit-loki-url", help="Loki base URL to read the audit trail from (security.audit_log)")
+    p.add_argument("--audit-stack", help="only audit records of this stack (security.audit_log)")
     p.add_argument("--ca-file", help="PEM bundle of CAs to trust for the target")
     p.add_argument(
         "--insecure", action="store_true", help="do not verify TLS certificates (skips security.certificate)"
@@ -128,6 +131,9 @@ def options_from(args: argparse.Namespace, env: Mapping[str, str]) -> Validation
         "prometheus_url": args.prometheus_url,
         "alertmanager_url": args.alertmanager_url,
         "grafana_url": args.grafana_url,
+        "audit_log_file": args.audit_log_file,
+        "audit_loki_url": args.audit_loki_url,
+        "audit_stack": args.audit_stack,
         "ca_file": args.ca_file,
         "insecure": args.insecure,
         "server_name": env.get("VALIDATION_SERVER_NAME") or None,

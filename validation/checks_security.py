@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import ssl
 import time
@@ -215,3 +216,92 @@ async def xss(ctx: Context) -> Passed:
 )
 async def command_injection(ctx: Context) -> Passed:
     return await _probe(ctx, "command-injection", CMD_PROBES)
+
+
+# --------------------------------------------------------------------------- audit trail (issue 14, part 3)
+#: The record keys components/audit.py writes (validation imports neither pulumi nor components).
+AUDIT_FIELDS = ("time", "actor", "stack", "operation", "from", "to", "backup_id", "result", "duration_ms",
+                "error")
+SWITCHES = ("switch", "emergency-switch", "rollback")
+
+
+def _audit_skip(options: ValidationOptions) -> str | None:
+    if not (options.audit_log_file or options.audit_loki_url):
+        return "no audit log given (--audit-log-file or --audit-loki-url)"
+    return None if options.color else "no --color: the deployment to look for is unknown"
+
+
+async def _audit_lines(ctx: Context) -> list[str]:
+    o = ctx.options
+    if o.audit_log_file:
+        try:
+            with open(o.audit_log_file, encoding="utf-8") as handle:
+                return handle.read().splitlines()
+        except OSError as exc:
+            raise CheckFailed(f"cannot read the audit log {o.audit_log_file}: {exc.strerror or exc}") from exc
+    query = '{job="audit"}' if not o.audit_stack else f'{{job="audit", stack="{o.audit_stack}"}}'
+    url = f"{o.audit_loki_url}/loki/api/v1/query_range"
+    params = {"query": query, "limit": "5000", "since": "720h", "direction": "forward"}
+    try:
+        async with httpx.AsyncClient(timeout=o.check_timeout) as client:
+            response = await client.get(url, params=params)
+    except httpx.HTTPError as exc:
+        raise CheckFailed(f"Loki at {o.audit_loki_url} did not answer: {exc}") from exc
+    if response.status_code != 200:
+        raise CheckFailed(f"Loki query {query} -> HTTP {response.status_code}")
+    entries = [tuple(value) for stream in response.json().get("data", {}).get("result", [])
+               for value in stream.get("values", [])]
+    return [str(line) for _, line in sorted(entries)]
+
+
+def audit_findings(
+    lines: list[str], color: str, stack: str | None = None
+) -> tuple[list[str], dict[str, int]]:
+    """Problems with the trail for `color` being live (empty: fine), and the records that prove it.
+
+    The newest successful switch of any kind must have made `color` live, and a passed gate
+    verdict for `color` must precede it; every line must be a complete record.
+    """
+    problems: list[str] = []
+    records: list[dict[str, object]] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            problems.append(f"line {number} is not JSON")
+            continue
+        if not isinstance(record, dict) or tuple(record) != AUDIT_FIELDS:
+            problems.append(f"line {number} is not a complete audit record")
+            continue
+        if stack is None or record["stack"] == stack:
+            records.append(record)
+    switches = [(i, r) for i, r in enumerate(records) if r["operation"] in SWITCHES and r["result"] == "ok"]
+    if not switches:
+        problems.append("no successful switch record")
+        return problems, {"records": len(records)}
+    last_index, last = switches[-1]
+    if last["to"] != color:
+        problems.append(f"the newest successful switch made {last['to']} live, not {color}")
+    gates = [i for i, r in enumerate(records[:last_index])
+             if r["operation"] == "gate" and r["result"] == "ok" and r["to"] == color]
+    if not gates and last["operation"] == "switch":
+        problems.append(f"no passed gate verdict for {color} before its switch")
+    return problems, {"records": len(records), "switch_line": last_index + 1, "gates": len(gates)}
+
+
+@check(
+    "security.audit_log",
+    Category.SECURITY,
+    "The audit trail holds the current deployment: a passed gate verdict for --color, then the "
+    "newest successful switch to it; every line a complete record (file or Loki).",
+    skip_when=_audit_skip,
+)
+async def audit_log(ctx: Context) -> Passed:
+    color = str(ctx.options.color)
+    lines = await _audit_lines(ctx)
+    problems, details = audit_findings(lines, color, ctx.options.audit_stack)
+    if problems:
+        raise CheckFailed("; ".join(problems), **details)
+    return Passed(f"{details['records']} records; {color} live after a passed gate", details)

@@ -84,8 +84,14 @@ class ValidationOptions(_Model):
     paths: HealthPaths = HealthPaths()
     exchanges: tuple[ExchangeCredentials, ...] = ()
     skip: frozenset[str] = frozenset()
+    #: security.audit_log: the audit file (components/audit.py, e.g. a copy of the volume's
+    #: audit.jsonl) or Loki's base URL to query `{job="audit"}`; neither: the check skips.
+    audit_log_file: str | None = None
+    audit_loki_url: str | None = None
+    audit_stack: str | None = None
 
-    @field_validator("base_url", "http_url", "prometheus_url", "alertmanager_url", "grafana_url")
+    @field_validator("base_url", "http_url", "prometheus_url", "alertmanager_url", "grafana_url",
+                     "audit_loki_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is None:
