@@ -1,0 +1,232 @@
+"""The audit trail's record, shipping and check, without Docker (issue 14, part 3).
+
+Promtail and Loki are not packaged in Debian and no registry is reachable, so their configs
+are checked structurally: the program's rendered promtail.yml / loki.yml are loaded as YAML
+and the audit job's pipeline is walked against a record the real writer produced (its json
+stage's keys exist in the record, its timestamp parses as RFC 3339, its labels are the
+extracted fields, its metrics stage counts every line). The records themselves are real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from components import audit
+from components.audit import FIELDS, Auditor, AuditRecord, FileSink, parse
+from components.monitoring_config import layout
+from tests.support import render_with, rendered
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _record(tmp_path: Path, **kw: Any) -> dict[str, Any]:
+    sink = FileSink(str(tmp_path / "audit.jsonl"))
+    Auditor("prod", sink, actor="alice").record(**{"operation": "switch", "result": "ok",
+                                                    "duration_ms": 12.34, **kw})
+    [line] = (tmp_path / "audit.jsonl").read_text().splitlines()
+    return parse(line)
+
+
+def test_a_record_has_every_field_in_order(tmp_path: Path) -> None:
+    rec = _record(tmp_path, from_="blue", to="green")
+    assert tuple(rec) == FIELDS
+    assert rec["actor"] == "alice" and rec["stack"] == "prod" and rec["operation"] == "switch"
+    assert (rec["from"], rec["to"], rec["backup_id"], rec["result"], rec["error"]) == (
+        "blue", "green", None, "ok", None)
+    assert rec["duration_ms"] == 12.3
+    stamp = datetime.fromisoformat(rec["time"].replace("Z", "+00:00"))
+    assert rec["time"].endswith("Z") and stamp.utcoffset() is not None and stamp.utcoffset().total_seconds() == 0
+
+
+def test_unknown_operation_or_result_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown operation"):
+        AuditRecord(actor="a", stack="s", operation="reboot", result="ok", duration_ms=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown result"):
+        AuditRecord(actor="a", stack="s", operation="gate", result="maybe", duration_ms=1)  # type: ignore[arg-type]
+
+
+def test_actor_from_environment_else_configured_else_os_user(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(audit.ACTOR_ENV, "carol")
+    assert audit.default_actor("ci") == "carol"
+    monkeypatch.delenv(audit.ACTOR_ENV)
+    assert audit.default_actor("ci") == "ci"
+    import getpass
+
+    assert audit.default_actor(None) == getpass.getuser()
+
+
+def test_no_generated_secret_reaches_a_record(tmp_path: Path) -> None:
+    """The gate's error with the stack's generated passwords in it: none is in the line."""
+    graph = rendered("prod")
+    # The render's random provider mock generates `mock-<name>-<length>` (tools/render.py).
+    passwords = [f"mock-{r.name}-{int(r.inputs.get('length', 32))}"
+                 for r in graph.of_type("random:index/randomPassword:RandomPassword")]
+    assert passwords, "the render generated no passwords"
+    message = (f"check failed: alertmanager said 401 for prometheus:{passwords[0]} "
+               f"(password={passwords[-1]}) url=http://prometheus:{passwords[0]}@alertmanager:9093")
+    sink = FileSink(str(tmp_path / "audit.jsonl"))
+    Auditor("prod", sink, actor="a", secrets=passwords).record("gate", "refused", 5, to="green", error=message)
+    text = (tmp_path / "audit.jsonl").read_text()
+    for password in passwords:
+        assert password not in text
+    assert parse(text.strip())["error"].count("***") >= 3
+
+
+def test_concurrent_appends_never_interleave(tmp_path: Path) -> None:
+    """Many processes append long records at once: every line is one whole record."""
+    path = tmp_path / "audit.jsonl"
+    script = ("import sys; from components.audit import Auditor, FileSink; "
+              "a = Auditor('s', FileSink(sys.argv[1]), actor='w' + sys.argv[2]); "
+              "[a.record('backup', 'failed', 1, backup_id='b' * 200, error='x' * 900) for _ in range(50)]")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(path), str(i)], cwd=ROOT)
+             for i in range(8)]
+    assert all(p.wait(timeout=60) == 0 for p in procs)
+    lines = path.read_text().splitlines()
+    assert len(lines) == 400
+    assert all(parse(line)["operation"] == "backup" for line in lines)
+
+
+def test_a_failed_append_warns_and_does_not_raise(tmp_path: Path) -> None:
+    said: list[str] = []
+    Auditor("s", FileSink(str(tmp_path / "missing" / "audit.jsonl")), actor="a", warn=said.append).record(
+        "switch", "ok", 1)
+    assert len(said) == 1 and "could not append the switch record" in said[0]
+
+
+# ------------------------------------------------------------------ shipping
+
+
+def _promtail(graph: Any) -> dict[str, Any]:
+    [text] = [c for k, c in graph.files().items() if k.endswith(layout.PROMTAIL_CONFIG)]
+    loaded: dict[str, Any] = yaml.safe_load(text)
+    return loaded
+
+
+def test_promtail_ships_the_audit_file_with_its_labels_and_counter(tmp_path: Path) -> None:
+    graph = rendered("prod")
+    jobs = {job["job_name"]: job for job in _promtail(graph)["scrape_configs"]}
+    job = jobs["audit"]
+    [static] = job["static_configs"]
+    assert static["labels"]["job"] == "audit" and static["labels"]["stack"] == "prod"
+    assert static["labels"]["__path__"] == f"{audit.AUDIT_DIR}/{audit.AUDIT_FILE}"
+    stages = job["pipeline_stages"]
+    assert [next(iter(s)) for s in stages] == ["json", "labels", "timestamp", "metrics"]
+    # Walk the pipeline over a record the real writer produced.
+    record = _record(tmp_path, from_="blue", to="green")
+    extracted = {name: record[path] for name, path in stages[0]["json"]["expressions"].items()}
+    assert extracted == {"operation": "switch", "result": "ok", "time": record["time"]}
+    assert set(stages[1]["labels"]) == {"operation", "result"} <= set(extracted)
+    assert stages[2]["timestamp"] == {"source": "time", "format": "RFC3339Nano"}
+    datetime.fromisoformat(extracted["time"].replace("Z", "+00:00"))
+    [(name, metric)] = stages[3]["metrics"].items()
+    assert metric["prefix"] + name == "paper_trading_audit_records_total"
+    assert metric["type"] == "Counter" and metric["config"] == {"match_all": True, "action": "inc"}
+
+
+def test_log_collector_mounts_the_audit_volume_read_only_and_backup_writes_it() -> None:
+    graph = rendered("prod")
+    prefix = "paper-trading"
+    by_name = {c.inputs["name"]: c for c in graph.containers}
+    volume = audit.volume_name(prefix)
+    collector = [v for v in by_name[f"{prefix}-log-collector"].inputs["volumes"] if v.get("volumeName") == volume]
+    assert collector == [{"volumeName": volume, "containerPath": audit.AUDIT_DIR, "readOnly": True}]
+    backup = {v["containerPath"]: v for v in by_name[f"{prefix}-backup"].inputs["volumes"]
+              if v.get("volumeName") == volume}
+    assert set(backup) == {audit.AUDIT_DIR, audit.OWNERSHIP_DONOR}
+    assert not any(v.get("readOnly") for v in backup.values())
+    writers = [n for n, c in by_name.items() for v in c.inputs.get("volumes") or []
+               if v.get("volumeName") == volume and not v.get("readOnly")]
+    assert set(writers) == {f"{prefix}-backup"}, "only the backup container may write the audit volume"
+    [res] = [r for r in graph.of_type("docker:index/volume:Volume") if r.inputs["name"] == volume]
+    assert res.options["protect"] is True and res.options["retainOnDelete"] is True
+
+
+def test_loki_keeps_audit_and_request_log_longer() -> None:
+    graph = render_with("prod", security=json.dumps({"audit": {"retentionDays": 30}}))
+    [text] = [c for k, c in graph.files().items() if k.endswith(layout.LOKI_CONFIG)]
+    limits = yaml.safe_load(text)["limits_config"]
+    others = limits["retention_period"]
+    assert int(others.rstrip("h")) < 720
+    assert {s["selector"]: s["period"] for s in limits["retention_stream"]} == {
+        '{job="audit"}': "720h", '{audit="access"}': "720h"}
+    # Never shorter than the other logs.
+    short = render_with("prod", security=json.dumps({"audit": {"retentionDays": 1}}))
+    [text] = [c for k, c in short.files().items() if k.endswith(layout.LOKI_CONFIG)]
+    assert {s["period"] for s in yaml.safe_load(text)["limits_config"]["retention_stream"]} == {others}
+
+
+def test_gate_and_switch_know_where_to_record() -> None:
+    graph = rendered("prod")
+    props = [r.inputs.get("audit") for r in graph.resources if r.inputs.get("kind") in (
+        "paper-trading:promotion-gate", "paper-trading:routing-switch")]
+    assert len(props) == 2
+    for p in props:
+        assert p["volume"] == "paper-trading-audit-data" and p["stack"] == "prod" and p["user"] == "postgres"
+    off = render_with("prod", security=json.dumps({"audit": {"enabled": False}}))
+    assert all(r.inputs.get("audit") is None for r in off.resources if r.inputs.get("kind") in (
+        "paper-trading:promotion-gate", "paper-trading:routing-switch"))
+
+
+def test_bad_audit_config_names_the_key() -> None:
+    from components.config import Settings
+
+    with pytest.raises(Exception) as bad:
+        Settings.model_validate({"paperTradingMode": True, "allowRealTrades": False,
+                                 "deployment": {"activeColor": "blue", "blue": {"image": "a:1"},
+                                                "green": {"image": "a:1"}},
+                                 "security": {"audit": {"retentionDays": 0}}})
+    assert "retentionDays" in str(bad.value)
+
+
+# ------------------------------------------------------------------ validation check
+
+
+def _check(lines: list[str], color: str = "green") -> tuple[list[str], dict[str, int]]:
+    from validation.checks_security import audit_findings
+
+    return audit_findings(lines, color)
+
+
+def _line(operation: str, result: str, to: str | None) -> str:
+    return AuditRecord(actor="a", stack="prod", operation=operation, result=result,  # type: ignore[arg-type]
+                       duration_ms=1, to=to).line()
+
+
+def test_audit_check_passes_on_gate_then_switch() -> None:
+    assert _check([_line("gate", "ok", "green"), _line("switch", "ok", "green")])[0] == []
+
+
+@pytest.mark.parametrize("lines, problem", [
+    ([_line("gate", "ok", "green")], "no successful switch record"),
+    ([_line("switch", "ok", "green")], "no passed gate verdict"),
+    ([_line("gate", "refused", "green"), _line("switch", "ok", "green")], "no passed gate verdict"),
+    ([_line("gate", "ok", "green"), _line("switch", "ok", "green"), _line("emergency-switch", "ok", "blue")],
+     "made blue live"),
+    ([_line("gate", "ok", "green"), _line("switch", "ok", "green"), '{"time": "x"}'], "not a complete"),
+])
+def test_audit_check_fails_without_the_current_deployment(lines: list[str], problem: str) -> None:
+    problems, _ = _check(lines)
+    assert any(problem in p for p in problems), problems
+
+
+def test_audit_check_runs_from_the_cli_on_a_file(tmp_path: Path) -> None:
+    """The real CLI on a real file: the check's row in the JSON report."""
+    log = tmp_path / "audit.jsonl"
+    log.write_text(_line("gate", "ok", "blue") + "\n" + _line("switch", "ok", "blue") + "\n")
+    report = tmp_path / "report.json"
+    subprocess.run(
+        [sys.executable, "-m", "validation", "--base-url", "http://127.0.0.1:9", "--color", "blue",
+         "--timeout", "5", "--audit-log-file", str(log), "--report", str(report)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    checks = {c["name"]: c for c in json.loads(report.read_text())["checks"]}
+    assert checks["security.audit_log"]["status"] == "passed", checks["security.audit_log"]
