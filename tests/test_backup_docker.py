@@ -169,3 +169,43 @@ def test_an_old_root_owned_volume_is_named_with_the_fix(stack: CiStack) -> None:
     assert status["StatusCode"] == 78
     assert logs[-1].startswith(f"backup: {BACKUP_DIR} and {METRICS_DIR} must be owned by {BACKUP_USER}")
     assert "docs/backup.md" in logs[-1]
+
+
+def _audit_records(stack: CiStack) -> list[dict[str, Any]]:
+    from components import audit
+
+    code, out = _exec(_container(stack, "backup"), "sh", "-c", 'cat "$AUDIT_LOG" 2>/dev/null || true')
+    assert code == 0, out
+    return [audit.parse(line) for line in out.splitlines()]
+
+
+def test_backup_and_restore_leave_one_audit_record_each(stack: CiStack) -> None:
+    """Issue 14, part 3: in the real container, on the real (fresh) audit volume."""
+    from components import audit
+
+    backup = _container(stack, "backup")
+    before = len(_audit_records(stack))
+    code, out = _exec(backup, "backup", "once", "--actor", "ops-alice")
+    assert code == 0, out
+    [rec] = _audit_records(stack)[before:]
+    assert tuple(rec) == audit.FIELDS
+    assert (rec["actor"], rec["operation"], rec["result"], rec["from"], rec["to"], rec["error"]) == (
+        "ops-alice", "backup", "ok", None, None, None)
+    assert rec["stack"] == "ci" and rec["time"].endswith("Z") and rec["duration_ms"] >= 0
+    dump = rec["backup_id"]
+    assert dump.startswith("postgres-") and dump.endswith(".dump")
+    # A restore, then the same restore refused (the target is no longer empty).
+    code, out = _exec(backup, "restore", "--backup", dump, "--into-new-database", "h_audit_copy",
+                      "--actor", "ops-alice")
+    assert code == 0, out
+    code, out = _exec(backup, "restore", "--backup", dump, "--into-new-database", "h_audit_copy")
+    assert code == 3, out
+    ok, refused = _audit_records(stack)[before + 1:]
+    assert (ok["operation"], ok["result"], ok["backup_id"], ok["actor"], ok["error"]) == (
+        "restore", "ok", dump, "ops-alice", None)
+    assert (refused["operation"], refused["result"], refused["backup_id"], refused["actor"]) == (
+        "restore", "refused", dump, BACKUP_USER)
+    assert "not empty" in refused["error"]
+    # The file belongs to the non-root writer, readable by the log collector.
+    code, out = _exec(backup, "sh", "-c", 'stat -c "%U %a" "$AUDIT_LOG"')
+    assert (code, out) == (0, f"{BACKUP_USER} 644")
