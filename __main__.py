@@ -9,6 +9,7 @@ from components.backup import Backup, BackupArgs
 from components.config import COLORS, load_settings, other_color
 from components.common import STACK_LABEL
 from components.datastores import Datastores, DatastoresArgs
+from components.firewall import Firewall, FirewallArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Networks, NetworksArgs
 from components.proxy import Proxy, ProxyArgs
@@ -60,6 +61,16 @@ monitoring = Monitoring(
         depends_on=[*networks.all, *volumes.by_service.values(), *datastores.containers],
     ),
 )
+
+# The host firewall (issue 14, part 1): from outside only the proxy's public ports reach a
+# container; the IDS's bans are dropped first (docs/security.md, "Host firewall").
+if settings.security.firewall.enabled:
+    decisions = volumes.by_service.get("decisions")
+    firewall = Firewall(
+        "firewall",
+        FirewallArgs(settings=settings, stack_labels=stack_labels, decisions_volume=volumes.names.get("decisions"),
+                     depends_on=[decisions] if decisions is not None else []),
+    )
 
 # The desired color is validated through the preview listener before any traffic moves;
 # the routing resource then switches Nginx to the approved color (and back on failure).

@@ -368,6 +368,10 @@ class Images(_Model):
 
     #: Must name an exact release at or above components/versions.py's NGINX_FLOOR (issue 13, item 2).
     nginx: str = "nginx:1.30.6-alpine"
+    #: The host firewall's guard: python3 + nftables. No official nftables image exists, so it is
+    #: built from this repo's images/host-guard/Dockerfile (Debian's nftables) and pushed to the
+    #: operator's registry or built on the host (docs/security.md, "Host firewall").
+    host_guard: str = "paper-trading/host-guard:1.0.6"
     postgres: str = "postgres:15.10-alpine"
     redis: str = "redis:7.4.1-alpine"
     rabbitmq: str = "rabbitmq:3.13.7-alpine"
@@ -513,9 +517,65 @@ SKIPPABLE_CHECKS: dict[str, Callable[[Settings], str | None]] = {
 
 
 class FirewallConfig(_Model):
-    """Host firewall (components/firewall.py, docs/security.md): nftables table of its own."""
+    """Host firewall (components/firewall.py, docs/security.md "Host firewall").
+
+    An nftables table of its own (`inet paper_trading_guard`) loaded by the `host-guard`
+    container: from outside, only the proxy's public ports (`proxy.httpPort`/`httpsPort` on
+    `proxy.publicAddress`) reach a container, each source limited in new connections; banned
+    addresses (the IDS's decisions) are dropped first.
+    """
 
     enabled: bool = True
+    #: New connections per second one source address may open to the public ports ...
+    new_connections_per_second: int = Field(default=50, ge=1, le=100000)
+    #: ... and how many above that rate it may open at once (nft `burst`, packets).
+    new_connections_burst: int = Field(default=100, ge=0, le=100000)
+    #: Sources (addresses or CIDRs) that may reach every published port (and the host, see
+    #: filterHostInput): the operator's network. Empty: nobody.
+    admin_sources: tuple[str, ...] = ()
+    #: Also filter the host's own sockets (INPUT): only the public ports, `hostPorts`, admin
+    #: sources, ICMP and replies. Off: only traffic to containers is filtered.
+    filter_host_input: bool = False
+    #: Host TCP ports open to everybody when filterHostInput is on (ssh: keep 22 or an admin source).
+    host_ports: tuple[int, ...] = (22,)
+    #: Docker's bridge interfaces (a trailing `*` matches a prefix): traffic between them is
+    #: container to container and is never filtered.
+    docker_interfaces: tuple[str, ...] = ("docker0", "br-*")
+    #: Seconds between checks that the table is still loaded (reloaded if not).
+    check_interval_seconds: int = Field(default=5, ge=1, le=3600)
+    limits: Limits = Limits(memory_mb=64, cpus=0.25)
+
+    @field_validator("admin_sources")
+    @classmethod
+    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        import ipaddress
+
+        out = []
+        for item in value:
+            try:
+                out.append(str(ipaddress.ip_network(item, strict=False)))
+            except ValueError as exc:
+                raise ValueError(f"{item!r} is not an IP address or CIDR (e.g. 198.51.100.0/24)") from exc
+        return tuple(out)
+
+    @field_validator("host_ports")
+    @classmethod
+    def _ports(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        for port in value:
+            if not 1 <= port <= 65535:
+                raise ValueError(f"{port} is not a TCP port (1-65535)")
+        return value
+
+    @field_validator("docker_interfaces")
+    @classmethod
+    def _interfaces(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("must name Docker's bridges (e.g. docker0, br-*)")
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,14}\*?", name):
+                raise ValueError(f"{name!r} is not an interface name (letters, digits, _ . -, "
+                                 "an optional trailing *)")
+        return value
 
 
 class IdsConfig(_Model):

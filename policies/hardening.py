@@ -13,6 +13,7 @@ import posixpath
 from pulumi_policy import ReportViolation, ResourceValidationArgs
 
 from . import settings
+from .host_guard import HOST_CAPABILITIES, is_host_guard
 from .props import (
     CONTAINER,
     REMOTE_IMAGE,
@@ -60,7 +61,14 @@ def check_capabilities_dropped(args: ResourceValidationArgs, report: ReportViola
     svc = service(args.props)
     allowed_by_service = settings.config(args, "container-capabilities-dropped")["allowedCapabilities"]
     allowed = {_cap(str(c)) for c in (allowed_by_service.get(svc or "") or [])}
+    guard = is_host_guard(args.props)
     for cap in adds:
+        if cap in HOST_CAPABILITIES:
+            # Only the host guard, whatever the pack config says (policies/host_guard.py).
+            if not guard:
+                _say(report, f"capability {cap} is reserved for the host guard (role host-guard); "
+                             f"service {svc!r} may not add it")
+            continue
         if cap == "ALL" or cap not in allowed:
             _say(report, f"capability {cap} may not be added to service {svc!r} "
                          f"(allowed: {sorted(allowed) or 'none'})")
@@ -70,8 +78,11 @@ def check_no_host_namespaces(args: ResourceValidationArgs, report: ReportViolati
     """CIS 5.9, 5.15, 5.16, 5.30: no host network, PID, IPC, user or cgroup namespace."""
     if args.resource_type != CONTAINER:
         return
+    guard = is_host_guard(args.props)
     for key in ("networkMode", "pidMode", "ipcMode", "usernsMode", "cgroupnsMode"):
         value = as_str(field(args.props, key), key)
+        if key == "networkMode" and guard:
+            continue  # the host guard's exemption (policies/host_guard.py)
         if value is not None and value.strip().lower() == "host":
             _say(report, f"{key} must not be 'host'")
 
@@ -250,6 +261,8 @@ def check_user_networks_only(args: ResourceValidationArgs, report: ReportViolati
         if name.strip().lower() in BUILTIN_NETWORKS:
             _say(report, f"networksAdvanced.{i} attaches the built-in network {name!r}")
     mode = (as_str(field(args.props, "networkMode"), "networkMode") or "").strip()
+    if mode.lower() == "host" and is_host_guard(args.props):
+        return  # the host guard's exemption (policies/host_guard.py confines it)
     if mode.lower() in ("", "bridge", "default"):
         if not names:
             _say(report, "no user network: networkMode unset or bridge and no networksAdvanced means "

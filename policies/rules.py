@@ -25,7 +25,7 @@ from pulumi_policy import (
 )
 from pulumi_policy.proxy import UnknownValueError
 
-from . import data, gating, hardening, segmentation, settings, trading, versions
+from . import data, gating, hardening, host_guard, segmentation, settings, trading, versions
 from .props import Malformed
 
 Validator = Callable[[ResourceValidationArgs, ReportViolation], None]
@@ -114,6 +114,10 @@ POLICIES: list[ResourceValidationPolicy] = [
             remediation="Attach apps only to the frontend/backend networks and the control plane only "
                         "to monitoring/metrics (components/network.py); Prometheus reaches the apps "
                         "through the proxy's status relay."),
+    # The host firewall's guard: the one container with host network and NET_ADMIN/NET_RAW (issue 14).
+    _policy("host-guard-confined", host_guard.check_host_guard_confined, MANDATORY, CRITICAL,
+            remediation="Build the host guard with components.firewall; it adds only NET_ADMIN and "
+                        "NET_RAW, runs read-only with host networking, publishes nothing."),
     # Data safety.
     _policy("data-volumes-protected", data.check_data_volumes_protected, MANDATORY, HIGH),
     _policy("backend-network-internal", data.check_backend_network_internal, MANDATORY, HIGH),
@@ -148,6 +152,20 @@ STACK_POLICIES.append(
         tags=["paper-trading"],
         remediation_steps="Keep app containers off every network that holds Prometheus, Alertmanager, "
                           "Loki or Grafana (docs/monitoring.md, Networks).",
+    ),
+)
+
+STACK_POLICIES.append(
+    # One owner of the firewall table (issue 14, part 1).
+    StackValidationPolicy(
+        name="host-guard-single",
+        description=(host_guard.check_host_guard_single.__doc__ or "").strip().splitlines()[0],
+        validate=fail_closed("host-guard-single", host_guard.check_host_guard_single),
+        enforcement_level=MANDATORY,
+        severity=CRITICAL,
+        tags=["paper-trading"],
+        remediation_steps="Build one Firewall component (components/firewall.py); no other container "
+                          "carries the host-guard role.",
     ),
 )
 

@@ -182,6 +182,7 @@ NET = "container-user-networks-only"
 VOL = "data-volumes-protected"
 BACK = "backend-network-internal"
 SEG = "monitoring-segmented"
+HG = "host-guard-confined"
 M = Mutant
 
 MUTANTS: list[Mutant] = [
@@ -291,6 +292,26 @@ MUTANTS: list[Mutant] = [
     M(CAPS, "add-bind-proxy", svc("proxy"), put("capabilities.adds", ["NET_BIND_SERVICE"])),
     # container-no-host-namespaces
     M(NS, "host-network", app, put("networkMode", "host")),
+    # The host guard's exemption is for it alone (issue 14, part 1; policies/host_guard.py).
+    M(NS, "host-network-proxy", svc("proxy"), put("networkMode", "host")),
+    M(NS, "host-network-spoofed-role", app,
+           both(put("networkMode", "host"), set_label("paper-trading.role", "host-guard"))),
+    M(NS, "host-guard-host-pid", svc("host-guard"), put("pidMode", "host")),
+    M(CAPS, "add-net-raw-proxy", svc("proxy"), put("capabilities.adds", ["NET_RAW"])),
+    M(CAPS, "host-guard-adds-sys-admin", svc("host-guard"),
+             put("capabilities.adds", ["CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_SYS_ADMIN"])),
+    M(HG, "adds-sys-module", svc("host-guard"),
+           put("capabilities.adds", ["CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_SYS_MODULE"])),
+    M(HG, "drops-not-all", svc("host-guard"), put("capabilities.drops", ["SYS_ADMIN"])),
+    M(HG, "writable-root", svc("host-guard"), put("readOnly", False)),
+    M(HG, "decisions-writable", svc("host-guard"), put("volumes.0.readOnly", False)),
+    M(HG, "publishes-port", svc("host-guard"),
+           append("ports", {"internal": 9999, "external": 9999, "ip": "127.0.0.1", "protocol": "tcp"})),
+    M(HG, "receives-upload", svc("host-guard"),
+           append("uploads", {"file": "/etc/ruleset.nft", "content": "x", "permissions": "0644"})),
+    M(HG, "joins-user-network", svc("host-guard"), append("networksAdvanced", {"name": "paper-trading-frontend"})),
+    M(HG, "half-labelled", svc("host-guard"), set_label("paper-trading.role", None)),
+    M(HG, "not-host-network", svc("host-guard"), put("networkMode", "bridge")),
     M(NS, "host-pid", svc("postgres"), put("pidMode", "host")),
     M(NS, "host-ipc", svc("redis"), put("ipcMode", "host")),
     M(NS, "host-userns", svc("proxy"), put("usernsMode", "host")),
