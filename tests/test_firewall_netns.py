@@ -407,3 +407,51 @@ def test_guard_syncs_decisions_adds_removes_and_expires(lab: Lab, tmp_path: Any)
     assert code == 143, stderr
     assert lab.ns(lab.host, "nft", "list", "table", *TABLE.split(), check=False).returncode != 0
     assert "ignored 'not-an-address'" in stderr and "ignored '10.0.0.9'" in stderr
+
+
+CHECK = textwrap.dedent("""
+    import asyncio, json, sys
+    from validation.checks_security import firewall
+    from validation.options import ValidationOptions
+    from validation.runner import CheckFailed, Context
+    o = ValidationOptions(base_url="http://" + sys.argv[1], firewall_address=sys.argv[1],
+                          firewall_open_ports=(80, 443), firewall_closed_ports=(9000, 9100, 28081))
+    import httpx
+    async def main():
+        async with httpx.AsyncClient() as client:
+            await firewall(Context(o, client))
+    try:
+        asyncio.run(main()); print(json.dumps({"passed": True}))
+    except CheckFailed as exc:
+        print(json.dumps({"passed": False, "message": str(exc)}))
+""")
+
+
+def _run_check(lab: Lab) -> dict[str, Any]:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(["ip", "netns", "exec", lab.outside, sys.executable, "-c", CHECK, lab.host_ip],
+                          capture_output=True, text=True, timeout=60, cwd=root)
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def test_security_firewall_check_passes_only_with_the_ruleset(lab: Lab) -> None:
+    """The validation check from the outside namespace: red without the table, green with it."""
+    lab.unload()
+    red = _run_check(lab)
+    assert red["passed"] is False and "port 9000 answers" in red["message"]
+    lab.load(prod_ruleset())
+    try:
+        assert _run_check(lab) == {"passed": True}
+    finally:
+        lab.unload()
+
+
+def test_security_firewall_refuses_loopback() -> None:
+    from pydantic import ValidationError
+
+    from validation.options import ValidationOptions
+
+    with pytest.raises(ValidationError, match="not loopback"):
+        ValidationOptions(base_url="http://127.0.0.1", firewall_address="127.0.0.1")

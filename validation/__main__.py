@@ -79,6 +79,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--audit-log-file", help="the audit trail file (audit.jsonl; enables security.audit_log)")
     p.add_argument("--audit-loki-url", help="Loki base URL to read the audit trail from (security.audit_log)")
     p.add_argument("--audit-stack", help="only audit records of this stack (security.audit_log)")
+    p.add_argument("--firewall-address",
+                   help="the host's address from this machine, not loopback (enables security.firewall)")
+    p.add_argument("--firewall-open-ports", default="80,443",
+                   help="comma-separated ports that must answer (security.firewall; default 80,443)")
+    p.add_argument("--firewall-closed-ports", default="",
+                   help="comma-separated ports that must not answer (security.firewall), e.g. 9090,5432")
     p.add_argument("--ca-file", help="PEM bundle of CAs to trust for the target")
     p.add_argument(
         "--insecure", action="store_true", help="do not verify TLS certificates (skips security.certificate)"
@@ -119,6 +125,13 @@ def _exchanges(env: Mapping[str, str]) -> list[ExchangeCredentials]:
     return found
 
 
+def _ports(raw: str, flag: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in raw.split(",") if p.strip())
+    except ValueError as exc:
+        raise UsageError(f"{flag} {raw!r}: comma-separated port numbers expected") from exc
+
+
 def options_from(args: argparse.Namespace, env: Mapping[str, str]) -> ValidationOptions:
     if args.insecure and args.ca_file:
         raise UsageError("--insecure and --ca-file exclude each other")
@@ -134,6 +147,9 @@ def options_from(args: argparse.Namespace, env: Mapping[str, str]) -> Validation
         "audit_log_file": args.audit_log_file,
         "audit_loki_url": args.audit_loki_url,
         "audit_stack": args.audit_stack,
+        "firewall_address": args.firewall_address,
+        "firewall_open_ports": _ports(args.firewall_open_ports, "--firewall-open-ports"),
+        "firewall_closed_ports": _ports(args.firewall_closed_ports, "--firewall-closed-ports"),
         "ca_file": args.ca_file,
         "insecure": args.insecure,
         "server_name": env.get("VALIDATION_SERVER_NAME") or None,

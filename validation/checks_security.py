@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import ssl
@@ -305,3 +306,51 @@ async def audit_log(ctx: Context) -> Passed:
     if problems:
         raise CheckFailed("; ".join(problems), **details)
     return Passed(f"{details['records']} records; {color} live after a passed gate", details)
+
+
+# --------------------------------------------------------------------------- host firewall
+
+
+async def probe_port(host: str, port: int, timeout: float) -> str:
+    """`open` (the handshake completed), `refused` (RST) or `timeout` (dropped)."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except TimeoutError:
+        return "timeout"
+    except ConnectionRefusedError:
+        return "refused"
+    except OSError as exc:
+        return f"error: {exc.strerror or exc}"
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return "open"
+
+
+def firewall_findings(results: dict[int, str], open_ports: tuple[int, ...],
+                      closed_ports: tuple[int, ...]) -> list[str]:
+    problems = [f"public port {p} does not answer ({results[p]})" for p in open_ports if results[p] != "open"]
+    problems += [f"port {p} answers from outside; only {sorted(open_ports)} may"
+                 for p in closed_ports if results[p] == "open"]
+    return problems
+
+
+@check(
+    "security.firewall",
+    Category.SECURITY,
+    "With --firewall-address (the host as seen from this machine, never loopback): the public ports "
+    "(--firewall-open-ports, default 80,443) answer and none of --firewall-closed-ports does.",
+    skip_when=lambda o: None if o.firewall_address else "no --firewall-address",
+)
+async def firewall(ctx: Context) -> Passed:
+    o = ctx.options
+    host = str(o.firewall_address)
+    ports = sorted(set(o.firewall_open_ports) | set(o.firewall_closed_ports))
+    found = await asyncio.gather(*(probe_port(host, p, min(o.check_timeout, 3.0)) for p in ports))
+    results = dict(zip(ports, found, strict=True))
+    problems = firewall_findings(results, o.firewall_open_ports, o.firewall_closed_ports)
+    details = {str(p): r for p, r in results.items()}
+    if problems:
+        raise CheckFailed("; ".join(problems), **details)
+    return Passed(f"{host}: {len(o.firewall_open_ports)} public ports answer, "
+                  f"{len(o.firewall_closed_ports)} others do not", details)

@@ -89,6 +89,34 @@ class ValidationOptions(_Model):
     audit_log_file: str | None = None
     audit_loki_url: str | None = None
     audit_stack: str | None = None
+    #: security.firewall: the host's address as seen from here (never loopback), the ports that
+    #: must answer (the proxy's public ports) and those that must not (anything else published).
+    firewall_address: str | None = None
+    firewall_open_ports: tuple[int, ...] = (80, 443)
+    firewall_closed_ports: tuple[int, ...] = ()
+
+    @field_validator("firewall_address")
+    @classmethod
+    def _not_loopback(cls, value: str | None) -> str | None:
+        import ipaddress
+
+        if value is None:
+            return None
+        try:
+            address = ipaddress.ip_address(value)
+        except ValueError as exc:
+            raise ValueError(f"firewall address {value!r} is not an IP address") from exc
+        if address.is_loopback or address.is_unspecified:
+            raise ValueError(f"firewall address {value}: probe from outside, not loopback/unspecified")
+        return value
+
+    @field_validator("firewall_open_ports", "firewall_closed_ports")
+    @classmethod
+    def _tcp_ports(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        for port in value:
+            if not 1 <= port <= 65535:
+                raise ValueError(f"{port} is not a TCP port (1-65535)")
+        return value
 
     @field_validator("base_url", "http_url", "prometheus_url", "alertmanager_url", "grafana_url",
                      "audit_loki_url")
