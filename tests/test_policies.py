@@ -305,6 +305,8 @@ MUTANTS: list[Mutant] = [
     M(HG, "drops-not-all", svc("host-guard"), put("capabilities.drops", ["SYS_ADMIN"])),
     M(HG, "writable-root", svc("host-guard"), put("readOnly", False)),
     M(HG, "decisions-writable", svc("host-guard"), put("volumes.0.readOnly", False)),
+    M(HG, "volume-mount-writable", svc("host-guard"),
+           append("mounts", {"type": "volume", "source": "scratch", "target": "/x", "readOnly": False})),
     M(HG, "publishes-port", svc("host-guard"),
            append("ports", {"internal": 9999, "external": 9999, "ip": "127.0.0.1", "protocol": "tcp"})),
     M(HG, "receives-upload", svc("host-guard"),
