@@ -33,6 +33,8 @@ TOOL_PACKAGES = {
     "docker": "docker.io",
     "flock": "util-linux",
     "hey": "hey",
+    "ip": "iproute2",
+    "nft": "nftables",
     "nginx": "nginx",
     "openssl": "openssl",
     "prometheus": "prometheus",
