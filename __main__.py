@@ -1,6 +1,7 @@
 """The paper-trading deployment: load settings, build components, export outputs."""
 
 import os
+from pathlib import Path
 
 import pulumi
 
@@ -9,6 +10,7 @@ from components.backup import Backup, BackupArgs
 from components.config import COLORS, load_settings, other_color
 from components.common import STACK_LABEL
 from components.datastores import Datastores, DatastoresArgs
+from components.deploy_record import DeployRecord, fingerprint, program_sources
 from components.firewall import Firewall, FirewallArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Networks, NetworksArgs
@@ -112,3 +114,15 @@ if monitoring.alertmanager_password is not None:
     pulumi.export("alertmanagerPassword", pulumi.Output.secret(monitoring.alertmanager_password.result))
 for color in COLORS:
     pulumi.export(f"{color}Image", settings.deployment.color(color).image)
+
+# One `deploy` audit record per changed deployment (issue 14, part 3), registered last and
+# depending on every resource above, so the engine reaches it only when all of them are done.
+_deployed = [value for value in list(globals().values()) if isinstance(value, pulumi.Resource)]
+DeployRecord(
+    "deploy-record",
+    stack=stack,
+    fingerprint=fingerprint(settings.model_dump_json(), program_sources(Path(__file__).resolve().parent)),
+    live_color=active_color,
+    audit=audit_target(settings, stack),
+    opts=pulumi.ResourceOptions(depends_on=[*_deployed, *apps.values()]),
+)

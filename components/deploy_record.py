@@ -1,0 +1,96 @@
+"""The `deploy` audit record: one per `pulumi up` that changes what runs.
+
+A dynamic resource registered last, after every component: the engine creates or updates
+it only once everything it depends on has been created or updated, so its record says the
+deployment finished, which program and config it applied (`fingerprint`), and which color
+is live. It re-runs when the program's sources, the settings or the live color change; an
+`up` that changes nothing changes nothing here either. A deploy that fails before the end
+never reaches it: the failing step (gate, switch, backup) records its own failure, and the
+engine's own history (`pulumi stack history`) keeps the failed update (docs/security.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi.dynamic
+
+DEPLOY_RECORD_KIND = "paper-trading:deploy-record"
+#: Inputs whose change is a new deployment (startedAt only measures the duration).
+WATCHED = ("fingerprint", "liveColor", "stack")
+
+
+def fingerprint(settings_json: str, sources: Iterable[Path]) -> str:
+    """sha256 over the settings and the program's source files, in a stable order."""
+    digest = hashlib.sha256(settings_json.encode())
+    for path in sorted(sources):
+        digest.update(str(path.name).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def program_sources(root: Path) -> list[Path]:
+    """The files that decide what the program deploys."""
+    found = [root / "__main__.py", *sorted((root / "components").rglob("*.py"))]
+    return [path for path in found if path.is_file()]
+
+
+def write_record(props: Mapping[str, Any], olds: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Append the deploy record; return the state (the record's time, never a secret)."""
+    from .audit import Auditor, AuditTarget
+
+    started = float(props.get("startedAt") or time.time())
+    duration_ms = max(0.0, (time.time() - started) * 1000)
+    live = str(props.get("liveColor") or "") or None
+    previous = str((olds or {}).get("liveColor") or "") or None
+    auditor = Auditor.for_target(AuditTarget.from_props(props.get("audit")))
+    recorded_at = None
+    if auditor is not None:
+        recorded_at = auditor.record("deploy", "ok", duration_ms, from_=previous, to=live).time
+    return {**props, "recordedAt": recorded_at}
+
+
+class DeployRecordProvider(pulumi.dynamic.ResourceProvider):
+    serialize_as_secret_always = False
+
+    def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
+        return pulumi.dynamic.CreateResult(id_=f"deploy-{props['stack']}", outs=write_record(props))
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
+        changed = [key for key in WATCHED if olds.get(key) != news.get(key)]
+        return pulumi.dynamic.DiffResult(changes=bool(changed), replaces=[], stables=[],
+                                         delete_before_replace=False)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.UpdateResult:
+        return pulumi.dynamic.UpdateResult(outs=write_record(news, olds))
+
+    def delete(self, _id: str, _props: dict[str, Any]) -> None:
+        return None
+
+    def render_outputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Offline render: no record is written."""
+        return {"recordedAt": None}
+
+
+class DeployRecord(pulumi.dynamic.Resource):
+    """Writes one `deploy` audit record when the deployment it follows has changed."""
+
+    def __init__(
+        self, name: str, *, stack: str, fingerprint: str, live_color: pulumi.Input[str],
+        audit: Mapping[str, Any] | None, opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        props: dict[str, Any] = {
+            "kind": DEPLOY_RECORD_KIND,
+            "stack": stack,
+            "fingerprint": fingerprint,
+            "liveColor": live_color,
+            "startedAt": time.time(),
+            "audit": dict(audit) if audit else None,
+            "recordedAt": None,
+        }
+        super().__init__(DeployRecordProvider(), name, props, opts)
