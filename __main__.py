@@ -63,6 +63,16 @@ monitoring = Monitoring(
         depends_on=[*networks.all, *volumes.by_service.values(), *datastores.containers],
     ),
 )
+# Intrusion detection (issue 14, part 2): fail2ban reads the proxy's access-log file and writes
+# ban decisions the host guard enforces (docs/security.md, "Intrusion detection").
+if settings.security.ids.enabled:
+    from components.ids import Ids, IdsArgs
+
+    ids = Ids("ids", IdsArgs(
+        settings=settings, networks=networks.names, stack_labels=stack_labels,
+        depends_on=[*networks.all, volumes.by_service["proxy-logs"], volumes.by_service["decisions"],
+                    proxy.container],  # nginx creates the access-log file the jails read
+    ))
 
 # The host firewall (issue 14, part 1): from outside only the proxy's public ports reach a
 # container; the IDS's bans are dropped first (docs/security.md, "Host firewall").

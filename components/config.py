@@ -385,6 +385,8 @@ class Images(_Model):
     postgres_exporter: str = "quay.io/prometheuscommunity/postgres-exporter:v0.16.0"
     redis_exporter: str = "oliver006/redis_exporter:v1.66.0"
     nginx_exporter: str = "nginx/nginx-prometheus-exporter:1.3.0"
+    #: Any image with fail2ban and python3 on the PATH (docs/security.md, "Intrusion detection").
+    ids: str = "crazymax/fail2ban:1.1.0"
 
     @field_validator("*")
     @classmethod
@@ -578,10 +580,52 @@ class FirewallConfig(_Model):
         return value
 
 
+class IdsJail(_Model):
+    """One detector: `maxRetry` matching requests from one address within `findTimeSeconds` ban it."""
+
+    find_time_seconds: int = Field(ge=1, le=86400)
+    max_retry: int = Field(ge=1, le=100000)
+    enabled: bool = True
+
+
+def _network(value: str) -> str:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not an IP address or CIDR (e.g. 203.0.113.7 or 10.0.0.0/8)") from exc
+
+
 class IdsConfig(_Model):
-    """Intrusion detection with automatic bans (docs/security.md)."""
+    """Intrusion detection with automatic bans (components/ids.py, docs/security.md "Intrusion detection").
+
+    fail2ban reads the proxy's JSON access log; a ban is a decision file the host guard turns
+    into an nftables set element for `banTimeSeconds`.
+    """
 
     enabled: bool = True
+    #: How long a ban lasts; the decision file is removed (unban) when it ends.
+    ban_time_seconds: int = Field(default=3600, ge=10, le=30 * 86400)
+    #: Never banned (addresses or CIDRs): monitoring, the operator's address. Loopback always.
+    allow_list: tuple[str, ...] = ()
+    #: Scanners: 404s on typical probe paths (.php, .env, .git, wp-, cgi-bin, admin panels...).
+    probe: IdsJail = IdsJail(find_time_seconds=60, max_retry=10)
+    #: Brute force: 401/403/429 answers to POST on `validation.rateLimitPath` (the auth path).
+    auth: IdsJail = IdsJail(find_time_seconds=60, max_retry=8)
+    #: Injection probes: requests the proxy blocked as SQLi/XSS/traversal/command injection.
+    injection: IdsJail = IdsJail(find_time_seconds=300, max_retry=3)
+    #: Any 4xx burst from one address.
+    errors: IdsJail = IdsJail(find_time_seconds=10, max_retry=60)
+    #: `IdsBanStorm` fires when more bans than this happen within 5 minutes.
+    ban_storm_threshold: int = Field(default=20, ge=1, le=100000)
+    #: The proxy's access-log file is rotated beyond this size (one old file kept).
+    access_log_max_mb: int = Field(default=16, ge=1, le=1024)
+
+    @field_validator("allow_list")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_network(item) for item in value)
 
 
 class AuditConfig(_Model):

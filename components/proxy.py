@@ -24,15 +24,18 @@ from .common import (
     scratch_volume,
 )
 from .config import Settings
+from .ids_config import ACCESS_LOG_DIR, ACCESS_LOG_FILE
 from .nginx import ROUTING_PATH, NginxListen, NginxPaths, render_nginx_conf, render_routing
 from .nginx.conf import CONF_DIR, CONF_PATH, STATUS_ALIAS
+from .volumes import runtime_volume_name
 
 PROXY_ROLE = "proxy"
 PROXY_ALIAS = "proxy"
 #: nginx's uid/gid in the official image; listens only on unprivileged ports.
 PROXY_USER = "101:101"
 LISTEN = NginxListen()
-PATHS = NginxPaths()
+#: The access log also goes to a file on the `proxy-logs` volume, the IDS's feed (issue 14, part 2).
+PATHS = NginxPaths(access_log_file=ACCESS_LOG_FILE)
 
 
 @dataclass(frozen=True)
@@ -43,10 +46,45 @@ class ProxyArgs:
     depends_on: Sequence[pulumi.Resource] = ()
 
 
+def proxy_paths(settings: Settings) -> NginxPaths:
+    """The access-log file exists only where the IDS reads it."""
+    return PATHS if settings.security.ids.enabled else NginxPaths()
+
+
+def proxy_command(settings: Settings) -> list[str]:
+    """nginx in the foreground; with the IDS on, also the access-log file's bounded rotation.
+
+    Every 30 s a loop beside nginx moves the file to `access.log.1` once it is larger than
+    `security.ids.accessLogMaxMb` and tells nginx to reopen its logs (`-s reopen`, same uid):
+    at most two files on the size-limited tmpfs volume, so the log never fills it (a full log
+    would blind the IDS). fail2ban follows the rename.
+    """
+    nginx = ["nginx", "-e", "stderr", "-c", CONF_PATH, "-g", "daemon off;"]
+    if not settings.security.ids.enabled:
+        return nginx
+    limit = settings.security.ids.access_log_max_mb * 1024 * 1024
+    loop = (
+        'while sleep 30; do s=$(wc -c < "$0" 2>/dev/null || echo 0); '
+        'if [ "$s" -gt "$1" ]; then mv -f "$0" "$0.1" && nginx -e stderr -c "$2" -s reopen; fi; '
+        'done & exec nginx -e stderr -c "$2" -g "daemon off;"'
+    )
+    return ["sh", "-c", loop, ACCESS_LOG_FILE, str(limit), CONF_PATH]
+
+
+def proxy_volumes(settings: Settings) -> list[docker.ContainerVolumeArgs]:
+    volumes = [scratch_volume(CONF_DIR)]
+    if settings.security.ids.enabled:
+        volumes.append(docker.ContainerVolumeArgs(
+            volume_name=runtime_volume_name(settings.name_prefix, "proxy-logs"),
+            container_path=ACCESS_LOG_DIR,
+        ))
+    return volumes
+
+
 def proxy_files(settings: Settings) -> dict[str, str]:
     """In-container path -> content of every file uploaded into the proxy."""
     return {
-        CONF_PATH: render_nginx_conf(settings, PATHS, LISTEN),
+        CONF_PATH: render_nginx_conf(settings, proxy_paths(settings), LISTEN),
         # Bootstrap copy: nothing promoted, so nothing unvalidated is ever live.
         ROUTING_PATH: render_routing(None, None),
     }
@@ -129,11 +167,11 @@ class Proxy(pulumi.ComponentResource):
                     PATHS.temp_dir: "rw,noexec,nosuid,size=64m,uid={},gid={}".format(*PROXY_USER.split(":")),
                     "/var/run": "rw,noexec,nosuid,size=1m",
                 },
-                volumes=[scratch_volume(CONF_DIR)],
+                volumes=proxy_volumes(s),
                 mounts=proxy_mounts(s) or None,
                 uploads=[config_file(path, content) for path, content in self.files.items()],
                 ports=proxy_ports(s),
-                command=["nginx", "-e", "stderr", "-c", CONF_PATH, "-g", "daemon off;"],
+                command=proxy_command(s),
                 healthcheck=healthcheck(http_probe(health), start_period="10s"),
                 wait=True,
                 extra_labels={ROLE_LABEL: PROXY_ROLE},

@@ -16,6 +16,24 @@ DATA_VOLUMES = (
 #: `audit`: the append-only operations audit trail (components/audit.py), protected like data.
 
 
+#: Shared runtime volumes of the security layer (issue 14, part 2), not data: no `protect`.
+#: tmpfs-backed with the writer's uid, so a non-root writer owns a fresh volume and the size
+#: is bounded: `proxy-logs` (nginx, uid 101, writes the access log; the IDS reads it) and
+#: `decisions` (the IDS, uid 65534, writes ban decisions; the host guard reads them). Their
+#: content lives while a container uses them (docs/security.md, "Intrusion detection").
+RUNTIME_VOLUMES: dict[str, tuple[str, str]] = {
+    "proxy-logs": ("101:101", "64m"),
+    "decisions": ("65534:65534", "8m"),
+}
+
+
+def runtime_volume_name(name_prefix: str, service: str) -> str:
+    """The Docker name of a `RUNTIME_VOLUMES` volume (known at preview)."""
+    if service not in RUNTIME_VOLUMES:
+        raise ValueError(f"no runtime volume {service!r}")
+    return f"{name_prefix}-{service}"
+
+
 @dataclass(frozen=True)
 class VolumesArgs:
     name_prefix: str
@@ -47,6 +65,26 @@ class Volumes(pulumi.ComponentResource):
                     parent=self, protect=True, retain_on_delete=True,
                     aliases=[pulumi.Alias(name=old) for old in args.aliases.get(service, ())],
                 ),
+            )
+        for service, (owner, size) in RUNTIME_VOLUMES.items():
+            volume_name = runtime_volume_name(args.name_prefix, service)
+            uid, gid = owner.split(":")
+            self.names[service] = volume_name
+            self.by_service[service] = docker.Volume(
+                service,
+                name=volume_name,
+                driver="local",
+                driver_opts={
+                    "type": "tmpfs", "device": "tmpfs",
+                    "o": f"size={size},uid={uid},gid={gid},mode=0755,noexec,nosuid,nodev",
+                },
+                labels=[
+                    docker.VolumeLabelArgs(label=STACK_LABEL, value=args.stack),
+                    docker.VolumeLabelArgs(label=SERVICE_LABEL, value=service),
+                    # Disposable runtime state, not data (policy data-volumes-protected).
+                    docker.VolumeLabelArgs(label="paper-trading.data", value="false"),
+                ],
+                opts=pulumi.ResourceOptions(parent=self),
             )
         self.register_outputs({"names": self.names})
 

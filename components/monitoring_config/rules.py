@@ -174,11 +174,43 @@ def alerts(settings: Settings) -> list[Alert]:
         Alert("BackupFailed", "increase(paper_trading_backup_failures_total[1h]) > 0", "0m", "warning",
               "backup", "A backup run failed in the last hour",
               "Read the backup job's logs; a second failure in a row needs a manual backup."),
+        *_ids_alerts(settings),
+    ]
+
+
+#: The IDS pings fail2ban every 15 s (components/ids_config HEARTBEAT_SECONDS): 2 min is 8 misses.
+IDS_HEARTBEAT_STALE_SECONDS = 120
+
+
+def _ids_alerts(settings: Settings) -> list[Alert]:
+    """Intrusion detection (issue 14, part 2; docs/security.md): ban storm, detector down."""
+    ids = settings.security.ids
+    if not ids.enabled:
+        return []
+    return [
+        Alert("IdsBanStorm",
+              f'sum(increase(paper_trading_ids_bans_total{{job="ids"}}[5m])) > {ids.ban_storm_threshold}',
+              "0m", "warning", "security",
+              f"The IDS banned more than {ids.ban_storm_threshold} addresses in 5 minutes",
+              "A scan or attack wave, or a false positive banning real users: look at the bans by jail "
+              "(paper_trading_ids_bans_total) and the proxy's request log; unban with "
+              "`docker exec <prefix>-ids fail2ban-client -c /run/paper-trading-ids/conf unban <ip>`."),
+        Alert("IdsDetectorDown",
+              # Target down or gone, fail2ban never answered, or it stopped answering.
+              'up{job="ids"} == 0 or absent(up{job="ids"})'
+              ' or (up{job="ids"} == 1 unless on (job, instance)'
+              ' paper_trading_ids_heartbeat_timestamp_seconds)'
+              ' or time() - '
+              f'paper_trading_ids_heartbeat_timestamp_seconds{{job="ids"}} > {IDS_HEARTBEAT_STALE_SECONDS}',
+              "2m", "critical", "security",
+              "The intrusion detector is down or fail2ban stopped answering: nobody is banned",
+              "Check the ids container (`docker logs <prefix>-ids`); it restarts on failure. Until it "
+              "runs, abusive clients are only rate-limited by the proxy."),
     ]
 
 
 def alert_rules_document(settings: Settings) -> dict[str, Any]:
-    order = ["safety", "service", "datastores", "host", "backup"]
+    order = ["safety", "service", "datastores", "host", "backup", "security"]
     found = alerts(settings)
     return {"groups": [
         {"name": f"paper-trading.{group}", "rules": [a.rule() for a in found if a.group == group]}

@@ -79,6 +79,8 @@ class NginxPaths:
     temp_dir: str = "/var/cache/nginx"
     mime_types: str = "/etc/nginx/mime.types"
     access_log: str = "/dev/stdout"
+    #: A second copy of the access log in a file, for the IDS (issue 14, part 2); None: none.
+    access_log_file: str | None = None
     error_log: str = "stderr"
     acme_root: str = ACME_ROOT
 
@@ -299,6 +301,9 @@ def _log_format() -> list[str]:
         ('"upstream_status":"', "$upstream_status", '"'),
         # The color the client was told (what add_header set); empty on the redirect.
         ('"color":"', "$sent_http_x_deployment_color", '"'),
+        # 1 when the raw request line matched BLOCKED_URI_PATTERNS (the IDS's injection jail:
+        # the query string itself is never logged).
+        ('"blocked":"', "$blocked_request", '"'),
         ('"user_agent":"', "$http_user_agent", '"'),
     ]
     parts = ",".join(f"{a}{b}{c}" for a, b, c in fields)
@@ -360,6 +365,7 @@ def render_nginx_conf(
         "",
         *_log_format(),
         f"    access_log {paths.access_log} audit;",
+        *([f"    access_log {paths.access_log_file} audit;"] if paths.access_log_file else []),
         "",
         f"    limit_req_zone $binary_remote_addr zone=api:10m rate={api_rate}r/s;",
         f"    limit_req_zone $binary_remote_addr zone=auth:10m rate={auth_rate}r/s;",

@@ -1,0 +1,114 @@
+"""Intrusion detection with automatic bans: fail2ban on the proxy's access log (issue 14, part 2).
+
+One unprivileged container (role `ids`): no capabilities, uid 65534, read-only root, no host
+network, joined only to the internal `metrics` network, where Prometheus scrapes its metrics
+(job `ids`, alias `ids`, port 9191); it calls nobody.
+It reads the proxy's JSON access log from the `proxy-logs` volume (read-only) and writes one
+decision file per banned address into the `decisions` volume, which the host guard
+(components/firewall.py) turns into nftables set elements. It never touches a firewall itself.
+
+The generated configuration (components/ids_config) reaches the container as one environment
+value (base64 JSON: relative path -> text) that a short bootstrap writes to a tmpfs: uploads
+would need a writable root filesystem (components/common.py), and nothing in it is secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_docker as docker
+
+from .common import ROLE_LABEL, NetworkNames, hardened_container_args, healthcheck
+from .config import Limits, Settings
+from .ids_config import (
+    ACCESS_LOG_DIR,
+    DECISIONS_DIR,
+    HEARTBEAT_SECONDS,
+    METRICS_ALIAS,
+    RUN_DIR,
+    IdsPaths,
+    bundle,
+)
+from .volumes import runtime_volume_name
+
+IDS_ROLE = "ids"
+#: nobody: owns the `decisions` volume (components/volumes.py RUNTIME_VOLUMES).
+IDS_USER = "65534:65534"
+BUNDLE_ENV = "IDS_CONFIG_BUNDLE"
+LIMITS = Limits(memory_mb=192, cpus=0.5)
+
+#: Writes the bundle into the tmpfs and runs the supervisor (python3 from the image).
+BOOTSTRAP = (
+    "import base64,json,os,pathlib;"
+    f"root=pathlib.Path({RUN_DIR!r});"
+    f"files=json.loads(base64.b64decode(os.environ[{BUNDLE_ENV!r}]));"
+    "[(root/k).parent.mkdir(parents=True,exist_ok=True) or (root/k).write_text(v) for k,v in files.items()];"
+    "os.execvp('python3',['python3',str(root/'supervise.py')])"
+)
+
+
+@dataclass(frozen=True)
+class IdsArgs:
+    settings: Settings
+    networks: NetworkNames
+    stack_labels: Mapping[str, str]
+    depends_on: Sequence[pulumi.Resource] = ()
+
+
+def ids_bundle(settings: Settings) -> dict[str, str]:
+    return bundle(settings, IdsPaths())
+
+
+def ids_envs(settings: Settings) -> list[str]:
+    encoded = base64.b64encode(json.dumps(ids_bundle(settings), sort_keys=True).encode()).decode()
+    return [f"{BUNDLE_ENV}={encoded}", "PYTHONDONTWRITEBYTECODE=1"]
+
+
+def ids_volumes(settings: Settings) -> list[docker.ContainerVolumeArgs]:
+    prefix = settings.name_prefix
+    return [
+        docker.ContainerVolumeArgs(volume_name=runtime_volume_name(prefix, "proxy-logs"),
+                                   container_path=ACCESS_LOG_DIR, read_only=True),
+        docker.ContainerVolumeArgs(volume_name=runtime_volume_name(prefix, "decisions"),
+                                   container_path=DECISIONS_DIR, read_only=False),
+    ]
+
+
+class Ids(pulumi.ComponentResource):
+    """fail2ban, unprivileged, deciding bans the host guard enforces."""
+
+    def __init__(self, name: str, args: IdsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("paper-trading:security:Ids", name, None, opts)
+        s = args.settings
+        self.container_name = f"{s.name_prefix}-ids"
+        self.files = ids_bundle(s)
+        container_args = hardened_container_args(
+            image=s.images.ids, name=self.container_name, service=IDS_ROLE,
+            stack_labels=args.stack_labels,
+            # Internal: only exporters and Prometheus's scrapes; the IDS calls nobody.
+            networks={args.networks.metrics: [METRICS_ALIAS]},
+            limits=LIMITS, user=IDS_USER, envs=ids_envs(s),
+            tmpfs={
+                RUN_DIR: "rw,noexec,nosuid,size=16m,mode=0700,uid=65534,gid=65534",
+                "/tmp": "rw,noexec,nosuid,size=8m",
+            },
+            volumes=ids_volumes(s),
+            command=["-c", BOOTSTRAP],
+            # fail2ban answers its socket: the same ping that feeds the heartbeat metric.
+            healthcheck=healthcheck(
+                ["CMD", "fail2ban-client", "-c", f"{RUN_DIR}/conf", "ping"],
+                interval=f"{HEARTBEAT_SECONDS * 2}s", timeout="10s", retries=3, start_period="30s",
+            ),
+            extra_labels={ROLE_LABEL: IDS_ROLE},
+        )
+        # The image's own entrypoint (if any) is not run: python3 is the program.
+        container_args["entrypoints"] = ["python3"]
+        self.container = docker.Container(
+            "ids", **container_args,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
+        )
+        self.register_outputs({"containerName": self.container_name})

@@ -1,0 +1,226 @@
+"""fail2ban's configuration for the IDS, generated from `security.ids` (docs/security.md).
+
+Everything fail2ban needs is generated here and handed to the container as one bundle
+(`bundle()`: relative path -> text): `fail2ban.conf`, `jail.conf` (one jail per detector),
+`filter.d/paper-trading-<jail>.conf`, `action.d/paper-trading-decision.conf`, the allow-list,
+`paths.json` and the two helper programs (`decide.py`: writes/removes one decision file;
+`supervise.py`: runs fail2ban-server, serves its metrics, sweeps expired decisions). The IDS
+container writes the bundle to a tmpfs and runs `supervise.py`; tests run the same bundle on
+the host with `IdsPaths` pointing at a temp dir.
+
+The filters read the proxy's JSON access log (components/nginx/conf.py, format `audit`). The
+fields before `uri` are written by nginx itself (time, request id, client address, listener,
+host, method), and nginx escapes `"` in every value (`escape=json`), so a crafted path or
+user agent cannot forge the client address a filter extracts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from importlib import resources
+
+from ..config import IdsJail, Settings
+
+#: The detectors, in jail order; the jail name is the `<reason>` in a decision file and the
+#: `jail` label of `paper_trading_ids_bans_total`.
+JAILS: tuple[str, ...] = ("probe", "auth", "injection", "errors")
+DECISIONS_DIR = "/var/lib/paper-trading/decisions"
+ACCESS_LOG_DIR = "/var/log/paper-trading"
+ACCESS_LOG_FILE = f"{ACCESS_LOG_DIR}/access.log"
+RUN_DIR = "/run/paper-trading-ids"
+#: The supervisor's metrics endpoint (`/metrics`), on the internal metrics network.
+METRICS_PORT = 9191
+METRICS_ALIAS = "ids"
+#: How often the supervisor pings fail2ban and rewrites the metrics (seconds).
+HEARTBEAT_SECONDS = 15
+ACTION = "paper-trading-decision"
+
+
+@dataclass(frozen=True)
+class IdsPaths:
+    """Where things are for the IDS (in the container by default; tests point them at a temp dir)."""
+
+    run_dir: str = RUN_DIR
+    access_log: str = ACCESS_LOG_FILE
+    decisions_dir: str = DECISIONS_DIR
+    metrics_listen: str = f"0.0.0.0:{METRICS_PORT}"
+    python: str = "python3"
+    fail2ban_server: str = "fail2ban-server"
+    fail2ban_client: str = "fail2ban-client"
+    heartbeat_seconds: float = HEARTBEAT_SECONDS
+
+    @property
+    def conf_dir(self) -> str:
+        return f"{self.run_dir}/conf"
+
+
+# ----------------------------------------------------------------------------- filters
+
+_STR = r'(?:[^"\\]|\\.)*'  # a JSON string body as nginx escapes it
+
+
+def _prefix(public_listeners: tuple[int, ...], method: str = "[A-Z]*", uri: str = _STR) -> str:
+    """From the request id to the uri: the part of an access-log line nginx alone writes.
+
+    fail2ban cuts the matched `{"time":"...",` (the datepattern) out of the line first. Only the
+    public listeners count: the preview listener (loopback) is where the gate's own checks
+    deliberately send bad requests.
+    """
+    listeners = "|".join(str(p) for p in public_listeners)
+    return (
+        r'^"request_id":"[0-9a-f]*","remote_addr":"<ADDR>","listener":"(?:' + listeners + r')",'
+        r'"host":"' + _STR + r'","method":"' + method + r'","uri":"' + uri + r'",'
+    )
+
+
+#: Paths scanners probe for (case-insensitive): other stacks' admin pages, leaked files, CGI.
+PROBE_PATH = (
+    r"(?i:" + _STR + r"?"  # anything before, lazily
+    r"(?:\.(?:php[0-9]?|aspx?|jsp|cgi|pl|env|ini|bak|old|sql|swp|git|svn|htaccess|htpasswd|ds_store)"
+    r"(?:/|(?=\"))"
+    r"|/(?:wp-|wordpress|xmlrpc|phpmyadmin|pma|myadmin|cgi-bin|\.git|\.env|\.aws|\.ssh|\.svn|"
+    r"admin|administrator|actuator|server-status|vendor/phpunit|boaform|hnap1|manager/html|"
+    r"solr|jenkins|owa|autodiscover|console|debug|telescope|_ignition)))" + _STR
+)
+#: What an injection probe leaves in the (decoded, query-less) path, besides the proxy's own
+#: `blocked` flag for the raw request line (components/nginx/conf.py BLOCKED_URI_PATTERNS).
+INJECTION_PATH = (
+    r"(?i:" + _STR + r"?(?:<\s*/?\s*(?:script|iframe|svg)|javascript:|union\s+(?:all\s+)?select|"
+    r"information_schema|/etc/(?:passwd|shadow)|/proc/self|\.\./|'\s*(?:or|and)\s))" + _STR
+)
+
+
+def failregexes(jail: str, settings: Settings, public_listeners: tuple[int, ...]) -> list[str]:
+    """fail2ban `failregex` lines of one jail (tag `<ADDR>`: an IP address, never a host name)."""
+    if jail == "probe":
+        return [_prefix(public_listeners, uri=PROBE_PATH) + r'"status":404,']
+    if jail == "auth":
+        path = re.escape(settings.validation.rate_limit_path).replace("/", "/")
+        return [_prefix(public_listeners, method="POST", uri=path) + r'"status":(?:401|403|429),']
+    if jail == "injection":
+        return [
+            _prefix(public_listeners) + r'"status":4[0-9][0-9],.*,"blocked":"1",',
+            _prefix(public_listeners, uri=INJECTION_PATH) + r'"status":[0-9]{3},',
+        ]
+    if jail == "errors":
+        return [_prefix(public_listeners) + r'"status":4[0-9][0-9],']
+    raise ValueError(f"unknown jail {jail!r}")
+
+
+def _conf_escape(value: str) -> str:
+    """fail2ban's config parser interpolates `%(...)s`: a literal % is written %%."""
+    return value.replace("%", "%%")
+
+
+def filter_conf(jail: str, settings: Settings, public_listeners: tuple[int, ...]) -> str:
+    lines = [
+        f"# Generated by components/ids_config: jail {jail}.",
+        "[Definition]",
+        # The ISO 8601 time nginx writes first ($time_iso8601); fail2ban removes it from the line.
+        'datepattern = ^\\{"time":"%%Y-%%m-%%dT%%H:%%M:%%S%%z",',
+        "failregex = "
+        + "\n            ".join(_conf_escape(r) for r in failregexes(jail, settings, public_listeners)),
+        "ignoreregex =",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- jails, action
+
+def jail_settings(settings: Settings) -> dict[str, IdsJail]:
+    ids = settings.security.ids
+    return {"probe": ids.probe, "auth": ids.auth, "injection": ids.injection, "errors": ids.errors}
+
+
+def allow_list(settings: Settings) -> tuple[str, ...]:
+    """Never banned: loopback plus `security.ids.allowList`."""
+    return ("127.0.0.0/8", "::1/128", *settings.security.ids.allow_list)
+
+
+def jail_conf(settings: Settings, paths: IdsPaths) -> str:
+    ids = settings.security.ids
+    lines = [
+        "# Generated by components/ids_config from security.ids (docs/security.md).",
+        "[DEFAULT]",
+        f"ignoreip = {' '.join(allow_list(settings))}",
+        "ignoreself = true",
+        "usedns = no",
+        # The log lives on a volume another container writes: poll it (rotation is followed).
+        "backend = polling",
+        f"logpath = {paths.access_log}",
+        "logencoding = utf-8",
+        f"bantime = {ids.ban_time_seconds}",
+        "",
+    ]
+    for jail, cfg in jail_settings(settings).items():
+        lines += [
+            f"[{jail}]",
+            f"enabled = {'true' if cfg.enabled else 'false'}",
+            f"filter = paper-trading-{jail}",
+            f"findtime = {cfg.find_time_seconds}",
+            f"maxretry = {cfg.max_retry}",
+            f"action = {ACTION}[jail={jail}]",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def fail2ban_conf(paths: IdsPaths) -> str:
+    return "\n".join([
+        "# Generated by components/ids_config: the server keeps nothing outside its tmpfs.",
+        "[Definition]",
+        "loglevel = INFO",
+        "logtarget = STDERR",
+        f"socket = {paths.run_dir}/fail2ban.sock",
+        f"pidfile = {paths.run_dir}/fail2ban.pid",
+        # Bans live in the decision files; the ban database is not kept across restarts.
+        "dbfile = :memory:",
+        "",
+    ])
+
+
+def action_conf(paths: IdsPaths) -> str:
+    decide = f"{paths.python} {paths.run_dir}/decide.py"
+    return "\n".join([
+        "# Generated by components/ids_config: a ban is a decision file, nothing else (no firewall here).",
+        "[Definition]",
+        "actionstart =",
+        "actionstop =",
+        "actioncheck =",
+        f"actionban = {decide} ban <ip> <bantime> <jail>",
+        f"actionunban = {decide} unban <ip> <bantime> <jail>",
+        "[Init]",
+        "jail = default",
+        "",
+    ])
+
+
+def _program(name: str) -> str:
+    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+
+
+def bundle(
+    settings: Settings, paths: IdsPaths = IdsPaths(), public_listeners: tuple[int, ...] = ()
+) -> dict[str, str]:
+    """Relative path (under `paths.run_dir`) -> content of every file the IDS runs with."""
+    if not public_listeners:
+        from ..nginx.conf import NginxListen
+
+        listen = NginxListen()
+        public_listeners = (listen.http, listen.https)
+    files = {
+        "conf/fail2ban.conf": fail2ban_conf(paths),
+        "conf/jail.conf": jail_conf(settings, paths),
+        f"conf/action.d/{ACTION}.conf": action_conf(paths),
+        "allow-list": "\n".join(allow_list(settings)) + "\n",
+        "paths.json": json.dumps({**asdict(paths), "conf_dir": paths.conf_dir, "jails": list(JAILS)},
+                                 indent=2, sort_keys=True) + "\n",
+        "decide.py": _program("decide.py"),
+        "supervise.py": _program("supervise.py"),
+    }
+    for jail in JAILS:
+        files[f"conf/filter.d/paper-trading-{jail}.conf"] = filter_conf(jail, settings, public_listeners)
+    return files
