@@ -31,6 +31,8 @@ TOOL_PACKAGES = {
     "curl": "curl",
     "debootstrap": "debootstrap",
     "docker": "docker.io",
+    "fail2ban-client": "fail2ban",
+    "fail2ban-server": "fail2ban",
     "flock": "util-linux",
     "hey": "hey",
     "ip": "iproute2",

@@ -104,6 +104,9 @@ def loopback_edits(root: Path, ports: Ports, upstreams: Mapping[str, int]) -> li
             1,
         ),
         Edit("root /var/www/acme;", f"root {root}/acme;", 1),
+        # the IDS's copy of the access log on the proxy-logs volume -> the temp dir (issue 14, part 2)
+        Edit("access_log /var/log/paper-trading/access.log audit;",
+             f"access_log {root}/access.log audit;", 1),
     ]
     # Docker-DNS aliases app-<color>:3000 (live and preview maps) -> the apps on loopback
     for color, port in upstreams.items():
@@ -115,7 +118,8 @@ def assert_loopback_only(conf: str) -> None:
     """Nothing of the container is left: every listener on loopback, no container path or alias."""
     listens = re.findall(r"^\s*listen\s+(\S+)", conf, re.M)
     assert listens and all(spec.startswith("127.0.0.1:") for spec in listens), listens
-    for leftover in ("/run/tls/", "/etc/paper-trading/", "/var/cache/nginx", "/tmp/nginx.pid", '"app-'):
+    for leftover in ("/run/tls/", "/etc/paper-trading/", "/var/cache/nginx", "/tmp/nginx.pid", '"app-',
+                     "/var/log/paper-trading"):
         assert leftover not in conf, f"{leftover!r} still in the loopback config"
 
 

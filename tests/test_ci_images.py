@@ -123,7 +123,12 @@ class CiStack:
     def volume(self, rendered: str) -> str:
         if rendered not in self.volumes:
             name = f"{self.prefix}-{rendered}"
-            self.client.volumes.create(name, labels=self.labels)
+            # A rendered volume with driver options (the security layer's tmpfs volumes, owned
+            # by their writer: components/volumes.py RUNTIME_VOLUMES) is created with them.
+            spec = next((v.inputs for v in self.graph.of_type("docker:index/volume:Volume")
+                         if v.inputs.get("name") == rendered), {})
+            self.client.volumes.create(name, labels=self.labels, driver=spec.get("driver") or "local",
+                                       driver_opts=dict(spec.get("driverOpts") or {}) or None)
             self.volumes[rendered] = name
         return self.volumes[rendered]
 

@@ -135,6 +135,11 @@ CASES: list[Case] = [
          ["1m", "70m"], "2m", {"job": "node", "instance": "n"}, "A backup run failed in the last hour"),
 ]
 
+# The IDS's alerts (issue 14, part 2): their cases live with the IDS tests.
+from tests.ids_rule_cases import ids_case_rows  # noqa: E402
+
+CASES += [Case(*row) for row in ids_case_rows()]
+
 # A backup that keeps reporting success: BackupMetricsMissing must stay silent (separate group).
 BACKUP_PRESENT = Case(
     "BackupMetricsMissing",

@@ -12,7 +12,7 @@ import pytest
 from components.config import Settings, parse_settings
 from components.nginx import ROUTING_PATH, render_nginx_conf, render_routing
 from components.nginx.conf import CONF_PATH
-from components.proxy import preview_url, public_url
+from components.proxy import preview_url, proxy_paths, public_url
 from tools.render import ROOT, Graph, Resource, evaluate, stack_config
 
 CONTAINER = "docker:index/container:Container"
@@ -121,8 +121,13 @@ def test_hardening_image_and_options(rendered_proxy: Any) -> None:
     test = inputs["healthcheck"]["tests"]
     assert test[0] == "CMD-SHELL" and "127.0.0.1:8081/nginx-health" in test[1]
     assert {"/tmp", "/var/cache/nginx", "/var/run"} <= set(inputs["tmpfs"])
-    assert [v["containerPath"] for v in inputs["volumes"]] == ["/etc/paper-trading/nginx"]
-    assert inputs["command"][:4] == ["nginx", "-e", "stderr", "-c"]
+    # The IDS's access-log file (issue 14, part 2): the proxy-logs volume and a rotation loop beside nginx.
+    ids = settings.security.ids.enabled
+    assert [v["containerPath"] for v in inputs["volumes"]] == [
+        "/etc/paper-trading/nginx", *(["/var/log/paper-trading"] if ids else [])]
+    assert inputs["command"][:4] == (["sh", "-c", inputs["command"][2], "/var/log/paper-trading/access.log"]
+                                     if ids else ["nginx", "-e", "stderr", "-c"])
+    assert inputs["command"][-1] == "/etc/paper-trading/nginx/nginx.conf" or not ids
     assert proxy.options["deleteBeforeReplace"] is True
     image = [r for r in graph.of_type("docker:index/remoteImage:RemoteImage") if r.parent == proxy.parent]
     assert [r.inputs["name"] for r in image] == [settings.images.nginx]
@@ -139,7 +144,8 @@ def test_hardening_image_and_options(rendered_proxy: Any) -> None:
 def test_uploads_are_the_rendered_config(rendered_proxy: Any) -> None:
     _, _, settings, proxy = rendered_proxy
     uploads = {u["file"]: u["content"] for u in proxy.inputs["uploads"]}
-    assert uploads == {CONF_PATH: render_nginx_conf(settings), ROUTING_PATH: render_routing(None, None)}
+    assert uploads == {CONF_PATH: render_nginx_conf(settings, proxy_paths(settings)),
+                       ROUTING_PATH: render_routing(None, None)}
     assert "none" in uploads[ROUTING_PATH], "the bootstrap routing must promote nothing"
 
 

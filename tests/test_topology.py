@@ -72,6 +72,7 @@ LAYOUT = {
     "log-collector": {"monitoring"},
     "node-exporter": {"metrics"}, "blackbox-exporter": {"metrics"}, "nginx-exporter": {"metrics"},
     "postgres-exporter": {"backend", "metrics"}, "redis-exporter": {"backend", "metrics"},
+    "ids": {"metrics"},  # issue 14, part 2: scraped there, calls nobody
 }
 
 
