@@ -46,7 +46,7 @@ BAN_SECONDS = 20
 #: How long after the last offending request the decision file must exist: fail2ban polls the
 #: log every second; the rest is margin for a loaded CI host.
 BAN_WINDOW_SECONDS = 8.0
-CLIENTS = ("scanner", "brute", "injector", "clean", "allowed")
+CLIENTS = ("scanner", "brute", "injector", "clean", "allowed", "burster")
 PROBE_PATHS = (
     "/wp-login.php", "/.env", "/.git/config", "/phpmyadmin/index.php", "/cgi-bin/test.cgi",
     "/admin/config.php", "/vendor/phpunit/eval-stdin.php", "/actuator/env", "/server-status",
@@ -327,6 +327,17 @@ def test_injection_probes_are_banned(world: World) -> None:
     assert decision is not None and decision[1] == "injection", decision
 
 
+def test_burst_of_4xx_is_banned(world: World) -> None:
+    """Ordinary (non-probe) paths that do not exist, fast: the `errors` jail."""
+    burster = world.clients["burster"]
+    errors = world.settings.security.ids.errors
+    paths = tuple(f"/api/orders/{n}/missing" for n in range(errors.max_retry + 5))
+    codes = fetch(burster, world.base(burster), paths)
+    assert all(400 <= code < 500 for code in codes) and len(codes) == errors.max_retry + 5, codes
+    decision = world.wait_decision(burster)
+    assert decision is not None and decision[1] == "errors", decision
+
+
 def test_allow_listed_address_is_never_banned(world: World) -> None:
     allowed = world.clients["allowed"]
     codes = fetch(allowed, world.base(allowed), PROBE_PATHS + INJECTIONS)
@@ -341,7 +352,7 @@ def test_clean_client_keeps_working_and_is_never_banned(world: World) -> None:
     assert fetch(clean, world.base(clean), ("/", "/api/ping") * 10) == [200] * 20
     assert world.decision(clean) is None
     banned = sorted(p.name for p in Path(world.paths.decisions_dir).iterdir() if not p.name.startswith("."))
-    expected = sorted(world.clients[n].address for n in ("scanner", "brute", "injector"))
+    expected = sorted(world.clients[n].address for n in ("scanner", "brute", "injector", "burster"))
     assert banned == expected
 
 
@@ -349,10 +360,9 @@ def test_bans_are_metrics(world: World) -> None:
     # The supervisor refreshes every second (heartbeat_seconds=1 here).
     time.sleep(1.5)
     found = metrics(world)
-    for jail in ("probe", "auth", "injection"):
+    for jail in ("probe", "auth", "injection", "errors"):
         assert found[f'paper_trading_ids_bans_total{{jail="{jail}"}}'] >= 1, found
-    assert found['paper_trading_ids_bans_total{jail="errors"}'] == 0, found
-    assert found["paper_trading_ids_active_bans"] == 3, found
+    assert found["paper_trading_ids_active_bans"] == 4, found
     assert time.time() - found["paper_trading_ids_heartbeat_timestamp_seconds"] < 5
 
 
