@@ -227,9 +227,15 @@ class DockerEnv:
         published = {int(p["internal"]) for p in i.get("ports") or []}
         if not {LISTEN.http, LISTEN.preview} <= published:
             raise RuntimeError(f"the program publishes proxy ports {sorted(published)}")
+        keywords = hardening(res)
+        # The IDS's access-log file lives on the proxy-logs volume (a tmpfs owned by nginx's uid):
+        # here a tmpfs with the same owner at the rendered path (issue 14, part 2).
+        for vol in i.get("volumes") or []:
+            if str(vol.get("volumeName") or "").endswith("-proxy-logs"):
+                keywords["tmpfs"] = {**(keywords["tmpfs"] or {}), vol["containerPath"]: "rw,uid=101,gid=101"}
         container = self.client.containers.create(
             self.base_image, command=i["command"], name=owner, hostname=i["hostname"],
-            labels={**res.label_map, TEST_LABEL: self.prefix}, **hardening(res),
+            labels={**res.label_map, TEST_LABEL: self.prefix}, **keywords,
             volumes={f"{self.prefix}-proxy-conf": {"bind": CONF_DIR, "mode": "rw"}},
             network=self.network,
             ports={f"{port}/tcp": ("127.0.0.1", None) for port in sorted(published)},

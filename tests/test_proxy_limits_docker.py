@@ -190,7 +190,9 @@ def test_rendered_config_passes_nginx_t_in_the_image(client: Any, stack: str) ->
     container = client.containers.create(
         image, command=["nginx", "-t", "-e", "stderr", "-c", CONF_PATH], user=res.inputs["user"],
         network_mode="none", extra_hosts=hosts or None, labels={"paper-trading.proxy-limits-test": stack},
-        tmpfs={"/var/cache/nginx": "rw,uid=101,gid=101", "/tmp": "rw"},
+        # /var/log/paper-trading: the proxy-logs volume (a tmpfs owned by 101) the access-log file is on.
+        tmpfs={"/var/cache/nginx": "rw,uid=101,gid=101", "/tmp": "rw",
+               "/var/log/paper-trading": "rw,uid=101,gid=101"},
     )
     try:
         assert container.put_archive("/", archive.getvalue())
