@@ -46,7 +46,9 @@ _PERMISSION_WORDS = ("PERMISSION", "SCOPE")
 _ENDPOINT_WORDS = ("URL", "HOST", "ENDPOINT", "DOMAIN")
 _BAD_PERMISSION_VALUES = ("TRADE", "TRADING", "WITHDRAW", "TRANSFER", "WRITE", "FULL", "ADMIN")
 _NON_ALNUM = re.compile(r"[^A-Z0-9]+")
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s,;'\"]+")
+# The scheme is bounded: an unbounded run made findall quadratic on long base64-like env values,
+# and a longer "scheme" still matches from its last 32 characters, so no URL is missed.
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,31}://[^\s,;'\"]+")
 
 
 def _say(report: ReportViolation, message: str) -> None:

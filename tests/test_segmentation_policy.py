@@ -99,7 +99,7 @@ def test_app_on_a_control_plane_network_is_refused(network: str) -> None:
     (message,) = [v.message for v in found if v.policy == RULE and v.name == app.name]
     assert f"joins network {network!r}" in message
     on_net = sorted(_labels(r)["paper-trading.service"] for r in graph.containers
-                    if network in [n["name"] for n in r.inputs["networksAdvanced"]]
+                    if network in [n["name"] for n in r.inputs.get("networksAdvanced") or []]
                     and _labels(r)["paper-trading.service"] in CONTROL_PLANE)
     assert _shared(resources) == [Shared(app.inputs["name"], network, tuple(on_net))]
     assert [v.message for v in found if v.policy == GRAPH_RULE] == [_shared(resources)[0].message()]
