@@ -127,47 +127,40 @@ POLICIES: list[ResourceValidationPolicy] = [
     _policy("container-restart-bounded", hardening.check_restart_bounded, ADVISORY, LOW, _cis("5.14")),
 ]
 
+def _stack_policy(name: str, check: Callable[[StackValidationArgs, ReportViolation], None],
+                  remediation: str) -> StackValidationPolicy:
+    """A mandatory, critical stack policy whose description is its check's first docstring line."""
+    return StackValidationPolicy(
+        name=name,
+        description=(check.__doc__ or "").strip().splitlines()[0],
+        validate=fail_closed(name, check),
+        enforcement_level=MANDATORY,
+        severity=CRITICAL,
+        tags=["paper-trading"],
+        remediation_steps=remediation,
+    )
+
+
 STACK_POLICIES: list[StackValidationPolicy] = [
     # Traffic moves only through an enabled promotion gate (docs/policies.md).
-    StackValidationPolicy(
-        name="promotion-gated",
-        description=(gating.check_promotion_gated.__doc__ or "").strip().splitlines()[0],
-        validate=fail_closed("promotion-gated", gating.check_promotion_gated),
-        enforcement_level=MANDATORY,
-        severity=CRITICAL,
-        tags=["paper-trading"],
-        remediation_steps="Build the gate and the routing switch as __main__.py does: routing's liveColor "
-                          "is the gate's approvedColor; never disable the gate or skip safety/health checks.",
+    _stack_policy(
+        "promotion-gated", gating.check_promotion_gated,
+        "Build the gate and the routing switch as __main__.py does: routing's liveColor "
+        "is the gate's approvedColor; never disable the gate or skip safety/health checks.",
+    ),
+    # The same property as monitoring-segmented over the whole graph, each (app, network) pair named.
+    _stack_policy(
+        "monitoring-segmented-graph", segmentation.check_monitoring_segmented_stack,
+        "Keep app containers off every network that holds Prometheus, Alertmanager, "
+        "Loki or Grafana (docs/monitoring.md, Networks).",
+    ),
+    # One owner of the firewall table (issue 14, part 1).
+    _stack_policy(
+        "host-guard-single", host_guard.check_host_guard_single,
+        "Build one Firewall component (components/firewall.py); no other container "
+        "carries the host-guard role.",
     ),
 ]
-
-STACK_POLICIES.append(
-    # The same property over the whole graph, each offending (app, network) pair named.
-    StackValidationPolicy(
-        name="monitoring-segmented-graph",
-        description=(segmentation.check_monitoring_segmented_stack.__doc__ or "").strip().splitlines()[0],
-        validate=fail_closed("monitoring-segmented-graph", segmentation.check_monitoring_segmented_stack),
-        enforcement_level=MANDATORY,
-        severity=CRITICAL,
-        tags=["paper-trading"],
-        remediation_steps="Keep app containers off every network that holds Prometheus, Alertmanager, "
-                          "Loki or Grafana (docs/monitoring.md, Networks).",
-    ),
-)
-
-STACK_POLICIES.append(
-    # One owner of the firewall table (issue 14, part 1).
-    StackValidationPolicy(
-        name="host-guard-single",
-        description=(host_guard.check_host_guard_single.__doc__ or "").strip().splitlines()[0],
-        validate=fail_closed("host-guard-single", host_guard.check_host_guard_single),
-        enforcement_level=MANDATORY,
-        severity=CRITICAL,
-        tags=["paper-trading"],
-        remediation_steps="Build one Firewall component (components/firewall.py); no other container "
-                          "carries the host-guard role.",
-    ),
-)
 
 ALL_POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [*POLICIES, *STACK_POLICIES]
 BY_NAME: dict[str, ResourceValidationPolicy] = {p.name: p for p in POLICIES}
