@@ -224,7 +224,8 @@ def test_flip_moves_only_gate_and_routing_with_no_failed_request(project: Engine
     project.config_set("deployment.activeColor", "green")
     steps = changed(project.preview_steps("--diff"))
     assert set(steps.values()) == {"update"}, steps
-    assert {urn.rsplit("::", 1)[-1] for urn in steps} == {"promotion-gate", "routing-switch"}
+    # The gate re-validates, the switch moves traffic, the deploy record writes this release's record.
+    assert {urn.rsplit("::", 1)[-1] for urn in steps} == {"promotion-gate", "routing-switch", "deploy-record"}
     url = project.outputs()["appUrl"]
     with _Load(url) as load:
         project.run("up", "--yes", timing="flip")
@@ -233,6 +234,26 @@ def test_flip_moves_only_gate_and_routing_with_no_failed_request(project: Engine
     assert load.colors == {"blue", "green"}
     assert project.outputs()["activeColor"] == "green"
     assert _live(url) == {"green"}
+    # The audit trail under the real engine: this up's gate verdict, switch and deploy, in that order.
+    records = _audit_records()
+    last = {rec["operation"]: rec for rec in records}
+    assert (last["gate"]["result"], last["gate"]["to"]) == ("ok", "green")
+    assert (last["switch"]["result"], last["switch"]["from"], last["switch"]["to"]) == ("ok", "blue", "green")
+    assert (last["deploy"]["result"], last["deploy"]["from"], last["deploy"]["to"]) == ("ok", "blue", "green")
+    order = [rec["operation"] for rec in records]
+    assert max(i for i, op in enumerate(order) if op == "deploy") > max(
+        i for i, op in enumerate(order) if op == "switch")
+
+
+def _audit_records() -> list[dict[str, Any]]:
+    from components import audit
+
+    out = _docker().containers.run(
+        "paper-trading-ci/postgres:15", ["sh", "-c", f"cat {audit.AUDIT_DIR}/{audit.AUDIT_FILE}"],
+        entrypoint=[], remove=True, network_mode="none",
+        volumes=[f"{audit.volume_name(PREFIX)}:{audit.AUDIT_DIR}:ro"],
+    ).decode()
+    return [audit.parse(line) for line in out.splitlines()]
 
 
 def test_release_on_the_idle_color_replaces_only_its_containers(project: EngineProject) -> None:
@@ -244,8 +265,8 @@ def test_release_on_the_idle_color_replaces_only_its_containers(project: EngineP
     project.config_set("deployment.blue.image", RELEASE_IMAGE)
     steps = changed(project.preview_steps())
     assert steps, "a new image must change something"
-    names = {urn.rsplit("::", 1)[-1] for urn in steps}
-    assert all("blue" in name for name in names), steps
+    names = {urn.rsplit("::", 1)[-1] for urn in steps} - {"deploy-record"}  # one record per release
+    assert names and all("blue" in name for name in names), steps
     before = {c.name: c.id for c in _stack_containers() if c.labels.get("paper-trading.color") == "green"}
     project.run("up", "--yes", timing="release")
     after = {c.name: c.id for c in _stack_containers() if c.labels.get("paper-trading.color") == "green"}
