@@ -85,6 +85,13 @@ def parser() -> argparse.ArgumentParser:
                    help="comma-separated ports that must answer (security.firewall; default 80,443)")
     p.add_argument("--firewall-closed-ports", default="",
                    help="comma-separated ports that must not answer (security.firewall), e.g. 9090,5432")
+    p.add_argument("--expect-work-role", choices=("standby", "active"),
+                   help="safety.background_work: standby = the color must not run consumers or schedulers "
+                   "(a candidate before promotion); active = it holds the work (after promotion); "
+                   "default: inferred from the app's liveColor")
+    p.add_argument("--work-enabled", choices=("true", "false"),
+                   help="whether the stack runs background work (safety.background_work: with false a "
+                   "live color may report role disabled; with true a disabled color fails)")
     p.add_argument("--ca-file", help="PEM bundle of CAs to trust for the target")
     p.add_argument(
         "--insecure", action="store_true", help="do not verify TLS certificates (skips security.certificate)"
@@ -150,6 +157,8 @@ def options_from(args: argparse.Namespace, env: Mapping[str, str]) -> Validation
         "firewall_address": args.firewall_address,
         "firewall_open_ports": _ports(args.firewall_open_ports, "--firewall-open-ports"),
         "firewall_closed_ports": _ports(args.firewall_closed_ports, "--firewall-closed-ports"),
+        "expect_work_role": args.expect_work_role,
+        "work_enabled": None if args.work_enabled is None else args.work_enabled == "true",
         "ca_file": args.ca_file,
         "insecure": args.insecure,
         "server_name": env.get("VALIDATION_SERVER_NAME") or None,

@@ -94,6 +94,15 @@ class ValidationOptions(_Model):
     firewall_address: str | None = None
     firewall_open_ports: tuple[int, ...] = (80, 443)
     firewall_closed_ports: tuple[int, ...] = ()
+    #: safety.background_work: the role the validated color must have. "standby": it must not
+    #: work (a candidate before promotion); "active": it holds the work (after promotion, the
+    #: switch's post-promotion checks). None: inferred from the app's `liveColor` (active when
+    #: it names the validated color, standby otherwise).
+    expect_work_role: Literal["standby", "active"] | None = None
+    #: Whether the stack runs background work (queues or schedulers configured). The app's
+    #: role "disabled" passes after promotion only when this is False; with True a disabled
+    #: candidate fails too. None: not stated (a disabled live color then fails).
+    work_enabled: bool | None = None
 
     @field_validator("firewall_address")
     @classmethod
