@@ -214,9 +214,23 @@ def test_help_documents_every_check() -> None:
         ["--base-url", "http://127.0.0.1:1", "--timeout", "soon"],
         ["--base-url", "http://127.0.0.1:1", "--insecure", "--ca-file", "/etc/hostname"],
         ["--base-url", "http://127.0.0.1:1", "--ca-file", "/nonexistent.pem"],
+        ["--base-url", "http://127.0.0.1:1", "--expect-work-role", "leader"],
+        ["--base-url", "http://127.0.0.1:1", "--work-enabled", "maybe"],
     ],
 )
 def test_bad_usage_exits_2(args: list[str]) -> None:
     result = run_cli(*args)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "error" in result.stderr
+
+
+def test_work_flags_reach_the_options() -> None:
+    from validation.__main__ import options_from, parser
+
+    base = ["--base-url", "http://127.0.0.1:1"]
+    unset = options_from(parser().parse_args(base), {})
+    assert (unset.expect_work_role, unset.work_enabled) == (None, None)
+    for role, enabled, want in (("standby", "true", True), ("active", "false", False)):
+        args = parser().parse_args([*base, "--expect-work-role", role, "--work-enabled", enabled])
+        options = options_from(args, {})
+        assert (options.expect_work_role, options.work_enabled) == (role, want)
