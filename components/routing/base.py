@@ -1,0 +1,54 @@
+"""What every part of the switch shares: the error, the endpoint, the result, the markers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..config import Color
+
+COLOR_HEADER = "X-Deployment-Color"
+#: The value the live listener reports while nothing is promoted.
+NONE = "none"
+#: Consecutive fresh-connection responses that must show the new color, over at least
+#: CONFIRM_SETTLE_S seconds (longer than nginx's 100 ms old/new worker overlap on a reload).
+CONFIRM_STREAK = 3
+CONFIRM_SETTLE_S = 0.3
+#: Inputs whose change re-applies the routing (nothing ever forces a replace).
+#: Marks the switch among dynamic resources (the `promotion-gated` policy looks for it).
+SWITCH_KIND = "paper-trading:routing-switch"
+SWITCH_INPUTS = ("liveColor", "previewColor", "proxyContainerId", "proxyContainerName", "renderedFiles")
+
+
+class RoutingError(Exception):
+    """A switch that did not happen (or was undone); the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the switch is confirmed and checked: the proxy's public listener."""
+
+    url: str
+    ca_file: str | None = None
+    insecure: bool = False
+    host_header: str | None = None
+    probe_path: str = "/health"
+
+    def verify(self) -> bool | str:
+        if self.insecure:
+            return False
+        return self.ca_file or True
+
+
+@dataclass(frozen=True)
+class SwitchResult:
+    live: Color
+    preview: Color | None
+    previous_live: str | None
+    switch_ms: float
+    #: Milliseconds per step (read, write_test_reload, confirm), for the benchmark and logs.
+    steps: dict[str, float] = field(default_factory=dict)
+
+
+#: (endpoint, color) -> failure messages; empty means the checks passed.
+Checker = Callable[[Endpoint, Color], list[str]]

@@ -1,0 +1,128 @@
+"""The emergency CLI: `python -m components.routing switch|show ...` (same code as the resource)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, cast
+
+from ..audit import ACTOR_ENV, Auditor
+from ..config import Color
+from .base import NONE, Endpoint, RoutingError
+from .docker_side import LOCK_WAIT_S, current, docker_client
+from .listener import validation_checks
+from .switching import switch
+
+# Why a Docker client call failed, as the first matching phrase of the client's (long) message.
+_ENGINE_PROBLEMS = (
+    ("Connection refused", "connection refused"),
+    ("No such file or directory", "no socket at that path"),
+    ("Permission denied", "permission denied (run as root or as a member of the docker group)"),
+    ("timed out", "timed out"),
+    ("Name or service not known", "host name not found"),
+    ("Temporary failure in name resolution", "host name not found"),
+    ("No route to host", "no route to host"),
+)
+
+
+def _engine_failure(exc: BaseException) -> str | None:
+    """One line for an exception from the Docker client (None: not a Docker problem)."""
+    import os
+
+    import docker.errors
+    import requests
+
+    if isinstance(exc, docker.errors.APIError):
+        return f"the Docker Engine refused a request: {exc.explanation or exc}"
+    if not isinstance(exc, docker.errors.DockerException | requests.exceptions.ConnectionError):
+        return None
+    text = str(exc)
+    why = next((short for needle, short in _ENGINE_PROBLEMS if needle in text), None)
+    if why is None:
+        first = text.splitlines()[0] if text else type(exc).__name__
+        why = first if len(first) <= 160 else first[:159] + "…"
+    host = os.environ.get("DOCKER_HOST") or "unset, so the local socket unix:///var/run/docker.sock"
+    return (
+        f"cannot reach the Docker Engine (DOCKER_HOST={host}): {why}; start dockerd, or set DOCKER_HOST to "
+        "the engine that runs the proxy"
+    )
+
+
+def cli_auditor(args: argparse.Namespace, client: Any = None) -> Auditor | None:
+    """The emergency CLI's audit writer: volume, image and stack found from the proxy's name.
+
+    Without an audit volume or a writer image it says so on stderr and records nothing
+    (an emergency switch must not wait for the audit trail).
+    """
+    import docker.errors
+
+    from ..audit import STACK_LABEL_KEY, AuditTarget, volume_name
+
+    client = client or docker_client()
+    prefix = args.container.removesuffix("-proxy")
+    volume = args.audit_volume or volume_name(prefix)
+    image = args.audit_image
+    stack = prefix
+    try:
+        client.volumes.get(volume)
+        stack = client.containers.get(args.container).labels.get(STACK_LABEL_KEY) or prefix
+        if not image:
+            image = client.containers.get(f"{prefix}-backup").attrs["Config"]["Image"]
+    except docker.errors.NotFound as exc:
+        print(f"routing: audit: not recorded ({exc.explanation or exc}); pass --audit-volume/--audit-image",
+              file=sys.stderr)
+        return None
+    target = AuditTarget(stack=stack, volume=volume, image=str(image))
+    return Auditor.for_target(target, actor=args.actor, client=client)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m components.routing",
+        description="Switch or show the live color directly on the proxy (same code as the resource).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    go = sub.add_parser("switch", help="make a color live: write, nginx -t, reload, confirm, check")
+    go.add_argument("--to", required=True, choices=["blue", "green"])
+    go.add_argument("--preview", choices=["blue", "green", "none"], help="default: the other color")
+    go.add_argument("--container", required=True, help="the proxy container, e.g. paper-trading-proxy")
+    go.add_argument("--url", help="public listener to confirm on, e.g. https://trading.example.com")
+    go.add_argument("--ca-file")
+    go.add_argument("--insecure", action="store_true", help="skip TLS verification when confirming")
+    go.add_argument("--host-header")
+    go.add_argument("--no-checks", action="store_true", help="skip the post-promotion checks")
+    go.add_argument("--lock-wait", type=float, default=LOCK_WAIT_S, metavar="SECONDS",
+                    help=f"wait this long for a switch in progress (default {LOCK_WAIT_S:g})")
+    go.add_argument("--actor", help=f"who the audit record names (default: ${ACTOR_ENV}, else the OS user)")
+    go.add_argument("--audit-volume", metavar="VOLUME",
+                    help="audit volume (default: <prefix>-audit-data, the prefix from --container)")
+    go.add_argument("--audit-image", metavar="IMAGE",
+                    help="image of the one-shot audit writer (default: the <prefix>-backup container's)")
+    go.add_argument("--no-audit", action="store_true", help="do not append an audit record")
+    show = sub.add_parser("show", help="print the routing file the proxy serves from")
+    show.add_argument("--container", required=True)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "show":
+            print(current(args.container), end="")
+            return 0
+        live = cast(Color, args.to)
+        preview_arg: str | None = args.preview or ("green" if live == "blue" else "blue")
+        preview = None if preview_arg == NONE else cast(Color, preview_arg)
+        endpoint = Endpoint(args.url, args.ca_file, args.insecure, args.host_header) if args.url else None
+        checker = None if args.no_checks or endpoint is None else validation_checks
+        auditor = None if args.no_audit else cli_auditor(args)
+        result = switch(args.container, live, preview, endpoint, checker=checker, lock_wait_s=args.lock_wait,
+                        audit=auditor, operation="emergency-switch")
+    except RoutingError as exc:
+        print(f"routing: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        problem = _engine_failure(exc)
+        if problem is None:
+            raise
+        print(f"routing: {problem}", file=sys.stderr)
+        return 1
+    confirmed = "confirmed" if endpoint else "not confirmed (no --url)"
+    print(f"routing: live {result.previous_live} -> {result.live} in {result.switch_ms:.0f} ms, {confirmed}")
+    return 0

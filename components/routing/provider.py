@@ -1,0 +1,137 @@
+"""The Pulumi side: the dill-pickled dynamic provider, its arguments and the `Routing` component.
+
+The SDK pickles the provider by reference to its class's module and name. Both stay
+`components.routing.RoutingProvider` (the package re-exports it and the class says so in
+`__module__`), so the state of existing stacks, the `promotion-gated` policy (which reads the
+pickled name) and tools/render keep finding it wherever the code lives inside the package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+import pulumi
+import pulumi.dynamic as dyn
+
+from ..audit import Auditor
+from ..config import Color
+from ..nginx.routing import ROUTING_PATH, render_routing
+from .base import SWITCH_INPUTS, SWITCH_KIND, Endpoint
+from .docker_side import current, live_color_of
+from .listener import validation_checks
+from .switching import switch
+
+
+def _endpoint(props: dict[str, Any]) -> Endpoint | None:
+    url = props.get("publicUrl")
+    if not url:
+        return None
+    return Endpoint(
+        url=str(url), ca_file=props.get("caFile") or None, insecure=bool(props.get("insecure")),
+        host_header=props.get("hostHeader") or None, probe_path=str(props.get("probePath") or "/health"),
+    )
+
+
+def _apply_props(props: dict[str, Any]) -> dict[str, Any]:
+    from ..audit import AuditTarget
+
+    live = cast(Color, props["liveColor"])
+    preview = cast(Color | None, props.get("previewColor") or None)
+    result = switch(
+        str(props["proxyContainerName"]), live, preview, _endpoint(props),
+        checker=validation_checks if props.get("postPromotionChecks", True) else None,
+        audit=Auditor.for_target(AuditTarget.from_props(props.get("audit"))),
+    )
+    return {**props, "previousLiveColor": result.previous_live, "switchMs": round(result.switch_ms, 1)}
+
+
+class RoutingProvider(dyn.ResourceProvider):
+    """CRUD for the routing choice; diff never asks for a replace."""
+
+    serialize_as_secret_always = False
+
+    def create(self, props: dict[str, Any]) -> dyn.CreateResult:
+        outs = _apply_props(props)
+        return dyn.CreateResult(id_=f"{props['proxyContainerName']}-routing", outs=outs)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.DiffResult:
+        changed = [key for key in SWITCH_INPUTS if olds.get(key) != news.get(key)]
+        return dyn.DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
+        return dyn.UpdateResult(outs=_apply_props(news))
+
+    def read(self, id_: str, props: dict[str, Any]) -> dyn.ReadResult:
+        """Refresh reports the color the proxy really serves (e.g. after an emergency switch)."""
+        try:
+            live = live_color_of(current(str(props["proxyContainerName"])))
+        except Exception:  # noqa: BLE001 - no engine or no proxy: keep the recorded state
+            return dyn.ReadResult(id_, props)
+        if live in ("blue", "green"):
+            props = {**props, "liveColor": live}
+        return dyn.ReadResult(id_, props)
+
+    def delete(self, _id: str, _props: dict[str, Any]) -> None:
+        """Leave traffic as it is: deleting the record must not take the site down."""
+
+    def render_outputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Offline stand-in for create (tools/render.py): what create would report, no engine."""
+        return {**inputs, "previousLiveColor": None, "switchMs": 0.0}
+
+
+# Pickled by reference as `components.routing.RoutingProvider` (see the module docstring).
+RoutingProvider.__module__ = "components.routing"
+
+
+@dataclass(frozen=True)
+class RoutingArgs:
+    proxy_container_name: pulumi.Input[str]
+    #: The proxy's identity: a replaced proxy (bootstrap routing) gets the choice applied again.
+    proxy_container_id: pulumi.Input[str]
+    #: The color the gate approved.
+    live_color: pulumi.Input[str]
+    preview_color: pulumi.Input[str | None]
+    public_url: pulumi.Input[str]
+    ca_file: str | None = None
+    insecure: bool = False
+    host_header: str | None = None
+    probe_path: str = "/health"
+    post_promotion_checks: bool = True
+    #: Where switches are recorded (`AuditTarget.props()`); None: not recorded.
+    audit: dict[str, Any] | None = None
+
+
+class RoutingSwitch(dyn.Resource):
+    """The dynamic resource (type `pulumi-python:dynamic:Resource`, as the SDK names it)."""
+
+
+def _rendered(colors: list[Any]) -> dict[str, str]:
+    live, preview = colors
+    return {ROUTING_PATH: render_routing(cast(Color | None, live), cast(Color | None, preview))}
+
+
+class Routing(pulumi.ComponentResource):
+    """Owns the live/preview choice inside the running proxy (one small update per switch)."""
+
+    def __init__(self, name: str, args: RoutingArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("paper-trading:routing:Routing", name, None, opts)
+        props: dict[str, Any] = {
+            "kind": SWITCH_KIND,
+            "proxyContainerName": args.proxy_container_name,
+            "proxyContainerId": args.proxy_container_id,
+            "liveColor": args.live_color,
+            "previewColor": args.preview_color,
+            "publicUrl": args.public_url,
+            "caFile": args.ca_file,
+            "insecure": args.insecure,
+            "hostHeader": args.host_header,
+            "probePath": args.probe_path,
+            "postPromotionChecks": args.post_promotion_checks,
+            "audit": args.audit,
+            "renderedFiles": pulumi.Output.all(args.live_color, args.preview_color).apply(_rendered),
+        }
+        self.switch = RoutingSwitch(
+            RoutingProvider(), f"{name}-switch", props, opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.register_outputs({})

@@ -1,0 +1,161 @@
+"""The switch algorithm: apply under the lock, confirm, post-promotion checks, switch back, audit."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+from ..audit import Auditor, Operation
+from ..config import Color
+from ..nginx.routing import render_routing
+from .base import Checker, Endpoint, RoutingError, SwitchResult
+from .docker_side import (
+    LOCK_STALE_S,
+    LOCK_WAIT_S,
+    TEST_FAILED,
+    Locked,
+    check_and_reload,
+    docker_client,
+    find_proxy,
+    live_color_of,
+    lock_owner,
+    release_lock,
+    swap_routing,
+)
+from .listener import confirm
+
+
+def _apply(container: Any, content: str, owner: str) -> str | None:
+    """Swap in `content`, test, reload; return the previous file.
+
+    A refused file is replaced by the previous one before anything reloads, and the
+    error carries nginx's own message.
+    """
+    previous = swap_routing(container, content, owner)
+    code, output = check_and_reload(container)
+    if code != 0:
+        if previous is not None:
+            swap_routing(container, previous, owner)
+        if code == TEST_FAILED:
+            raise RoutingError(
+                f"nginx refused the new routing (previous file restored, traffic unchanged):\n{output}"
+            )
+        raise RoutingError(f"nginx reload failed (previous file restored):\n{output}")
+    return previous
+
+
+def _apply_locked(container: Any, content: str, owner: str, wait_s: float) -> str | None:
+    """`_apply` once the switch lock is free: waits up to `wait_s` for another switch to end."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return _apply(container, content, owner)
+        except Locked as held:
+            if time.monotonic() >= deadline:
+                holder, _, age = str(held).partition(" ")
+                raise RoutingError(
+                    f"another switch ({holder}, started {age or '?'}s ago) holds the lock on "
+                    f"{container.name}; waited {wait_s:g}s, traffic unchanged. It is released when that "
+                    f"switch ends, and treated as abandoned after {LOCK_STALE_S}s"
+                ) from None
+            time.sleep(0.2)
+
+
+def switch(
+    container_name: str,
+    live: Color,
+    preview: Color | None,
+    endpoint: Endpoint | None,
+    checker: Checker | None = None,
+    client: Any = None,
+    content: str | None = None,
+    lock_wait_s: float = LOCK_WAIT_S,
+    audit: Auditor | None = None,
+    operation: Operation = "switch",
+) -> SwitchResult:
+    """Make `live` the live color of the proxy `container_name`, or fail leaving the old one.
+
+    `endpoint` None skips the confirmation (only when no listener is reachable from here);
+    `checker` None skips the post-promotion checks. `content` overrides the rendered file
+    (tests use it to hand nginx a broken one). Switches on one proxy run one at a time:
+    this one waits up to `lock_wait_s` for another to finish.
+
+    `audit`: one `operation` record (ok; refused when nothing changed; failed when it was
+    undone or broke), plus one `rollback` record when a failed confirmation or failed
+    post-promotion checks switched back.
+    """
+    start = time.monotonic()
+    steps: dict[str, float] = {}
+    seen: dict[str, Any] = {"from": None, "applied": False}
+
+    def lap(name: str) -> None:
+        steps[name] = round((time.monotonic() - start) * 1000 - sum(steps.values()), 1)
+
+    def since_start() -> float:
+        return (time.monotonic() - start) * 1000
+
+    def rollback(container: Any, previous: str | None, endpoint: Endpoint, previous_live: str | None,
+                 owner: str) -> None:
+        """Switch back, and record the rollback (one record, ok or failed)."""
+        began = time.monotonic()
+        try:
+            _revert(container, previous, endpoint, previous_live, owner)
+        except Exception as exc:
+            if audit is not None:
+                audit.record("rollback", "failed", (time.monotonic() - began) * 1000, from_=live,
+                             to=previous_live, error=str(exc))
+            raise
+        if audit is not None:
+            audit.record("rollback", "ok", (time.monotonic() - began) * 1000, from_=live, to=previous_live)
+
+    try:
+        container = find_proxy(client or docker_client(), container_name)
+        lap("find")
+        owner = lock_owner()
+        rendered = content if content is not None else render_routing(live, preview)
+        try:
+            previous = _apply_locked(container, rendered, owner, lock_wait_s)
+            previous_live = live_color_of(previous)
+            seen.update({"from": previous_live, "applied": True})
+            lap("swap_test_reload")
+            if endpoint is not None:
+                try:
+                    confirm(endpoint, live)
+                except RoutingError as exc:
+                    rollback(container, previous, endpoint, previous_live, owner)
+                    raise RoutingError(f"{exc}; switched back to {previous_live}") from None
+                lap("confirm")
+            elapsed_ms = (time.monotonic() - start) * 1000
+            if checker is not None and endpoint is not None:
+                failures = checker(endpoint, live)
+                if failures:
+                    rollback(container, previous, endpoint, previous_live, owner)
+                    raise RoutingError(
+                        f"post-promotion checks failed on {live}; switched back to {previous_live}:\n  "
+                        + "\n  ".join(failures)
+                    )
+        finally:
+            release_lock(container, owner)
+    except Exception as exc:
+        if audit is not None:
+            # Refused: nothing changed (nginx refused the file, the lock was held, no proxy).
+            refused = isinstance(exc, RoutingError) and not seen["applied"]
+            audit.record(operation, "refused" if refused else "failed", since_start(), from_=seen["from"],
+                         to=live, error=str(exc))
+        raise
+    if audit is not None:
+        audit.record(operation, "ok", since_start(), from_=previous_live, to=live)
+    return SwitchResult(live, preview, previous_live, elapsed_ms, steps)
+
+
+def _revert(
+    container: Any, previous: str | None, endpoint: Endpoint, previous_live: str | None, owner: str
+) -> None:
+    """Put the previous routing back at once (best effort confirm: the caller fails anyway)."""
+    if previous is None:
+        return
+    _apply(container, previous, owner)
+    if previous_live is not None:
+        with contextlib.suppress(RoutingError):
+            confirm(endpoint, previous_live, deadline_s=5.0)
