@@ -25,7 +25,8 @@ pytestmark = pytest.mark.docker
 ROOT = Path(__file__).resolve().parent.parent
 # What a fresh clone gives dev-up to work with.
 FILES = ("scripts/dev-up", "requirements.txt", "Pulumi.yaml", "Pulumi.dev.yaml",
-         "validation/reference_app.Dockerfile", "validation/reference_app.py")
+         "reference_app/Dockerfile", "components/__init__.py", "components/work_contract.py",
+         *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "reference_app").glob("*.py")))
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"  # where Debian puts docker, bash, coreutils; not pulumi
 APP_IMAGE = "paper-trading-reference-app:dev"
 OFFLINE_BASE = "paper-trading-base:test"
@@ -136,14 +137,14 @@ def test_offline_it_builds_the_reference_app_on_the_local_base(tmp_path: Path) -
                        f"(--build-arg BASE={OFFLINE_BASE})")
     assert f"built {APP_IMAGE} (--build-arg BASE={OFFLINE_BASE})" in said
     # The image is the Dockerfile's, layered on the local base.
-    fields = "{{json .RootFS.Layers}}|{{.Config.User}}|{{json .Config.Entrypoint}}"
+    fields = "{{json .RootFS.Layers}}|{{.Config.User}}|{{json .Config.Cmd}}"
     inspect = subprocess.run(
         ["docker", "image", "inspect", "--format", fields, APP_IMAGE, OFFLINE_BASE],
         capture_output=True, text=True, check=True,
     ).stdout.splitlines()
-    app_layers, user, entrypoint = inspect[0].split("|")
+    app_layers, user, cmd = inspect[0].split("|")
     base_layers = inspect[1].split("|")[0]
     assert app_layers.startswith(base_layers.rstrip("]"))
-    assert (user, entrypoint) == ("1000:1000", '["python3","/app/reference_app.py"]')
+    assert (user, cmd) == ("1000:1000", '["python3","-m","reference_app","--port","3000"]')
     # The stack went only as far as `pulumi up --help`: initialised in the throwaway backend.
     assert "Create or update the resources in a stack." in result.stdout

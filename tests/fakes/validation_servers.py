@@ -19,8 +19,8 @@ from typing import Any
 from tests.support import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
-REFERENCE_APP = ROOT / "validation" / "reference_app.py"
-# The app must run on a bare python3 (stdlib only): prefer the system interpreter.
+# The app must run on a bare python3 (stdlib only for HTTP; Debian's python3-pika/-redis for the
+# background work): prefer the system interpreter, run as `python3 -m reference_app` from ROOT.
 PYTHON3 = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else shutil.which("python3") or "python3"
 
 
@@ -68,8 +68,9 @@ def reference_app(
     port = port or free_port()
     full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "FAULTS": faults, **(env or {})}
     proc = subprocess.Popen(
-        [PYTHON3, str(REFERENCE_APP), "--host", "127.0.0.1", "--port", str(port), "--color", color],
+        [PYTHON3, "-m", "reference_app", "--host", "127.0.0.1", "--port", str(port), "--color", color],
         env=full_env,
+        cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -1,10 +1,9 @@
-#!/usr/bin/env python3
 """Reference implementation of the paper-trading app contract, with switchable faults.
 
-A single file, Python 3 standard library only: it is copied into a minimal image that
-only has python3, and runs as the blue/green app in Docker tests and the dev stack.
+The HTTP side is Python 3's standard library only; it runs as the blue/green app in
+Docker tests and the dev stack.
 
-    python3 reference_app.py --port 3000 --color blue
+    python3 -m reference_app --port 3000 --color blue
 
 Environment: PORT, DEPLOYMENT_COLOR, PAPER_TRADING_MODE, ALLOW_REAL_TRADES (reported as
 read; anything but PAPER_TRADING_MODE=true / ALLOW_REAL_TRADES=false is reported unsafe),
@@ -440,7 +439,3 @@ def main(argv: list[str] | None = None) -> int:
     server.serve_forever(poll_interval=0.2)
     server.server_close()
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
