@@ -127,7 +127,8 @@ def test_the_emergency_cli_records_its_actor(env: Any) -> None:
     before = len(records(env))
     proc = subprocess.run(
         [sys.executable, "-m", "components.routing", "switch", "--to", "green", "--container", env.proxy_name,
-         "--url", env.live_url, "--no-checks", "--actor", "oncall-bob", "--audit-image", WRITER_IMAGE],
+         "--url", env.live_url, "--no-checks", "--actor", "oncall-bob", "--audit-image", WRITER_IMAGE,
+         "--no-handoff"],
         cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 0, proc.stderr

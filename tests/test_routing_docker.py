@@ -107,12 +107,40 @@ def test_rollback_with_the_emergency_cli(env: Any) -> None:
     assert colors(env) == {"200:green:green"}
     proc = subprocess.run(
         [sys.executable, "-m", "components.routing", "switch", "--to", "blue",
-         "--container", env.proxy_name, "--url", env.live_url],
+         "--container", env.proxy_name, "--url", env.live_url, "--no-handoff"],
         cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 0, proc.stderr
     assert "green -> blue" in proc.stdout
     assert colors(env) == {"200:blue:blue"}
+
+
+def test_emergency_cli_without_redis_moves_nothing_unless_told_traffic_only(env: Any) -> None:
+    """No `<prefix>-redis` here: the CLI says so in one line and leaves traffic where it is."""
+    routing.switch(env.proxy_name, "blue", "green", endpoint(env), client=env.client)
+    proc = subprocess.run(
+        [sys.executable, "-m", "components.routing", "switch", "--to", "green",
+         "--container", env.proxy_name, "--url", env.live_url, "--no-checks", "--no-audit"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 1
+    [line] = proc.stderr.splitlines()
+    prefix = env.proxy_name.removesuffix("-proxy")
+    assert f"Redis container '{prefix}-redis' not found" in line and "--no-handoff" in line
+    assert colors(env) == {"200:blue:blue"}
+
+
+def test_failed_handoff_switches_traffic_back(env: Any) -> None:
+    """The work cannot move (no such Redis/RabbitMQ): traffic goes back, the error names the handoff."""
+    from components.handoff import HandoffTarget
+
+    routing.switch(env.proxy_name, "blue", "green", endpoint(env), client=env.client)
+    target = HandoffTarget(f"{env.prefix}-no-such-redis", f"{env.prefix}-no-such-rabbitmq", timeout_s=1.0)
+    with pytest.raises(routing.RoutingError, match="background-work handoff to green failed") as failed:
+        routing.switch(env.proxy_name, "green", "blue", endpoint(env), client=env.client, handoff=target)
+    assert "traffic switched back to blue" in str(failed.value)
+    assert colors(env) == {"200:blue:blue"}
+    assert routing.live_color_of(routing.current(env.proxy_name, env.client)) == "blue"
 
 
 def test_broken_routing_file_is_refused_and_traffic_untouched(env: Any) -> None:
@@ -166,7 +194,7 @@ def test_missing_proxy_container_gives_a_clear_error(env: Any) -> None:
         routing.switch("no-such-proxy", "green", "blue", endpoint(env), client=env.client)
     proc = subprocess.run(
         [sys.executable, "-m", "components.routing", "switch", "--to", "blue",
-         "--container", "no-such-proxy"],
+         "--container", "no-such-proxy", "--no-handoff"],
         cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 1

@@ -55,6 +55,7 @@ from .listener import (
     PUBLIC_LISTENER_SKIPS,
     confirm,
     observe,
+    post_promotion_checker,
     validation_checks,
 )
 from .provider import Routing, RoutingArgs, RoutingProvider, RoutingSwitch
@@ -65,6 +66,6 @@ __all__ = [
     "POST_PROMOTION_CATEGORIES", "PUBLIC_LISTENER_SKIPS", "ROUTING_DIR", "ROUTING_PATH", "SWITCH_INPUTS",
     "SWITCH_KIND", "Checker", "Endpoint", "Routing", "RoutingArgs", "RoutingError", "RoutingProvider",
     "RoutingSwitch", "SwitchResult", "cli_auditor", "confirm", "current", "docker_client", "find_proxy",
-    "live_color_of", "lock_owner", "main", "observe", "read_file", "switch", "validation_checks",
-    "write_file",
+    "live_color_of", "lock_owner", "main", "observe", "post_promotion_checker", "read_file", "switch",
+    "validation_checks", "write_file",
 ]

@@ -46,8 +46,12 @@ class SwitchResult:
     preview: Color | None
     previous_live: str | None
     switch_ms: float
-    #: Milliseconds per step (read, write_test_reload, confirm), for the benchmark and logs.
+    #: Milliseconds per step (find, swap..., confirm, handoff), for the benchmark and logs.
     steps: dict[str, float] = field(default_factory=dict)
+    #: From the publish until the new color held the work (None: no handoff was asked for).
+    handoff_ms: float | None = None
+    #: The epoch the handoff published (None: no handoff).
+    epoch: int | None = None
 
 
 #: (endpoint, color) -> failure messages; empty means the checks passed.

@@ -8,9 +8,10 @@ from typing import Any, cast
 
 from ..audit import ACTOR_ENV, Auditor
 from ..config import Color
+from ..handoff import DEFAULT_TIMEOUT_S, HandoffTarget
 from .base import NONE, Endpoint, RoutingError
-from .docker_side import LOCK_WAIT_S, current, docker_client
-from .listener import validation_checks
+from .docker_side import LOCK_WAIT_S, current, docker_client, find_proxy
+from .listener import post_promotion_checker
 from .switching import switch
 
 # Why a Docker client call failed, as the first matching phrase of the client's (long) message.
@@ -76,6 +77,31 @@ def cli_auditor(args: argparse.Namespace, client: Any = None) -> Auditor | None:
     return Auditor.for_target(target, actor=args.actor, client=client)
 
 
+def cli_handoff(args: argparse.Namespace, client: Any = None) -> HandoffTarget:
+    """Where the emergency switch hands the work over: containers named from the proxy's prefix.
+
+    A missing container is a RoutingError before anything moves (the switch would fail
+    half-way otherwise); `--no-handoff` is the way to move traffic alone.
+    """
+    import docker.errors
+
+    client = client or docker_client()
+    find_proxy(client, args.container)  # a wrong --container is the first thing to say
+    prefix = args.container.removesuffix("-proxy")
+    redis = args.redis_container or f"{prefix}-redis"
+    rabbitmq = args.rabbitmq_container or f"{prefix}-rabbitmq"
+    wanted = (("Redis", redis, "--redis-container"), ("RabbitMQ", rabbitmq, "--rabbitmq-container"))
+    for role, name, option in wanted:
+        try:
+            client.containers.get(name)
+        except docker.errors.NotFound:
+            raise RoutingError(
+                f"{role} container {name!r} not found, so the background work cannot be handed over; traffic "
+                f"unchanged (pass {option}, or --no-handoff to move traffic only)"
+            ) from None
+    return HandoffTarget(redis, rabbitmq, args.handoff_timeout)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m components.routing",
@@ -99,6 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     go.add_argument("--audit-image", metavar="IMAGE",
                     help="image of the one-shot audit writer (default: the <prefix>-backup container's)")
     go.add_argument("--no-audit", action="store_true", help="do not append an audit record")
+    go.add_argument("--redis-container", metavar="NAME",
+                    help="Redis holding the live color and the work lease (default: <prefix>-redis)")
+    go.add_argument("--rabbitmq-container", metavar="NAME",
+                    help="RabbitMQ whose consumers are checked (default: <prefix>-rabbitmq)")
+    go.add_argument("--handoff-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                    help=f"how long the new color has to take the work (default {DEFAULT_TIMEOUT_S:g})")
+    go.add_argument("--no-handoff", action="store_true",
+                    help="move traffic only, not the background work (e.g. no Redis on this stack)")
     show = sub.add_parser("show", help="print the routing file the proxy serves from")
     show.add_argument("--container", required=True)
     args = parser.parse_args(argv)
@@ -110,10 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         preview_arg: str | None = args.preview or ("green" if live == "blue" else "blue")
         preview = None if preview_arg == NONE else cast(Color, preview_arg)
         endpoint = Endpoint(args.url, args.ca_file, args.insecure, args.host_header) if args.url else None
-        checker = None if args.no_checks or endpoint is None else validation_checks
+        handoff = None if args.no_handoff else cli_handoff(args)
+        checker = None if args.no_checks or endpoint is None else post_promotion_checker(handoff is not None)
         auditor = None if args.no_audit else cli_auditor(args)
         result = switch(args.container, live, preview, endpoint, checker=checker, lock_wait_s=args.lock_wait,
-                        audit=auditor, operation="emergency-switch")
+                        audit=auditor, operation="emergency-switch", handoff=handoff)
     except RoutingError as exc:
         print(f"routing: {exc}", file=sys.stderr)
         return 1
@@ -124,5 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"routing: {problem}", file=sys.stderr)
         return 1
     confirmed = "confirmed" if endpoint else "not confirmed (no --url)"
-    print(f"routing: live {result.previous_live} -> {result.live} in {result.switch_ms:.0f} ms, {confirmed}")
+    work = (f"work handed over in {result.handoff_ms:.0f} ms (epoch {result.epoch})"
+            if result.handoff_ms is not None else "background work not moved (--no-handoff)")
+    print(f"routing: live {result.previous_live} -> {result.live} in {result.switch_ms:.0f} ms, {confirmed}; "
+          f"{work}")
     return 0

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
 from ..config import Color
-from .base import COLOR_HEADER, CONFIRM_SETTLE_S, CONFIRM_STREAK, Endpoint, RoutingError
+from .base import COLOR_HEADER, CONFIRM_SETTLE_S, CONFIRM_STREAK, Checker, Endpoint, RoutingError
 
 
 def _fresh_client(endpoint: Endpoint, timeout: float = 2.0) -> Any:
@@ -70,10 +71,12 @@ POST_PROMOTION_CATEGORIES = ("health", "safety")
 PUBLIC_LISTENER_SKIPS = frozenset({"health.metrics", "safety.metrics"})
 
 
-def validation_checks(endpoint: Endpoint, color: Color) -> list[str]:
+def validation_checks(endpoint: Endpoint, color: Color, expect_work_role: str | None = None) -> list[str]:
     """The validation module's blocking health and safety checks, through the public listener.
 
-    Returns one line per failed blocking check (empty: all passed).
+    `expect_work_role` ("active" once the work was handed over) is passed on where the
+    validation options know it (`safety.background_work`). Returns one line per failed
+    blocking check (empty: all passed).
     """
     import asyncio
     import concurrent.futures
@@ -86,11 +89,21 @@ def validation_checks(endpoint: Endpoint, color: Color) -> list[str]:
         item.name for item, _ in applicable(probe)
         if item.category.value not in POST_PROMOTION_CATEGORIES or item.name in PUBLIC_LISTENER_SKIPS
     }
+    extra: dict[str, Any] = {}
+    if expect_work_role is not None and "expect_work_role" in ValidationOptions.model_fields:
+        extra["expect_work_role"] = expect_work_role
     options = ValidationOptions(
         base_url=endpoint.url, color=color, ca_file=endpoint.ca_file, insecure=endpoint.insecure,
-        server_name=endpoint.host_header, skip=frozenset(skip),
+        server_name=endpoint.host_header, skip=frozenset(skip), **extra,
     )
     # A fresh event loop in a worker thread: safe whether or not the caller runs one.
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         results, _, _ = pool.submit(asyncio.run, run_checks(options)).result()
     return [f"{r.name}: {r.message}" for r in results if r.blocking and r.status == "failed"]
+
+
+def post_promotion_checker(handoff: bool) -> Checker:
+    """The post-promotion checks; after a handoff they also expect the live color to hold the work."""
+    if not handoff:
+        return validation_checks
+    return functools.partial(validation_checks, expect_work_role="active")

@@ -16,10 +16,11 @@ import pulumi.dynamic as dyn
 
 from ..audit import Auditor
 from ..config import Color
+from ..handoff import HandoffTarget
 from ..nginx.routing import ROUTING_PATH, render_routing
 from .base import SWITCH_INPUTS, SWITCH_KIND, Endpoint
 from .docker_side import current, live_color_of
-from .listener import validation_checks
+from .listener import post_promotion_checker
 from .switching import switch
 
 
@@ -38,12 +39,17 @@ def _apply_props(props: dict[str, Any]) -> dict[str, Any]:
 
     live = cast(Color, props["liveColor"])
     preview = cast(Color | None, props.get("previewColor") or None)
+    handoff = HandoffTarget.from_props(props.get("handoff"))
+    checks = bool(props.get("postPromotionChecks", True))
     result = switch(
         str(props["proxyContainerName"]), live, preview, _endpoint(props),
-        checker=validation_checks if props.get("postPromotionChecks", True) else None,
+        checker=post_promotion_checker(handoff is not None) if checks else None,
         audit=Auditor.for_target(AuditTarget.from_props(props.get("audit"))),
+        handoff=handoff,
     )
-    return {**props, "previousLiveColor": result.previous_live, "switchMs": round(result.switch_ms, 1)}
+    handoff_ms = None if result.handoff_ms is None else round(result.handoff_ms, 1)
+    return {**props, "previousLiveColor": result.previous_live, "switchMs": round(result.switch_ms, 1),
+            "handoffMs": handoff_ms}
 
 
 class RoutingProvider(dyn.ResourceProvider):
@@ -77,7 +83,7 @@ class RoutingProvider(dyn.ResourceProvider):
 
     def render_outputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """Offline stand-in for create (tools/render.py): what create would report, no engine."""
-        return {**inputs, "previousLiveColor": None, "switchMs": 0.0}
+        return {**inputs, "previousLiveColor": None, "switchMs": 0.0, "handoffMs": None}
 
 
 # Pickled by reference as `components.routing.RoutingProvider` (see the module docstring).
@@ -100,6 +106,8 @@ class RoutingArgs:
     post_promotion_checks: bool = True
     #: Where switches are recorded (`AuditTarget.props()`); None: not recorded.
     audit: dict[str, Any] | None = None
+    #: Where the background work is handed over (`HandoffTarget.props()`); None: traffic only.
+    handoff: dict[str, Any] | None = None
 
 
 class RoutingSwitch(dyn.Resource):
@@ -129,6 +137,7 @@ class Routing(pulumi.ComponentResource):
             "probePath": args.probe_path,
             "postPromotionChecks": args.post_promotion_checks,
             "audit": args.audit,
+            "handoff": args.handoff,
             "renderedFiles": pulumi.Output.all(args.live_color, args.preview_color).apply(_rendered),
         }
         self.switch = RoutingSwitch(

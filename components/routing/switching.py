@@ -8,6 +8,7 @@ from typing import Any
 
 from ..audit import Auditor, Operation
 from ..config import Color
+from ..handoff import HandoffTarget, hand_over
 from ..nginx.routing import render_routing
 from .base import Checker, Endpoint, RoutingError, SwitchResult
 from .docker_side import (
@@ -73,6 +74,7 @@ def switch(
     lock_wait_s: float = LOCK_WAIT_S,
     audit: Auditor | None = None,
     operation: Operation = "switch",
+    handoff: HandoffTarget | None = None,
 ) -> SwitchResult:
     """Make `live` the live color of the proxy `container_name`, or fail leaving the old one.
 
@@ -81,13 +83,18 @@ def switch(
     (tests use it to hand nginx a broken one). Switches on one proxy run one at a time:
     this one waits up to `lock_wait_s` for another to finish.
 
+    `handoff`: once traffic is confirmed, and before the post-promotion checks, the
+    background work moves to `live` (`components.handoff.hand_over`). A failed handoff
+    switches traffic back like failed checks do, hands the work back (best effort) and
+    fails; so does a rollback after failed checks. None: traffic only.
+
     `audit`: one `operation` record (ok; refused when nothing changed; failed when it was
-    undone or broke), plus one `rollback` record when a failed confirmation or failed
-    post-promotion checks switched back.
+    undone or broke), plus one `rollback` record when a failed confirmation, a failed
+    handoff or failed post-promotion checks switched back.
     """
     start = time.monotonic()
     steps: dict[str, float] = {}
-    seen: dict[str, Any] = {"from": None, "applied": False}
+    seen: dict[str, Any] = {"from": None, "applied": False, "handed": False}
 
     def lap(name: str) -> None:
         steps[name] = round((time.monotonic() - start) * 1000 - sum(steps.values()), 1)
@@ -95,9 +102,8 @@ def switch(
     def since_start() -> float:
         return (time.monotonic() - start) * 1000
 
-    def rollback(container: Any, previous: str | None, endpoint: Endpoint, previous_live: str | None,
-                 owner: str) -> None:
-        """Switch back, and record the rollback (one record, ok or failed)."""
+    def rollback(container: Any, previous: str | None, previous_live: str | None, owner: str) -> None:
+        """Switch back (and the work, if it moved or may have), and record the rollback (one record)."""
         began = time.monotonic()
         try:
             _revert(container, previous, endpoint, previous_live, owner)
@@ -106,11 +112,17 @@ def switch(
                 audit.record("rollback", "failed", (time.monotonic() - began) * 1000, from_=live,
                              to=previous_live, error=str(exc))
             raise
+        finally:
+            if handoff is not None and seen["handed"]:
+                _hand_back(handoff, previous_live, live, client)
         if audit is not None:
             audit.record("rollback", "ok", (time.monotonic() - began) * 1000, from_=live, to=previous_live)
 
+    handoff_ms: float | None = None
+    epoch: int | None = None
     try:
-        container = find_proxy(client or docker_client(), container_name)
+        client = client or docker_client()
+        container = find_proxy(client, container_name)
         lap("find")
         owner = lock_owner()
         rendered = content if content is not None else render_routing(live, preview)
@@ -123,14 +135,26 @@ def switch(
                 try:
                     confirm(endpoint, live)
                 except RoutingError as exc:
-                    rollback(container, previous, endpoint, previous_live, owner)
+                    rollback(container, previous, previous_live, owner)
                     raise RoutingError(f"{exc}; switched back to {previous_live}") from None
                 lap("confirm")
             elapsed_ms = (time.monotonic() - start) * 1000
+            if handoff is not None:
+                seen["handed"] = True  # from here on a rollback hands the work back
+                try:
+                    moved = hand_over(handoff, live, previous_live, client=client)
+                except Exception as exc:  # HandoffError, or anything that left the work unknown
+                    rollback(container, previous, previous_live, owner)
+                    raise RoutingError(
+                        f"background-work handoff to {live} failed ({exc}); traffic switched back to "
+                        f"{previous_live}"
+                    ) from None
+                handoff_ms, epoch = moved.handoff_ms, moved.epoch
+                lap("handoff")
             if checker is not None and endpoint is not None:
                 failures = checker(endpoint, live)
                 if failures:
-                    rollback(container, previous, endpoint, previous_live, owner)
+                    rollback(container, previous, previous_live, owner)
                     raise RoutingError(
                         f"post-promotion checks failed on {live}; switched back to {previous_live}:\n  "
                         + "\n  ".join(failures)
@@ -146,16 +170,26 @@ def switch(
         raise
     if audit is not None:
         audit.record(operation, "ok", since_start(), from_=previous_live, to=live)
-    return SwitchResult(live, preview, previous_live, elapsed_ms, steps)
+    return SwitchResult(live, preview, previous_live, elapsed_ms, steps, handoff_ms=handoff_ms, epoch=epoch)
+
+
+def _hand_back(target: HandoffTarget, previous_live: str | None, live: str, client: Any) -> None:
+    """Give the work back to the color traffic went back to (best effort: the switch fails anyway).
+
+    Nothing to give back to when no color was live before (the first promotion).
+    """
+    if previous_live in ("blue", "green"):
+        with contextlib.suppress(Exception):
+            hand_over(target, str(previous_live), live, client=client)
 
 
 def _revert(
-    container: Any, previous: str | None, endpoint: Endpoint, previous_live: str | None, owner: str
+    container: Any, previous: str | None, endpoint: Endpoint | None, previous_live: str | None, owner: str
 ) -> None:
     """Put the previous routing back at once (best effort confirm: the caller fails anyway)."""
     if previous is None:
         return
     _apply(container, previous, owner)
-    if previous_live is not None:
+    if previous_live is not None and endpoint is not None:
         with contextlib.suppress(RoutingError):
             confirm(endpoint, previous_live, deadline_s=5.0)
