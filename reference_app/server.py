@@ -9,11 +9,15 @@ Environment: PORT, DEPLOYMENT_COLOR, PAPER_TRADING_MODE, ALLOW_REAL_TRADES (repo
 read; anything but PAPER_TRADING_MODE=true / ALLOW_REAL_TRADES=false is reported unsafe),
 APP_VERSION, EXCHANGES (default "binance,kucoin"), DATABASE_ADDR / REDIS_ADDR / QUEUE_ADDR
 (host:port probed over TCP for readiness), AUTH_RATE_LIMIT ("rate:burst", default "1:5"),
-FAULTS (comma list, below), SLOW_SECONDS (default 10), ADMIN_TOKEN, ACCESS_LOG=1.
+FAULTS (comma list, below), SLOW_SECONDS (default 10), ADMIN_TOKEN, ACCESS_LOG=1; background
+work (reference_app/work.py, docs/background-work.md): WORK_ENABLED, WORK_QUEUES,
+WORK_LEASE_TTL_MS, WORK_PREFETCH, WORK_TICK_MS, REDIS_HOST/PORT/PASSWORD_FILE,
+RABBITMQ_HOST/PORT/USER/PASSWORD_FILE.
 
 Faults: slow, error_5xx, not_ready, paper_mode_off, real_trades_allowed, trading_key,
 wrong_color, invalid_json, injection_5xx, injection_reflect, no_security_headers,
-no_rate_limit, dependency_down. Flip them at run time with
+no_rate_limit, dependency_down, ignore_lease (background work without the lease: the
+mutation the exactly-once tests prove the fence against). Flip them at run time with
 `POST /admin/faults {"faults": ["slow"]}` from loopback, or from anywhere with header
 `X-Admin-Token: $ADMIN_TOKEN` (no token configured = loopback only).
 """
@@ -50,6 +54,7 @@ FAULTS = frozenset(
         "no_security_headers",
         "no_rate_limit",
         "dependency_down",
+        "ignore_lease",
     }
 )
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -118,6 +123,7 @@ class State:
         self.real_blocked = 0
         self.balance = 100000.0
         self.started = time.time()
+        self.worker: Any = None  # reference_app.work.Worker when WORK_ENABLED
 
     def has(self, fault: str) -> bool:
         with self.lock:
@@ -321,7 +327,14 @@ class Handler(BaseHTTPRequestHandler):
             "exchanges": perms,
             "dependencies": deps,
             "uptimeSeconds": round(time.time() - self.state.started, 1),
+            **self._work(),
         }
+
+    def _work(self) -> dict[str, Any]:
+        worker = self.state.worker
+        if worker is None:
+            return {"role": "disabled", "epoch": None, "liveColor": None, "consumers": [], "schedulers": []}
+        return {"role": worker.role(), **worker.detailed()}
 
     def _search(self, q: str) -> None:
         if SAFE_QUERY.match(q):
@@ -399,6 +412,13 @@ class Handler(BaseHTTPRequestHandler):
             lines.append(f'http_request_duration_seconds_count{{route="{route}"}} {counts[-1]}')
         if not hist:
             lines.append('http_request_duration_seconds_bucket{route="/metrics",le="+Inf"} 0')
+        if s.worker is not None:
+            lines += s.worker.metrics()
+        else:
+            lines += [
+                "# TYPE paper_trading_worker_active gauge",
+                f'paper_trading_worker_active{{color="{s.color}"}} 0',
+            ]
         return "\n".join(lines) + "\n"
 
 
@@ -421,13 +441,23 @@ def main(argv: list[str] | None = None) -> int:
         faults = parse_faults(args.faults)
     except ValueError as exc:
         parser.error(str(exc))
-    handler = type("BoundHandler", (Handler,), {"state": State(args.color, faults)})
+    state = State(args.color, faults)
+    handler = type("BoundHandler", (Handler,), {"state": state})
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     server_class = type("BoundServer", (Server,), {"address_family": family})
     server = server_class((args.host, args.port), handler)
 
     def stop(_signum: int, _frame: Any) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()
+
+    from reference_app.work import WorkSettings
+
+    work = WorkSettings()
+    if work.enabled:
+        from reference_app.work import Worker
+
+        state.worker = Worker(args.color, work, state.has)
+        state.worker.start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -437,5 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     server.serve_forever(poll_interval=0.2)
+    if state.worker is not None:
+        state.worker.shutdown()  # stand down in order and release the lease
     server.server_close()
     return 0
