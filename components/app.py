@@ -59,6 +59,22 @@ def safety_envs(color: Color) -> list[str]:
     ]
 
 
+def work_envs(settings: Settings) -> list[str]:
+    """The background-work contract's settings (issue 15; components/work_contract.py).
+
+    The same for both colors: which color does the work is decided at run time by the Redis
+    lease, never by the deploy, so a switch replaces no container.
+    """
+    w = settings.workers
+    return [
+        f"WORK_ENABLED={'true' if w.enabled else 'false'}",
+        f"WORK_QUEUES={','.join(w.queues)}",
+        f"WORK_LEASE_TTL_MS={w.lease_ttl_ms}",
+        f"WORK_PREFETCH={w.prefetch}",
+        f"WORK_TICK_MS={w.tick_ms}",
+    ]
+
+
 def app_envs(settings: Settings, color: Color) -> list[str]:
     """Everything the app needs to find its peers; no secret values, only file paths."""
     s = settings
@@ -81,6 +97,7 @@ def app_envs(settings: Settings, color: Color) -> list[str]:
         f"RABBITMQ_USER={RABBITMQ_USER}",
         f"RABBITMQ_PASSWORD_FILE={SECRETS_DIR}/rabbitmq_password",
     ]
+    envs += work_envs(s)
     if s.database.url is not None:
         envs.append(f"DATABASE_URL_FILE={SECRETS_DIR}/database_url")
     for name, exchange in s.exchanges.configured().items():

@@ -7,7 +7,11 @@ would show to anyone with access to the engine).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -63,14 +67,70 @@ def redis_conf(password: str) -> str:
     )
 
 
-def rabbitmq_conf(password: str) -> str:
-    """RabbitMQ defaults: our user instead of guest; a secret (holds the password)."""
+RABBITMQ_DEFINITIONS = f"{SECRETS_DIR}/rabbitmq_definitions.json"
+
+
+def rabbitmq_conf() -> str:
+    """RabbitMQ settings: the broker's objects come from the definitions file, nothing else.
+
+    With `load_definitions` set, RabbitMQ seeds no default user or vhost on a fresh node
+    (its boot log says "Will not seed default virtual host and user: have definitions to
+    load"; measured on 3.10, the same code in 3.13), so `default_user`/`default_pass` would be
+    dead settings: the definitions carry our user (`rabbitmq_definitions`). They are applied
+    at every boot, so a rotated password reaches an existing node too, which `default_pass`
+    (fresh nodes only) never did. Per-object metrics: `rabbitmq_queue_messages_ready` and
+    `rabbitmq_queue_consumers` per `{vhost, queue}` on the usual `/metrics` (the queue alert).
+    """
     return (
-        f"default_user = {RABBITMQ_USER}\n"
-        f"default_pass = {password}\n"
+        f"load_definitions = {RABBITMQ_DEFINITIONS}\n"
         "loopback_users.guest = true\n"
         "prometheus.tcp.port = 15692\n"
+        "prometheus.return_per_object_metrics = true\n"
     )
+
+
+#: RabbitMQ's `rabbit_password_hashing_sha256`: base64(salt + sha256(salt + password)).
+RABBITMQ_HASHING = "rabbit_password_hashing_sha256"
+_SALT_KEY = b"paper-trading rabbitmq definitions salt"
+
+
+def rabbitmq_password_hash(password: str) -> str:
+    """The password as RabbitMQ stores it, with a 4-byte salt derived from the password.
+
+    RabbitMQ draws a random salt; a derived one keeps the definitions file, and so the
+    container's uploads, identical from one `pulumi up` to the next (a random one would replace
+    the broker on every run). The password is 32 random alphanumerics: no table of precomputed
+    hashes covers it either way.
+    """
+    salt = hmac.new(_SALT_KEY, password.encode(), hashlib.sha256).digest()[:4]
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
+
+
+def rabbitmq_definitions(queues: Sequence[str], password: str) -> str:
+    """The broker's objects (RabbitMQ definitions JSON), loaded at every boot; a secret (hash).
+
+    The vhost `/`, our user (administrator: the management API answers the switch's handoff
+    check and the backup's export) with all permissions on `/`, and the background-work queues:
+    durable, and `x-single-active-consumer` so the broker itself delivers each queue to one
+    consumer at a time (the second fence behind the Redis lease, issue 15). The apps declare
+    them only passively.
+    """
+    document = {
+        "vhosts": [{"name": "/"}],
+        "users": [{
+            "name": RABBITMQ_USER, "password_hash": rabbitmq_password_hash(password),
+            "hashing_algorithm": RABBITMQ_HASHING, "tags": ["administrator"],
+        }],
+        "permissions": [
+            {"user": RABBITMQ_USER, "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"},
+        ],
+        "queues": [
+            {"name": name, "vhost": "/", "durable": True, "auto_delete": False,
+             "arguments": {"x-single-active-consumer": True}}
+            for name in queues
+        ],
+    }
+    return json.dumps(document, indent=2, sort_keys=True) + "\n"
 
 
 RABBITMQ_PLUGINS = "[rabbitmq_prometheus,rabbitmq_management].\n"
@@ -170,15 +230,25 @@ class Datastores(pulumi.ComponentResource):
                     args.volumes.mount("rabbitmq", "/var/lib/rabbitmq"),
                     scratch_volume("/etc/rabbitmq/conf.d"),
                     scratch_volume("/etc/paper-trading/rabbitmq"),
+                    scratch_volume(SECRETS_DIR),
                 ],
                 uploads=[
-                    secret_file(
-                        "/etc/rabbitmq/conf.d/20-paper-trading.conf",
-                        self.rabbitmq_password.result.apply(rabbitmq_conf), mode="0444",
-                    ),
+                    config_file("/etc/rabbitmq/conf.d/20-paper-trading.conf", rabbitmq_conf()),
                     config_file("/etc/paper-trading/rabbitmq/enabled_plugins", RABBITMQ_PLUGINS),
+                    # 0444: the server reads it after dropping from root to its own user.
+                    secret_file(
+                        RABBITMQ_DEFINITIONS,
+                        self.rabbitmq_password.result.apply(
+                            lambda password: rabbitmq_definitions(s.workers.queues, password)),
+                        mode="0444",
+                    ),
                 ],
-                healthcheck=healthcheck(["CMD-SHELL", "rabbitmq-diagnostics -q ping"], start_period="60s"),
+                # Healthy = every listener accepts (AMQP, management, Prometheus): the plugins have
+                # started, so the boot-time definitions (user, work queues) are applied. `ping`
+                # answered seconds earlier, while the rabbit app was still starting.
+                healthcheck=healthcheck(
+                    ["CMD-SHELL", "rabbitmq-diagnostics -q check_port_connectivity"], start_period="60s",
+                ),
                 wait=True,
                 wait_timeout=180,
                 capability_adds=ENTRYPOINT_CAPS,

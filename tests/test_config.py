@@ -79,6 +79,24 @@ BAD_CONFIGS = [
     ("unknown-app-key", lambda: _with("app", {"logLevel": "info", "debugMode": True}), "app.debugMode"),
     ("root-app-user", lambda: _with("app", {"user": "0:0"}), "app.user"),
     ("flat-key-without-path", lambda: _with("deployment.blue.replicas", "3"), "deployment.blue.replicas"),
+    # issue 15, part C: the background-work section.
+    ("workers-unknown-key", lambda: _with("workers", {"enabeld": True}), "workers.enabeld"),
+    ("workers-no-queue", lambda: _with("workers", {"queues": []}), "workers.queues"),
+    ("workers-queue-comma", lambda: _with("workers", {"queues": ["a,b"]}), "workers.queues"),
+    ("workers-queue-empty-name", lambda: _with("workers", {"queues": [""]}), "workers.queues"),
+    ("workers-queue-reserved", lambda: _with("workers", {"queues": ["amq.orders"]}), "workers.queues"),
+    ("workers-queue-twice", lambda: _with("workers", {"queues": ["q", "q"]}), "workers.queues"),
+    ("workers-lease-too-short", lambda: _with("workers", {"leaseTtlMs": 10}), "workers.leaseTtlMs"),
+    ("workers-prefetch-unlimited", lambda: _with("workers", {"prefetch": 0}), "workers.prefetch"),
+    ("workers-tick-text", lambda: _with("workers", {"tickMs": "fast"}), "workers.tickMs"),
+    ("workers-handoff-not-a-number", lambda: _with("workers", {"handoffTimeoutSeconds": "soon"}),
+     "workers.handoffTimeoutSeconds"),
+    ("workers-handoff-inside-lease", lambda: _with("workers", {"leaseTtlMs": 10000}),
+     "workers.handoffTimeoutSeconds"),
+    ("workers-duration-bad", lambda: _with("workers", {"noActiveWorkersFor": "2 minutes"}),
+     "workers.noActiveWorkersFor"),
+    ("workers-duration-inside-handoff", lambda: _with("workers", {"noActiveWorkersFor": "10s"}),
+     "workers.noActiveWorkersFor"),
 ]
 
 
@@ -147,3 +165,38 @@ def test_flat_dotted_key_hints_at_path() -> None:
         "paper-trading:deployment.blue.replicas: unknown key; to set a nested key use "
         "`pulumi config set --path deployment.blue.replicas ...`"
     ]
+
+
+def _settings(**workers: Any) -> Any:
+    config, secrets = stack_config("prod")
+    raw = {k.split(":", 1)[1]: v for k, v in config.items() if k.startswith("paper-trading:")}
+    if workers:
+        raw["workers"] = json.dumps(workers)
+    return parse_settings(raw, frozenset(k.split(":", 1)[1] for k in secrets))
+
+
+def test_workers_defaults() -> None:
+    w = _settings().workers
+    assert (w.enabled, w.queues, w.lease_ttl_ms, w.prefetch, w.tick_ms, w.handoff_timeout_seconds,
+            w.no_active_workers_for) == (True, ("paper-trading.orders",), 3000, 10, 1000, 15.0, "2m")
+    # A partly set object keeps the other defaults.
+    assert _settings(prefetch=50).workers.queues == ("paper-trading.orders",)
+
+
+def test_handoff_timeout_error_names_both_keys_and_the_bound() -> None:
+    with pytest.raises(ConfigError) as caught:
+        _settings(leaseTtlMs=9000, handoffTimeoutSeconds=17.5)
+    [problem] = caught.value.problems
+    assert problem.startswith("paper-trading:workers.handoffTimeoutSeconds: must be at least 18 ")
+    assert "workers.leaseTtlMs" in problem
+    # Exactly at the bound is accepted (and the alert window must then outlast it).
+    assert _settings(leaseTtlMs=9000, handoffTimeoutSeconds=18).workers.handoff_timeout_seconds == 18
+
+
+@pytest.mark.parametrize("value,ms", [("2m", 120_000), ("1h30m", 5_400_000), ("500ms", 500), ("90s", 90_000)])
+def test_no_active_workers_for_accepts_prometheus_durations(value: str, ms: int) -> None:
+    from components.config import duration_ms
+
+    assert duration_ms(value) == ms
+    if ms > 15_000:
+        assert _settings(noActiveWorkersFor=value).workers.no_active_workers_for == value
