@@ -7,6 +7,7 @@ and a silence check; a guard test proves no alert is left without a case.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,6 +136,51 @@ CASES: list[Case] = [
          ["1m", "70m"], "2m", {"job": "node", "instance": "n"}, "A backup run failed in the last hour"),
 ]
 
+# Background work (issue 15, part C). Prod: scrape 15s -> WorkersSplitBrain `for: 45s`; workers.noActiveWorkersFor 2m.
+APP_GREEN = {"job": "app", "instance": "paper-trading-app-green-1", "color": "green"}
+APP_BLUE_2 = {**APP_BLUE, "instance": "paper-trading-app-blue-2"}
+ORDERS = {"job": "rabbitmq", "instance": "rabbitmq:15692", "vhost": "/", "queue": "paper-trading.orders"}
+# Not a work queue, and a name the regex would match if its dot were not escaped.
+OTHER_QUEUE = {**ORDERS, "queue": "paper-tradingXorders"}
+CASES += [
+    Case("WorkersSplitBrain", [
+        (_sel("paper_trading_worker_active", APP_BLUE), "1x10"),
+        (_sel("paper_trading_worker_active", APP_BLUE_2), "0x10"),
+        (_sel("paper_trading_worker_active", APP_GREEN), "0 0 1x8"),
+    ], ["1m", "2m"], "3m", {}, "Both colors run background work at once: orders and P&L may be processed twice"),
+    Case("NoActiveWorkers", [
+        (_sel("paper_trading_worker_active", APP_BLUE), "1 1 0x10"),
+        (_sel("paper_trading_worker_active", APP_GREEN), "0x12"),
+    ], ["1m", "3m"], "4m", {}, "No color has run background work for 2m: queues and schedulers stand still"),
+    # The metric absent altogether (no replica exports it, or none is scraped) pages too.
+    Case("NoActiveWorkers", [(_sel("up", APP_BLUE), "1x10")], ["1m"], "2m", {},
+         "No color has run background work for 2m: queues and schedulers stand still"),
+    Case("QueueBacklogWithoutConsumer", [
+        (_sel("rabbitmq_queue_messages_ready", ORDERS), "0 0 3+2x10"),
+        (_sel("rabbitmq_queue_consumers", ORDERS), "1 1 0x10"),
+        (_sel("rabbitmq_queue_messages_ready", OTHER_QUEUE), "0 0 3+2x10"),
+        (_sel("rabbitmq_queue_consumers", OTHER_QUEUE), "0x12"),
+    ], ["1m", "3m"], "4m", {"vhost": "/", "queue": "paper-trading.orders"},
+        "Queue paper-trading.orders has 7 ready messages and no consumer"),
+]
+
+# A clean handoff (blue -> green, one scrape of overlap at most, a second blue replica always
+# standby) and a consumed backlog: silent (separate groups).
+HANDOFF = Case("WorkersSplitBrain", [
+    (_sel("paper_trading_worker_active", APP_BLUE), "1 1 0x10"),
+    (_sel("paper_trading_worker_active", APP_BLUE_2), "0x12"),
+    (_sel("paper_trading_worker_active", APP_GREEN), "0 0 1x10"),
+], ["1m", "2m", "3m", "6m"], "", {}, "")
+HANDOFF_GAP = Case("NoActiveWorkers", [
+    # No color active for one minute (below workers.noActiveWorkersFor) during the handoff.
+    (_sel("paper_trading_worker_active", APP_BLUE), "1 1 0x10"),
+    (_sel("paper_trading_worker_active", APP_GREEN), "0 0 0 1x10"),
+], ["2m", "3m", "6m"], "", {}, "")
+CONSUMED = Case("QueueBacklogWithoutConsumer", [
+    (_sel("rabbitmq_queue_messages_ready", ORDERS), "0 0 3+2x10"),
+    (_sel("rabbitmq_queue_consumers", ORDERS), "1x12"),
+], ["3m", "6m"], "", {}, "")
+
 # The IDS's alerts (issue 14, part 2): their cases live with the IDS tests.
 from tests.ids_rule_cases import ids_case_rows  # noqa: E402
 
@@ -195,11 +241,47 @@ def _recording_group() -> dict[str, Any]:
     }
 
 
+def _work_holder_group(settings: Any) -> dict[str, Any]:
+    """The "Background work holder" panel's own queries, evaluated by promtool (issue 15, part C)."""
+    from components.monitoring_config import grafana
+
+    board = json.loads(grafana.dashboards(settings)["overview.json"])
+    [panel] = [p for p in board["panels"] if p["title"] == grafana.WORK_HOLDER_TITLE]
+    queries = [t["expr"] for t in panel["targets"]]
+    assert queries == [expr for expr, _ in grafana.work_holder_queries(settings)]
+    active, epoch, consumers = queries
+    blue_2 = {**APP_BLUE, "instance": "paper-trading-app-blue-2"}
+    green = {"job": "app", "instance": "paper-trading-app-green-1", "color": "green"}
+    orders = {"job": "rabbitmq", "instance": "rabbitmq:15692", "vhost": "/", "queue": "paper-trading.orders"}
+    return {
+        "name": "background work holder panel",
+        "interval": "1m",
+        "input_series": [
+            {"series": _sel("paper_trading_worker_active", APP_BLUE), "values": "1x3"},
+            {"series": _sel("paper_trading_worker_active", blue_2), "values": "0x3"},
+            {"series": _sel("paper_trading_worker_active", green), "values": "0x3"},
+            {"series": _sel("paper_trading_worker_epoch", APP_BLUE), "values": "7x3"},
+            {"series": _sel("paper_trading_worker_epoch", blue_2), "values": "7x3"},
+            {"series": _sel("paper_trading_worker_epoch", green), "values": "6x3"},
+            {"series": _sel("rabbitmq_queue_consumers", orders), "values": "1x3"},
+            {"series": _sel("rabbitmq_queue_consumers", {**orders, "queue": "unrelated"}), "values": "2x3"},
+        ],
+        "promql_expr_test": [
+            {"expr": active, "eval_time": "2m", "exp_samples": [
+                {"labels": '{color="blue"}', "value": 1}, {"labels": '{color="green"}', "value": 0}]},
+            {"expr": epoch, "eval_time": "2m", "exp_samples": [{"labels": "{}", "value": 7}]},
+            {"expr": consumers, "eval_time": "2m", "exp_samples": [
+                {"labels": '{queue="paper-trading.orders"}', "value": 1}]},
+        ],
+    }
+
+
 def _test_file(tmp_path: Path) -> Path:
     settings = stack_settings("prod")
     config = write_prometheus_tree(tmp_path, settings, "prod")
     alert_by_name = {a.name: a for a in rules.alerts(settings)}
-    groups = [_group(c, alert_by_name) for c in [*CASES, BACKUP_PRESENT]] + [_recording_group()]
+    groups = [_group(c, alert_by_name) for c in [*CASES, BACKUP_PRESENT, HANDOFF, HANDOFF_GAP, CONSUMED]] + [
+        _recording_group(), _work_holder_group(settings)]
     document = {
         "rule_files": [config.parent.joinpath(p).name for p in ("recording.rules.yml", "alerts.rules.yml")],
         "evaluation_interval": "1m",
@@ -239,3 +321,24 @@ def test_promtool_test_rules_can_fail(tmp_path: Path) -> None:
     result = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "PaperTradingModeOff" in result.stdout + result.stderr
+
+
+def test_worker_alerts_follow_the_workers_config() -> None:
+    """Off: no worker alerts (nothing is meant to run) and no panel; the split-brain `for` outlasts scrape skew."""
+    from components.config import Settings
+    from components.monitoring_config import grafana
+
+    base = stack_settings("prod")
+    worker_alerts = {"WorkersSplitBrain", "NoActiveWorkers", "QueueBacklogWithoutConsumer"}
+    assert worker_alerts <= {a.name for a in rules.alerts(base)}
+    data = base.model_dump(by_alias=True)
+    off = Settings.model_validate({**data, "workers": {**data["workers"], "enabled": False}})
+    assert not worker_alerts & {a.name for a in rules.alerts(off)}
+    board = json.loads(grafana.dashboards(off)["overview.json"])
+    assert grafana.WORK_HOLDER_TITLE not in {p["title"] for p in board["panels"]}
+    slow = Settings.model_validate({**data, "monitoring": {**data["monitoring"], "prometheus": {
+        **data["monitoring"]["prometheus"], "scrapeInterval": "1m"}}})
+    assert (rules.split_brain_for(base), rules.split_brain_for(slow)) == ("45s", "180s")
+    by_name = {a.name: a for a in rules.alerts(base)}
+    assert by_name["NoActiveWorkers"].for_ == by_name["QueueBacklogWithoutConsumer"].for_ == "2m"
+    assert all(by_name[n].severity == "critical" for n in worker_alerts)

@@ -261,3 +261,81 @@ def test_volume_aliases_are_registered(tmp_path: Path) -> None:
     volume = graph.by_name("postgres-data")
     assert volume.options["aliases"] == ["pg-data"]
     assert graph.by_name("redis-data").options["aliases"] == []
+
+
+# --------------------------------------------------------------------------- issue 15, part C
+
+
+def _settings(stack: str) -> Any:
+    from components.config import parse_settings
+    from tools.render import stack_config
+
+    config, secrets = stack_config(stack)
+    raw = {k.split(":", 1)[1]: v for k, v in config.items() if k.startswith("paper-trading:")}
+    return parse_settings(raw, frozenset(k.split(":", 1)[1] for k in secrets))
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_apps_get_the_work_settings_the_same_for_both_colors(stack: str) -> None:
+    graph, w = rendered(stack), _settings(stack).workers
+    expected = {
+        "WORK_ENABLED": "true" if w.enabled else "false", "WORK_QUEUES": ",".join(w.queues),
+        "WORK_LEASE_TTL_MS": str(w.lease_ttl_ms), "WORK_PREFETCH": str(w.prefetch), "WORK_TICK_MS": str(w.tick_ms),
+    }
+    apps = [r for r in graph.containers if _labels(r).get("paper-trading.role") == "app"]
+    assert apps
+    for res in apps:
+        work = [e.split("=", 1) for e in res.inputs["envs"] if e.startswith("WORK_")]
+        assert dict(work) == expected and len(work) == len(expected), res.name
+
+
+def test_work_envs_follow_the_config() -> None:
+    graph = render_with("prod", workers={"enabled": False, "queues": ["a.b", "c"], "prefetch": 3})
+    [env] = {tuple(e for e in r.inputs["envs"] if e.startswith("WORK_"))
+             for r in graph.containers if _labels(r).get("paper-trading.role") == "app"}
+    assert env == ("WORK_ENABLED=false", "WORK_QUEUES=a.b,c", "WORK_LEASE_TTL_MS=3000", "WORK_PREFETCH=3",
+                   "WORK_TICK_MS=1000")
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_rabbitmq_loads_secret_definitions_with_single_active_consumer_queues(stack: str) -> None:
+    from components.datastores import RABBITMQ_DEFINITIONS, rabbitmq_password_hash
+
+    graph, w = rendered(stack), _settings(stack).workers
+    res = graph.by_name("rabbitmq")
+    prefix = _prefix(graph)
+    # The management API (15672) is published nowhere; the broker stays on backend (+ metrics for the scrape).
+    assert not res.inputs.get("ports") and not res.inputs.get("publishAllPorts")
+    assert sorted(_networks(res)) == [f"{prefix}-backend", f"{prefix}-metrics"]
+    uploads = {u["file"]: (u, wire) for u, wire in zip(res.inputs["uploads"], res.wire["uploads"], strict=True)}
+    conf = uploads["/etc/rabbitmq/conf.d/20-paper-trading.conf"][0]["content"]
+    settings = dict(line.split(" = ", 1) for line in conf.splitlines())
+    assert settings["load_definitions"] == RABBITMQ_DEFINITIONS
+    assert settings["prometheus.return_per_object_metrics"] == "true"
+    assert "default_pass" not in settings  # dead with definitions: the user lives in them
+    upload, wire = uploads[RABBITMQ_DEFINITIONS]
+    assert "4dabf18193072939515e22adb298388d" in json.dumps(wire), "definitions hold the password hash: secret"
+    document = json.loads(upload["content"])
+    password = "mock-rabbitmq-password-32"  # tools.render's stand-in for the RandomPassword
+    assert password not in upload["content"]
+    assert document["users"] == [{"name": "trading", "password_hash": rabbitmq_password_hash(password),
+                                  "hashing_algorithm": "rabbit_password_hashing_sha256",
+                                  "tags": ["administrator"]}]
+    assert document["vhosts"] == [{"name": "/"}]
+    assert [(q["name"], q["vhost"], q["durable"], q["auto_delete"], q["arguments"]) for q in document["queues"]] == [
+        (name, "/", True, False, {"x-single-active-consumer": True}) for name in w.queues]
+    assert set(document) == {"vhosts", "users", "permissions", "queues"}
+
+
+def test_rabbitmq_password_hash_is_rabbitmqs_sha256_format() -> None:
+    """base64(4-byte salt + sha256(salt + password)), stable for one password (no churn on `up`)."""
+    import base64
+    import hashlib
+
+    from components.datastores import rabbitmq_password_hash
+
+    raw = base64.b64decode(rabbitmq_password_hash("s3cret"))
+    salt, digest = raw[:4], raw[4:]
+    assert len(raw) == 36 and digest == hashlib.sha256(salt + b"s3cret").digest()
+    assert rabbitmq_password_hash("s3cret") == rabbitmq_password_hash("s3cret")
+    assert rabbitmq_password_hash("s3cret") != rabbitmq_password_hash("s3cres")

@@ -90,6 +90,22 @@ def _dashboard(uid: str, title: str, board: _Board, tags: list[str]) -> str:
     return json.dumps(document, indent=2, sort_keys=True) + "\n"
 
 
+WORK_HOLDER_TITLE = "Background work holder"
+
+
+def work_holder_queries(settings: Settings) -> list[tuple[str, str]]:
+    """(expr, legend) of the "Background work holder" panel (issue 15): who holds the work,
+    the holder's epoch, and the consumers of each work queue."""
+    queues = rules.queue_regex(settings.workers.queues)
+    active = f'{rules.WORKER_ACTIVE}{{job="app"}}'
+    return [
+        (f"max by (color) ({active})", "{{color}} active"),
+        (f'max({rules.WORKER_EPOCH}{{job="app"}} and on (instance) ({active} == 1))', "epoch"),
+        (f'sum by (queue) (rabbitmq_queue_consumers{{job="rabbitmq",queue=~"{queues}"}})',
+         "{{queue}} consumers"),
+    ]
+
+
 def _overview(settings: Settings) -> str:
     b = _Board()
     b.add("Live color", "stat", [_q(f"{rules.COLOR_LIVE} == 1", "{{color}}")], w=6,
@@ -108,6 +124,10 @@ def _overview(settings: Settings) -> str:
     b.add("Requests per second by color", "timeseries", [_q(rules.REQUESTS_RATE, "{{color}}")],
           w=12, unit="reqps")
     b.add("Readiness by replica", "timeseries", [_q('probe_success{job="app-ready"}', "{{instance}}")], w=12)
+    if settings.workers.enabled:
+        b.add(WORK_HOLDER_TITLE, "stat", [_q(expr, legend) for expr, legend in work_holder_queries(settings)],
+              w=24, h=6, extra={"options": {"textMode": "value_and_name", "colorMode": "value",
+                                            "reduceOptions": {"calcs": ["lastNotNull"]}}})
     if settings.monitoring.logs.enabled:
         b.add("Audit trail: proxy access log", "logs", [{"expr": '{service="proxy", audit="access"}'}],
               w=24, h=10, datasource=LOKI)

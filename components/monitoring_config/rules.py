@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..config import Settings
+from ..config import Settings, duration_ms
 from ._yaml import dump
 
 Severity = Literal["critical", "warning"]
@@ -175,6 +175,7 @@ def alerts(settings: Settings) -> list[Alert]:
               "backup", "A backup run failed in the last hour",
               "Read the backup job's logs; a second failure in a row needs a manual backup."),
         *_ids_alerts(settings),
+        *_worker_alerts(settings),
     ]
 
 
@@ -209,8 +210,71 @@ def _ids_alerts(settings: Settings) -> list[Alert]:
     ]
 
 
+#: The app's background-work metrics (issue 15; docs/monitoring.md "Background work").
+WORKER_ACTIVE = "paper_trading_worker_active"
+WORKER_EPOCH = "paper_trading_worker_epoch"
+
+
+def _seconds(ms: int) -> str:
+    return f"{-(-ms // 1000)}s"
+
+
+def split_brain_for(settings: Settings) -> str:
+    """`for` of WorkersSplitBrain: short, but longer than a scrape's skew between the colors.
+
+    Prometheus scrapes the two colors at different moments of a scrape interval, so a clean
+    handoff can show both as active for up to one interval; three intervals (at least 30 s)
+    never page for that, and a real split brain pages within a minute at the default 15 s.
+    """
+    interval = duration_ms(settings.monitoring.prometheus.scrape_interval)
+    return _seconds(max(30_000, 3 * interval))
+
+
+def queue_regex(queues: tuple[str, ...]) -> str:
+    """An exact-match RE2 alternation of the work queues (names hold only [A-Za-z0-9._:-]),
+    written for a double-quoted PromQL string (whose own escaping takes one backslash)."""
+    return "|".join(name.replace(".", "\\\\.") for name in queues)
+
+
+def _worker_alerts(settings: Settings) -> list[Alert]:
+    """Background work (issue 15): exactly one color holds it; its queues are consumed."""
+    w = settings.workers
+    if not w.enabled:
+        return []
+    app_active = f'{WORKER_ACTIVE}{{job="app"}}'
+    queues = f'job="rabbitmq",queue=~"{queue_regex(w.queues)}"'
+    by_queue = "sum by (vhost, queue)"
+    ready = f"rabbitmq_queue_messages_ready{{{queues}}}"
+    return [
+        Alert("WorkersSplitBrain", f"count(count by (color) ({app_active} == 1)) > 1",
+              split_brain_for(settings), "critical", "workers",
+              "Both colors run background work at once: orders and P&L may be processed twice",
+              "The lease or the switch failed: check /health/detailed of every replica (role, epoch, "
+              "liveColor) and the Redis keys paper-trading:work:live and paper-trading:work:lease; stop "
+              "the color that is not live (`docker stop <prefix>-app-<color>-<n>`), then re-run the switch "
+              "or the emergency CLI so the live color is published with a new epoch."),
+        Alert("NoActiveWorkers", f"absent({app_active} == 1)", w.no_active_workers_for, "critical", "workers",
+              f"No color has run background work for {w.no_active_workers_for}: "
+              "queues and schedulers stand still",
+              "Check the live color's /health/detailed (role, liveColor, epoch): standby with a liveColor of "
+              "the other color means the switch did not publish; no lease means Redis is unreachable "
+              "(RedisDown) or the replicas are down (LiveColorNotReady). Re-publish the live color with the "
+              "emergency CLI."),
+        Alert("QueueBacklogWithoutConsumer",
+              # Ready messages, no consumer, and not draining (5m).
+              f"({by_queue} ({ready}) > 0)"
+              f" and on (vhost, queue) ({by_queue} (rabbitmq_queue_consumers{{{queues}}}) == 0)"
+              f" and on (vhost, queue) ({by_queue} (delta({ready}[5m])) >= 0)",
+              w.no_active_workers_for, "critical", "workers",
+              "Queue {{ $labels.queue }} has {{ $value }} ready messages and no consumer",
+              "Nobody drains the queue: see NoActiveWorkers; if a color is active, its consumer of this "
+              "queue died (the app's /health/detailed lists the queues it consumes): restart that replica "
+              "so the lease moves, and check RabbitMQ's connections (management API, backend network)."),
+    ]
+
+
 def alert_rules_document(settings: Settings) -> dict[str, Any]:
-    order = ["safety", "service", "datastores", "host", "backup", "security"]
+    order = ["safety", "service", "workers", "datastores", "host", "backup", "security"]
     found = alerts(settings)
     return {"groups": [
         {"name": f"paper-trading.{group}", "rules": [a.rule() for a in found if a.group == group]}
