@@ -41,7 +41,7 @@ UNSKIPPABLE_PREFIXES = ("safety.", "health.")
 ALWAYS_REQUIRED = (
     "health.basic", "health.detailed", "health.ready", "health.live", "health.metrics",
     "safety.paper_trading_mode", "safety.real_trades_blocked", "safety.exchange_permissions",
-    "safety.metrics", "safety.deployment_color",
+    "safety.metrics", "safety.deployment_color", "safety.background_work",
 )
 #: Marks the gate among dynamic resources (the `promotion-gated` policy looks for it).
 GATE_KIND = "paper-trading:promotion-gate"

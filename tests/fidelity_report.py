@@ -19,7 +19,7 @@ from validation.models import ValidationReport
 APP_BLOCKING_CHECKS = frozenset({
     "health.basic", "health.detailed", "health.ready", "health.live", "health.metrics",
     "safety.paper_trading_mode", "safety.real_trades_blocked", "safety.exchange_permissions",
-    "safety.metrics", "safety.deployment_color",
+    "safety.metrics", "safety.deployment_color", "safety.background_work",
     "security.headers", "security.rate_limit", "security.sql_injection", "security.xss",
     "security.command_injection",
 })

@@ -92,7 +92,7 @@ FAULTS = [
         "invalid_json",
         {
             "health.detailed", "safety.paper_trading_mode", "safety.real_trades_blocked",
-            "safety.exchange_permissions", "safety.deployment_color",
+            "safety.exchange_permissions", "safety.deployment_color", "safety.background_work",
         },
     ),
     ("injection_5xx", {"security.sql_injection", "security.xss", "security.command_injection"}),

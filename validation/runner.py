@@ -200,6 +200,7 @@ def _load_checks() -> None:
         checks_performance,
         checks_safety,
         checks_security,
+        checks_work,
     )
 
 
