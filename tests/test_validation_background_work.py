@@ -335,3 +335,53 @@ def test_the_work_moves_with_the_switch(redis_db: RedisServer) -> None:
         old = run_check(blue.url, "blue", work_enabled=True)  # inferred from liveColor: standby
         assert old["status"] == "passed", old
         assert (old["details"]["expected"], old["details"]["liveColor"]) == ("standby", "green")
+
+
+# ----------------------------------------------------------------------------- gate and CLI
+
+
+def gate_props(url: str, color: str) -> dict[str, Any]:
+    return {
+        "candidateColor": color, "previewUrl": url, "image": "paper-trading-app:1.0", "replicas": 1.0,
+        "options": {"check_timeout": 3, "timeout": 10, "retries": 1}, "enabled": True, "exchanges": None,
+    }
+
+
+def test_the_gate_approves_a_standby_candidate_and_refuses_one_that_works(redis_db: RedisServer) -> None:
+    """The promotion gate (no work option: inferred from liveColor) on a candidate before promotion."""
+    from components.gate import PromotionGateProvider
+    from tests.fidelity_report import assert_failed_checks
+    from validation.errors import DeploymentError
+
+    redis_db.publish_live("blue")
+    with reference_app(color="green", env=work_env(redis_db)) as green:
+        wait_for(green, lambda b: b.get("liveColor") == "blue")
+        approved = PromotionGateProvider().create(gate_props(green.url, "green"))
+        assert approved.outs is not None and approved.outs["approvedColor"] == "green"
+    with reference_app(color="green", faults="ignore_lease", env=work_env(redis_db)) as rogue:
+        wait_for(rogue, lambda b: bool(b.get("schedulers")))
+        with pytest.raises(DeploymentError) as caught:
+            PromotionGateProvider().create(gate_props(rogue.url, "green"))
+    assert_failed_checks(caught.value, {"safety.background_work"})
+    assert "strategy-tick" in str(caught.value)
+
+
+def test_cli_names_the_check_and_its_fields(redis_db: RedisServer, tmp_path: Path) -> None:
+    from tests.fidelity_report import assert_failed_exactly, check
+    from tests.test_validation_cli import run_report
+
+    redis_db.publish_live("blue")
+    with reference_app(color="green", env=work_env(redis_db)) as green:
+        wait_for(green, lambda b: b.get("liveColor") == "blue")
+        base = ("--base-url", green.url, "--color", "green", "--work-enabled", "true")
+        result, report = run_report(tmp_path, *base, "--expect-work-role", "standby")
+        assert result.returncode == 0, result.stdout + result.stderr
+        details = check(report, NAME)["details"]
+        assert (details["role"], details["expected"], details["inferred"]) == ("standby", "standby", False)
+        # Told it is live while blue holds the work: only this check fails, within its budget.
+        result, report = run_report(
+            tmp_path, *base, "--expect-work-role", "active", env={"VALIDATION_CHECK_TIMEOUT": "1"}
+        )
+        assert result.returncode == 1
+        assert_failed_exactly(report, {NAME})
+        assert check(report, NAME)["details"]["liveColor"] == "blue"
