@@ -92,17 +92,17 @@ set -u
 conf="$(cat {RABBITMQ_CONF_DIR}/*.conf 2>/dev/null)"
 user="$(printf '%s\\n' "$conf" | sed -n 's/^default_user *= *//p' | tail -n 1)"
 pass="$(printf '%s\\n' "$conf" | sed -n 's/^default_pass *= *//p' | tail -n 1)"
-query() {{
-  if [ -n "$user" ] && [ -n "$pass" ] && command -v curl >/dev/null 2>&1; then
+api() {{
+  [ -n "$user" ] && [ -n "$pass" ] || return 1
+  if command -v curl >/dev/null 2>&1; then
     curl -fsS -m 2 -u "$user:$pass" http://127.0.0.1:15672/api/consumers
-  elif [ -n "$user" ] && [ -n "$pass" ] && command -v wget >/dev/null 2>&1; then
-    wget -q -T 2 -O - --user "$user" --password "$pass" http://127.0.0.1:15672/api/consumers
   else
-    rabbitmqctl -q list_consumers --no-table-headers queue_name consumer_tag
+    wget -q -T 2 -O - --user "$user" --password "$pass" http://127.0.0.1:15672/api/consumers
   fi
 }}
+query() {{ api || rabbitmqctl -q list_consumers --no-table-headers queue_name consumer_tag; }}
 while :; do
-  if out="$(query 2>&1)"; then
+  if out="$(query 2>/dev/null)"; then
     if [ -z "$OLD" ] || ! printf '%s' "$out" | grep -q "paper-trading-$OLD-"; then
       echo "{_MARK}"; printf '%s\\n' "$out"; exit 0
     fi

@@ -176,7 +176,8 @@ class Worker:
             token = self.token
         if self.has_fault("ignore_lease"):
             # The mutation the tests prove the fence against: work without the lease.
-            if not self.threads:
+            if not any(thread.is_alive() for thread in self.threads):
+                self._stop_work()
                 with self.lock:
                     self.unfenced = True
                     self.work_epoch = epoch or 0
@@ -212,7 +213,8 @@ class Worker:
         with self.lock:
             self.token = None
         try:
-            self.release(keys=[wc.LEASE_KEY], args=[token])
+            if self.release(keys=[wc.LEASE_KEY], args=[token]) == 1:
+                self.redis.publish(wc.CHANNEL, f"released:{token}")  # wakes the next holder now
         finally:
             _log(f"released the lease {token}")
 
@@ -343,11 +345,14 @@ class Worker:
                 for job, slot in slots.items():
                     if last.get(job) == slot:
                         continue
+                    # The first slot after taking over may be the one the previous holder just
+                    # ran: like a broker redelivery, already there is expected, not a duplicate.
+                    first = job not in last
                     last[job] = slot
-                    result = self._commit(wc.TICKS_KEY, slot, False)
+                    result = self._commit(wc.TICKS_KEY, slot, first)
                     if result == wc.COMMIT_OK:
                         self.counters.inc("paper_trading_scheduler_ticks_total", job)
-                    elif result == wc.COMMIT_DUPLICATE:
+                    elif result == wc.COMMIT_DUPLICATE and not first:
                         self.counters.inc("paper_trading_scheduler_duplicate_ticks_total", job)
                     else:
                         self.work_stop.set()
