@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.validation_servers import RefApp, free_port, reference_app, wait_port
-from tests.support import require_tool, stop_process
+from tests.fakes.validation_servers import PYTHON3, RefApp, free_port, reference_app, wait_port
+from tests.support import missing, require_tool, stop_process
 from validation.checks_work import (
     WORK_FIELDS,
     WorkState,
@@ -209,6 +209,9 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     import redis
 
     binary = require_tool("redis-server")
+    probe = subprocess.run([PYTHON3, "-c", "import redis, pika"], capture_output=True, timeout=30)
+    if probe.returncode != 0:
+        missing(f"{PYTHON3} lacks the reference app's worker libraries (Debian python3-redis, python3-pika)")
     folder = tmp_path_factory.mktemp("redis")
     password = secrets.token_hex(16)
     password_file = folder / "redis-password"
