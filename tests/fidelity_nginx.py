@@ -103,6 +103,8 @@ def loopback_edits(root: Path, ports: Ports, upstreams: Mapping[str, int]) -> li
             f"include {root}/routing/routing.conf;",
             1,
         ),
+        # the routing markers the app servers test per request (live-*, preview-*): 2 per server
+        Edit("/etc/paper-trading/nginx/routing/", f"{root}/routing/", 4),
         Edit("root /var/www/acme;", f"root {root}/acme;", 1),
         # the IDS's copy of the access log on the proxy-logs volume -> the temp dir (issue 14, part 2)
         Edit("access_log /var/log/paper-trading/access.log audit;",

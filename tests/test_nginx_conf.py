@@ -162,9 +162,10 @@ def test_nginx_t_rejects_a_broken_routing_file(nginx: str, ca: trustme.CA, workd
 
 def test_routing_file_shape() -> None:
     assert render_routing("blue", "green") == (
-        "# Routing: written by the routing resource, reloaded with `nginx -s reload`.\n"
-        'map $host $live_color { default "blue"; }\n'
-        'map $host $preview_default_color { default "green"; }\n'
+        "# Routing defaults: apply only while the routing directory holds no marker file\n"
+        "# (live-<color>, preview-<color>); the switch renames markers and never rewrites this.\n"
+        'map $host $routing_live_default { default "blue"; }\n'
+        'map $host $routing_preview_default { default "green"; }\n'
     )
     assert '"none"' in render_routing(None, "blue")
     with pytest.raises(ValueError):
@@ -238,24 +239,25 @@ class Running:
                 found.add(int(stat.parent.name))
         return found
 
-    def route(self, live: Color | None, preview: Color | None, drain: bool = True) -> None:
-        """What the routing resource does: rewrite the include and reload (SIGHUP).
+    def route(self, live: Color | None, preview: Color | None, recycle: bool = False) -> None:
+        """What the routing switch does: its own script renames the markers; no reload.
 
-        With `drain`, also wait until the old workers have exited, so no later
-        request can land on one of them.
+        The very next request must carry the new color (no polling: nothing is in between).
+        With `recycle`, also the switch's last step: a graceful reload (SIGHUP), which makes
+        old workers close connections opened before (websockets) after worker_shutdown_timeout.
         """
-        old = self.workers()
-        Path(self.paths.routing_include).write_text(render_routing(live, preview))
-        self.process.send_signal(signal.SIGHUP)
-        expected = live or "none"
-        deadline = time.monotonic() + 10
+        from components import routing
+
+        env = {**routing.swap_env(live or "none", preview or "none", "test/1/0", self.paths.routing_dir),
+               "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+        for script in (routing.SWAP_SCRIPT, routing.RELEASE_SCRIPT):
+            done = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=10)
+            assert done.returncode == 0, done.stdout + done.stderr
+        if recycle:
+            self.process.send_signal(signal.SIGHUP)
         with self.client() as client:
-            while client.get(self.url(self.live)).headers.get("x-deployment-color") != expected:
-                assert time.monotonic() < deadline, f"reload did not make {expected} live"
-                time.sleep(0.05)
-        while drain and old & self.workers():
-            assert time.monotonic() < deadline, "old workers did not exit"
-            time.sleep(0.05)
+            served = client.get(self.url(self.live)).headers.get("x-deployment-color")
+        assert served == (live or "none"), f"the next request after the rename got {served}"
 
     @property
     def live(self) -> str:
@@ -283,7 +285,7 @@ def stand_ins() -> Iterator[dict[str, int]]:
 
 def start_nginx(
     nginx: str, root: Path, base: Settings, ca: trustme.CA, stand_ins: dict[str, int],
-    worker_shutdown_timeout: str | None = None,
+    worker_shutdown_timeout: str | None = None, http_extra: str | None = None,
 ) -> Running:
     listen = NginxListen(
         address="127.0.0.1", http=free_port(), https=free_port(), preview=free_port(), status=free_port(),
@@ -297,6 +299,10 @@ def start_nginx(
         "proxy": base.proxy.model_copy(update=proxy_update),
     })
     paths = write_tree(root, settings, ca, listen)
+    if http_extra:
+        conf = Path(paths.conf).read_text()
+        assert conf.count("\nhttp {\n") == 1
+        Path(paths.conf).write_text(conf.replace("\nhttp {\n", f"\nhttp {{\n    {http_extra}\n"))
     assert nginx_test(nginx, paths).returncode == 0
     process = subprocess.Popen(
         [nginx, "-e", paths.error_log, "-c", paths.conf, "-p", paths.conf_dir, "-g", "daemon off;"],
@@ -539,7 +545,7 @@ def test_reload_keeps_websocket_until_worker_shutdown_timeout(
         run.route("blue", "green")
         with _websocket(run) as sock:
             switched = time.monotonic()
-            run.route("green", "blue", drain=False)
+            run.route("green", "blue", recycle=True)
             sock.sendall(b"still-there\n")
             assert sock.recv(100) == b"blue:still-there\n", "the old connection stays on its color"
             sock.settimeout(10)
@@ -550,6 +556,71 @@ def test_reload_keeps_websocket_until_worker_shutdown_timeout(
             elapsed = time.monotonic() - switched
         assert closed
         assert 1.0 <= elapsed <= 6.0, elapsed
+    finally:
+        stop(run)
+
+
+HTTP_FILE_CACHE = "open_file_cache max=1000 inactive=60s; open_file_cache_valid 60s;"
+
+
+@pytest.mark.parametrize("http_extra", [None, HTTP_FILE_CACHE])
+def test_a_switch_is_a_rename_seen_by_the_next_request_without_any_reload(
+    nginx: str, ca: trustme.CA, workdir: Path, stand_ins: dict[str, int], http_extra: str | None,
+) -> None:
+    """Same workers, the next request (fresh or kept-alive connection) already has the new color;
+    an open_file_cache someone adds at http level cannot cache the marker test (servers turn it off)."""
+    run = start_nginx(nginx, workdir, stack_settings("prod"), ca, stand_ins, http_extra=http_extra)
+    try:
+        run.route("blue", "green")
+        workers = run.workers()
+        assert workers
+        with run.client() as kept:
+            for live, preview in [("green", "blue"), ("blue", "green")] * 3:
+                run.route(live, preview)  # asserts the fresh-connection request
+                response = kept.get(run.url(run.live, "/health"))
+                assert (response.json()["color"], response.headers["x-deployment-color"]) == (live, live)
+                chosen = kept.get(run.url("preview", "/health"))
+                assert chosen.headers["x-deployment-color"] == preview
+        assert run.workers() == workers, "a switch must not reload nginx"
+        markers = sorted(p.name for p in Path(run.paths.routing_dir).iterdir() if "-" in p.name)
+        assert markers == ["live-blue", "preview-green"]
+    finally:
+        stop(run)
+
+
+def test_no_request_between_switches_sees_no_color(
+    nginx: str, ca: trustme.CA, workdir: Path, stand_ins: dict[str, int],
+) -> None:
+    """rename(2) leaves no instant without a marker: requests racing 40 switches all get a color.
+
+    A switch that removed the old marker and then created the new one would leave a gap in
+    which nginx falls back to the include's `none` (503).
+    """
+    run = start_nginx(nginx, workdir, stack_settings("prod"), ca, stand_ins)
+    seen: dict[str, int] = {}
+    stop_load = threading.Event()
+
+    def load() -> None:
+        with run.client() as client:
+            while not stop_load.is_set():
+                response = client.get(run.url(run.live, "/health"))
+                key = f"{response.status_code}:{response.headers.get('x-deployment-color')}"
+                seen[key] = seen.get(key, 0) + 1
+
+    try:
+        run.route("blue", "green")
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        try:
+            for live, preview in [("green", "blue"), ("blue", "green")] * 20:
+                run.route(live, preview)
+        finally:
+            stop_load.set()
+            for thread in threads:
+                thread.join(timeout=10)
+        assert set(seen) <= {"200:blue", "200:green"}, seen
+        assert sum(seen.values()) > 100, seen
     finally:
         stop(run)
 

@@ -15,7 +15,7 @@ import pytest
 from pulumi.dynamic.dynamic import serialize_provider
 
 from components import routing
-from components.nginx.routing import ROUTING_PATH, render_routing
+from components.nginx.routing import ROUTING_DIR, marker_path, render_markers, render_routing
 from tools.render import stack_config
 
 BASE = {
@@ -23,7 +23,7 @@ BASE = {
     "liveColor": "blue", "previewColor": "green",
     "publicUrl": "https://trading.example.com", "caFile": None, "insecure": False, "hostHeader": None,
     "probePath": "/health", "postPromotionChecks": True,
-    "renderedFiles": {ROUTING_PATH: render_routing("blue", "green")},
+    "renderedFiles": render_markers("blue", "green"),
 }
 
 
@@ -31,7 +31,7 @@ def flip(props: dict[str, Any]) -> dict[str, Any]:
     live = "green" if props["liveColor"] == "blue" else "blue"
     preview = props["liveColor"]
     return {**props, "liveColor": live, "previewColor": preview,
-            "renderedFiles": {ROUTING_PATH: render_routing(live, preview)}}  # type: ignore[arg-type]
+            "renderedFiles": render_markers(live, preview)}  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -56,18 +56,30 @@ def test_pickled_provider_renders_offline_without_an_engine() -> None:
     provider = dill.loads(base64.b64decode(serialize_provider(routing.RoutingProvider())))
     outs = provider.render_outputs(dict(BASE))
     assert outs["liveColor"] == "blue"
-    assert outs["renderedFiles"] == {ROUTING_PATH: render_routing("blue", "green")}
+    assert outs["renderedFiles"] == render_markers("blue", "green")
+    assert outs["handoffMs"] is None
     # By reference, not by value: the pickle stays small and picks up fixed code.
     assert len(serialize_provider(routing.RoutingProvider())) < 2000
 
 
 @pytest.mark.parametrize(
     ("content", "color"),
-    [(render_routing("blue", "green"), "blue"), (render_routing("green", None), "green"),
-     (render_routing(None, None), "none"), ("garbage", None), (None, None)],
+    [(routing.Served("blue", "green").describe(), "blue"), (routing.Served("none", "none").describe(), "none"),
+     (render_routing("green", None), "green"), (render_routing(None, None), "none"), ("garbage", None),
+     (None, None)],
 )
-def test_live_color_is_read_back_from_the_routing_file(content: str | None, color: str | None) -> None:
+def test_live_color_is_read_back_from_the_served_state(content: str | None, color: str | None) -> None:
     assert routing.live_color_of(content) == color
+
+
+def test_markers_name_the_choice_and_never_a_color_inside() -> None:
+    """The switch renames markers, so their content must not say a color (it moves with the rename)."""
+    files = render_markers("green", "blue")
+    assert set(files) == {marker_path("live", "green"), marker_path("preview", "blue")}
+    assert all(path.startswith(ROUTING_DIR + "/") for path in files)
+    assert len(set(files.values())) == 1
+    assert not any(color in body for body in files.values() for color in ("blue", "green"))
+    assert set(render_markers("blue", None)) == {marker_path("live", "blue")}
 
 
 def test_cli_requires_a_color_and_a_container() -> None:
@@ -106,7 +118,7 @@ def test_component_registers_the_sdk_dynamic_type_with_the_rendered_file() -> No
             assert len(dynamic) == 1
             inputs = dynamic[0].inputs
             assert inputs["liveColor"] == "green" and inputs["proxyContainerId"] == "id-1"
-            assert inputs["renderedFiles"] == {ROUTING_PATH: render_routing("green", "blue")}
+            assert inputs["renderedFiles"] == render_markers("green", "blue")
             assert any(r.typ == "paper-trading:routing:Routing" for r in mocks.resources)
 
         return component.switch.urn.apply(verify)
@@ -118,7 +130,7 @@ def _routing_resources(graph: Any) -> list[Any]:
     return [
         r for r in graph.resources
         if r.type == "pulumi-python:dynamic:Resource"
-        and ROUTING_PATH in (r.inputs.get("renderedFiles") or {})
+        and r.inputs.get("kind") == routing.SWITCH_KIND
     ]
 
 
@@ -143,6 +155,6 @@ def test_flipping_the_active_color_changes_only_routing_and_gate(stack: str) -> 
     for res in graph.containers:
         assert before[res.urn] == after[res.urn]
     files = flipped.files()
-    assert any(
-        path.endswith(ROUTING_PATH) and f'"{other}"' in body.splitlines()[1] for path, body in files.items()
-    )
+    # The graph shows the marker the switch leaves: live-<other>, and no live marker of the old color.
+    live_markers = {path.rpartition("/")[2] for path in files if "/routing/live-" in path}
+    assert live_markers == {f"live-{other}"}

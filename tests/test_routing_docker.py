@@ -20,7 +20,7 @@ import dill
 import pytest
 
 from components import routing
-from components.nginx.routing import ROUTING_PATH, render_routing
+from components.nginx.routing import render_markers
 from tests.support import require_docker, require_tool
 
 pytestmark = pytest.mark.docker
@@ -85,12 +85,12 @@ def test_promote_blue_then_green_without_replacing_anything(env: Any) -> None:
                             checker=routing.validation_checks)
     assert result.previous_live == "blue"
     assert colors(env) == {"200:green:green"}
-    assert not worker_pids(env) <= workers_on_blue  # a real switch starts new workers
+    assert not worker_pids(env) <= workers_on_blue  # the switch recycles the workers once it is done
     assert result.switch_ms < 5000
     # Same container, same nginx master (graceful reload, not a restart), same apps.
     assert proxy_identity(env) == before_proxy
     assert app_ids(env) == before_apps
-    assert routing.current(env.proxy_name, env.client) == render_routing("green", "blue")
+    assert routing.current(env.proxy_name, env.client) == "live green\npreview blue\n"
 
 
 def test_preview_listener_follows_the_routing_default(env: Any) -> None:
@@ -143,50 +143,52 @@ def test_failed_handoff_switches_traffic_back(env: Any) -> None:
     assert routing.live_color_of(routing.current(env.proxy_name, env.client)) == "blue"
 
 
-def test_broken_routing_file_is_refused_and_traffic_untouched(env: Any) -> None:
-    routing.switch(env.proxy_name, "blue", "green", endpoint(env), client=env.client)
-    before_file = routing.current(env.proxy_name, env.client)
-    before_identity = proxy_identity(env)
-    # Old workers of the previous reload may still be draining; wait for the set to settle.
+def settled_workers(env: Any) -> set[int]:
+    """nginx's workers once the old ones of an earlier reload (a switch's recycle) have exited."""
     import time
 
     deadline = time.monotonic() + 10
     while len(worker_pids(env)) != 1 and time.monotonic() < deadline:
         time.sleep(0.2)
-    before_workers = worker_pids(env)
-    assert before_workers
+    workers = worker_pids(env)
+    assert workers
+    return workers
+
+
+def test_the_switch_itself_moves_traffic_without_any_reload(env: Any) -> None:
+    """One rename of the marker: the next request has the new color, the nginx workers are the same."""
+    routing.switch(env.proxy_name, "blue", "green", endpoint(env), client=env.client)
+    before_workers, before_identity = settled_workers(env), proxy_identity(env)
+    result = routing.switch(env.proxy_name, "green", "blue", None, client=env.client, recycle_workers=False)
+    # No confirmation step here: the very first fresh requests after the exec already see green.
+    assert colors(env, 4) == {"200:green:green"}
+    assert worker_pids(env) == before_workers and proxy_identity(env) == before_identity
+    assert set(result.steps) == {"find", "swap"}
+    assert routing.current(env.proxy_name, env.client) == "live green\npreview blue\n"
+    # The recycle (after the outcome is final) is a graceful reload: same master, new workers.
+    routing.switch(env.proxy_name, "green", "blue", endpoint(env), client=env.client)
+    assert proxy_identity(env) == before_identity
+    assert not worker_pids(env) <= before_workers
+
+
+def test_invalid_switch_is_refused_and_traffic_untouched(env: Any) -> None:
+    routing.switch(env.proxy_name, "blue", "green", endpoint(env), client=env.client)
+    before_state = routing.current(env.proxy_name, env.client)
+    before_identity, before_workers = proxy_identity(env), settled_workers(env)
     before = colors(env)
     assert before == {"200:blue:blue"}
-    broken = 'map $host $live_color { default "green" }\n'  # missing ';'
-    with pytest.raises(routing.RoutingError) as refused:
-        routing.switch(env.proxy_name, "green", "blue", endpoint(env), client=env.client, content=broken)
-    message = str(refused.value)
-    assert "nginx refused the new routing" in message
-    assert "emerg" in message and ROUTING_PATH in message  # nginx's own words
+    with pytest.raises(routing.RoutingError, match="refused: live color must be blue or green"):
+        routing.switch(env.proxy_name, "purple", "blue", endpoint(env), client=env.client)  # type: ignore[arg-type]
+    # The proxy-side script refuses too (defence in depth), before it takes the lock or renames anything.
+    container = env.client.containers.get(env.proxy_name)
+    with pytest.raises(routing.RoutingError, match="the proxy refused the switch .invalid color 'live-x'."):
+        routing.swap_markers(container, "live-x", "none", routing.lock_owner())
+    listing = container.exec_run(["ls", "-A", routing.ROUTING_DIR]).output.decode().split()
+    assert sorted(listing) == ["live-blue", "preview-green", "routing.conf"]  # no lock left, no stray marker
     assert colors(env) == before
-    assert routing.current(env.proxy_name, env.client) == before_file
+    assert routing.current(env.proxy_name, env.client) == before_state
     assert proxy_identity(env) == before_identity
     assert worker_pids(env) == before_workers  # no reload happened
-
-
-def test_failed_post_promotion_checks_switch_back_at_once(env: Any) -> None:
-    routing.switch(env.proxy_name, "blue", "green", endpoint(env), client=env.client)
-    green = env.client.containers.get(f"{env.prefix}-app-green-1")
-    fault = ('import urllib.request as u; u.urlopen(u.Request("http://127.0.0.1:3000/admin/faults", '
-             'data=b\'{"faults": ["paper_mode_off"]}\', headers={"Content-Type": "application/json"}, '
-             'method="POST"), timeout=5).read()')
-    assert green.exec_run(["python3", "-c", fault]).exit_code == 0
-    try:
-        with pytest.raises(routing.RoutingError) as failed:
-            routing.switch(env.proxy_name, "green", "blue", endpoint(env), client=env.client,
-                           checker=routing.validation_checks)
-        assert "post-promotion checks failed on green; switched back to blue" in str(failed.value)
-        assert "paper_trading_mode" in str(failed.value)
-        assert colors(env) == {"200:blue:blue"}
-        assert routing.current(env.proxy_name, env.client) == render_routing("blue", "green")
-    finally:
-        clear = fault.replace('["paper_mode_off"]', "[]")
-        green.exec_run(["python3", "-c", clear])
 
 
 def test_missing_proxy_container_gives_a_clear_error(env: Any) -> None:
@@ -211,16 +213,16 @@ def test_dynamic_provider_after_pickling_switches_and_reapplies(env: Any) -> Non
     props = {
         "proxyContainerName": env.proxy_name, "proxyContainerId": container.id,
         "liveColor": "green", "previewColor": "blue", "publicUrl": env.live_url,
-        "postPromotionChecks": True, "renderedFiles": {ROUTING_PATH: render_routing("green", "blue")},
+        "postPromotionChecks": True, "renderedFiles": render_markers("green", "blue"),
     }
     created = provider.create(props)
     assert created.outs["liveColor"] == "green"
     assert colors(env) == {"200:green:green"}
     news = {**props, "liveColor": "blue", "previewColor": "green",
-            "renderedFiles": {ROUTING_PATH: render_routing("blue", "green")}}
+            "renderedFiles": render_markers("blue", "green")}
     assert provider.diff(created.id, created.outs, news).changes
     updated = provider.update(created.id, created.outs, news)
-    assert updated.outs["previousLiveColor"] == "green"
+    assert updated.outs["previousLiveColor"] == "green" and updated.outs["handoffMs"] is None
     assert colors(env) == {"200:blue:blue"}
     # Someone switched by hand (emergency CLI): refresh sees the color really served.
     routing.switch(env.proxy_name, "green", "blue", endpoint(env), client=env.client)

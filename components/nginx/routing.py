@@ -1,8 +1,15 @@
-"""The routing include: which color is live and which one the preview listener shows.
+"""Which color is live and which one the preview listener shows: marker files, read per request.
 
-It is the only file that changes on a blue/green switch. It holds two `map`s and
-nothing else, so writing it and reloading nginx is the whole switch. `none` means
-"nothing promoted": the listener answers 503 rather than guess.
+The choice is the *name* of a marker file in the proxy's routing directory: `live-blue` or
+`live-green` (none: nothing promoted), `preview-blue` or `preview-green`. Each app server
+tests for its markers at the start of every request (`if (-f ...)`, one stat(2) each), so
+a switch is one rename(2) of `live-blue` to `live-green`: atomic (at every instant exactly
+one of them exists), no config change, no `nginx -t`, no reload and no worker churn; the
+next request already sees it. `open_file_cache off` in those servers keeps nginx from
+answering the test from a cache.
+
+With no marker, the routing include decides: the proxy ships it with `none` for both
+(the live listener answers 503 rather than guess) and the switch never rewrites it.
 """
 
 from __future__ import annotations
@@ -10,17 +17,61 @@ from __future__ import annotations
 from ..config import Color
 
 ROUTING_DIR = "/etc/paper-trading/nginx/routing"
+#: The include with the defaults that apply while no marker exists (the proxy's bootstrap: none).
 ROUTING_PATH = f"{ROUTING_DIR}/routing.conf"
 NONE = "none"
+#: Marker roles: the live listener's color and the preview listener's default.
+ROLES = ("live", "preview")
+COLORS = ("blue", "green")
+#: The marker's content; its name is the choice, so the content never says a color
+#: (a rename carries the content along).
+MARKER_TEXT = "routing marker: its file name is the choice (renamed atomically by the routing switch)\n"
+#: The nginx variable each role sets per request, and the include's default it starts from.
+VARIABLES = {"live": ("$live_color", "$routing_live_default"),
+             "preview": ("$preview_default_color", "$routing_preview_default")}
+
+
+def _check(live: Color | None, preview: Color | None) -> None:
+    for role, value in (("live", live), ("preview", preview)):
+        if value is not None and value not in COLORS:
+            raise ValueError(f"{role} color must be blue, green or None, not {value!r}")
 
 
 def render_routing(live: Color | None, preview: Color | None) -> str:
-    """The routing include for `live`/`preview` (None -> `none`, answered with 503)."""
-    for role, value in (("live", live), ("preview", preview)):
-        if value is not None and value not in ("blue", "green"):
-            raise ValueError(f"{role} color must be blue, green or None, not {value!r}")
+    """The routing include: the colors that apply while no marker exists (None -> `none`, a 503)."""
+    _check(live, preview)
     return (
-        "# Routing: written by the routing resource, reloaded with `nginx -s reload`.\n"
-        f'map $host $live_color {{ default "{live or NONE}"; }}\n'
-        f'map $host $preview_default_color {{ default "{preview or NONE}"; }}\n'
+        "# Routing defaults: apply only while the routing directory holds no marker file\n"
+        "# (live-<color>, preview-<color>); the switch renames markers and never rewrites this.\n"
+        f'map $host {VARIABLES["live"][1]} {{ default "{live or NONE}"; }}\n'
+        f'map $host {VARIABLES["preview"][1]} {{ default "{preview or NONE}"; }}\n'
     )
+
+
+def marker_path(role: str, color: str, routing_dir: str = ROUTING_DIR) -> str:
+    return f"{routing_dir}/{role}-{color}"
+
+
+def render_markers(
+    live: Color | None, preview: Color | None, routing_dir: str = ROUTING_DIR
+) -> dict[str, str]:
+    """The marker files a switch to `live`/`preview` leaves in the routing directory (path -> content)."""
+    _check(live, preview)
+    return {marker_path(role, color, routing_dir): MARKER_TEXT
+            for role, color in (("live", live), ("preview", preview)) if color is not None}
+
+
+def routing_directives(role: str, routing_dir: str = ROUTING_DIR) -> list[str]:
+    """Server-level lines that set the role's color for each request from its markers.
+
+    They must come before anything that reads the variable (nginx runs server-level
+    `set`/`if` in order, in the server rewrite phase).
+    """
+    variable, default = VARIABLES[role]
+    return [
+        f"# {role} color: the marker's name, tested per request (a switch renames it; no reload)",
+        "open_file_cache off;",
+        f"set {variable} {default};",
+        *[f"if (-f {marker_path(role, color, routing_dir)}) {{ set {variable} {color}; }}"
+          for color in COLORS],
+    ]

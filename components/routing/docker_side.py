@@ -1,7 +1,8 @@
-"""The Docker side of the switch: find the proxy, swap the routing file, test and reload, the lock.
+"""The Docker side of the switch: find the proxy, rename the routing markers, the lock, the drain.
 
 Every call goes through the Docker Engine API the docker provider uses; nothing here
-knows about listeners, checks or Pulumi.
+knows about listeners, checks or Pulumi. A switch is ONE exec round trip (`SWAP_SCRIPT`):
+take the lock, rename the markers (`nginx/routing.py`), print what was there before.
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ import io
 import re
 import tarfile
 import time
+from dataclasses import dataclass
 from typing import Any
 
-from ..nginx.conf import CONF_PATH, NginxPaths
-from ..nginx.routing import ROUTING_DIR, ROUTING_PATH
-from .base import RoutingError
+from ..nginx.routing import COLORS, MARKER_TEXT, ROLES, ROUTING_DIR, ROUTING_PATH
+from .base import NONE, RoutingError
 
-NGINX_PID = NginxPaths().pid
-_MAP_RE = re.compile(r'map \$host \$live_color \{ default "(blue|green|none)"; \}')
+_MAP_RE = re.compile(r'map \$host \$(?:live_color|routing_live_default) \{ default "(blue|green|none)"; \}')
+_STATE_RE = re.compile(r"^live (blue|green|none)$", re.MULTILINE)
 
 
 def docker_client() -> Any:
@@ -73,26 +74,35 @@ def write_file(container: Any, path: str, content: str) -> None:
         raise RoutingError(f"could not write {path} into {container.name}")
 
 
-TEST_FAILED = 3
+INVALID_EXIT = 3
 LOCKED_EXIT = 4
-#: A switch holds the lock for its whole run (write, reload, confirm, post-promotion checks,
+#: A switch holds the lock for its whole run (rename, confirm, handoff, post-promotion checks,
 #: switch back); one older than this was abandoned (its process died) and may be taken over.
 LOCK_STALE_S = 180
 #: How long a switch waits for another one to finish before it gives up, traffic unchanged.
 LOCK_WAIT_S = 60.0
-#: As root without any capability (the container drops ALL): enough to replace a file in
-#: the root-owned config volume by rename, never to touch nginx. Prints the old file.
-#: First takes the switch lock (mkdir is atomic), so a `pulumi up` and the emergency CLI
-#: never interleave their writes; re-entrant for its owner (a switch back), exit 4 if held.
-_SWAP_SCRIPT = f"""set -e
-cd {ROUTING_DIR}
-now=$(date +%s)
+#: As root without any capability (the container drops ALL): enough to rename files in the
+#: root-owned config volume, never to touch nginx. First takes the switch lock (mkdir is
+#: atomic), so a `pulumi up` and the emergency CLI never interleave; re-entrant for its owner
+#: (a switch back), exit 4 if held. Then, per role, ONE rename(2) of the other color's marker
+#: to the wanted one (at every instant exactly one marker exists), or a create by rename when
+#: there was none, or a removal for `none`. Prints the colors that were there before.
+#: Where the proxy's `sh` or `mv` cannot (read-only volume, ...) it fails before any change.
+SWAP_SCRIPT = f"""set -e
+cd "${{ROUTING_DIR_PATH:-{ROUTING_DIR}}}"
+for want in "$ROUTING_LIVE" "$ROUTING_PREVIEW"; do
+  case "$want" in blue|green|none) ;; *) echo "invalid color '$want'"; exit {INVALID_EXIT};; esac
+done
+# The lock first; its owner line is written right after the live rename (nothing but
+# builtins and one `mv` before it: the switch is timed until traffic moves). A lock whose
+# owner is not written yet counts from the directory's age.
+fresh=
 if mkdir .switch.lock 2>/dev/null; then
-  echo "$ROUTING_OWNER $now" > .switch.lock/owner
+  fresh=1
 else
+  now=$(date +%s)
   holder=unknown; since=0
   read -r holder since < .switch.lock/owner 2>/dev/null || true
-  # Owner not written yet (taken a moment ago) or unreadable: the lock directory's age counts.
   case "$since" in ''|*[!0-9]*|0) since=$(stat -c %Y .switch.lock 2>/dev/null || echo "$now");; esac
   if [ "$holder" != "$ROUTING_OWNER" ]; then
     age=$((now - since))
@@ -100,16 +110,50 @@ else
     echo "$ROUTING_OWNER $now" > .switch.lock/owner
   fi
 fi
-if [ -f routing.conf ]; then cat routing.conf > .routing.conf.previous; else : > .routing.conf.previous; fi
-printf '%s' "$ROUTING_CONTENT" > .routing.conf.next
-chmod 0444 .routing.conf.next
-mv -f .routing.conf.next routing.conf
-cat .routing.conf.previous
+# What nginx reads now: the last existing marker wins, as in the server's `if` order.
+was_live=none; was_preview=none
+for c in {" ".join(COLORS)}; do
+  [ -e "live-$c" ] && was_live=$c
+  [ -e "preview-$c" ] && was_preview=$c
+done
+move() {{
+  for c in {" ".join(COLORS)}; do
+    [ "$c" = "$2" ] || [ ! -e "$1-$c" ] && continue
+    if [ "$2" = none ]; then rm -f "$1-$c"; else mv -f "$1-$c" "$1-$2"; fi
+  done
+  if [ "$2" != none ] && [ ! -e "$1-$2" ]; then
+    printf '%s' "$ROUTING_MARKER" > ".$1.next"; chmod 0444 ".$1.next"; mv -f ".$1.next" "$1-$2"
+  fi
+}}
+move live "$ROUTING_LIVE"
+[ -z "$fresh" ] || echo "$ROUTING_OWNER $(date +%s)" > .switch.lock/owner
+move preview "$ROUTING_PREVIEW"
+echo "$was_live $was_preview"
 """
-_RELEASE_SCRIPT = f"""cd {ROUTING_DIR} || exit 0
+RELEASE_SCRIPT = f"""cd "${{ROUTING_DIR_PATH:-{ROUTING_DIR}}}" || exit 0
 read -r holder since < .switch.lock/owner 2>/dev/null || exit 0
 if [ "$holder" = "$ROUTING_OWNER" ]; then rm -rf .switch.lock; fi
 """
+
+
+@dataclass(frozen=True)
+class Served:
+    """What the proxy's markers select: `blue`, `green` or `none` per role."""
+
+    live: str
+    preview: str
+
+    def describe(self) -> str:
+        return f"live {self.live}\npreview {self.preview}\n"
+
+
+def swap_env(live: str, preview: str, owner: str, routing_dir: str | None = None) -> dict[str, str]:
+    """The environment SWAP_SCRIPT/RELEASE_SCRIPT read (`routing_dir`: tests run it on a local nginx)."""
+    env = {"ROUTING_LIVE": live, "ROUTING_PREVIEW": preview, "ROUTING_OWNER": owner,
+           "ROUTING_MARKER": MARKER_TEXT}
+    if routing_dir is not None:
+        env["ROUTING_DIR_PATH"] = routing_dir
+    return env
 
 
 class Locked(Exception):
@@ -138,57 +182,78 @@ def _exec(
     return int(result.exit_code), _text(out), _text(err).strip()
 
 
-def swap_routing(container: Any, content: str, owner: str) -> str | None:
-    """Put `content` in place as the routing file (atomic rename); return the previous file.
+def swap_markers(container: Any, live: str, preview: str, owner: str) -> Served:
+    """Make the markers select `live`/`preview` (`none`: no marker); return what they selected before.
 
-    One exec round trip, which also takes the switch lock for `owner`. Falls back to the
-    archive API where the exec cannot (no `sh`, another owner): slower, same result, no lock.
+    One exec round trip, which also takes the switch lock for `owner` (raises Locked when
+    another switch holds it). Anything but blue/green/none is refused by the script too.
     """
     import docker.errors
 
     try:
-        code, out, _ = _exec(
-            container, _SWAP_SCRIPT, user="0", env={"ROUTING_CONTENT": content, "ROUTING_OWNER": owner}
-        )
+        code, out, err = _exec(container, SWAP_SCRIPT, user="0", env=swap_env(live, preview, owner))
     except docker.errors.APIError as exc:
         raise RoutingError(f"cannot exec in {container.name}: {exc}; traffic unchanged") from None
-    if code == 0:
-        return out or None
     if code == LOCKED_EXIT:
         raise Locked(out.strip())
-    previous = read_file(container, ROUTING_PATH)
-    write_file(container, ROUTING_PATH, content)
-    return previous
+    if code == INVALID_EXIT:
+        raise RoutingError(f"the proxy refused the switch ({out.strip()}); traffic unchanged")
+    words = out.split()
+    if code != 0 or len(words) != 2:
+        raise RoutingError(f"could not rename the routing markers in {container.name} (exit {code}): "
+                           f"{(out + err).strip()}")
+    return Served(words[0], words[1])
 
 
 def release_lock(container: Any, owner: str) -> None:
     """Drop the switch lock if `owner` still holds it (best effort: it goes stale anyway)."""
     with contextlib.suppress(Exception):
-        _exec(container, _RELEASE_SCRIPT, user="0", env={"ROUTING_OWNER": owner})
+        _exec(container, RELEASE_SCRIPT, user="0", env={"ROUTING_OWNER": owner})
 
 
-def check_and_reload(container: Any) -> tuple[int, str]:
-    """`nginx -t`, then a graceful reload (SIGHUP to the master) only if the test passed.
+def drain(container: Any) -> None:
+    """Recycle nginx's workers gracefully (SIGHUP to the master, PID 1) after traffic moved.
 
-    One exec round trip, as the container's own user (the master's uid may signal it).
-    Exit code TEST_FAILED means the test refused the config and nothing was reloaded.
+    Not part of the switch: the markers already decide every new request. Requests that
+    were already proxied stay where they were; websockets included, until they close. A
+    reload makes the old workers finish them and close them after `worker_shutdown_timeout`,
+    so long-lived connections move to the new color too. Same config, so nothing to test.
     """
-    nginx = f"nginx -e stderr -c {CONF_PATH}"
-    script = (
-        f"{nginx} -t 2>&1 || exit {TEST_FAILED}; "
-        f'kill -HUP "$(cat {NGINX_PID} 2>/dev/null)" 2>/dev/null || {nginx} -s reload 2>&1'
-    )
-    code, out, err = _exec(container, script)
-    return code, (out + err).strip()
+    container.kill(signal="SIGHUP")
+
+
+def served(container: Any) -> Served:
+    """What the proxy serves from now: its markers, else the routing include's defaults.
+
+    Read through the archive API (no exec): the listing of the routing directory.
+    """
+    import docker.errors
+
+    try:
+        chunks, _ = container.get_archive(ROUTING_DIR)
+    except docker.errors.NotFound:
+        return Served(NONE, NONE)
+    names: set[str] = set()
+    include: str | None = None
+    with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as archive:
+        for member in archive.getmembers():
+            name = member.name.rpartition("/")[2]
+            names.add(name)
+            if name == ROUTING_PATH.rpartition("/")[2] and member.isfile():
+                handle = archive.extractfile(member)
+                include = handle.read().decode() if handle is not None else None
+    picked = {role: next((c for c in reversed(COLORS) if f"{role}-{c}" in names), None) for role in ROLES}
+    default_live = live_color_of(include) or NONE
+    return Served(picked["live"] or default_live, picked["preview"] or NONE)
 
 
 def live_color_of(content: str | None) -> str | None:
-    """The live color a routing file selects (`blue`, `green`, `none`), or None if unreadable."""
-    match = _MAP_RE.search(content or "")
+    """The live color a `Served.describe()` text or a routing include selects, or None if unreadable."""
+    match = _STATE_RE.search(content or "") or _MAP_RE.search(content or "")
     return match.group(1) if match else None
 
 
 def current(container_name: str, client: Any = None) -> str:
-    """The routing file the proxy serves from now."""
+    """What the proxy serves from now, as `live <color>\npreview <color>\n`."""
     container = find_proxy(client or docker_client(), container_name)
-    return read_file(container, ROUTING_PATH) or ""
+    return served(container).describe()

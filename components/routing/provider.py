@@ -17,7 +17,7 @@ import pulumi.dynamic as dyn
 from ..audit import Auditor
 from ..config import Color
 from ..handoff import HandoffTarget
-from ..nginx.routing import ROUTING_PATH, render_routing
+from ..nginx.routing import render_markers
 from .base import SWITCH_INPUTS, SWITCH_KIND, Endpoint
 from .docker_side import current, live_color_of
 from .listener import post_promotion_checker
@@ -116,7 +116,7 @@ class RoutingSwitch(dyn.Resource):
 
 def _rendered(colors: list[Any]) -> dict[str, str]:
     live, preview = colors
-    return {ROUTING_PATH: render_routing(cast(Color | None, live), cast(Color | None, preview))}
+    return render_markers(cast(Color | None, live), cast(Color | None, preview))
 
 
 class Routing(pulumi.ComponentResource):

@@ -9,49 +9,28 @@ from typing import Any
 from ..audit import Auditor, Operation
 from ..config import Color
 from ..handoff import HandoffTarget, hand_over
-from ..nginx.routing import render_routing
-from .base import Checker, Endpoint, RoutingError, SwitchResult
+from .base import NONE, Checker, Endpoint, RoutingError, SwitchResult
 from .docker_side import (
     LOCK_STALE_S,
     LOCK_WAIT_S,
-    TEST_FAILED,
     Locked,
-    check_and_reload,
+    Served,
     docker_client,
+    drain,
     find_proxy,
-    live_color_of,
     lock_owner,
     release_lock,
-    swap_routing,
+    swap_markers,
 )
 from .listener import confirm
 
 
-def _apply(container: Any, content: str, owner: str) -> str | None:
-    """Swap in `content`, test, reload; return the previous file.
-
-    A refused file is replaced by the previous one before anything reloads, and the
-    error carries nginx's own message.
-    """
-    previous = swap_routing(container, content, owner)
-    code, output = check_and_reload(container)
-    if code != 0:
-        if previous is not None:
-            swap_routing(container, previous, owner)
-        if code == TEST_FAILED:
-            raise RoutingError(
-                f"nginx refused the new routing (previous file restored, traffic unchanged):\n{output}"
-            )
-        raise RoutingError(f"nginx reload failed (previous file restored):\n{output}")
-    return previous
-
-
-def _apply_locked(container: Any, content: str, owner: str, wait_s: float) -> str | None:
-    """`_apply` once the switch lock is free: waits up to `wait_s` for another switch to end."""
+def _apply_locked(container: Any, live: str, preview: str, owner: str, wait_s: float) -> Served:
+    """`swap_markers` once the switch lock is free: waits up to `wait_s` for another switch to end."""
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            return _apply(container, content, owner)
+            return swap_markers(container, live, preview, owner)
         except Locked as held:
             if time.monotonic() >= deadline:
                 holder, _, age = str(held).partition(" ")
@@ -70,18 +49,20 @@ def switch(
     endpoint: Endpoint | None,
     checker: Checker | None = None,
     client: Any = None,
-    content: str | None = None,
     lock_wait_s: float = LOCK_WAIT_S,
     audit: Auditor | None = None,
     operation: Operation = "switch",
     handoff: HandoffTarget | None = None,
+    recycle_workers: bool = True,
 ) -> SwitchResult:
     """Make `live` the live color of the proxy `container_name`, or fail leaving the old one.
 
     `endpoint` None skips the confirmation (only when no listener is reachable from here);
-    `checker` None skips the post-promotion checks. `content` overrides the rendered file
-    (tests use it to hand nginx a broken one). Switches on one proxy run one at a time:
-    this one waits up to `lock_wait_s` for another to finish.
+    `checker` None skips the post-promotion checks. The switch itself is one exec that
+    renames the proxy's routing markers (no nginx reload); `recycle_workers` then reloads
+    nginx gracefully once the outcome is final, so connections opened before (websockets)
+    end within `worker_shutdown_timeout` instead of staying on the old color. Switches on
+    one proxy run one at a time: this one waits up to `lock_wait_s` for another to finish.
 
     `handoff`: once traffic is confirmed, and before the post-promotion checks, the
     background work moves to `live` (`components.handoff.hand_over`). A failed handoff
@@ -92,6 +73,12 @@ def switch(
     undone or broke), plus one `rollback` record when a failed confirmation, a failed
     handoff or failed post-promotion checks switched back.
     """
+    for role, value in (("live", live), ("preview", preview)):
+        if value not in ("blue", "green") and not (role == "preview" and value is None):
+            problem = f"refused: {role} color must be blue or green, not {value!r}; traffic unchanged"
+            if audit is not None:
+                audit.record(operation, "refused", 0.0, from_=None, to=str(live), error=problem)
+            raise RoutingError(problem)
     start = time.monotonic()
     steps: dict[str, float] = {}
     seen: dict[str, Any] = {"from": None, "applied": False, "handed": False}
@@ -102,7 +89,7 @@ def switch(
     def since_start() -> float:
         return (time.monotonic() - start) * 1000
 
-    def rollback(container: Any, previous: str | None, previous_live: str | None, owner: str) -> None:
+    def rollback(container: Any, previous: Served, previous_live: str | None, owner: str) -> None:
         """Switch back (and the work, if it moved or may have), and record the rollback (one record)."""
         began = time.monotonic()
         try:
@@ -125,12 +112,11 @@ def switch(
         container = find_proxy(client, container_name)
         lap("find")
         owner = lock_owner()
-        rendered = content if content is not None else render_routing(live, preview)
         try:
-            previous = _apply_locked(container, rendered, owner, lock_wait_s)
-            previous_live = live_color_of(previous)
+            previous = _apply_locked(container, live, preview or NONE, owner, lock_wait_s)
+            previous_live: str | None = previous.live
             seen.update({"from": previous_live, "applied": True})
-            lap("swap_test_reload")
+            lap("swap")
             if endpoint is not None:
                 try:
                     confirm(endpoint, live)
@@ -160,6 +146,10 @@ def switch(
                         + "\n  ".join(failures)
                     )
         finally:
+            if recycle_workers and seen["applied"]:
+                with contextlib.suppress(Exception):  # best effort: traffic is already where it belongs
+                    drain(container)
+                lap("recycle_workers")
             release_lock(container, owner)
     except Exception as exc:
         if audit is not None:
@@ -184,12 +174,10 @@ def _hand_back(target: HandoffTarget, previous_live: str | None, live: str, clie
 
 
 def _revert(
-    container: Any, previous: str | None, endpoint: Endpoint | None, previous_live: str | None, owner: str
+    container: Any, previous: Served, endpoint: Endpoint | None, previous_live: str | None, owner: str
 ) -> None:
-    """Put the previous routing back at once (best effort confirm: the caller fails anyway)."""
-    if previous is None:
-        return
-    _apply(container, previous, owner)
+    """Put the previous markers back at once (best effort confirm: the caller fails anyway)."""
+    swap_markers(container, previous.live, previous.preview, owner)
     if previous_live is not None and endpoint is not None:
         with contextlib.suppress(RoutingError):
             confirm(endpoint, previous_live, deadline_s=5.0)
