@@ -282,6 +282,8 @@ def test_standby_candidate_passes_and_is_not_live(redis_db: RedisServer) -> None
             d = result["details"]
             assert (d["role"], d["liveColor"], d["consumers"], d["schedulers"]) == ("standby", "blue", [], [])
             assert d["expected"] == "standby"
+        sampled = run_check(green.url, "green", work_enabled=True, expected_replicas=3)
+        assert sampled["status"] == "passed" and sampled["details"]["samples"] == 9, sampled
         # After promotion it would have to hold the work: it does not (liveColor names blue).
         live = run_check(green.url, "green", expect_work_role="active", work_enabled=True, check_timeout=1.0)
         assert live["status"] == "failed" and "liveColor is blue" in live["message"], live
@@ -297,6 +299,11 @@ def test_the_live_color_holds_the_work(redis_db: RedisServer) -> None:
             d = result["details"]
             assert (d["role"], d["epoch"], d["liveColor"]) == ("active", epoch, "green")
             assert "strategy-tick" in d["schedulers"] and d["expected"] == "active"
+        # With replicas the check samples each several times (here all answers come from one app).
+        sampled = run_check(
+            green.url, "green", expect_work_role="active", work_enabled=True, expected_replicas=2
+        )
+        assert sampled["status"] == "passed" and sampled["details"]["samples"] == 6, sampled
         # Validated as a candidate (before its promotion) it must not hold the lease.
         early = run_check(green.url, "green", expect_work_role="standby", work_enabled=True)
         assert early["status"] == "failed", early
