@@ -265,7 +265,8 @@ async def background_work(ctx: Context) -> Passed:
             if not verdict.ok:
                 raise _failed(verdict, {**base, "samples": len(states)})
         return Passed(verdict.message, {**base, "samples": len(states), **states[0].details()})
-    deadline = time.monotonic() + ctx.options.check_timeout * ACTIVE_WAIT_SHARE
+    budget = min(ctx.options.check_timeout, ctx.options.timeout)  # the runner's budget for one check
+    deadline = time.monotonic() + budget * ACTIVE_WAIT_SHARE
     first_body: dict[str, Any] | None = body
     while True:
         states = await _sample(ctx, count, first_body)
