@@ -167,7 +167,8 @@ CASES += [
 # A clean handoff (blue -> green, one scrape of overlap at most, a second blue replica always
 # standby) and a consumed backlog: silent (separate groups).
 HANDOFF = Case("WorkersSplitBrain", [
-    (_sel("paper_trading_worker_active", APP_BLUE), "1 1 0x10"),
+    # Both seen active at 2m (the colors are scraped at different moments), never for `for`.
+    (_sel("paper_trading_worker_active", APP_BLUE), "1 1 1 0x9"),
     (_sel("paper_trading_worker_active", APP_BLUE_2), "0x12"),
     (_sel("paper_trading_worker_active", APP_GREEN), "0 0 1x10"),
 ], ["1m", "2m", "3m", "6m"], "", {}, "")
