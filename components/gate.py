@@ -57,8 +57,12 @@ def _fingerprint(value: Any) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
-def _run_report(props: Mapping[str, Any]) -> ValidationReport:
-    """Build the options from the gate's inputs and run the checks (own loop, own thread if needed)."""
+def _run_report(props: Mapping[str, Any], expect_work_role: str | None = None) -> ValidationReport:
+    """Build the options from the gate's inputs and run the checks (own loop, own thread if needed).
+
+    `expect_work_role="standby"`: the candidate is not the live color, so it must do no
+    background work (`safety.background_work`); None lets the check infer it.
+    """
     from validation import avalidate
     from validation.options import ValidationOptions
 
@@ -71,6 +75,7 @@ def _run_report(props: Mapping[str, Any]) -> ValidationReport:
             "exchanges": tuple(props.get("exchanges") or ()),
             **({"alertmanager_password": props["alertmanagerPassword"]}
                if props.get("alertmanagerPassword") else {}),
+            **({"expect_work_role": expect_work_role} if expect_work_role else {}),
         }
     )
     try:
@@ -124,7 +129,7 @@ def _secret_values(props: Mapping[str, Any]) -> list[str]:
     return [value for value in found if value]
 
 
-def run_gate(props: Mapping[str, Any]) -> dict[str, Any]:
+def run_gate(props: Mapping[str, Any], expect_work_role: str | None = None) -> dict[str, Any]:
     """`_verdict`, with one audit record of it (ok; refused: not approved; failed: the gate broke)."""
     import time
 
@@ -136,7 +141,7 @@ def run_gate(props: Mapping[str, Any]) -> dict[str, Any]:
     start = time.monotonic()
     candidate = str(props.get("candidateColor"))
     try:
-        state = _verdict(props)
+        state = _verdict(props, expect_work_role)
     except Exception as exc:
         if auditor is not None:
             result: Result = "refused" if isinstance(exc, DeploymentError) else "failed"
@@ -148,7 +153,7 @@ def run_gate(props: Mapping[str, Any]) -> dict[str, Any]:
     return state
 
 
-def _verdict(props: Mapping[str, Any]) -> dict[str, Any]:
+def _verdict(props: Mapping[str, Any], expect_work_role: str | None = None) -> dict[str, Any]:
     """Validate; return the state to record, or raise DeploymentError naming the failed checks."""
     from validation.errors import DeploymentError, DeploymentErrorType
     from validation.report import render_table, summary
@@ -163,7 +168,7 @@ def _verdict(props: Mapping[str, Any]) -> dict[str, Any]:
             DeploymentErrorType.VALIDATION_ERROR, "validation", "promotion-gate",
             f"promotion gate refuses to approve {candidate}: {refused}", recoverable=False,
         )
-    report = _run_report(props)
+    report = _run_report(props, expect_work_role)
     results = {check.name: check for check in report.checks}
     unproven = [
         name for name in required_checks(props)
@@ -203,7 +208,8 @@ class PromotionGateProvider(pulumi.dynamic.ResourceProvider):
     serialize_as_secret_always = False
 
     def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
-        outs = run_gate(props)
+        # Nothing was approved before: the candidate is not live, so it must do no background work.
+        outs = run_gate(props, expect_work_role="standby")
         return pulumi.dynamic.CreateResult(id_=f"promotion-gate-{props['candidateColor']}", outs=outs)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
@@ -215,8 +221,12 @@ class PromotionGateProvider(pulumi.dynamic.ResourceProvider):
             changes=bool(changed), replaces=[], stables=[], delete_before_replace=False
         )
 
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.UpdateResult:
-        return pulumi.dynamic.UpdateResult(outs=run_gate(news))
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.UpdateResult:
+        # A candidate other than the color approved last is not live yet: it must be standby.
+        # The same color again (a key or image change on the live color) is judged by the check.
+        moving = olds.get("approvedColor") != news.get("candidateColor")
+        expect = "standby" if moving else None
+        return pulumi.dynamic.UpdateResult(outs=run_gate(news, expect_work_role=expect))
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:
         return None
@@ -262,6 +272,8 @@ class PromotionGateArgs:
             "insecure": v.insecure,
             "skip": sorted(v.skip),
             "paths": settings.app.health.model_dump(),
+            # safety.background_work: whether the stack runs consumers/schedulers at all (issue 15).
+            "work_enabled": settings.workers.enabled,
         }
         optional = {
             "server_name": settings.server.host if tls else None,

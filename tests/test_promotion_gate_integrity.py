@@ -274,8 +274,8 @@ def test_gate_refuses_when_a_required_check_did_not_run_and_pass(
 
     real = gate._run_report
 
-    def tampered(props: Any) -> Any:
-        report = real(props)
+    def tampered(props: Any, expect_work_role: str | None = None) -> Any:
+        report = real(props, expect_work_role)
         if status == "missing":
             checks = [c for c in report.checks if c.name != check]
         else:
@@ -291,3 +291,30 @@ def test_gate_refuses_when_a_required_check_did_not_run_and_pass(
         with pytest.raises(DeploymentError) as caught:
             PromotionGateProvider().create(props)
     assert caught.value.failed_checks == (check,)
+
+
+@pytest.mark.parametrize(
+    ("method", "approved_before", "expected"),
+    [("create", None, "standby"), ("update", "blue", "standby"), ("update", "green", None)],
+)
+def test_gate_expects_a_moving_candidate_to_be_standby(
+    monkeypatch: pytest.MonkeyPatch, method: str, approved_before: str | None, expected: str | None
+) -> None:
+    """A candidate that is not the color approved last must do no background work (issue 15):
+    the gate tells `safety.background_work` so instead of trusting the app's own `liveColor`."""
+    import components.gate as gate
+
+    seen: list[str | None] = []
+
+    def verdict(props: Any, expect_work_role: str | None = None) -> dict[str, Any]:
+        seen.append(expect_work_role)
+        return {"approvedColor": props["candidateColor"]}
+
+    monkeypatch.setattr(gate, "_verdict", verdict)
+    provider = gate.PromotionGateProvider()
+    news = {"candidateColor": "green", "previewUrl": "http://127.0.0.1:1", "options": {}}
+    if method == "create":
+        provider.create(news)
+    else:
+        provider.update("gate", {"approvedColor": approved_before}, news)
+    assert seen == [expected]
