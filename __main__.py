@@ -18,6 +18,7 @@ from components.proxy import Proxy, ProxyArgs
 from components.routing import Routing, RoutingArgs
 from components.volumes import Volumes, VolumesArgs
 from components.gate import PromotionGate, PromotionGateArgs, audit_target
+from components.handoff import handoff_props
 
 settings = load_settings(os.path.dirname(os.path.abspath(__file__)))
 stack = pulumi.get_stack()
@@ -106,6 +107,8 @@ routing = Routing(
         ca_file=settings.validation.ca_file,
         insecure=settings.validation.insecure,
         audit=audit_target(settings, stack),  # issue 14, part 3: switches leave audit records
+        # Issue 15: background work moves with the traffic (none when the stack runs no work).
+        handoff=handoff_props(settings, datastores),
     ),
 )
 # `activeColor` moves only once the switch is confirmed through the public listener.

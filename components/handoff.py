@@ -23,9 +23,13 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import work_contract as wc
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .datastores import Datastores
 
 DEFAULT_TIMEOUT_S = 15.0
 REDIS_CONF = "/run/secrets/redis.conf"
@@ -192,3 +196,12 @@ def hand_over(target: HandoffTarget, live: str, previous: str | None, client: An
         raise HandoffError(f"background work did not move to {live} (epoch {epoch}) within "
                            f"{target.timeout_s:g}s: {'; '.join(problems)}; consumers per color: {per_color}")
     return HandoffResult(live, epoch, round(handoff_ms, 1), holder, consumers)
+
+
+def handoff_props(settings: Settings, datastores: Datastores) -> dict[str, Any] | None:
+    """The routing switch's `handoff` input for this stack: its Redis and RabbitMQ containers
+    and `workers.handoffTimeoutSeconds`; None when the stack runs no background work."""
+    if not settings.workers.enabled:
+        return None
+    return {"redisContainer": datastores.redis.name, "rabbitmqContainer": datastores.rabbitmq.name,
+            "timeoutS": settings.workers.handoff_timeout_seconds}
