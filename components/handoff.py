@@ -84,7 +84,7 @@ case "$epoch" in ''|*[!0-9]*) echo "publish: $epoch" >&2; exit 3;; esac
 echo "epoch=$epoch"
 while :; do
   lease="$(redis-cli --no-auth-warning --raw GET '{wc.LEASE_KEY}')"
-  case "$lease" in "$COLOR:$epoch:"*) echo "lease=$lease"; exit 0;; esac
+  case "$COLOR:$lease" in "$COLOR:$COLOR:$epoch:"*|"{wc.NOBODY}:") echo "lease=$lease"; exit 0;; esac
   [ "$(date +%s)" -ge "$END" ] && {{ echo "lease=$lease"; exit 4; }}
   sleep 0.02
 done
@@ -158,11 +158,14 @@ def _exec(client: Any, name: str, script: str, env: dict[str, str]) -> tuple[int
 def hand_over(target: HandoffTarget, live: str, previous: str | None, client: Any = None) -> HandoffResult:
     """Publish `live` as the color that does background work and wait until it holds it.
 
+    `live="none"` (wc.NOBODY): no color may do background work; waits until the lease is
+    free and `previous` has no consumers (a first promotion that was switched back).
+
     Raises HandoffError when the publish fails or the work has not moved within
     `target.timeout_s`; the caller switches traffic back and hands the work back.
     """
-    if live not in wc.COLORS:
-        raise HandoffError(f"live color must be one of {wc.COLORS}, got {live!r}")
+    if live not in (*wc.COLORS, wc.NOBODY):
+        raise HandoffError(f"live color must be one of {(*wc.COLORS, wc.NOBODY)}, got {live!r}")
     if client is None:
         from .routing.docker_side import docker_client
 
@@ -187,7 +190,8 @@ def hand_over(target: HandoffTarget, live: str, previous: str | None, client: An
     handoff_ms = (time.perf_counter() - start) * 1000
     problems = []
     if code != 0:
-        problems.append(f"lease holder {holder or '(none)'}, want {live}:{epoch}:<instance>")
+        want = "no holder" if live == wc.NOBODY else f"{live}:{epoch}:<instance>"
+        problems.append(f"lease holder {holder or '(none)'}, want {want}")
     if rcode != 0 or _MARK not in rout:
         problems.append(f"{old or 'old'} color still has consumers" if _MARK in rout
                         else f"broker query failed: {rerr or rout or 'no output'}")

@@ -31,6 +31,9 @@ TICKS_KEY = KEY_PREFIX + "ticks"
 DUPLICATES_KEY = KEY_PREFIX + "duplicates"
 
 COLORS = ("blue", "green")
+#: Published as the live color when nothing is promoted (a first promotion switched back):
+#: no color may take the lease, and the holder stands down.
+NOBODY = "none"
 DEFAULT_QUEUE = "paper-trading.orders"
 DEFAULT_LEASE_TTL_MS = 3000
 DEFAULT_PREFETCH = 10

@@ -9,6 +9,7 @@ from typing import Any
 from ..audit import Auditor, Operation
 from ..config import Color
 from ..handoff import HandoffTarget, hand_over
+from ..work_contract import NOBODY
 from .base import NONE, Checker, Endpoint, RoutingError, SwitchResult
 from .docker_side import (
     LOCK_STALE_S,
@@ -166,11 +167,12 @@ def switch(
 def _hand_back(target: HandoffTarget, previous_live: str | None, live: str, client: Any) -> None:
     """Give the work back to the color traffic went back to (best effort: the switch fails anyway).
 
-    Nothing to give back to when no color was live before (the first promotion).
+    When no color was live before (a first promotion), nobody may do the work: `none` is
+    published, so the color that failed stands down instead of keeping the lease.
     """
-    if previous_live in ("blue", "green"):
-        with contextlib.suppress(Exception):
-            hand_over(target, str(previous_live), live, client=client)
+    back = str(previous_live) if previous_live in ("blue", "green") else NOBODY
+    with contextlib.suppress(Exception):
+        hand_over(target, back, live, client=client)
 
 
 def _revert(
