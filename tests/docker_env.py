@@ -15,6 +15,19 @@ ephemeral on 127.0.0.1, the proxy runs the base image's nginx, the app gets no
 secret files (the reference app reads none), and only the proxy's networks exist (frontend,
 and metrics, where the proxy's status listener binds to its metrics-only alias).
 Everything is labelled and removed afterwards, also after a crash of an earlier run.
+
+`docker_env(work=True)` (issue 15, background work) adds what the work needs, again as the
+program renders it: the backend network (internal), Redis and RabbitMQ (command, environment,
+uploads: redis.conf, the RabbitMQ conf.d file, plugins and definitions; hardening, restart
+policy, healthcheck, aliases `redis`/`rabbitmq`), with only the image replaced by the ci stand-ins
+(`paper-trading-ci/redis:7.0`, `paper-trading-ci/rabbitmq:3.10`, `scripts/build-test-images --ci`)
+and the healthcheck interval shortened to 1 s (readiness is seen sooner; the check is the
+rendered one); the apps additionally join backend with their aliases and get their rendered
+secret files (database/redis/rabbitmq passwords). The test config's `workers` section sets a
+1500 ms lease and a 200 ms tick. Nothing of Redis or RabbitMQ is published: the test reaches
+them from the host at their addresses on the backend bridge (the host is that bridge's
+gateway), which is how it publishes messages with pika and reads Redis; the stack renders no
+port for them and the test stack adds none.
 """
 
 from __future__ import annotations
@@ -39,15 +52,22 @@ ROOT = Path(__file__).resolve().parent.parent
 TEST_LABEL = "paper-trading.test"
 APP_IMAGE = "paper-trading-reference-app:test"
 APP_PORT = 3000
+#: The ci stand-ins the work stack runs instead of the rendered Redis/RabbitMQ images.
+CI_IMAGES = {"redis": "paper-trading-ci/redis:7.0", "rabbitmq": "paper-trading-ci/rabbitmq:3.10"}
+#: The test config's `workers` section (work=True): short lease and tick, so the tests run quickly.
+WORK_CONFIG = {"leaseTtlMs": 1500, "tickMs": 200, "handoffTimeoutSeconds": 10}
+#: How long Redis and RabbitMQ get to become healthy (the rendered RabbitMQ waitTimeout is 180 s).
+DATASTORE_TIMEOUT_S = 180.0
 
 #: The stack name the test stack is rendered as (its `paper-trading.stack` label).
 STACK = "docker-test"
 
 
-def build_images() -> tuple[str, str]:
-    """(base image, app image): build or reuse them with the project's script."""
+def build_images(ci: bool = False) -> tuple[str, str]:
+    """(base image, app image): build or reuse them with the project's script (`--ci`: also the ci images)."""
     proc = subprocess.run(
-        [str(ROOT / "scripts" / "build-test-images")], capture_output=True, text=True, timeout=900,
+        [str(ROOT / "scripts" / "build-test-images"), *(["--ci"] if ci else [])],
+        capture_output=True, text=True, timeout=1800,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"build-test-images failed:\n{proc.stdout}\n{proc.stderr}")
@@ -55,11 +75,23 @@ def build_images() -> tuple[str, str]:
     # No stand-in app: without the reference app the Docker tests cannot run, so they fail.
     if found.get("PAPER_TRADING_APP_IMAGE") != APP_IMAGE or "skipping" in proc.stderr:
         raise RuntimeError(f"build-test-images did not build {APP_IMAGE}:\n{proc.stdout}\n{proc.stderr}")
+    if ci:
+        built = set(re.findall(r"^PAPER_TRADING_CI_IMAGE=(\S+)$", proc.stdout, re.M))
+        if not set(CI_IMAGES.values()) <= built:
+            raise RuntimeError(f"build-test-images --ci did not build {sorted(CI_IMAGES.values())}:\n"
+                               f"{proc.stdout}\n{proc.stderr}")
     return found["PAPER_TRADING_BASE_IMAGE"], APP_IMAGE
 
 
-def test_config(prefix: str) -> dict[str, Any]:
+def test_config(prefix: str, work: bool = False) -> dict[str, Any]:
     """Dev-stack-like `paper-trading:*` config: plain HTTP, one replica per color."""
+    config = _base_config(prefix)
+    if work:
+        config["workers"] = dict(WORK_CONFIG)
+    return config
+
+
+def _base_config(prefix: str) -> dict[str, Any]:
     return {
         "environment": "development",
         "paperTradingMode": True,
@@ -75,19 +107,19 @@ def test_config(prefix: str) -> dict[str, Any]:
     }
 
 
-def test_settings(prefix: str) -> Any:
+def test_settings(prefix: str, work: bool = False) -> Any:
     """The program's Settings for the test config."""
     from components.config import Settings
 
-    return Settings.model_validate(test_config(prefix))
+    return Settings.model_validate(test_config(prefix, work))
 
 
-def render_stack(prefix: str) -> Any:
+def render_stack(prefix: str, work: bool = False) -> Any:
     """The program's resource graph (`tools.render.Graph`) for the test config, as the engine hands it."""
     from tools.render import evaluate
 
     config = {f"paper-trading:{key}": value if isinstance(value, str) else json.dumps(value)
-              for key, value in test_config(prefix).items()}
+              for key, value in test_config(prefix, work).items()}
     return evaluate(STACK, config=config, secret_keys=[])
 
 
@@ -123,8 +155,17 @@ def hardening(resource: Any) -> dict[str, Any]:
     )
 
 
-def _tar(files: dict[str, str], under: str) -> bytes:
-    """Files below `under` as a tar relative to it (with directory entries)."""
+def _duration_ns(value: str) -> int:
+    """A Go duration as the program renders it (`20s`, `1m0s`) in nanoseconds."""
+    units = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+    parts = re.findall(r"([0-9]+)(ms|s|m|h)", value)
+    if not parts or "".join(n + u for n, u in parts) != value:
+        raise RuntimeError(f"the program renders a duration this helper cannot read: {value!r}")
+    return sum(int(n) * units[u] for n, u in parts)
+
+
+def _tar(files: dict[str, str], under: str, modes: dict[str, int] | None = None) -> bytes:
+    """Files below `under` as a tar relative to it (with directory entries); 0444 unless `modes` says."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
         dirs: set[str] = set()
@@ -141,7 +182,8 @@ def _tar(files: dict[str, str], under: str) -> bytes:
         for path, content in files.items():
             data = content.encode()
             info = tarfile.TarInfo(os.path.relpath(path, under))
-            info.size, info.mode, info.mtime = len(data), 0o444, int(time.time())
+            info.size, info.mtime = len(data), int(time.time())
+            info.mode = (modes or {}).get(path, 0o444)
             archive.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
 
@@ -161,6 +203,13 @@ class DockerEnv:
     live_url: str = ""
     preview_url: str = ""
     containers: list[Any] = field(default_factory=list)
+    #: work=True: the backend network, Redis and RabbitMQ, the apps on backend with their secrets.
+    work: bool = False
+    backend: str = ""
+    redis_name: str = ""
+    rabbitmq_name: str = ""
+    #: FAULTS per color (the reference app's fault switches; not rendered: test-only).
+    faults: dict[str, str] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ setup
 
@@ -169,6 +218,9 @@ class DockerEnv:
         self.network = f"{self.prefix}-frontend"
         self.client.networks.create(self.network, driver="bridge", labels=labels)
         self.create_network(f"{self.prefix}-metrics")
+        if self.work:
+            self.backend = self.create_network(f"{self.prefix}-backend").name
+            self.start_datastores()
         for color in ("blue", "green"):
             self.start_app(color)
         self.start_proxy()
@@ -191,7 +243,7 @@ class DockerEnv:
         self.client.networks.get(network).connect(container, aliases=attachment.get("aliases") or None)
 
     def start_app(self, color: str) -> Any:
-        """Replica 1 of `color` as the program renders it."""
+        """Replica 1 of `color` as the program renders it (work=True: also on backend, with its secrets)."""
         from components.app import container_name
 
         res = rendered_container(self.graph, container_name(self.prefix, color, 1))
@@ -199,17 +251,175 @@ class DockerEnv:
         if i["image"] != self.app_image:
             raise RuntimeError(f"the program renders image {i['image']!r}, the test built {self.app_image!r}")
         [attachment] = [n for n in i["networksAdvanced"] if n["name"] == self.network]
+        environment = rendered_env(res)
+        if self.faults.get(color):
+            environment["FAULTS"] = self.faults[color]
+        volumes = self.volumes_of(res) if self.work else None
         container = self.client.containers.create(
             i["image"], command=i.get("command"), name=i["name"], hostname=i["hostname"],
-            environment=rendered_env(res), labels={**res.label_map, TEST_LABEL: self.prefix},
-            **hardening(res), network=self.network,
+            environment=environment, labels={**res.label_map, TEST_LABEL: self.prefix},
+            **hardening(res), network=self.network, volumes=volumes,
             networking_config={
                 self.network: self.client.api.create_endpoint_config(aliases=attachment["aliases"]),
             },
         )
         self.containers.append(container)
+        if self.work:
+            self.attach(container, res, self.backend)
+            self.upload(container, res)
         container.start()
         return container
+
+    def replace_app(self, color: str, faults: str = "") -> Any:
+        """Remove `color`'s container and start it again as rendered, with FAULTS=`faults`."""
+        from components.app import container_name
+
+        name = container_name(self.prefix, color, 1)
+        self.client.containers.get(name).remove(force=True, v=True)
+        self.containers = [c for c in self.containers if c.name != name]
+        self.faults[color] = faults
+        return self.start_app(color)
+
+    # ------------------------------------------------------------------ work=True
+
+    def volumes_of(self, res: Any) -> list[str]:
+        """The rendered volumes as labelled named volumes ("name:path:mode"); anonymous ones get a name."""
+        labels = {TEST_LABEL: self.prefix}
+        mounts = []
+        for index, vol in enumerate(res.inputs.get("volumes") or []):
+            if vol.get("hostPath"):
+                raise RuntimeError(f"{res.inputs['name']}: renders a host path {vol['hostPath']!r}")
+            name = vol.get("volumeName") or f"{res.inputs['name']}-anon-{index}"
+            self.client.volumes.create(name, labels=labels)
+            mounts.append(f"{name}:{vol['containerPath']}:{'ro' if vol.get('readOnly') else 'rw'}")
+        return mounts
+
+    def upload(self, container: Any, res: Any) -> None:
+        """The rendered uploads, like the provider: into the created container, each into its volume."""
+        points = [str(v["containerPath"]).rstrip("/") for v in res.inputs.get("volumes") or []]
+        groups: dict[str, dict[str, str]] = {}
+        modes: dict[str, int] = {}
+        for item in res.inputs.get("uploads") or []:
+            path = str(item["file"])
+            under = max((p for p in points if path.startswith(p + "/")), key=len, default=None)
+            if under is None:
+                raise RuntimeError(f"{res.inputs['name']}: upload {path} lies outside every rendered volume")
+            groups.setdefault(under, {})[path] = str(item["content"])
+            modes[path] = int(str(item.get("permissions") or "0444"), 8)
+        for under, files in groups.items():
+            if not container.put_archive(under, _tar(files, under, modes)):
+                raise RuntimeError(f"{res.inputs['name']}: upload into {under} failed")
+
+    def start_datastore(self, service: str) -> Any:
+        """Redis or RabbitMQ as rendered; only the image is the ci stand-in."""
+        res = rendered_container(self.graph, f"{self.prefix}-{service}")
+        i = res.inputs
+        networks = i["networksAdvanced"]
+        primary = networks[0]["name"]
+        check = i.get("healthcheck")
+        if not check:
+            raise RuntimeError(f"the program renders no healthcheck for {i['name']}")
+        container = self.client.containers.create(
+            CI_IMAGES[service], command=i.get("command"), name=i["name"], hostname=i["hostname"],
+            environment=list(i.get("envs") or []), labels={**res.label_map, TEST_LABEL: self.prefix},
+            **hardening(res), volumes=self.volumes_of(res),
+            restart_policy={"Name": i.get("restart") or "no",
+                            "MaximumRetryCount": int(i.get("maxRetryCount") or 0)},
+            healthcheck={
+                "test": list(check["tests"]), "interval": 10**9,  # rendered 10s; 1 s: ready sooner
+                "timeout": _duration_ns(check.get("timeout") or "30s"),
+                "retries": int(check.get("retries") or 3),
+                "start_period": _duration_ns(check.get("startPeriod") or "0s"),
+            },
+            network=primary,
+            networking_config={
+                primary: self.client.api.create_endpoint_config(aliases=networks[0].get("aliases") or None),
+            },
+        )
+        self.containers.append(container)
+        for attachment in networks[1:]:
+            self.attach(container, res, attachment["name"])
+        self.upload(container, res)
+        container.start()
+        return container
+
+    def start_datastores(self, timeout: float = DATASTORE_TIMEOUT_S) -> None:
+        """Redis and RabbitMQ, started together; both healthy before the apps start (their dependsOn)."""
+        started = {service: self.start_datastore(service) for service in ("redis", "rabbitmq")}
+        self.redis_name, self.rabbitmq_name = started["redis"].name, started["rabbitmq"].name
+        deadline = time.monotonic() + timeout
+        pending = dict(started)
+        while pending:
+            for service, container in list(pending.items()):
+                container.reload()
+                state = container.attrs["State"]
+                if (state.get("Health") or {}).get("Status") == "healthy":
+                    del pending[service]
+                elif state["Status"] == "exited" and not state.get("Restarting"):
+                    raise RuntimeError(f"{container.name} exited ({state.get('ExitCode')}):\n{self.logs()}")
+            if pending and time.monotonic() > deadline:
+                raise RuntimeError(f"not healthy after {timeout:g}s: {sorted(pending)}\n{self.logs()}")
+            time.sleep(0.5)
+
+    def address(self, name: str, network: str | None = None) -> str:
+        """A container's address on `network` (default: backend), reachable from the host."""
+        container = self.client.containers.get(name)
+        networks = container.attrs["NetworkSettings"]["Networks"]
+        address = (networks.get(network or self.backend) or {}).get("IPAddress")
+        if not address:
+            raise RuntimeError(f"{name} has no address on {network or self.backend}")
+        return str(address)
+
+    def secret(self, path: str) -> str:
+        """A secret the program uploads into the blue app (its datastore passwords)."""
+        from components.app import container_name
+
+        res = rendered_container(self.graph, container_name(self.prefix, "blue", 1))
+        [content] = [u["content"] for u in res.inputs.get("uploads") or [] if u["file"] == path]
+        return str(content)
+
+    def handoff_target(self) -> Any:
+        """Where `components.handoff.hand_over` moves the work, with the rendered handoff timeout."""
+        from components.handoff import HandoffTarget
+
+        if not self.work:
+            raise RuntimeError("handoff_target() needs docker_env(work=True)")
+        return HandoffTarget(self.redis_name, self.rabbitmq_name,
+                             timeout_s=float(self.settings.workers.handoff_timeout_seconds))
+
+    def redis_client(self) -> Any:
+        """redis-py on Redis' backend address, with the rendered password."""
+        import redis
+
+        return redis.Redis(host=self.address(self.redis_name), port=6379, decode_responses=True,
+                           password=self.secret("/run/secrets/redis_password"), socket_timeout=10)
+
+    def amqp_connection(self) -> Any:
+        """A pika connection to RabbitMQ's backend address as the rendered user (publishing from the host)."""
+        import pika
+
+        from components.datastores import RABBITMQ_USER
+
+        return pika.BlockingConnection(pika.ConnectionParameters(
+            host=self.address(self.rabbitmq_name), port=5672, socket_timeout=10,
+            credentials=pika.PlainCredentials(RABBITMQ_USER, self.secret("/run/secrets/rabbitmq_password")),
+            client_properties={"connection_name": "paper-trading-test-publisher"},
+        ))
+
+    def management(self, path: str) -> Any:
+        """GET on RabbitMQ's management API (backend address, port 15672: never published)."""
+        from components.datastores import RABBITMQ_USER
+
+        r = httpx.get(f"http://{self.address(self.rabbitmq_name)}:15672{path}", timeout=10,
+                      auth=(RABBITMQ_USER, self.secret("/run/secrets/rabbitmq_password")))
+        r.raise_for_status()
+        return r.json()
+
+    def app_url(self, color: str) -> str:
+        """One app replica directly (its frontend address), bypassing the proxy."""
+        from components.app import container_name
+
+        return f"http://{self.address(container_name(self.prefix, color, 1), self.network)}:{APP_PORT}"
 
     def start_proxy(self) -> Any:
         """The proxy as the program renders it, on the base image's nginx."""
@@ -314,6 +524,9 @@ def cleanup(client: Any, prefix: str | None = None) -> None:
     if prefix:
         with suppress(docker.errors.APIError):
             client.volumes.get(f"{prefix}-proxy-conf").remove(force=True)
+    for volume in client.volumes.list(filters={"label": selector}):
+        with suppress(docker.errors.APIError):
+            volume.remove(force=True)
 
 
 def stale_cleanup(client: Any, older_than_s: float = 3600) -> None:
@@ -335,17 +548,22 @@ def _parse_time(stamp: str) -> float:
 
 
 @contextmanager
-def docker_env(prefix: str | None = None) -> Iterator[DockerEnv]:
-    """Start the stack, yield it, always tear it down."""
+def docker_env(prefix: str | None = None, work: bool = False,
+               faults: dict[str, str] | None = None) -> Iterator[DockerEnv]:
+    """Start the stack, yield it, always tear it down.
+
+    `work`: also Redis and RabbitMQ and the apps' background work (module docstring);
+    `faults`: FAULTS per color for the reference app (test-only, e.g. {"green": "ignore_lease"}).
+    """
     import docker
 
     client = docker.from_env(timeout=60)
-    base, app = build_images()
+    base, app = build_images(ci=work)
     prefix = prefix or f"ptr{os.getpid() % 10000}{secrets.token_hex(2)}"
     stale_cleanup(client)
     env = DockerEnv(
-        client=client, prefix=prefix, base_image=base, app_image=app, settings=test_settings(prefix),
-        graph=render_stack(prefix),
+        client=client, prefix=prefix, base_image=base, app_image=app, settings=test_settings(prefix, work),
+        graph=render_stack(prefix, work), work=work, faults=dict(faults or {}),
     )
     try:
         env.start()
