@@ -145,6 +145,45 @@ def test_engine_refuses_an_app_container_without_the_safety_env(project: EngineP
     assert ("paper-trading-mode", "mandatory") in refused
 
 
+def _work() -> dict[str, Any]:
+    """Who does the background work, from each source: the Redis lease, the broker's consumers
+    per color (rabbitmqctl: live, unlike the management API's 5 s statistics), and each
+    color's own `/health/detailed` role."""
+    from components import work_contract as wc
+    from components.handoff import REDIS_CONF, parse_consumers
+
+    client = _docker()
+    redis = client.containers.get(f"{PREFIX}-redis")
+    auth = f"REDISCLI_AUTH=\"$(sed -n 's/^requirepass //p' {REDIS_CONF})\""
+    lease = redis.exec_run(["sh", "-c", f"{auth} redis-cli --no-auth-warning --raw GET {wc.LEASE_KEY}"])
+    broker = client.containers.get(f"{PREFIX}-rabbitmq")
+    consumers = broker.exec_run(["rabbitmqctl", "-q", "list_consumers", "--no-table-headers",
+                                 "queue_name", "consumer_tag"])
+    roles = {}
+    for container in _stack_containers():
+        color = container.labels.get("paper-trading.color")
+        if container.labels.get("paper-trading.role") == "app" and color:
+            out = container.exec_run(["curl", "-sf", "http://127.0.0.1:3000/health/detailed"]).output
+            detailed = json.loads(out)
+            roles[color] = (detailed["role"], tuple(detailed["consumers"]))
+    return {"lease": lease.output.decode().strip(), "consumers": parse_consumers(consumers.output.decode()),
+            "roles": roles}
+
+
+def _work_held_by(color: str, timeout: float = 20) -> dict[str, Any]:
+    other = "green" if color == "blue" else "blue"
+    deadline = time.monotonic() + timeout
+    while True:
+        work = _work()
+        if (work["lease"].startswith(f"{color}:") and work["consumers"].get(other) == 0
+                and work["consumers"].get(color, 0) >= 1 and work["roles"].get(color, ("",))[0] == "active"
+                and work["roles"].get(other, ("",))[0] == "standby"):
+            return work
+        if time.monotonic() > deadline:
+            raise AssertionError(f"background work not held by {color} alone: {work}")
+        time.sleep(0.5)
+
+
 def test_up_from_nothing(project: EngineProject) -> None:
     project.run("up", "--yes", "--policy-pack", "policies", timing="first up")
     states = _wait_healthy()
@@ -157,6 +196,10 @@ def test_up_from_nothing(project: EngineProject) -> None:
     assert gate["outputs"]["validated"] is True and gate["outputs"]["approvedColor"] == "blue"
     assert gate["outputs"]["report"]["passed"] >= 10
     assert _live(outputs["appUrl"]) == {"blue"}
+    # Issue 15: the switch handed the background work to blue, and only blue does it.
+    (switch,) = [r for r in state["deployment"]["resources"] if r["urn"].endswith("::routing-switch")]
+    assert switch["outputs"]["handoffMs"] > 0
+    _work_held_by("blue")
 
 
 def test_second_up_changes_nothing_and_refresh_finds_no_drift(project: EngineProject) -> None:
@@ -188,6 +231,7 @@ def test_faulty_candidate_fails_up_and_keeps_traffic(project: EngineProject) -> 
     assert any("safety.paper_trading_mode" in m and "green was not promoted" in m for m in errors), errors
     assert project.outputs()["activeColor"] == "blue"
     assert _live(url) == {"blue"}
+    _work_held_by("blue")
 
 
 class _Load:
@@ -234,6 +278,8 @@ def test_flip_moves_only_gate_and_routing_with_no_failed_request(project: Engine
     assert load.colors == {"blue", "green"}
     assert project.outputs()["activeColor"] == "green"
     assert _live(url) == {"green"}
+    # Issue 15: the background work moved with the traffic; blue holds no consumer.
+    _work_held_by("green", timeout=5)
     # The audit trail under the real engine: this up's gate verdict, switch and deploy, in that order.
     records = _audit_records()
     last = {rec["operation"]: rec for rec in records}
