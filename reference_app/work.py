@@ -352,9 +352,11 @@ class Worker:
                     result = self._commit(wc.TICKS_KEY, slot, first)
                     if result == wc.COMMIT_OK:
                         self.counters.inc("paper_trading_scheduler_ticks_total", job)
-                    elif result == wc.COMMIT_DUPLICATE and not first:
-                        self.counters.inc("paper_trading_scheduler_duplicate_ticks_total", job)
-                    else:
+                    elif result == wc.COMMIT_DUPLICATE:
+                        # Expected for the first slot (the previous holder's); a duplicate otherwise.
+                        if not first:
+                            self.counters.inc("paper_trading_scheduler_duplicate_ticks_total", job)
+                    else:  # fenced: not the holder any more
                         self.work_stop.set()
                         self.wake.set()
                         return

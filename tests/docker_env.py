@@ -20,9 +20,8 @@ Everything is labelled and removed afterwards, also after a crash of an earlier 
 program renders it: the backend network (internal), Redis and RabbitMQ (command, environment,
 uploads: redis.conf, the RabbitMQ conf.d file, plugins and definitions; hardening, restart
 policy, healthcheck, aliases `redis`/`rabbitmq`), with only the image replaced by the ci stand-ins
-(`paper-trading-ci/redis:7.0`, `paper-trading-ci/rabbitmq:3.10`, `scripts/build-test-images --ci`)
-and the healthcheck interval shortened to 1 s (readiness is seen sooner; the check is the
-rendered one); the apps additionally join backend with their aliases and get their rendered
+(`paper-trading-ci/redis:7.0`, `paper-trading-ci/rabbitmq:3.10`, `scripts/build-test-images --ci`);
+the apps additionally join backend with their aliases and get their rendered
 secret files (database/redis/rabbitmq passwords). The test config's `workers` section sets a
 1500 ms lease and a 200 ms tick. Nothing of Redis or RabbitMQ is published: the test reaches
 them from the host at their addresses on the backend bridge (the host is that bridge's
@@ -326,7 +325,10 @@ class DockerEnv:
             restart_policy={"Name": i.get("restart") or "no",
                             "MaximumRetryCount": int(i.get("maxRetryCount") or 0)},
             healthcheck={
-                "test": list(check["tests"]), "interval": 10**9,  # rendered 10s; 1 s: ready sooner
+                # The rendered interval too: each check is a `rabbitmq-diagnostics` Erlang VM in the
+                # broker's memory limit; at 1 s they overlapped the handoff's `rabbitmqctl` and the
+                # cgroup's OOM killer took the broker (measured, docs/background-work.md).
+                "test": list(check["tests"]), "interval": _duration_ns(check.get("interval") or "30s"),
                 "timeout": _duration_ns(check.get("timeout") or "30s"),
                 "retries": int(check.get("retries") or 3),
                 "start_period": _duration_ns(check.get("startPeriod") or "0s"),
