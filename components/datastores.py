@@ -70,7 +70,14 @@ def redis_conf(password: str) -> str:
 RABBITMQ_DEFINITIONS = f"{SECRETS_DIR}/rabbitmq_definitions.json"
 
 
-def rabbitmq_conf() -> str:
+#: Share of the container's memory limit RabbitMQ may use before it blocks publishers. It does
+#: not read the cgroup limit itself (it would take 40% of the host's memory and be OOM-killed
+#: first); the rest is for the Erlang VMs of `rabbitmqctl`/`rabbitmq-diagnostics` (healthcheck,
+#: the switch's consumer check), about 50 MiB each, which run in the same cgroup.
+RABBITMQ_MEMORY_SHARE = 0.4
+
+
+def rabbitmq_conf(memory_limit_mb: int) -> str:
     """RabbitMQ settings: the broker's objects come from the definitions file, nothing else.
 
     With `load_definitions` set, RabbitMQ seeds no default user or vhost on a fresh node
@@ -80,9 +87,12 @@ def rabbitmq_conf() -> str:
     at every boot, so a rotated password reaches an existing node too, which `default_pass`
     (fresh nodes only) never did. Per-object metrics: `rabbitmq_queue_messages_ready` and
     `rabbitmq_queue_consumers` per `{vhost, queue}` on the usual `/metrics` (the queue alert).
+    The memory high watermark is absolute, a share of the container's limit.
     """
+    watermark = max(64, int(memory_limit_mb * RABBITMQ_MEMORY_SHARE))
     return (
         f"load_definitions = {RABBITMQ_DEFINITIONS}\n"
+        f"vm_memory_high_watermark.absolute = {watermark}MiB\n"
         "loopback_users.guest = true\n"
         "prometheus.tcp.port = 15692\n"
         "prometheus.return_per_object_metrics = true\n"
@@ -233,7 +243,8 @@ class Datastores(pulumi.ComponentResource):
                     scratch_volume(SECRETS_DIR),
                 ],
                 uploads=[
-                    config_file("/etc/rabbitmq/conf.d/20-paper-trading.conf", rabbitmq_conf()),
+                    config_file("/etc/rabbitmq/conf.d/20-paper-trading.conf",
+                                rabbitmq_conf(s.limits.rabbitmq.memory_mb)),
                     config_file("/etc/paper-trading/rabbitmq/enabled_plugins", RABBITMQ_PLUGINS),
                     # 0444: the server reads it after dropping from root to its own user.
                     secret_file(

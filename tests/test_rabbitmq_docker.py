@@ -337,3 +337,15 @@ def test_no_port_is_published(broker: Broker) -> None:
     assert bindings == {}
     networks = {n["name"].rsplit("-", 1)[-1] for n in broker.rendered.inputs["networksAdvanced"]}
     assert networks == {"backend", "metrics"}
+
+
+def test_memory_watermark_is_a_share_of_the_container_limit(broker: Broker) -> None:
+    """RabbitMQ does not read its cgroup limit: without an absolute watermark it allows itself
+    40% of the host's memory and the kernel OOM-kills it first. The rendered conf sets it."""
+    from components.datastores import RABBITMQ_MEMORY_SHARE
+
+    broker.container.reload()
+    limit_bytes = broker.container.attrs["HostConfig"]["Memory"]
+    assert limit_bytes > 0, "the rendered broker has no memory limit"
+    (node,) = _api(broker, "/api/nodes")
+    assert node["mem_limit"] == int(limit_bytes // 2**20 * RABBITMQ_MEMORY_SHARE) * 2**20
