@@ -43,11 +43,13 @@ class WorkSettings:
         self.tick_ms = int(e.get("WORK_TICK_MS") or wc.DEFAULT_TICK_MS)
         self.redis_host = e.get("REDIS_HOST", "redis")
         self.redis_port = int(e.get("REDIS_PORT") or 6379)
-        self.redis_password = _read(e.get("REDIS_PASSWORD_FILE"))
+        # The password files are read only when the work is on: a stack without Redis/RabbitMQ
+        # (workers.enabled false) gives the app none.
+        self.redis_password = _read(e.get("REDIS_PASSWORD_FILE")) if self.enabled else None
         self.amqp_host = e.get("RABBITMQ_HOST", "rabbitmq")
         self.amqp_port = int(e.get("RABBITMQ_PORT") or 5672)
         self.amqp_user = e.get("RABBITMQ_USER", "paper_trading")
-        self.amqp_password = _read(e.get("RABBITMQ_PASSWORD_FILE"))
+        self.amqp_password = _read(e.get("RABBITMQ_PASSWORD_FILE")) if self.enabled else None
 
 
 def _read(path: str | None) -> str | None:

@@ -85,8 +85,8 @@ def build_images(ci: bool = False) -> tuple[str, str]:
 def test_config(prefix: str, work: bool = False) -> dict[str, Any]:
     """Dev-stack-like `paper-trading:*` config: plain HTTP, one replica per color."""
     config = _base_config(prefix)
-    if work:
-        config["workers"] = dict(WORK_CONFIG)
+    # Without Redis and RabbitMQ the stack runs no background work: the apps report `disabled`.
+    config["workers"] = dict(WORK_CONFIG) if work else {"enabled": False}
     return config
 
 
