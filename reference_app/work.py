@@ -26,7 +26,9 @@ from typing import Any
 
 from components import work_contract as wc
 
-SIMULATED_ORDER_S = 0.002
+#: How long a simulated paper order takes (`WORK_PROCESS_MS`; tests slow it down to catch a
+#: holder mid-message).
+DEFAULT_PROCESS_MS = 2
 
 
 def _log(message: str) -> None:
@@ -41,6 +43,7 @@ class WorkSettings:
         self.lease_ttl_ms = int(e.get("WORK_LEASE_TTL_MS") or wc.DEFAULT_LEASE_TTL_MS)
         self.prefetch = int(e.get("WORK_PREFETCH") or wc.DEFAULT_PREFETCH)
         self.tick_ms = int(e.get("WORK_TICK_MS") or wc.DEFAULT_TICK_MS)
+        self.process_ms = max(0, int(e.get("WORK_PROCESS_MS") or DEFAULT_PROCESS_MS))
         self.redis_host = e.get("REDIS_HOST", "redis")
         self.redis_port = int(e.get("REDIS_PORT") or 6379)
         # The password files are read only when the work is on: a stack without Redis/RabbitMQ
@@ -319,7 +322,7 @@ class Worker:
             _log(f"dropping a message without an id on {queue}")
             ch.basic_ack(delivery_tag=method.delivery_tag)
             return
-        time.sleep(SIMULATED_ORDER_S)  # a simulated paper order
+        time.sleep(self.s.process_ms / 1000.0)  # a simulated paper order
         result = self._commit(wc.PROCESSED_KEY, item, bool(method.redelivered))
         if result == wc.COMMIT_OK:
             self.counters.inc("paper_trading_messages_processed_total", queue)

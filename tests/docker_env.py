@@ -209,6 +209,8 @@ class DockerEnv:
     rabbitmq_name: str = ""
     #: FAULTS per color (the reference app's fault switches; not rendered: test-only).
     faults: dict[str, str] = field(default_factory=dict)
+    #: Extra environment per color (test-only knobs of the reference app, e.g. WORK_PROCESS_MS).
+    extra_env: dict[str, dict[str, str]] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ setup
 
@@ -253,6 +255,7 @@ class DockerEnv:
         environment = rendered_env(res)
         if self.faults.get(color):
             environment["FAULTS"] = self.faults[color]
+        environment.update(self.extra_env.get(color, {}))
         volumes = self.volumes_of(res) if self.work else None
         container = self.client.containers.create(
             i["image"], command=i.get("command"), name=i["name"], hostname=i["hostname"],
