@@ -27,8 +27,6 @@ consumes and schedules before promotion and the duplicate count goes above 0.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -40,7 +38,17 @@ import pytest
 
 from components import routing
 from components import work_contract as wc
-from tests.support import require_docker, require_tool
+from tests.work_support import (
+    QUEUE,
+    Publisher,
+    app_metric,
+    detailed,
+    rabbitmqctl,
+    records,
+    start,
+    wait_for,
+    work_stack,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -48,42 +56,15 @@ MESSAGES = 10_000
 #: Publishing pace: about as fast as one consumer drains (~2 ms simulated work + a Redis commit per
 #: message), so a full prefetch window exists at every switch and at the kill.
 PUBLISH_PER_S = 400
-QUEUE = wc.DEFAULT_QUEUE
 DRAIN_TIMEOUT_S = 90.0
 
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[Any]:
-    require_docker()
-    require_tool("debootstrap")
-    pytest.importorskip("pika")
-    pytest.importorskip("redis")
-    from tests.docker_env import docker_env
-
-    with docker_env(work=True) as stack:
-        yield stack
+    yield from work_stack()
 
 
 # --------------------------------------------------------------------------- observers
-
-
-def detailed(env: Any, color: str) -> dict[str, Any]:
-    """The app's own view (role, epoch, consumers, schedulers), straight from the replica."""
-    r = httpx.get(f"{env.app_url(color)}/health/detailed", timeout=5)
-    r.raise_for_status()
-    return dict(r.json())
-
-
-def rabbitmqctl(env: Any, *args: str) -> Any:
-    """`rabbitmqctl -q <args> --formatter json` in the broker: the broker's own, current state.
-
-    Not the management API: its /api/consumers and /api/queues come from the statistics
-    database, refreshed every few seconds (measured: [] right after a consumer attached).
-    """
-    container = env.client.containers.get(env.rabbitmq_name)
-    code, out = container.exec_run(["rabbitmqctl", "-q", *args, "--formatter", "json"])
-    assert code == 0, out.decode(errors="replace")
-    return json.loads(out)
 
 
 def broker_consumers(env: Any) -> dict[str, int]:
@@ -100,22 +81,6 @@ def queue_depth(env: Any) -> int:
     """Messages (ready + unacknowledged) in the work queue."""
     [queue] = [q for q in rabbitmqctl(env, "list_queues", "name", "messages") if q["name"] == QUEUE]
     return int(queue["messages"])
-
-
-def app_metric(env: Any, color: str, name: str) -> float:
-    text = httpx.get(f"{env.app_url(color)}/metrics", timeout=5).text
-    return sum(float(line.rpartition(" ")[2]) for line in text.splitlines() if line.startswith(name + "{"))
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> float:
-    start = time.monotonic()
-    while True:
-        with contextlib.suppress(httpx.HTTPError):
-            if predicate():
-                return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)
 
 
 @dataclass
@@ -144,55 +109,9 @@ class Load:
                 time.sleep(0.01)
 
 
-@dataclass
-class Publisher:
-    """Publishes `count` JSON orders with unique ids at a fixed pace, with publisher confirms."""
-
-    env: Any
-    count: int
-    run_id: str
-    confirmed: list[str] = field(default_factory=list)
-    error: BaseException | None = None
-
-    def run(self) -> None:
-        import pika
-
-        try:
-            connection = self.env.amqp_connection()
-            channel = connection.channel()
-            channel.confirm_delivery()  # basic_publish raises unless the broker confirms
-            start = time.monotonic()
-            for i in range(self.count):
-                item = f"{self.run_id}-{i:05d}"
-                channel.basic_publish("", QUEUE, json.dumps({"id": item, "side": "buy", "qty": 1}).encode(),
-                                      pika.BasicProperties(delivery_mode=2), mandatory=True)
-                self.confirmed.append(item)
-                ahead = (i + 1) / PUBLISH_PER_S - (time.monotonic() - start)
-                if ahead > 0:
-                    time.sleep(ahead)
-            connection.close()
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
-            self.error = exc
-
-    def wait_published(self, n: int, timeout: float = 60) -> None:
-        wait_for(lambda: len(self.confirmed) >= n or self.error is not None, timeout, f"{n} published")
-        assert self.error is None, f"publishing failed: {self.error!r}"
-
-
-def start(target: Any) -> threading.Thread:
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread
-
-
 def switch(env: Any, live: str, preview: str) -> Any:
     return routing.switch(env.proxy_name, live, preview, routing.Endpoint(env.live_url),  # type: ignore[arg-type]
                           client=env.client, handoff=env.handoff_target())
-
-
-def records(r: Any, key: str) -> dict[str, str]:
-    """A record hash (id or slot -> "<color>:<epoch>"), read in pages (10k+ entries)."""
-    return dict(r.hscan_iter(key, count=2000))
 
 
 # --------------------------------------------------------------------------- the scenario
@@ -215,7 +134,7 @@ def test_work_moves_with_the_switch_exactly_once(env: Any) -> None:
     assert wc.parse_token(r.get(wc.LEASE_KEY))[:2] == ("blue", e1)  # type: ignore[index]
 
     load = Load(env.live_url)
-    publisher = Publisher(env, MESSAGES, f"order-{env.prefix}")
+    publisher = Publisher(env, f"order-{env.prefix}", PUBLISH_PER_S, count=MESSAGES)
     threads = [start(load.run), start(publisher.run)]
     try:
         publisher.wait_published(MESSAGES // 4)

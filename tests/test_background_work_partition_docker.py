@@ -35,10 +35,9 @@ is sampled all along through the Docker API; the test fails if the kernel killed
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,11 +45,20 @@ import httpx
 import pytest
 
 from components import work_contract as wc
-from tests.support import require_docker, require_tool
+from tests.work_support import (
+    QUEUE,
+    Publisher,
+    app_metric,
+    detailed,
+    rabbitmqctl,
+    records,
+    start,
+    wait_for,
+    work_stack,
+)
 
 pytestmark = pytest.mark.docker
 
-QUEUE = wc.DEFAULT_QUEUE
 #: Blue's simulated order: long against the commit and ack (~1-2 ms) and against the time from
 #: seeing a commit to `docker pause` (tens of ms), so the freeze lands inside the next message.
 BLUE_PROCESS_MS = 300
@@ -63,90 +71,16 @@ FROZEN_HANDOFF_TIMEOUT_S = 60.0
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[Any]:
-    require_docker()
-    require_tool("debootstrap")
-    pytest.importorskip("pika")
-    pytest.importorskip("redis")
-    from tests.docker_env import docker_env
-
-    with docker_env(work=True) as stack:
-        yield stack
+    yield from work_stack()
 
 
 # --------------------------------------------------------------------------- observers
-
-
-def detailed(env: Any, color: str) -> dict[str, Any]:
-    r = httpx.get(f"{env.app_url(color)}/health/detailed", timeout=5)
-    r.raise_for_status()
-    return dict(r.json())
-
-
-def app_metric(env: Any, color: str, name: str) -> float:
-    text = httpx.get(f"{env.app_url(color)}/metrics", timeout=5).text
-    return sum(float(line.rpartition(" ")[2]) for line in text.splitlines() if line.startswith(name + "{"))
-
-
-def rabbitmqctl(env: Any, *args: str) -> Any:
-    """`rabbitmqctl -q <args> --formatter json` in the broker (its current state, not the stats DB)."""
-    container = env.client.containers.get(env.rabbitmq_name)
-    code, out = container.exec_run(["rabbitmqctl", "-q", *args, "--formatter", "json"])
-    assert code == 0, out.decode(errors="replace")
-    return json.loads(out)
 
 
 def queue_counts(env: Any) -> dict[str, int]:
     [queue] = [q for q in rabbitmqctl(env, "list_queues", "name", "messages", "messages_unacknowledged")
                if q["name"] == QUEUE]
     return {"messages": int(queue["messages"]), "unacked": int(queue["messages_unacknowledged"])}
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> float:
-    start = time.monotonic()
-    while True:
-        with contextlib.suppress(httpx.HTTPError):
-            if predicate():
-                return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)
-
-
-def records(r: Any, key: str) -> dict[str, str]:
-    return dict(r.hscan_iter(key, count=2000))
-
-
-@dataclass
-class Publisher:
-    """Publishes JSON orders with unique ids at a steady pace until stopped (publisher confirms)."""
-
-    env: Any
-    run_id: str
-    confirmed: list[str] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-    error: BaseException | None = None
-
-    def run(self) -> None:
-        import pika
-
-        try:
-            connection = self.env.amqp_connection()
-            channel = connection.channel()
-            channel.confirm_delivery()
-            start = time.monotonic()
-            i = 0
-            while not self.stop.is_set():
-                item = f"{self.run_id}-{i:05d}"
-                channel.basic_publish("", QUEUE, json.dumps({"id": item, "side": "buy", "qty": 1}).encode(),
-                                      pika.BasicProperties(delivery_mode=2), mandatory=True)
-                self.confirmed.append(item)
-                i += 1
-                ahead = i / PUBLISH_PER_S - (time.monotonic() - start)
-                if ahead > 0:
-                    self.stop.wait(ahead)
-            connection.close()
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
-            self.error = exc
 
 
 @dataclass
@@ -173,12 +107,6 @@ class MemoryWatch:
             self.stop.wait(self.period)
 
 
-def start(target: Callable[[], None]) -> threading.Thread:
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread
-
-
 # --------------------------------------------------------------------------- the scenario
 
 
@@ -202,7 +130,7 @@ def test_a_frozen_old_holder_is_fenced_when_it_thaws(env: Any) -> None:
 
     first = hand_over(env.handoff_target(), "blue", None, env.client)
     e1 = first.epoch
-    publisher = Publisher(env, f"partition-{env.prefix}")
+    publisher = Publisher(env, f"partition-{env.prefix}", PUBLISH_PER_S)
     publishing = start(publisher.run)
     thawed = False
     try:
