@@ -4,7 +4,10 @@ A stack policy, because the rule is about the graph, not one resource: exactly o
 exists, it is enabled and skips no `safety.*`/`health.*` check, and the routing switch's live
 color is computed from the gate (the engine gives stack policies each input's property
 dependencies). A graph where the switch reads its color from anywhere else (the config, a
-constant, another resource) is refused at `pulumi preview`, before anything is created.
+constant, another resource) is refused at `pulumi preview`, before anything is created. The
+switch must also be able to switch back: `postPromotionChecks` exactly true and a `publicUrl`
+that is an http(s) URL with a host (the switch probes the live site through it; without one it
+skips its checks). Missing counts as off.
 
 Dynamic resources all share one type token, so the gate and the switch are recognised by the
 `kind` marker the components set; where the pickled `__provider` is visible it must name the
@@ -19,8 +22,10 @@ import binascii
 import pickletools
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from pulumi_policy import PolicyResource, ReportViolation, StackValidationArgs
+from pulumi_policy.proxy import UnknownValueError
 
 from .props import Malformed, as_list, as_str, field, known
 
@@ -98,10 +103,54 @@ def _check_switch(switch: PolicyResource, gate: PolicyResource | None, report: R
             came_from = ", ".join(sources) or "no resource (a constant or the stack config)"
             report(f"{where}.{key} must come from the promotion gate's approved color; it comes from "
                    f"{came_from}", switch.urn)
-    checks = known(field(switch.props, "postPromotionChecks", where), f"{where}.postPromotionChecks")
-    if checks is not True:
-        report(f"{where}: post-promotion checks are off (postPromotionChecks={checks!r}); a failed "
-               "switch must switch back", switch.urn)
+    checks = _read(switch, "postPromotionChecks", report)
+    if checks is not UNREAD and checks is not True:
+        state = "missing" if checks is None else f"{checks!r}"
+        report(f"{where}.postPromotionChecks must be true, found {state}: post-promotion checks are "
+               "off, so a failed switch would not switch back", switch.urn)
+    url = _read(switch, "publicUrl", report)
+    problem = None if url is UNREAD else _public_url_problem(url)
+    if problem is not None:
+        report(f"{where}.publicUrl {problem}: the post-promotion checks probe the live site through "
+               "it, so without it a failed switch would not switch back", switch.urn)
+
+
+#: What `_read` returns for an input it could not read (already reported).
+UNREAD = object()
+
+
+def _read(resource: PolicyResource, key: str, report: ReportViolation) -> Any:
+    """The input `key` (None when absent), or UNREAD after reporting that it is unknown at preview.
+
+    Reported here rather than by `rules.fail_closed` so the violation names the resource and
+    the property and carries the resource's URN.
+    """
+    where = f"{resource.name}.{key}"
+    try:
+        return known(field(resource.props, key, resource.name), where)
+    except UnknownValueError:
+        report(f"{where} can't be known during preview: promotion-gated must read it, so it must be "
+               "known at preview (fail closed); compute it from config, not from another resource's "
+               "output", resource.urn)
+        return UNREAD
+
+
+def _public_url_problem(url: Any) -> str | None:
+    """Why `url` is not an http(s) URL with a host (None when it is one)."""
+    if url is None:
+        return "is missing"
+    if not isinstance(url, str):
+        return f"must be a string, not {type(url).__name__} {url!r}"
+    if not url.strip():
+        return "is empty"
+    try:
+        parts = urlsplit(url.strip())
+        _ = parts.port  # raises ValueError on a port outside 0-65535
+    except ValueError as exc:
+        return f"{url!r} is not a URL ({exc})"
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return f"{url!r} is not an http(s) URL with a host"
+    return None
 
 
 def check_promotion_gated(args: StackValidationArgs, report: ReportViolation) -> None:
