@@ -5,7 +5,17 @@ Every writer builds its record here (the backup scripts use `backup/bin/lib.sh`'
 
     {"time": "2025-01-01T12:00:00.123Z", "actor": "alice", "stack": "prod",
      "operation": "switch", "from": "blue", "to": "green", "backup_id": null,
-     "result": "ok", "duration_ms": 812.4, "error": null}
+     "result": "ok", "duration_ms": 812.4, "error": null, "reason": null, "checks": null}
+
+Intent first (issue 20, item 5): an operation that acts (gate, switch, emergency switch,
+backup, restore) appends a `started` record before it does anything (`Auditor.begin`), then
+its outcome (`ok`, `refused`, `failed`). Under `security.audit.failClosed` (the default) an
+intent that cannot be appended refuses the operation with `AuditUnavailable` before it acts,
+and an outcome that cannot be appended raises `AuditUnavailable` after it (the operation is
+not undone, but it never ends silently). Without it, a failed append is a warning and the
+operation goes on. `reason` and `checks` are set by the emergency CLI (`--reason`; what it
+verified: none, confirm, post-promotion); records from before them have neither key (`parse`
+fills in null).
 
 Where the lines go: the named volume `<prefix>-audit-data`, file `audit.jsonl`. The gate and
 the routing switch run in the Pulumi engine's dynamic-provider process on the operator's
@@ -36,11 +46,19 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, get_args
 
 Operation = Literal["deploy", "gate", "switch", "rollback", "emergency-switch", "backup", "restore"]
-Result = Literal["ok", "refused", "failed"]
+#: `started`: the intent record, appended before the operation acts; the others are outcomes.
+Result = Literal["started", "ok", "refused", "failed"]
+#: What an emergency switch verified: nothing; the public listener serves the color; and the
+#: post-promotion checks passed.
+Checks = Literal["none", "confirm", "post-promotion"]
 OPERATIONS: tuple[str, ...] = get_args(Operation)
 RESULTS: tuple[str, ...] = get_args(Result)
+CHECKS: tuple[str, ...] = get_args(Checks)
 #: Every record has exactly these keys, in this order (tests and lib.sh hold to it).
-FIELDS = ("time", "actor", "stack", "operation", "from", "to", "backup_id", "result", "duration_ms", "error")
+FIELDS = ("time", "actor", "stack", "operation", "from", "to", "backup_id", "result", "duration_ms", "error",
+          "reason", "checks")
+#: The keys of records written before `reason` and `checks` existed (still read, never written).
+LEGACY_FIELDS = FIELDS[:10]
 
 #: Where the volume is mounted in the backup container and the one-shot writer.
 AUDIT_DIR = "/var/log/paper-trading/audit"
@@ -53,6 +71,7 @@ WRITER_USER = "postgres"
 #: One record is one write(2) of at most this many bytes (PIPE_BUF is 4096 on Linux).
 MAX_LINE = 4000
 MAX_ERROR = 1000
+MAX_REASON = 500
 ACTOR_ENV = "PAPER_TRADING_ACTOR"
 #: The stack label every deployed container carries (components/common.py STACK_LABEL).
 STACK_LABEL_KEY = "paper-trading.stack"
@@ -111,6 +130,10 @@ class AuditRecord:
     to: str | None = None
     backup_id: str | None = None
     error: str | None = None
+    #: Why the operator did it (the emergency CLI's `--reason`), one line.
+    reason: str | None = None
+    #: What an emergency switch verified before it reported success (None: not an emergency switch).
+    checks: Checks | None = None
     time: str = field(default_factory=utc_now)
 
     def __post_init__(self) -> None:
@@ -118,6 +141,10 @@ class AuditRecord:
             raise ValueError(f"audit: unknown operation {self.operation!r} (one of {', '.join(OPERATIONS)})")
         if self.result not in RESULTS:
             raise ValueError(f"audit: unknown result {self.result!r} (one of {', '.join(RESULTS)})")
+        if self.checks is not None and self.checks not in CHECKS:
+            raise ValueError(f"audit: unknown checks {self.checks!r} (one of {', '.join(CHECKS)})")
+        if self.reason is not None and (not self.reason.strip() or len(self.reason) > MAX_REASON):
+            raise ValueError(f"audit: a reason is one non-empty line of at most {MAX_REASON} characters")
         if not self.actor or not self.stack:
             raise ValueError("audit: a record needs an actor and a stack")
 
@@ -136,8 +163,10 @@ class AuditRecord:
 
 
 def parse(line: str) -> dict[str, Any]:
-    """A record back from its line; anything that is not a complete record fails."""
+    """A record back from its line (a legacy one gets null `reason`/`checks`); anything else fails."""
     record = json.loads(line)
+    if isinstance(record, dict) and tuple(record) == LEGACY_FIELDS:
+        return {**record, "reason": None, "checks": None}
     if not isinstance(record, dict) or tuple(record) != FIELDS:
         keys = list(record) if isinstance(record, dict) else record
         raise ValueError(f"not an audit record (keys {keys!r})")
@@ -147,12 +176,42 @@ def parse(line: str) -> dict[str, Any]:
 class Sink(Protocol):
     def append(self, line: str) -> None: ...
 
+    def describe(self) -> str:
+        """Where the records go, for error messages (`volume X`, `file Y`)."""
+        ...
+
+
+class AuditUnavailable(RuntimeError):
+    """A record could not be appended while `failClosed` is on.
+
+    `started` (the intent): the operation was refused and did nothing. Any other `result`:
+    the operation ran (ok/failed) or was refused, and only its record is missing.
+    """
+
+    def __init__(self, operation: str, result: str, where: str, cause: str, error: str | None = None) -> None:
+        self.operation, self.result, self.where, self.cause = operation, result, where, cause
+        self.error = error
+        self.acted = result in ("ok", "failed")
+        if result == "started":
+            message = (f"audit: {operation} refused before it acted: its intent record cannot be appended to "
+                       f"{where} ({cause}); nothing was done (security.audit.failClosed)")
+        else:
+            outcome = f"ended {result}" + (f" ({error})" if error else "")
+            after = ("it was not undone: add its record by hand (docs/security.md, \"Audit trail\")"
+                     if self.acted else "nothing was changed")
+            message = (f"audit: the {operation} {outcome}, but its record cannot be appended to {where} "
+                       f"({cause}); {after}")
+        super().__init__(message)
+
 
 @dataclass(frozen=True)
 class FileSink:
     """Appends to a local file: O_APPEND, one write(2) per record (tests, and any host path)."""
 
     path: str
+
+    def describe(self) -> str:
+        return f"file {self.path}"
 
     def append(self, line: str) -> None:
         data = (line + "\n").encode()
@@ -177,8 +236,12 @@ class VolumeSink:
     user: str = WRITER_USER
     client: Any = None
 
+    def describe(self) -> str:
+        return f"volume {self.volume} (writer image {self.image})"
+
     def append(self, line: str) -> None:
         import docker
+        import docker.errors
 
         client = self.client or docker.from_env(timeout=30)
         try:
@@ -191,6 +254,11 @@ class VolumeSink:
                 security_opt=["no-new-privileges"], labels={WRITER_LABEL: WRITER_ROLE},
                 mem_limit="32m", remove=True, stdout=True, stderr=True,
             )
+        except docker.errors.ContainerError as exc:  # the shell's own words: full disk, read-only, ...
+            raw = exc.stderr
+            text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw or "")
+            said = " ".join(text.split())
+            raise OSError(f"the writer exited {exc.exit_status}: {said or 'no message'}") from None
         finally:
             if self.client is None:
                 client.close()
@@ -206,54 +274,82 @@ class AuditTarget:
     user: str = WRITER_USER
     actor: str | None = None
     enabled: bool = True
+    #: `security.audit.failClosed`: refuse an operation whose record cannot be appended.
+    fail_closed: bool = True
 
     def props(self) -> dict[str, Any]:
         return {"stack": self.stack, "volume": self.volume, "image": self.image, "user": self.user,
-                "actor": self.actor, "enabled": self.enabled}
+                "actor": self.actor, "enabled": self.enabled, "failClosed": self.fail_closed}
 
     @staticmethod
     def from_props(props: Mapping[str, Any] | None) -> AuditTarget | None:
+        """The target back from props; `failClosed` missing (state written before it) means on."""
         if not props or not props.get("volume") or not props.get("image"):
             return None
+        fail_closed = props.get("failClosed", True)
+        if not isinstance(fail_closed, bool):
+            raise ValueError(f"audit target: failClosed must be true or false, not {fail_closed!r}")
         return AuditTarget(
             stack=str(props.get("stack") or "unknown"), volume=str(props["volume"]),
             image=str(props["image"]),
             user=str(props.get("user") or WRITER_USER), actor=props.get("actor") or None,
-            enabled=bool(props.get("enabled", True)),
+            enabled=bool(props.get("enabled", True)), fail_closed=fail_closed,
         )
 
 
 class Auditor:
-    """Builds and appends records for one stack and actor; `warn` hears about failed appends."""
+    """Builds and appends records for one stack and actor.
+
+    `fail_closed` (the default): a record that cannot be appended raises `AuditUnavailable`;
+    off, it is reported to `warn` (else stderr) and the operation goes on. `reason` and
+    `checks` go into every record this auditor writes (the emergency CLI's one operation).
+    """
 
     def __init__(self, stack: str, sink: Sink, actor: str | None = None,
-                 secrets: Iterable[str] = (), warn: Any = None) -> None:
+                 secrets: Iterable[str] = (), warn: Any = None, *, fail_closed: bool = True,
+                 reason: str | None = None, checks: Checks | None = None) -> None:
         self.stack, self.sink = stack, sink
         self.actor = actor or default_actor()
         self.secrets = tuple(s for s in secrets if s)
         self.warn = warn
+        self.fail_closed = fail_closed
+        self.reason = scrub(reason, self.secrets)[:MAX_REASON] if reason else None
+        self.checks = checks
 
     @staticmethod
     def for_target(target: AuditTarget | None, actor: str | None = None, client: Any = None,
-                   secrets: Iterable[str] = (), warn: Any = None) -> Auditor | None:
+                   secrets: Iterable[str] = (), warn: Any = None, *, reason: str | None = None,
+                   checks: Checks | None = None) -> Auditor | None:
         if target is None or not target.enabled:
             return None
         sink = VolumeSink(target.volume, target.image, target.user, client)
-        return Auditor(target.stack, sink, actor or default_actor(target.actor), secrets, warn)
+        return Auditor(target.stack, sink, actor or default_actor(target.actor), secrets, warn,
+                       fail_closed=target.fail_closed, reason=reason, checks=checks)
+
+    def begin(self, operation: Operation, *, from_: str | None = None, to: str | None = None,
+              backup_id: str | None = None) -> AuditRecord:
+        """The intent record (`started`), before the operation acts.
+
+        Fail closed: raises `AuditUnavailable` when it cannot be appended, so the caller stops
+        before doing anything. Otherwise a failed append is a warning.
+        """
+        return self.record(operation, "started", 0.0, from_=from_, to=to, backup_id=backup_id)
 
     def record(self, operation: Operation, result: Result, duration_ms: float, *, from_: str | None = None,
                to: str | None = None, backup_id: str | None = None, error: str | None = None) -> AuditRecord:
-        """Append one record. A failed append never undoes the operation: it is reported to `warn`."""
+        """Append one record. A failed append raises `AuditUnavailable` (fail closed), else warns."""
         rec = AuditRecord(
             actor=self.actor, stack=self.stack, operation=operation, result=result, duration_ms=duration_ms,
             from_=from_, to=to, backup_id=backup_id,
-            error=scrub(error, self.secrets) if error else None,
+            error=scrub(error, self.secrets) if error else None, reason=self.reason, checks=self.checks,
         )
         try:
             self.sink.append(rec.line())
-        except Exception as exc:  # noqa: BLE001 - the operation happened; say the record did not
-            why = f"{type(exc).__name__}: {scrub(str(exc))}"
-            message = f"audit: could not append the {operation} record ({why})"
+        except Exception as exc:  # noqa: BLE001 - whatever broke the append, say so (or refuse)
+            why = f"{type(exc).__name__}: {scrub(str(exc), self.secrets)}"
+            if self.fail_closed:
+                raise AuditUnavailable(operation, result, self.sink.describe(), why, rec.error) from exc
+            message = f"audit: could not append the {operation} record to {self.sink.describe()} ({why})"
             if self.warn is not None:
                 self.warn(message)
             else:

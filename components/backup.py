@@ -104,6 +104,8 @@ def backup_envs(settings: Settings, database_name: str, database_user: str, stac
         # Audit records of backup/restore (lib.sh `audit`); empty: not recorded.
         "AUDIT_LOG": f"{AUDIT_DIR}/{AUDIT_FILE}" if settings.security.audit.enabled else "",
         "AUDIT_STACK": stack or settings.name_prefix,
+        # security.audit.failClosed: a run whose record cannot be appended is refused (lib.sh, exit 74).
+        "AUDIT_FAIL_CLOSED": "1" if settings.security.audit.fail_closed else "0",
     }
     if settings.security.audit.actor:
         envs["AUDIT_ACTOR_DEFAULT"] = settings.security.audit.actor

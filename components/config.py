@@ -638,6 +638,10 @@ class AuditConfig(_Model):
     retention_days: int = Field(default=400, ge=1, le=3650)
     #: The actor recorded when `PAPER_TRADING_ACTOR` is unset (else the OS user), e.g. `ci`.
     actor: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.@+-]{1,64}$")
+    #: On: an operation whose intent record cannot be appended (full disk, unwritable or missing
+    #: volume) is refused before it acts, and one whose outcome record cannot be appended fails
+    #: loudly. Off: a warning, and the operation goes on.
+    fail_closed: bool = True
 
 
 class SecurityConfig(_Model):

@@ -95,11 +95,84 @@ def test_concurrent_appends_never_interleave(tmp_path: Path) -> None:
     assert all(parse(line)["operation"] == "backup" for line in lines)
 
 
-def test_a_failed_append_warns_and_does_not_raise(tmp_path: Path) -> None:
+def test_a_failed_append_warns_and_does_not_raise_when_fail_open(tmp_path: Path) -> None:
     said: list[str] = []
-    Auditor("s", FileSink(str(tmp_path / "missing" / "audit.jsonl")), actor="a", warn=said.append).record(
-        "switch", "ok", 1)
-    assert len(said) == 1 and "could not append the switch record" in said[0]
+    path = tmp_path / "missing" / "audit.jsonl"
+    auditor = Auditor("s", FileSink(str(path)), actor="a", warn=said.append, fail_closed=False)
+    auditor.begin("switch", to="green")
+    auditor.record("switch", "ok", 1)
+    assert len(said) == 2 and all(f"file {path}" in line for line in said)
+    assert "could not append the switch record" in said[0]
+
+
+# ------------------------------------------------------------------ intent first, fail closed (issue 20)
+
+
+def test_intent_then_outcome(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    auditor = Auditor("prod", FileSink(str(path)), actor="alice")
+    auditor.begin("gate", to="green")
+    auditor.record("gate", "ok", 5, to="green")
+    recs = [parse(line) for line in path.read_text().splitlines()]
+    assert [(r["operation"], r["result"], r["to"], r["duration_ms"]) for r in recs] == [
+        ("gate", "started", "green", 0.0), ("gate", "ok", "green", 5.0)]
+    assert all(tuple(r) == FIELDS and r["reason"] is None and r["checks"] is None for r in recs)
+
+
+def test_fail_closed_intent_that_cannot_be_appended_raises_naming_the_sink(tmp_path: Path) -> None:
+    """The default: `begin` raises AuditUnavailable (result started, nothing acted) and writes nothing."""
+    path = tmp_path / "not-mounted" / "audit.jsonl"
+    with pytest.raises(audit.AuditUnavailable) as refused:
+        Auditor("prod", FileSink(str(path)), actor="a").begin("switch", to="green")
+    exc = refused.value
+    assert (exc.operation, exc.result, exc.acted, exc.where) == ("switch", "started", False, f"file {path}")
+    assert exc.cause.startswith("FileNotFoundError")
+    assert "refused before it acted" in str(exc)
+
+
+def test_fail_closed_outcome_that_cannot_be_appended_raises_after_acting() -> None:
+    """/dev/full: the kernel's always-full device, a real ENOSPC on every write."""
+    auditor = Auditor("prod", FileSink("/dev/full"), actor="a", fail_closed=True)
+    with pytest.raises(audit.AuditUnavailable) as lost:
+        auditor.record("switch", "ok", 3, from_="blue", to="green")
+    exc = lost.value
+    assert (exc.operation, exc.result, exc.acted) == ("switch", "ok", True)
+    assert exc.cause.startswith("OSError") and "No space left on device" in exc.cause
+    with pytest.raises(audit.AuditUnavailable) as refused:
+        auditor.record("switch", "refused", 3, to="green", error="nginx -t failed")
+    assert (refused.value.acted, refused.value.error) == (False, "nginx -t failed")
+
+
+def test_fail_closed_travels_through_the_target_props() -> None:
+    from components.audit import AuditTarget
+
+    on = AuditTarget("prod", "v", "img")
+    assert on.fail_closed is True and on.props()["failClosed"] is True
+    off = AuditTarget.from_props(AuditTarget("prod", "v", "img", fail_closed=False).props())
+    assert off is not None and off.fail_closed is False
+    auditor = Auditor.for_target(off)
+    assert auditor is not None and auditor.fail_closed is False
+    # State written before the key existed: fail closed.
+    legacy = AuditTarget.from_props({"stack": "prod", "volume": "v", "image": "img"})
+    assert legacy is not None and legacy.fail_closed is True
+    with pytest.raises(ValueError, match="failClosed"):
+        AuditTarget.from_props({"stack": "prod", "volume": "v", "image": "img", "failClosed": "no"})
+
+
+def test_a_legacy_record_still_parses_with_null_reason_and_checks() -> None:
+    legacy = ('{"time":"2025-01-01T12:00:00.123Z","actor":"a","stack":"prod","operation":"switch","from":"blue",'
+              '"to":"green","backup_id":null,"result":"ok","duration_ms":1.0,"error":null}')
+    rec = parse(legacy)
+    assert tuple(rec) == FIELDS and (rec["reason"], rec["checks"]) == (None, None)
+    assert _check([_line("gate", "ok", "green"), legacy])[0] == []
+
+
+def test_reason_and_checks_are_checked() -> None:
+    with pytest.raises(ValueError, match="unknown checks"):
+        AuditRecord(actor="a", stack="s", operation="emergency-switch", result="ok", duration_ms=1,
+                    checks="some")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="reason"):
+        AuditRecord(actor="a", stack="s", operation="emergency-switch", result="ok", duration_ms=1, reason=" ")
 
 
 # ------------------------------------------------------------------ shipping
@@ -187,6 +260,31 @@ def test_bad_audit_config_names_the_key() -> None:
     assert "retentionDays" in str(bad.value)
 
 
+def test_bad_fail_closed_names_the_key() -> None:
+    from components.config import Settings
+
+    base = {"paperTradingMode": True, "allowRealTrades": False,
+            "deployment": {"activeColor": "blue", "blue": {"image": "a:1"}, "green": {"image": "a:1"}}}
+    assert Settings.model_validate(base).security.audit.fail_closed is True
+    with pytest.raises(Exception) as bad:
+        Settings.model_validate({**base, "security": {"audit": {"failClosed": "sometimes"}}})
+    [error] = bad.value.errors()  # type: ignore[attr-defined]
+    assert error["loc"] == ("security", "audit", "failClosed")
+
+
+def test_prod_sets_fail_closed_explicitly_and_every_writer_gets_it() -> None:
+    stack = yaml.safe_load((ROOT / "Pulumi.prod.yaml").read_text())["config"]
+    assert stack["paper-trading:security"]["audit"]["failClosed"] is True
+    kinds = ("paper-trading:promotion-gate", "paper-trading:routing-switch", "paper-trading:deploy-record")
+    for fail_closed, rendered_graph in ((True, rendered("prod")), (False, render_with(
+            "prod", security=json.dumps({"audit": {"failClosed": False}})))):
+        props = [r.inputs["audit"] for r in rendered_graph.resources if r.inputs.get("kind") in kinds]
+        assert len(props) == 3 and all(p["failClosed"] is fail_closed for p in props), props
+        [backup] = [c for c in rendered_graph.containers if c.inputs["name"] == "paper-trading-backup"]
+        env = dict(e.split("=", 1) for e in backup.inputs["envs"])
+        assert env["AUDIT_FAIL_CLOSED"] == ("1" if fail_closed else "0")
+
+
 # ------------------------------------------------------------------ validation check
 
 
@@ -230,3 +328,82 @@ def test_audit_check_runs_from_the_cli_on_a_file(tmp_path: Path) -> None:
     )
     checks = {c["name"]: c for c in json.loads(report.read_text())["checks"]}
     assert checks["security.audit_log"]["status"] == "passed", checks["security.audit_log"]
+
+
+# ------------------------------------------------------------------ unreviewed emergency switches (issue 20)
+
+
+def _trail(tmp_path: Path, steps: list[tuple[str, str, str]]) -> tuple[Path, list[dict[str, Any]]]:
+    """A real trail: each (operation, result, to) written by the real writer, the emergency ones by
+    an auditor carrying the CLI's reason and checks; intent records first, as the writers do."""
+    path = tmp_path / "audit.jsonl"
+    sink = FileSink(str(path))
+    for operation, result, to in steps:
+        emergency = operation == "emergency-switch"
+        auditor = Auditor("prod", sink, actor="oncall" if emergency else "ci",
+                          reason="prod down, green crashloops" if emergency else None,
+                          checks="none" if emergency else None)
+        auditor.begin(operation, to=to)  # type: ignore[arg-type]
+        auditor.record(operation, result, 1, to=to)  # type: ignore[arg-type]
+    return path, [parse(line) for line in path.read_text().splitlines()]
+
+
+def _cli_check(tmp_path: Path, log: Path, color: str) -> dict[str, Any]:
+    report = tmp_path / "report.json"
+    subprocess.run(
+        [sys.executable, "-m", "validation", "--base-url", "http://127.0.0.1:9", "--color", color,
+         "--timeout", "5", "--audit-log-file", str(log), "--report", str(report)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    checks = {c["name"]: c for c in json.loads(report.read_text())["checks"]}
+    found: dict[str, Any] = checks["security.audit_log"]
+    return found
+
+
+def test_an_emergency_switch_without_a_gate_verdict_fails_the_check(tmp_path: Path) -> None:
+    """Break-glass to blue, which no gate ever passed: the CLI's check fails, naming that record."""
+    log, recs = _trail(tmp_path, [("gate", "ok", "green"), ("switch", "ok", "green"),
+                                  ("emergency-switch", "ok", "blue")])
+    row = _cli_check(tmp_path, log, "blue")
+    assert row["status"] == "failed" and row["blocking"] is True
+    [found] = row["details"]["unreviewed_emergency"]
+    emergency = recs[-1]
+    assert (found["time"], found["to"], found["actor"], found["checks"], found["reason"], found["line"]) == (
+        emergency["time"], "blue", "oncall", "none", "prod down, green crashloops", 6)
+
+
+def test_a_gate_verdict_after_the_emergency_switch_clears_it(tmp_path: Path) -> None:
+    log, _ = _trail(tmp_path, [("gate", "ok", "green"), ("switch", "ok", "green"),
+                               ("emergency-switch", "ok", "blue"), ("gate", "ok", "blue")])
+    row = _cli_check(tmp_path, log, "blue")
+    assert row["status"] == "passed", row
+    assert row["details"]["unreviewed_emergency"] == []
+
+
+@pytest.mark.parametrize("steps, unreviewed", [
+    # Back to a color whose newest verdict passed (a rollback by hand): covered.
+    ([("gate", "ok", "blue"), ("switch", "ok", "blue"), ("gate", "ok", "green"), ("switch", "ok", "green"),
+      ("emergency-switch", "ok", "blue")], []),
+    # Its newest verdict before was a refusal: not covered, even though an older one passed.
+    ([("gate", "ok", "blue"), ("gate", "refused", "blue"), ("emergency-switch", "ok", "blue")], ["blue"]),
+    # A refused emergency switch changed nothing: nothing to review.
+    ([("gate", "ok", "green"), ("switch", "ok", "green"), ("emergency-switch", "refused", "blue")], []),
+    # A later gate for the OTHER color does not review it.
+    ([("emergency-switch", "ok", "blue"), ("gate", "ok", "green")], ["blue"]),
+])
+def test_which_emergency_switches_are_unreviewed(tmp_path: Path, steps: list[tuple[str, str, str]],
+                                                 unreviewed: list[str]) -> None:
+    from validation.checks_security import audit_findings
+
+    log, _ = _trail(tmp_path, steps)
+    problems, details = audit_findings(log.read_text().splitlines(), "blue")
+    assert [found["to"] for found in details["unreviewed_emergency"]] == unreviewed
+    assert sum(p.startswith("emergency switch to") for p in problems) == len(unreviewed)
+
+
+def test_intent_records_never_count_as_a_switch_or_a_verdict(tmp_path: Path) -> None:
+    """A switch that was refused after its intent: the newest successful switch is still the old one."""
+    log, _ = _trail(tmp_path, [("gate", "ok", "green"), ("switch", "ok", "green"), ("gate", "refused", "blue"),
+                               ("switch", "refused", "blue")])
+    row = _cli_check(tmp_path, log, "green")
+    assert row["status"] == "passed", row

@@ -8,6 +8,7 @@ import json
 import re
 import ssl
 import time
+from typing import Any
 
 import httpx
 
@@ -222,8 +223,12 @@ async def command_injection(ctx: Context) -> Passed:
 # --------------------------------------------------------------------------- audit trail (issue 14, part 3)
 #: The record keys components/audit.py writes (validation imports neither pulumi nor components).
 AUDIT_FIELDS = ("time", "actor", "stack", "operation", "from", "to", "backup_id", "result", "duration_ms",
-                "error")
+                "error", "reason", "checks")
+#: Records written before `reason` and `checks` existed are still complete records.
+AUDIT_LEGACY_FIELDS = AUDIT_FIELDS[:10]
 SWITCHES = ("switch", "emergency-switch", "rollback")
+#: Results that are a verdict; `started` is only the intent written before an operation acts.
+VERDICTS = ("ok", "refused", "failed")
 
 
 def _audit_skip(options: ValidationOptions) -> str | None:
@@ -255,16 +260,40 @@ async def _audit_lines(ctx: Context) -> list[str]:
     return [str(line) for _, line in sorted(entries)]
 
 
+def unreviewed_emergencies(numbered: list[tuple[int, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Successful emergency switches whose color no passed gate verdict covers.
+
+    Covered: the newest gate verdict for that color before the switch passed (a break-glass
+    back to a color the gate approved), or a passed verdict for it follows (reviewed after).
+    """
+    found: list[dict[str, Any]] = []
+    for i, (number, rec) in enumerate(numbered):
+        if rec["operation"] != "emergency-switch" or rec["result"] != "ok":
+            continue
+        color = rec["to"]
+        before = [r for _, r in numbered[:i]
+                  if r["operation"] == "gate" and r["result"] in VERDICTS and r["to"] == color]
+        after = [r for _, r in numbered[i + 1:]
+                 if r["operation"] == "gate" and r["result"] == "ok" and r["to"] == color]
+        if (before and before[-1]["result"] == "ok") or after:
+            continue
+        found.append({"line": number, "time": rec["time"], "to": color, "actor": rec["actor"],
+                      "reason": rec.get("reason"), "checks": rec.get("checks")})
+    return found
+
+
 def audit_findings(
     lines: list[str], color: str, stack: str | None = None
-) -> tuple[list[str], dict[str, int]]:
+) -> tuple[list[str], dict[str, Any]]:
     """Problems with the trail for `color` being live (empty: fine), and the records that prove it.
 
     The newest successful switch of any kind must have made `color` live, and a passed gate
-    verdict for `color` must precede it; every line must be a complete record.
+    verdict for `color` must precede it; every successful emergency switch must be covered by
+    a passed gate verdict for its color (`unreviewed_emergencies`); every line must be a
+    complete record (current or legacy keys).
     """
     problems: list[str] = []
-    records: list[dict[str, object]] = []
+    numbered: list[tuple[int, dict[str, Any]]] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -273,15 +302,23 @@ def audit_findings(
         except ValueError:
             problems.append(f"line {number} is not JSON")
             continue
-        if not isinstance(record, dict) or tuple(record) != AUDIT_FIELDS:
+        if not isinstance(record, dict) or tuple(record) not in (AUDIT_FIELDS, AUDIT_LEGACY_FIELDS):
             problems.append(f"line {number} is not a complete audit record")
             continue
         if stack is None or record["stack"] == stack:
-            records.append(record)
+            numbered.append((number, record))
+    records = [record for _, record in numbered]
+    emergencies = unreviewed_emergencies(numbered)
+    for found in emergencies:
+        problems.append(
+            f"emergency switch to {found['to']} at {found['time']} by {found['actor']} "
+            f"(line {found['line']}, checks={found['checks'] or 'unknown'}) has no passed gate verdict "
+            f"for {found['to']}"
+        )
     switches = [(i, r) for i, r in enumerate(records) if r["operation"] in SWITCHES and r["result"] == "ok"]
     if not switches:
         problems.append("no successful switch record")
-        return problems, {"records": len(records)}
+        return problems, {"records": len(records), "unreviewed_emergency": emergencies}
     last_index, last = switches[-1]
     if last["to"] != color:
         problems.append(f"the newest successful switch made {last['to']} live, not {color}")
@@ -289,14 +326,16 @@ def audit_findings(
              if r["operation"] == "gate" and r["result"] == "ok" and r["to"] == color]
     if not gates and last["operation"] == "switch":
         problems.append(f"no passed gate verdict for {color} before its switch")
-    return problems, {"records": len(records), "switch_line": last_index + 1, "gates": len(gates)}
+    return problems, {"records": len(records), "switch_line": numbered[last_index][0], "gates": len(gates),
+                      "unreviewed_emergency": emergencies}
 
 
 @check(
     "security.audit_log",
     Category.SECURITY,
     "The audit trail holds the current deployment: a passed gate verdict for --color, then the "
-    "newest successful switch to it; every line a complete record (file or Loki).",
+    "newest successful switch to it; no emergency switch without a passed gate verdict for its color; "
+    "every line a complete record (file or Loki).",
     skip_when=_audit_skip,
 )
 async def audit_log(ctx: Context) -> Passed:

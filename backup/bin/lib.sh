@@ -14,16 +14,23 @@ log() { printf '%s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
 die() { log "ERROR: $1"; AUDIT_ERROR="$1"; exit "${2:-1}"; }
 
 # ---------------------------------------------------------------- audit trail
-# One JSON line per operation appended to AUDIT_LOG (the audit volume; components/audit.py
-# defines the record, docs/security.md "Audit trail"). Same keys in the same order:
-#   time actor stack operation from to backup_id result duration_ms error
-# `audit_begin OPERATION` at the start of an operation installs an EXIT trap, so exactly one
-# record is written however the run ends: exit 0 -> ok; 2, 3, 75 (bad backup, refused
-# target, lock held) -> refused; anything else -> failed. Callers set AUDIT_BACKUP_ID on the
-# way; die/refuse set AUDIT_ERROR (their own one-line messages, never a secret).
+# JSON lines appended to AUDIT_LOG (the audit volume; components/audit.py defines the record,
+# docs/security.md "Audit trail"). Same keys in the same order:
+#   time actor stack operation from to backup_id result duration_ms error reason checks
+# `audit_begin OPERATION` at the start of an operation appends the intent record (`started`)
+# and installs an EXIT trap, so exactly one outcome record follows however the run ends:
+# exit 0 -> ok; 2, 3, 75 (bad backup, refused target, lock held) -> refused; anything else
+# -> failed. Callers set AUDIT_BACKUP_ID on the way; die/refuse set AUDIT_ERROR (their own
+# one-line messages, never a secret).
+# AUDIT_FAIL_CLOSED=1 (the default; security.audit.failClosed): an intent that cannot be
+# appended stops the run before it acts (exit 74, nothing done); an outcome that cannot be
+# appended turns exit 0 into exit 74. 0: a logged warning, and the run goes on.
 # The line is one printf to a file opened with O_APPEND (`>>`), shorter than PIPE_BUF, so
 # concurrent writers never interleave. Unset or empty AUDIT_LOG: nothing is recorded.
 AUDIT_LOG="${AUDIT_LOG:-}"; AUDIT_OPERATION=""; AUDIT_BACKUP_ID=""; AUDIT_ERROR=""; AUDIT_START=0
+AUDIT_FAIL_CLOSED="${AUDIT_FAIL_CLOSED:-1}"
+# Exit status of a run whose audit record cannot be appended (EX_IOERR).
+AUDIT_EXIT=74
 
 # A JSON string (quoted) or null for an empty value: backslash, quote and control characters
 # escaped or dropped, at most 1000 characters.
@@ -38,14 +45,17 @@ audit_actor() {
     printf '%s' "$_a"
 }
 
-# audit_record OPERATION RESULT DURATION_MS BACKUP_ID ERROR: append one record now.
+# audit_record OPERATION RESULT DURATION_MS BACKUP_ID ERROR: append one record now. Returns 1
+# when it could not (logged with the shell's reason: full disk, read-only, missing folder).
 audit_record() {
     [ -n "$AUDIT_LOG" ] || return 0
-    _line=$(printf '{"time":"%s","actor":%s,"stack":%s,"operation":"%s","from":null,"to":null,"backup_id":%s,"result":"%s","duration_ms":%s,"error":%s}' \
+    _line=$(printf '{"time":"%s","actor":%s,"stack":%s,"operation":"%s","from":null,"to":null,"backup_id":%s,"result":"%s","duration_ms":%s,"error":%s,"reason":null,"checks":null}' \
         "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(json_string "$(audit_actor)")" "$(json_string "${AUDIT_STACK:-unknown}")" \
         "$1" "$(json_string "$4")" "$2" "$3" "$(json_string "$5")")
-    ( umask 022; printf '%s\n' "$_line" >> "$AUDIT_LOG" ) 2>/dev/null \
-        || log "audit: could not append the $1 record to $AUDIT_LOG"
+    if _why=$( ( umask 022; printf '%s\n' "$_line" >> "$AUDIT_LOG" ) 2>&1 ); then return 0; fi
+    _why=$(printf '%s' "$_why" | tr '\n' ' ')
+    log "audit: could not append the $1 record ($2) to $AUDIT_LOG: ${_why:-write failed}"
+    return 1
 }
 
 audit_end() {
@@ -58,15 +68,33 @@ audit_end() {
     esac
     [ "$_status" = 0 ] || [ -n "$AUDIT_ERROR" ] || AUDIT_ERROR="exit status $_status"
     [ "$_status" != 0 ] || AUDIT_ERROR=""
-    audit_record "$AUDIT_OPERATION" "$_result" "$(( ($(date -u +%s) - AUDIT_START) * 1000 ))" \
-        "$AUDIT_BACKUP_ID" "$AUDIT_ERROR"
-    AUDIT_OPERATION=""
+    _op="$AUDIT_OPERATION"; AUDIT_OPERATION=""
+    audit_record "$_op" "$_result" "$(( ($(date -u +%s) - AUDIT_START) * 1000 ))" \
+        "$AUDIT_BACKUP_ID" "$AUDIT_ERROR" && return 0
+    [ "$AUDIT_FAIL_CLOSED" = 1 ] || return 0
+    log "ERROR: audit: the $_op ended $_result but its record is missing from $AUDIT_LOG; it was not undone: add the record by hand (docs/security.md)"
+    return 1
 }
 
-# audit_begin OPERATION: record this run of OPERATION when the (sub)shell exits.
+# On exit: the outcome record; fail closed, a run that succeeded without it exits AUDIT_EXIT.
+audit_exit() {
+    _rc="$1"
+    audit_end "$_rc" || [ "$_rc" != 0 ] || exit "$AUDIT_EXIT"
+}
+
+# audit_begin OPERATION: append the intent record now (fail closed: exit AUDIT_EXIT before
+# anything is done when it cannot be appended), and the outcome when the (sub)shell exits.
 audit_begin() {
-    AUDIT_OPERATION="$1"; AUDIT_BACKUP_ID=""; AUDIT_ERROR=""; AUDIT_START=$(date -u +%s)
-    trap 'audit_end $?' EXIT
+    AUDIT_OPERATION=""; AUDIT_BACKUP_ID=""; AUDIT_ERROR=""; AUDIT_START=$(date -u +%s)
+    if ! audit_record "$1" started 0 "" ""; then
+        if [ "$AUDIT_FAIL_CLOSED" = 1 ]; then
+            log "ERROR: audit: $1 refused before it acted: its intent record cannot be appended to $AUDIT_LOG (AUDIT_FAIL_CLOSED=1); nothing was done"
+            exit "$AUDIT_EXIT"
+        fi
+        log "WARNING: audit: $1 goes on without its intent record (AUDIT_FAIL_CLOSED=0)"
+    fi
+    AUDIT_OPERATION="$1"
+    trap 'audit_exit $?' EXIT
 }
 
 # Required and optional settings (the container sets them; tests set the same).

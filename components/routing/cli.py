@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any, cast
 
-from ..audit import ACTOR_ENV, Auditor
+from ..audit import ACTOR_ENV, MAX_REASON, Auditor, AuditUnavailable, Checks
 from ..config import Color
 from ..handoff import DEFAULT_TIMEOUT_S, HandoffTarget
 from .base import NONE, Endpoint, RoutingError
@@ -49,32 +49,58 @@ def _engine_failure(exc: BaseException) -> str | None:
     )
 
 
-def cli_auditor(args: argparse.Namespace, client: Any = None) -> Auditor | None:
+#: Exit status when the audit record cannot be written (EX_IOERR; the backup scripts use it too).
+EXIT_AUDIT_UNAVAILABLE = 74
+
+
+def reason_text(value: str) -> str:
+    """`--reason`: one non-empty line, at most MAX_REASON characters."""
+    text = value.strip()
+    if not text:
+        raise argparse.ArgumentTypeError("--reason must say why (it is recorded in the audit trail)")
+    if "\n" in text or "\r" in text or len(text) > MAX_REASON:
+        raise argparse.ArgumentTypeError(f"--reason must be one line of at most {MAX_REASON} characters")
+    return text
+
+
+def checks_done(args: argparse.Namespace) -> Checks:
+    """What this emergency switch verifies: nothing, the listener only, or the post-promotion checks too."""
+    if not args.url:
+        return "none"
+    return "confirm" if args.no_checks else "post-promotion"
+
+
+def cli_auditor(args: argparse.Namespace, client: Any = None) -> Auditor:
     """The emergency CLI's audit writer: volume, image and stack found from the proxy's name.
 
-    Without an audit volume or a writer image it says so on stderr and records nothing
-    (an emergency switch must not wait for the audit trail).
+    Always fail closed: no audit volume, or no writer image, refuses the switch before it
+    acts (`AuditUnavailable`); `--audit-volume`/`--audit-image` point elsewhere. The record
+    carries `--reason` and what the switch verified (`checks`).
     """
     import docker.errors
 
-    from ..audit import STACK_LABEL_KEY, AuditTarget, volume_name
+    from ..audit import STACK_LABEL_KEY, VolumeSink, default_actor, volume_name
 
     client = client or docker_client()
+    proxy = find_proxy(client, args.container)  # a wrong --container is the first thing to say
     prefix = args.container.removesuffix("-proxy")
     volume = args.audit_volume or volume_name(prefix)
     image = args.audit_image
-    stack = prefix
+    stack = proxy.labels.get(STACK_LABEL_KEY) or prefix
     try:
         client.volumes.get(volume)
-        stack = client.containers.get(args.container).labels.get(STACK_LABEL_KEY) or prefix
-        if not image:
+    except docker.errors.NotFound:
+        raise AuditUnavailable("emergency-switch", "started", f"volume {volume}",
+                               "no such volume on this Docker Engine; pass --audit-volume") from None
+    if not image:
+        try:
             image = client.containers.get(f"{prefix}-backup").attrs["Config"]["Image"]
-    except docker.errors.NotFound as exc:
-        print(f"routing: audit: not recorded ({exc.explanation or exc}); pass --audit-volume/--audit-image",
-              file=sys.stderr)
-        return None
-    target = AuditTarget(stack=stack, volume=volume, image=str(image))
-    return Auditor.for_target(target, actor=args.actor, client=client)
+        except docker.errors.NotFound:
+            raise AuditUnavailable("emergency-switch", "started", f"volume {volume}",
+                                   f"no writer image: container {prefix}-backup not found; pass --audit-image"
+                                   ) from None
+    return Auditor(stack, VolumeSink(volume, str(image), client=client), args.actor or default_actor(),
+                   fail_closed=True, reason=args.reason, checks=checks_done(args))
 
 
 def cli_handoff(args: argparse.Namespace, client: Any = None) -> HandoffTarget:
@@ -124,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="audit volume (default: <prefix>-audit-data, the prefix from --container)")
     go.add_argument("--audit-image", metavar="IMAGE",
                     help="image of the one-shot audit writer (default: the <prefix>-backup container's)")
-    go.add_argument("--no-audit", action="store_true", help="do not append an audit record")
+    go.add_argument("--reason", required=True, type=reason_text,
+                    help="why (one line, recorded in the audit record with the actor); required")
     go.add_argument("--redis-container", metavar="NAME",
                     help="Redis holding the live color and the work lease (default: <prefix>-redis)")
     go.add_argument("--rabbitmq-container", metavar="NAME",
@@ -146,9 +173,12 @@ def main(argv: list[str] | None = None) -> int:
         endpoint = Endpoint(args.url, args.ca_file, args.insecure, args.host_header) if args.url else None
         handoff = None if args.no_handoff else cli_handoff(args)
         checker = None if args.no_checks or endpoint is None else post_promotion_checker(handoff is not None)
-        auditor = None if args.no_audit else cli_auditor(args)
+        auditor = cli_auditor(args)
         result = switch(args.container, live, preview, endpoint, checker=checker, lock_wait_s=args.lock_wait,
                         audit=auditor, operation="emergency-switch", handoff=handoff)
+    except AuditUnavailable as exc:
+        print(f"routing: {exc}", file=sys.stderr)
+        return EXIT_AUDIT_UNAVAILABLE
     except RoutingError as exc:
         print(f"routing: {exc}", file=sys.stderr)
         return 1
@@ -163,4 +193,6 @@ def main(argv: list[str] | None = None) -> int:
             if result.handoff_ms is not None else "background work not moved (--no-handoff)")
     print(f"routing: live {result.previous_live} -> {result.live} in {result.switch_ms:.0f} ms, {confirmed}; "
           f"{work}")
+    print(f"routing: recorded as emergency-switch, checks={checks_done(args)}; security.audit_log fails "
+          f"unless a passed gate verdict for {result.live} precedes or follows it")
     return 0
