@@ -84,10 +84,12 @@ async def deployment_color(ctx: Context) -> Passed:
     raw = response.headers.get(COLOR_HEADER)
     if raw is None:
         raise CheckFailed(f"response has no {COLOR_HEADER} header")
-    values = {v.strip() for v in raw.split(",") if v.strip()}
+    # Exactly one value: two header lines (joined with ", "), a list or an empty entry mean two
+    # layers set it or something rewrote it, so the response does not say one color (fail closed).
+    values = [v.strip() for v in raw.split(",")]
     expected = ctx.options.color or reported
-    if values != {expected}:
-        raise CheckFailed(f"{COLOR_HEADER} is {raw!r}, expected {expected!r}")
+    if values != [expected]:
+        raise CheckFailed(f"{COLOR_HEADER} is {raw!r}, expected exactly one value {expected!r}")
     if reported != expected:
         raise CheckFailed(f"detailed health color is {reported!r}, expected {expected!r}")
     return Passed(f"serving {expected}")
