@@ -211,7 +211,7 @@ def can_netns() -> str | None:
 import pytest  # noqa: E402
 
 from components.firewall_config import TABLE  # noqa: E402
-from tests.support import rendered, require_tool  # noqa: E402
+from tests.support import render_with, rendered, require_tool  # noqa: E402
 
 GUARD = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                      "components", "firewall_config", "host_guard.py")
@@ -455,3 +455,101 @@ def test_security_firewall_refuses_loopback() -> None:
 
     with pytest.raises(ValidationError, match="not loopback"):
         ValidationOptions(base_url="http://127.0.0.1", firewall_address="127.0.0.1")
+
+
+# --------------------------------------------------------------------------- loopback from outside
+
+HOST_LOOPBACK = 28090  # a host socket bound to 127.0.0.1 only (a local admin service, a debugger)
+
+
+def default_ruleset() -> str:
+    """The prod stack's ruleset with `filterHostInput` at its default (off): the host's own
+    sockets are not filtered, so the loopback rule alone keeps 127.0.0.0/8 local."""
+    from tools.render import stack_config
+
+    config, _ = stack_config("prod")
+    security = json.loads(config["paper-trading:security"])
+    security["firewall"]["filterHostInput"] = False
+    guard = next(r for r in render_with("prod", security=security).containers
+                 if r.inputs.get("name", "").endswith("-host-guard"))
+    env = next(e for e in guard.inputs["envs"] if e.startswith("HOST_GUARD_RULESET="))
+    ruleset = str(env.split("=", 1)[1])
+    assert "    chain input {" not in ruleset  # the host's input is really unfiltered
+    return ruleset
+
+
+@pytest.fixture(scope="module")
+def localnet_lab() -> Any:
+    """Its own namespaces: `outside` loses its loopback routes so it can send to 127.0.0.1.
+
+    The neighbour routes 127.0.0.1 to the host over the wire (its own loopback removed); the
+    host accepts such packets on its outside interface because `route_localnet` is on there
+    (what kube-proxy and similar tools set, CVE-2020-8558). A socket bound to 127.0.0.1 on the
+    host then answers a neighbour, unless the guard drops the packet first.
+    """
+    reason = can_netns()
+    if reason:
+        pytest.skip(reason)
+    require_tool("nft")
+    require_tool("ip")
+    box = Lab().up()
+    try:
+        box.serve(box.host, f"127.0.0.1:{HOST_LOOPBACK}")
+        box.ns(box.host, "sysctl", "-qw", "net.ipv4.conf.h0.route_localnet=1")
+        box.ns(box.outside, "sysctl", "-qw", "net.ipv4.conf.o0.route_localnet=1")
+        run("ip", "-n", box.outside, "route", "del", "local", "127.0.0.1", "dev", "lo", "table", "local")
+        run("ip", "-n", box.outside, "route", "del", "local", "127.0.0.0/8", "dev", "lo", "table", "local")
+        run("ip", "-n", box.outside, "addr", "del", "127.0.0.1/8", "dev", "lo")
+        run("ip", "-n", box.outside, "route", "add", "127.0.0.1/32", "via", box.host_ip, "dev", "o0")
+        yield box
+    finally:
+        box.down()
+
+
+def _reaches_host_loopback(lab: Lab) -> str:
+    return lab.probe([(lab.client_ip(0), "127.0.0.1", HOST_LOOPBACK)], timeout=1.5)[0]
+
+
+def test_without_the_firewall_a_neighbour_reaches_host_loopback(localnet_lab: Lab) -> None:
+    """The lab is honest: with route_localnet on, a 127.0.0.1-only socket answers the neighbour."""
+    localnet_lab.unload()
+    assert _reaches_host_loopback(localnet_lab) == "open"
+
+
+@pytest.mark.parametrize("ruleset", [default_ruleset, prod_ruleset], ids=["filterHostInput-off", "prod"])
+def test_packets_to_loopback_from_outside_are_dropped(localnet_lab: Lab, ruleset: Any) -> None:
+    lab = localnet_lab
+    lab.unload()
+    lab.load(ruleset())
+    try:
+        assert _reaches_host_loopback(lab) == "timeout"
+        # Dropped by the loopback rule itself (its counter moved), not by something else.
+        assert _loopback_drops(lab) >= 1
+    finally:
+        lab.unload()
+
+
+def test_loopback_rule_removed_lets_the_neighbour_in(localnet_lab: Lab) -> None:
+    """The one-line mutation: without the rule, the default ruleset lets the neighbour in."""
+    lab = localnet_lab
+    lab.unload()
+    lab.load(without(default_ruleset(), "ip daddr 127.0.0.0/8"))
+    try:
+        assert _reaches_host_loopback(lab) == "open"
+    finally:
+        lab.unload()
+
+
+def _loopback_drops(lab: Lab) -> int:
+    """Packets the `iifname != "lo" ip daddr 127.0.0.0/8` rule counted in the guard's table."""
+    out = json.loads(lab.ns(lab.host, "nft", "-j", "list", "chain", *TABLE.split(), "prerouting").stdout)
+    for item in out["nftables"]:
+        rule = item.get("rule")
+        if not rule:
+            continue
+        exprs = rule["expr"]
+        daddr = [e["match"]["right"] for e in exprs
+                 if "match" in e and e["match"]["left"].get("payload", {}).get("field") == "daddr"]
+        if daddr and daddr[0] == {"prefix": {"addr": "127.0.0.0", "len": 8}}:
+            return int(next(e["counter"]["packets"] for e in exprs if "counter" in e))
+    raise AssertionError("no loopback rule in the guard's prerouting chain")
