@@ -90,7 +90,8 @@ def test_an_unknown_public_url_is_refused() -> None:
     (violation,) = _gated(graph)
     assert violation.level == "mandatory"
     assert violation.urn == graph.by_name(SWITCH).urn
-    assert violation.message.startswith(f"{SWITCH}.publicUrl can't be known during preview"), violation.message
+    prefix = f"{SWITCH}.publicUrl can't be known during preview"
+    assert violation.message.startswith(prefix), violation.message
     assert _mandatory_policies(graph) == {POLICY}
 
 

@@ -14,6 +14,7 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Literal
 
 import pytest
 
@@ -62,7 +63,8 @@ def server() -> Iterator[_Server]:
         thread.join(timeout=10)
 
 
-def _result(server: _Server, headers: list[str], color: str | None = "green") -> CheckResult:
+def _result(server: _Server, headers: list[str],
+            color: Literal["blue", "green"] | None = "green") -> CheckResult:
     server.color_headers = headers
     base = f"http://127.0.0.1:{server.server_address[1]}"
     others = {c.name for c, _ in applicable(ValidationOptions(base_url=base))} - {CHECK}
