@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..config import Color
 
@@ -21,7 +22,26 @@ SWITCH_INPUTS = ("liveColor", "previewColor", "proxyContainerId", "proxyContaine
 
 
 class RoutingError(Exception):
-    """A switch that did not happen (or was undone); the message says which and why."""
+    """A switch that did not happen (or was undone); the message says which and why.
+
+    `hand_back_error`: set when the switch was undone but the background work could not be
+    handed back to the color traffic went back to (`hand_back_to`: that color, or "none" on a
+    first promotion): the failed candidate may still hold the lease and its consumers. The
+    same text ends the message and is the error of the `rollback` audit record.
+    """
+
+    def __init__(self, message: str, *, hand_back_error: str | None = None,
+                 hand_back_to: str | None = None) -> None:
+        super().__init__(message)
+        self.hand_back_error = hand_back_error
+        self.hand_back_to = hand_back_to
+
+    def __reduce__(self) -> Any:  # the fields survive pickling (the engine's dynamic-provider process)
+        return (_routing_error, (str(self), self.hand_back_error, self.hand_back_to))
+
+
+def _routing_error(message: str, hand_back_error: str | None, hand_back_to: str | None) -> RoutingError:
+    return RoutingError(message, hand_back_error=hand_back_error, hand_back_to=hand_back_to)
 
 
 @dataclass(frozen=True)

@@ -92,21 +92,42 @@ def switch(
     def since_start() -> float:
         return (time.monotonic() - start) * 1000
 
-    def rollback(container: Any, previous: Served, previous_live: str | None, owner: str) -> None:
-        """Switch back (and the work, if it moved or may have), and record the rollback (one record)."""
+    def give_back(previous_live: str | None) -> dict[str, str | None]:
+        """Hand the work back if it moved (or may have); RoutingError's hand-back fields."""
+        if handoff is None or not seen["handed"]:
+            return {"hand_back_error": None, "hand_back_to": None}
+        back = str(previous_live) if previous_live in ("blue", "green") else NOBODY
+        return {"hand_back_error": _hand_back(handoff, back, live, client), "hand_back_to": back}
+
+    def rollback(
+        container: Any, previous: Served, previous_live: str | None, owner: str
+    ) -> dict[str, str | None]:
+        """Switch back, and the work if it moved or may have; one `rollback` record.
+
+        The record is `ok` only when traffic and the work both went back; `failed` otherwise,
+        its error saying what did not (the hand-back's error is exactly RoutingError's
+        `hand_back_error`). Returns the hand-back fields for the caller's RoutingError.
+        """
         began = time.monotonic()
         try:
             _revert(container, previous, endpoint, previous_live, owner)
         except Exception as exc:
+            back = give_back(previous_live)
+            problem = f"switching traffic back to {previous_live} failed: {exc}"
+            problem += _also(back["hand_back_error"])
             if audit is not None:
                 audit.record("rollback", "failed", (time.monotonic() - began) * 1000, from_=live,
-                             to=previous_live, error=str(exc))
-            raise
-        finally:
-            if handoff is not None and seen["handed"]:
-                _hand_back(handoff, previous_live, live, client)
+                             to=previous_live, error=problem)
+            raise RoutingError(problem, **back) from exc
+        back = give_back(previous_live)
         if audit is not None:
-            audit.record("rollback", "ok", (time.monotonic() - began) * 1000, from_=live, to=previous_live)
+            took = (time.monotonic() - began) * 1000
+            if back["hand_back_error"] is None:
+                audit.record("rollback", "ok", took, from_=live, to=previous_live)
+            else:  # traffic is back, the work is not: not a completed rollback
+                audit.record("rollback", "failed", took, from_=live, to=previous_live,
+                             error=back["hand_back_error"])
+        return back
 
     handoff_ms: float | None = None
     epoch: int | None = None
@@ -124,8 +145,10 @@ def switch(
                 try:
                     confirm(endpoint, live)
                 except RoutingError as exc:
-                    rollback(container, previous, previous_live, owner)
-                    raise RoutingError(f"{exc}; switched back to {previous_live}") from None
+                    back = rollback(container, previous, previous_live, owner)
+                    raise RoutingError(
+                        f"{exc}; switched back to {previous_live}" + _also(back["hand_back_error"]), **back
+                    ) from None
                 lap("confirm")
             elapsed_ms = (time.monotonic() - start) * 1000
             if handoff is not None:
@@ -133,20 +156,20 @@ def switch(
                 try:
                     moved = hand_over(handoff, live, previous_live, client=client)
                 except Exception as exc:  # HandoffError, or anything that left the work unknown
-                    rollback(container, previous, previous_live, owner)
+                    back = rollback(container, previous, previous_live, owner)
                     raise RoutingError(
                         f"background-work handoff to {live} failed ({exc}); traffic switched back to "
-                        f"{previous_live}"
+                        f"{previous_live}" + _also(back["hand_back_error"]), **back
                     ) from None
                 handoff_ms, epoch = moved.handoff_ms, moved.epoch
                 lap("handoff")
             if checker is not None and endpoint is not None:
                 failures = checker(endpoint, live)
                 if failures:
-                    rollback(container, previous, previous_live, owner)
+                    back = rollback(container, previous, previous_live, owner)
                     raise RoutingError(
-                        f"post-promotion checks failed on {live}; switched back to {previous_live}:\n  "
-                        + "\n  ".join(failures)
+                        f"post-promotion checks failed on {live}; switched back to {previous_live}"
+                        + _also(back["hand_back_error"]) + ":\n  " + "\n  ".join(failures), **back
                     )
         finally:
             if recycle_workers and seen["applied"]:
@@ -166,15 +189,24 @@ def switch(
     return SwitchResult(live, preview, previous_live, elapsed_ms, steps, handoff_ms=handoff_ms, epoch=epoch)
 
 
-def _hand_back(target: HandoffTarget, previous_live: str | None, live: str, client: Any) -> None:
-    """Give the work back to the color traffic went back to (best effort: the switch fails anyway).
+def _hand_back(target: HandoffTarget, back: str, live: str, client: Any) -> str | None:
+    """Give the work back to `back`, the color traffic went back to; None, or what went wrong.
 
-    When no color was live before (a first promotion), nobody may do the work: `none` is
-    published, so the color that failed stands down instead of keeping the lease.
+    When no color was live before (a first promotion), `back` is "none": nobody may do the
+    work, so the color that failed stands down instead of keeping the lease. Any failure
+    (the publish, the lease or the broker check, an unreachable container) is returned: the
+    switch fails anyway, and says so (RoutingError.hand_back_error, the rollback record).
     """
-    back = str(previous_live) if previous_live in ("blue", "green") else NOBODY
-    with contextlib.suppress(Exception):
+    try:
         hand_over(target, back, live, client=client)
+    except Exception as exc:  # noqa: BLE001 - reported, never swallowed: the caller raises with it
+        held = f"{live} may still hold the lease or consume"
+        return f"background work not handed back to {back} ({held}): {exc}"
+    return None
+
+
+def _also(hand_back_error: str | None) -> str:
+    return f"; {hand_back_error}" if hand_back_error else ""
 
 
 def _revert(
