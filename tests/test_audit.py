@@ -160,8 +160,8 @@ def test_fail_closed_travels_through_the_target_props() -> None:
 
 
 def test_a_legacy_record_still_parses_with_null_reason_and_checks() -> None:
-    legacy = ('{"time":"2025-01-01T12:00:00.123Z","actor":"a","stack":"prod","operation":"switch","from":"blue",'
-              '"to":"green","backup_id":null,"result":"ok","duration_ms":1.0,"error":null}')
+    legacy = ('{"time":"2025-01-01T12:00:00.123Z","actor":"a","stack":"prod","operation":"switch",'
+              '"from":"blue","to":"green","backup_id":null,"result":"ok","duration_ms":1.0,"error":null}')
     rec = parse(legacy)
     assert tuple(rec) == FIELDS and (rec["reason"], rec["checks"]) == (None, None)
     assert _check([_line("gate", "ok", "green"), legacy])[0] == []
@@ -172,7 +172,8 @@ def test_reason_and_checks_are_checked() -> None:
         AuditRecord(actor="a", stack="s", operation="emergency-switch", result="ok", duration_ms=1,
                     checks="some")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="reason"):
-        AuditRecord(actor="a", stack="s", operation="emergency-switch", result="ok", duration_ms=1, reason=" ")
+        AuditRecord(actor="a", stack="s", operation="emergency-switch", result="ok", duration_ms=1,
+                    reason=" ")
 
 
 # ------------------------------------------------------------------ shipping
@@ -403,7 +404,42 @@ def test_which_emergency_switches_are_unreviewed(tmp_path: Path, steps: list[tup
 
 def test_intent_records_never_count_as_a_switch_or_a_verdict(tmp_path: Path) -> None:
     """A switch that was refused after its intent: the newest successful switch is still the old one."""
-    log, _ = _trail(tmp_path, [("gate", "ok", "green"), ("switch", "ok", "green"), ("gate", "refused", "blue"),
-                               ("switch", "refused", "blue")])
+    log, _ = _trail(tmp_path, [("gate", "ok", "green"), ("switch", "ok", "green"),
+                               ("gate", "refused", "blue"), ("switch", "refused", "blue")])
     row = _cli_check(tmp_path, log, "green")
     assert row["status"] == "passed", row
+
+
+# ------------------------------------------------------------------ the emergency CLI's arguments (issue 20)
+
+
+@pytest.mark.parametrize("extra, complaint", [
+    ([], "the following arguments are required: --reason"),
+    (["--reason", "   "], "argument --reason: --reason must say why"),
+    (["--reason", "x" * 501], "argument --reason: --reason must be one line of at most 500 characters"),
+    (["--reason", "two\nlines"], "argument --reason: --reason must be one line"),
+    (["--reason", "drill", "--no-audit"], "unrecognized arguments: --no-audit"),
+])
+def test_the_emergency_cli_requires_a_reason_and_has_no_way_around_the_record(
+        extra: list[str], complaint: str) -> None:
+    """Refused by the argument parser (exit 2) before any Docker call: DOCKER_HOST points nowhere."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "components.routing", "switch", "--to", "blue", "--container", "p", *extra],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "DOCKER_HOST": "tcp://127.0.0.1:9"},
+    )
+    assert proc.returncode == 2
+    last = proc.stderr.splitlines()[-1]
+    assert last.startswith("python -m components.routing") and ": error: " in last and complaint in last, last
+
+
+def test_what_an_emergency_switch_checked() -> None:
+    import argparse
+
+    from components.routing.cli import checks_done
+
+    def args(url: str | None, no_checks: bool) -> argparse.Namespace:
+        return argparse.Namespace(url=url, no_checks=no_checks)
+
+    cases = [(None, True), (None, False), ("https://x", True), ("https://x", False)]
+    assert [checks_done(args(*case)) for case in cases] == ["none", "none", "confirm", "post-promotion"]

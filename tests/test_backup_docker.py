@@ -179,15 +179,17 @@ def _audit_records(stack: CiStack) -> list[dict[str, Any]]:
     return [audit.parse(line) for line in out.splitlines()]
 
 
-def test_backup_and_restore_leave_one_audit_record_each(stack: CiStack) -> None:
-    """Issue 14, part 3: in the real container, on the real (fresh) audit volume."""
+def test_backup_and_restore_leave_an_intent_and_one_outcome_record_each(stack: CiStack) -> None:
+    """Issue 14, part 3: in the real container, on the real (fresh) audit volume; issue 20: the
+    intent (`started`) first."""
     from components import audit
 
     backup = _container(stack, "backup")
     before = len(_audit_records(stack))
     code, out = _exec(backup, "backup", "once", "--actor", "ops-alice")
     assert code == 0, out
-    [rec] = _audit_records(stack)[before:]
+    intent, rec = _audit_records(stack)[before:]
+    assert (intent["operation"], intent["result"], intent["actor"]) == ("backup", "started", "ops-alice")
     assert tuple(rec) == audit.FIELDS
     assert (rec["actor"], rec["operation"], rec["result"], rec["from"], rec["to"], rec["error"]) == (
         "ops-alice", "backup", "ok", None, None, None)
@@ -200,7 +202,8 @@ def test_backup_and_restore_leave_one_audit_record_each(stack: CiStack) -> None:
     assert code == 0, out
     code, out = _exec(backup, "restore", "--backup", dump, "--into-new-database", "h_audit_copy")
     assert code == 3, out
-    ok, refused = _audit_records(stack)[before + 1:]
+    started, ok, started_again, refused = _audit_records(stack)[before + 2:]
+    assert [r["result"] for r in (started, started_again)] == ["started", "started"]
     assert (ok["operation"], ok["result"], ok["backup_id"], ok["actor"], ok["error"]) == (
         "restore", "ok", dump, "ops-alice", None)
     assert (refused["operation"], refused["result"], refused["backup_id"], refused["actor"]) == (
@@ -209,3 +212,16 @@ def test_backup_and_restore_leave_one_audit_record_each(stack: CiStack) -> None:
     # The file belongs to the non-root writer, readable by the log collector.
     code, out = _exec(backup, "sh", "-c", 'stat -c "%U %a" "$AUDIT_LOG"')
     assert (code, out) == (0, f"{BACKUP_USER} 644")
+
+
+def test_fail_closed_backup_in_the_container_is_refused_when_the_trail_is_full(stack: CiStack) -> None:
+    """Issue 20: the rendered container runs with AUDIT_FAIL_CLOSED=1; a trail that cannot take the
+    intent (/dev/full: ENOSPC on every write) refuses the backup before it dumps (exit 74)."""
+    backup = _container(stack, "backup")
+    code, env = _exec(backup, "sh", "-c", 'printf %s "$AUDIT_FAIL_CLOSED"')
+    assert (code, env) == (0, "1")
+    code, before = _exec(backup, "sh", "-c", 'ls "$BACKUP_DIR"')
+    code, out = _exec(backup, "sh", "-c", 'AUDIT_LOG=/dev/full exec backup once')
+    assert code == 74, out
+    assert any("ERROR: audit: backup refused before it acted" in line for line in out.splitlines()), out
+    assert _exec(backup, "sh", "-c", 'ls "$BACKUP_DIR"')[1] == before

@@ -702,3 +702,84 @@ def test_service_loop_backs_up_on_schedule_and_stops_on_sigterm(runner: Runner) 
     assert {d.name: oct(d.stat().st_mode & 0o7777) for d in (runner.backups, runner.metrics.parent)} == {
         runner.backups.name: "0o700", runner.metrics.parent.name: "0o755"}
     assert runner.metrics.exists()
+
+
+# ---------------------------------------------------------------------------- audit fails closed (issue 20)
+
+
+def _audit(runner: Runner, path: Path | None = None) -> list[dict[str, Any]]:
+    from components import audit
+
+    log = path or Path(runner.env["AUDIT_LOG"])
+    return [audit.parse(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def _errors(done: subprocess.CompletedProcess[str]) -> list[str]:
+    """The `ERROR: ...` messages of a run's log lines (`<time> ERROR: ...`)."""
+    return [line.split(" ", 1)[1] for line in done.stderr.splitlines() if " ERROR: " in f" {line}"]
+
+
+def test_a_backup_writes_its_intent_then_its_outcome(runner: Runner) -> None:
+    from components import audit
+
+    assert runner.env["AUDIT_FAIL_CLOSED"] == "1"  # what the rendered container runs with
+    done = runner.run("backup", "once", "--actor", "ops-alice")
+    assert done.returncode == 0, done.stderr
+    intent, outcome = _audit(runner)
+    assert tuple(intent) == audit.FIELDS == tuple(outcome)
+    assert [(r["operation"], r["result"], r["actor"]) for r in (intent, outcome)] == [
+        ("backup", "started", "ops-alice"), ("backup", "ok", "ops-alice")]
+    assert (intent["backup_id"], outcome["backup_id"]) == (None, runner.good()[0])
+    assert (outcome["reason"], outcome["checks"]) == (None, None)
+
+
+def test_fail_closed_a_backup_the_trail_cannot_take_is_refused_before_it_dumps(runner: Runner) -> None:
+    """/dev/full: every write fails with ENOSPC, as on a full audit volume."""
+    done = runner.run("backup", "once", AUDIT_LOG="/dev/full")
+    assert done.returncode == 74, done.stderr
+    assert runner.good() == [] and not list(runner.backups.iterdir())
+    [error] = _errors(done)
+    assert error.startswith("ERROR: audit: backup refused before it acted: its intent record cannot be "
+                            "appended to /dev/full"), error
+
+
+def test_fail_closed_a_restore_the_trail_cannot_take_is_refused_before_it_touches_a_database(
+        runner: Runner) -> None:
+    assert runner.run("backup", "once").returncode == 0
+    [name] = runner.good()
+    done = runner.run("restore", "--backup", name, "--into-new-database", "inspect_fc", AUDIT_LOG="/dev/full")
+    assert done.returncode == 74, done.stderr
+    created = runner.cluster.psql("SELECT count(*) FROM pg_database WHERE datname = 'inspect_fc'",
+                                  db="postgres")
+    assert created == "0"
+    [error] = _errors(done)
+    assert error.startswith("ERROR: audit: restore refused before it acted"), error
+
+
+def test_fail_open_the_backup_warns_and_goes_on(runner: Runner) -> None:
+    done = runner.run("backup", "once", AUDIT_LOG="/dev/full", AUDIT_FAIL_CLOSED="0")
+    assert done.returncode == 0, done.stderr
+    assert len(runner.good()) == 1
+    assert _errors(done) == []
+    missing = [line for line in done.stderr.splitlines()
+               if "audit: could not append the backup record" in line]
+    assert [m.split("record (", 1)[1].split(")", 1)[0] for m in missing] == ["started", "ok"]
+
+
+def test_fail_closed_an_outcome_the_trail_cannot_take_fails_the_run_loudly(runner: Runner) -> None:
+    """The intent is appended, then the file turns into a directory mid-run (as pg_dump starts): the
+    backup is made and kept, but the run exits 74 and says its record is missing."""
+    wrap = runner.work / "wrap"
+    wrap.mkdir()
+    real = shutil.which("pg_dump", path=runner.env["PATH"])
+    assert real
+    (wrap / "pg_dump").write_text(
+        f'#!/bin/sh\nmv "$AUDIT_LOG" "$AUDIT_LOG.kept" && mkdir "$AUDIT_LOG"\nexec {real} "$@"\n')
+    (wrap / "pg_dump").chmod(0o755)
+    done = runner.run("backup", "once", PATH=f"{wrap}:{runner.env['PATH']}")
+    assert done.returncode == 74, done.stderr
+    assert len(runner.good()) == 1  # made, not undone
+    [intent] = _audit(runner, Path(runner.env["AUDIT_LOG"] + ".kept"))
+    assert (intent["operation"], intent["result"]) == ("backup", "started")
+    [error] = _errors(done)
+    assert error.startswith("ERROR: audit: the backup ended ok but its record is missing"), error

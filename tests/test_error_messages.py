@@ -54,7 +54,8 @@ def _routing_without_engine(docker_host: str, *args: str) -> re.Match[str]:
 def test_routing_cli_without_engine_names_docker_host_tcp() -> None:
     host = f"tcp://127.0.0.1:{free_port()}"
     assert _routing_without_engine(host, "show", "--container", "p")["why"] == "connection refused"
-    match = _routing_without_engine(host, "switch", "--to", "blue", "--container", "p", "--no-checks")
+    match = _routing_without_engine(host, "switch", "--to", "blue", "--container", "p", "--no-checks",
+                                    "--reason", "drill")
     assert match["why"] == "connection refused"
 
 

@@ -102,12 +102,30 @@ def test_preview_listener_follows_the_routing_default(env: Any) -> None:
     assert response.headers["X-Upstream-Color"] == "blue"
 
 
-def test_rollback_with_the_emergency_cli(env: Any) -> None:
+#: The emergency CLI always records (issue 20): the writer image, as the ci stack's backup runs it.
+WRITER_IMAGE = "paper-trading-ci/postgres:15"
+
+
+@pytest.fixture(scope="module")
+def audit_volume(env: Any) -> Iterator[str]:
+    """The audit volume the CLI finds from the proxy's prefix (the program creates it on a stack)."""
+    from components import audit
+    from tests.docker_env import TEST_LABEL
+
+    volume = env.client.volumes.create(audit.volume_name(env.prefix), labels={TEST_LABEL: env.prefix})
+    try:
+        yield volume.name
+    finally:
+        volume.remove(force=True)
+
+
+def test_rollback_with_the_emergency_cli(env: Any, audit_volume: str) -> None:
     routing.switch(env.proxy_name, "green", "blue", endpoint(env), client=env.client)
     assert colors(env) == {"200:green:green"}
     proc = subprocess.run(
         [sys.executable, "-m", "components.routing", "switch", "--to", "blue",
-         "--container", env.proxy_name, "--url", env.live_url, "--no-handoff"],
+         "--container", env.proxy_name, "--url", env.live_url, "--no-handoff",
+         "--audit-image", WRITER_IMAGE, "--reason", "green fails its health checks"],
         cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 0, proc.stderr
@@ -120,7 +138,7 @@ def test_emergency_cli_without_redis_moves_nothing_unless_told_traffic_only(env:
     routing.switch(env.proxy_name, "blue", "green", endpoint(env), client=env.client)
     proc = subprocess.run(
         [sys.executable, "-m", "components.routing", "switch", "--to", "green",
-         "--container", env.proxy_name, "--url", env.live_url, "--no-checks", "--no-audit"],
+         "--container", env.proxy_name, "--url", env.live_url, "--no-checks", "--reason", "drill"],
         cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 1
@@ -196,7 +214,7 @@ def test_missing_proxy_container_gives_a_clear_error(env: Any) -> None:
         routing.switch("no-such-proxy", "green", "blue", endpoint(env), client=env.client)
     proc = subprocess.run(
         [sys.executable, "-m", "components.routing", "switch", "--to", "blue",
-         "--container", "no-such-proxy", "--no-handoff"],
+         "--container", "no-such-proxy", "--no-handoff", "--reason", "drill"],
         cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 1
