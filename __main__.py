@@ -19,6 +19,8 @@ from components.routing import Routing, RoutingArgs
 from components.volumes import Volumes, VolumesArgs
 from components.gate import PromotionGate, PromotionGateArgs, audit_target
 from components.handoff import handoff_props
+from components.release import plan, read_previous
+from components.release_guard import ReleaseGuard, ReleaseRecord
 
 settings = load_settings(os.path.dirname(os.path.abspath(__file__)))
 stack = pulumi.get_stack()
@@ -38,17 +40,35 @@ backup = Backup(
         stack_labels=stack_labels,
     ),
 )
+# Releases go to the idle color only (components/release.py): the live color, as the last
+# confirmed switch left it, is pinned; a change of its own is refused here, at preview.
+release = plan(settings, read_previous())
+for note in release.notes:
+    pulumi.log.info(note)
+release_guard = ReleaseGuard(
+    "release-guard", proxy_container_name=f"{settings.name_prefix}-proxy", recorded_live=release.live,
+    changing=release.changing,
+)
 apps = {
     color: AppColor(
         f"app-{color}",
         AppColorArgs(
             color=color, settings=settings, networks=networks.names, datastores=datastores,
-            stack_labels=stack_labels,
+            stack_labels=stack_labels, pinned=release.pinned(color), depends_on=[release_guard],
         ),
         opts=pulumi.ResourceOptions(depends_on=networks.all),
     )
     for color in COLORS
 }
+# What each color runs, saved as soon as its containers are done (the next run reads it back).
+release_records = [
+    ReleaseRecord(
+        f"release-{color}", color=color, image=release.releases[color].image,
+        replicas=release.releases[color].replicas, fingerprint=release.releases[color].fingerprint,
+        opts=pulumi.ResourceOptions(depends_on=apps[color].containers),
+    )
+    for color in COLORS
+]
 proxy = Proxy(
     "proxy",
     ProxyArgs(
@@ -95,6 +115,9 @@ gate = PromotionGate(
     # Alertmanager requires basic auth: the gate's monitoring.alertmanager check needs it.
     alertmanager_password=(monitoring.alertmanager_password.result
                            if monitoring.alertmanager_password is not None else None),
+    # The approval is bound to the candidate's containers and spent by a failed switch.
+    proxy_container_name=proxy.container_name,
+    candidate_containers=[c.id for c in apps[settings.deployment.active_color].containers],
 )
 routing = Routing(
     "routing",
@@ -126,7 +149,7 @@ if monitoring.alertmanager_password is not None:
     # User `prometheus`; Alertmanager (UI and API) requires it (issue 13, item 1).
     pulumi.export("alertmanagerPassword", pulumi.Output.secret(monitoring.alertmanager_password.result))
 for color in COLORS:
-    pulumi.export(f"{color}Image", settings.deployment.color(color).image)
+    pulumi.export(f"{color}Image", release.releases[color].image)
 
 # One `deploy` audit record per changed deployment (issue 14, part 3), registered last and
 # depending on every resource above, so the engine reaches it only when all of them are done.
@@ -137,5 +160,5 @@ DeployRecord(
     fingerprint=fingerprint(settings.model_dump_json(), program_sources(Path(__file__).resolve().parent)),
     live_color=active_color,
     audit=audit_target(settings, stack),
-    opts=pulumi.ResourceOptions(depends_on=[*_deployed, *apps.values()]),
+    opts=pulumi.ResourceOptions(depends_on=[*_deployed, *apps.values(), *release_records]),
 )

@@ -8,8 +8,8 @@ that is not declared read-only.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_docker as docker
@@ -38,6 +38,15 @@ class AppColorArgs:
     networks: NetworkNames
     datastores: Datastores
     stack_labels: Mapping[str, str]
+    #: The live color (components/release.py): its containers keep their recorded inputs
+    #: (`ignore_changes=["*"]`), so no change reaches it in place; new replicas are created.
+    pinned: bool = False
+    #: Checked before any container of this color is touched (the release guard).
+    depends_on: Sequence[pulumi.Resource] = field(default_factory=tuple)
+
+
+#: Every input: the engine keeps the recorded value of each (it neither replaces nor updates).
+PIN_ALL = ["*"]
 
 
 def alias(color: Color) -> str:
@@ -143,9 +152,10 @@ class AppColor(pulumi.ComponentResource):
         self.color = color
         self.alias = alias(color)
         self.image_ref = color_config.image
+        pin = PIN_ALL if args.pinned else None
         self.image = docker.RemoteImage(
             f"{color}-image", name=color_config.image, keep_locally=True,
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=pin, depends_on=list(args.depends_on)),
         )
         ready = f"http://127.0.0.1:{s.server.port}{s.app.health.ready}"
         envs = app_envs(s, color)
@@ -174,8 +184,9 @@ class AppColor(pulumi.ComponentResource):
                 ),
                 opts=pulumi.ResourceOptions(
                     parent=self,
-                    depends_on=[self.image, *args.datastores.containers],
+                    depends_on=[self.image, *args.datastores.containers, *args.depends_on],
                     delete_before_replace=True,
+                    ignore_changes=pin,
                 ),
             ))
         self.register_outputs({"containers": [c.name for c in self.containers]})

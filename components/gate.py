@@ -46,8 +46,9 @@ ALWAYS_REQUIRED = (
 #: Marks the gate among dynamic resources (the `promotion-gated` policy looks for it).
 GATE_KIND = "paper-trading:promotion-gate"
 
-#: Inputs whose change re-runs the checks (the candidate, what it runs, how it is checked).
-WATCHED = ("candidateColor", "previewUrl", "image", "replicas", "options", "enabled")
+#: Inputs whose change re-runs the checks (the candidate, the exact containers it runs, how it
+#: is checked): an approval is bound to what it approved.
+WATCHED = ("candidateColor", "candidateContainers", "previewUrl", "image", "replicas", "options", "enabled")
 #: Secret inputs: used by the checks, never recorded in state (only their fingerprint).
 SECRET_FIELDS = ("exchanges", "alertmanagerPassword")
 
@@ -202,6 +203,28 @@ def _verdict(props: Mapping[str, Any], expect_work_role: str | None = None) -> d
     return {**state, "approvedColor": candidate, "validated": True, "checkedAt": checked_at, "report": brief}
 
 
+def spent(olds: Mapping[str, Any], news: Mapping[str, Any], client: Any = None) -> bool:
+    """Whether the recorded approval no longer stands: its switch did not make it live.
+
+    An approval is used once. The switch after it either made the approved color live (the
+    proxy serves it) or failed and switched back: then the next `up` must check again, never
+    switch on the old verdict. Read from the proxy itself; when it cannot be read, the approval
+    counts as spent (the checks run again: the safe side).
+    """
+    from .release_guard import served_color
+
+    approved = olds.get("approvedColor")
+    if not approved:
+        return True
+    name = news.get("proxyContainerName")
+    if not isinstance(name, str) or not name:
+        return True
+    try:
+        return bool(served_color(name, client) != approved)
+    except Exception:  # noqa: BLE001 - unreadable: check again
+        return True
+
+
 class PromotionGateProvider(pulumi.dynamic.ResourceProvider):
     """Create/update run the checks; diff re-runs them when a watched input changes."""
 
@@ -219,14 +242,17 @@ class PromotionGateProvider(pulumi.dynamic.ResourceProvider):
         secrets = _fingerprint({k: news.get(k) for k in SECRET_FIELDS})
         if olds.get("secretsFingerprint") != secrets:
             changed.append("exchanges")
+        if not changed and spent(olds, news):
+            changed.append("approvedColor")
         return pulumi.dynamic.DiffResult(
             changes=bool(changed), replaces=[], stables=[], delete_before_replace=False
         )
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.UpdateResult:
-        # A candidate other than the color approved last is not live yet: it must be standby.
-        # The same color again (a key or image change on the live color) is judged by the check.
-        moving = olds.get("approvedColor") != news.get("candidateColor")
+        # A candidate other than the color approved last is not live yet: it must be standby;
+        # so is the color approved last when its switch failed (the approval is spent). The same,
+        # live color again (a key change) is judged by the check.
+        moving = olds.get("approvedColor") != news.get("candidateColor") or spent(olds, news)
         expect = "standby" if moving else None
         return pulumi.dynamic.UpdateResult(outs=run_gate(news, expect_work_role=expect))
 
@@ -329,9 +355,15 @@ class PromotionGate(pulumi.dynamic.Resource):
     def __init__(
         self, name: str, args: PromotionGateArgs, opts: pulumi.ResourceOptions | None = None,
         *, alertmanager_password: pulumi.Input[str] | None = None,
+        proxy_container_name: str | None = None,
+        candidate_containers: pulumi.Input[Sequence[pulumi.Input[str]]] | None = None,
     ) -> None:
         """`alertmanager_password`: Alertmanager's basic-auth password, for the monitoring.alertmanager
-        check when the options name an `alertmanager_url` (a secret input, never in state)."""
+        check when the options name an `alertmanager_url` (a secret input, never in state).
+
+        `proxy_container_name`: the proxy whose switch spends an approval (`spent`; None: every
+        `up` checks again). `candidate_containers`: the candidate color's container ids, which the
+        approval is bound to: a replaced container is a new candidate."""
         options = dict(args.options)
         am_password: pulumi.Output[str] | None = None
         if options.get("alertmanager_url") and alertmanager_password is not None:
@@ -355,6 +387,8 @@ class PromotionGate(pulumi.dynamic.Resource):
             "report": None,
             "secretsFingerprint": None,
             "audit": dict(args.audit) if args.audit else None,
+            "proxyContainerName": proxy_container_name,
+            "candidateContainers": candidate_containers,
         }
         secret_opts = pulumi.ResourceOptions(additional_secret_outputs=list(SECRET_FIELDS))
         super().__init__(

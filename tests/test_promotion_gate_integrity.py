@@ -294,17 +294,22 @@ def test_gate_refuses_when_a_required_check_did_not_run_and_pass(
 
 
 @pytest.mark.parametrize(
-    ("method", "approved_before", "expected"),
-    [("create", None, "standby"), ("update", "blue", "standby"), ("update", "green", None)],
+    ("method", "approved_before", "spent", "expected"),
+    [("create", None, True, "standby"), ("update", "blue", False, "standby"),
+     ("update", "green", False, None), ("update", "green", True, "standby")],
 )
 def test_gate_expects_a_moving_candidate_to_be_standby(
-    monkeypatch: pytest.MonkeyPatch, method: str, approved_before: str | None, expected: str | None
+    monkeypatch: pytest.MonkeyPatch, method: str, approved_before: str | None, spent: bool,
+    expected: str | None,
 ) -> None:
     """A candidate that is not the color approved last must do no background work (issue 15):
-    the gate tells `safety.background_work` so instead of trusting the app's own `liveColor`."""
+    the gate tells `safety.background_work` so instead of trusting the app's own `liveColor`.
+    Nor is the color approved last when its switch failed (`spent`: the proxy does not serve
+    it; read from a real proxy in tests/test_release_guard_docker.py)."""
     import components.gate as gate
 
     seen: list[str | None] = []
+    monkeypatch.setattr(gate, "spent", lambda _olds, _news, client=None: spent)
 
     def verdict(props: Any, expect_work_role: str | None = None) -> dict[str, Any]:
         seen.append(expect_work_role)

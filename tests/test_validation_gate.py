@@ -105,13 +105,24 @@ def test_update_reruns_the_checks(app: RefApp) -> None:
     assert provider.update("id", olds, news).outs["approvedColor"] == "green"  # type: ignore[index]
 
 
-def test_diff_rewatches_candidate_image_replicas_and_secrets(app: RefApp) -> None:
+def test_diff_rewatches_candidate_image_replicas_and_secrets(
+    app: RefApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import components.gate as gate
+
     provider = PromotionGateProvider()
     app.set_faults()
     olds = provider.create(props(app.url)).outs
     assert olds is not None
+    # The switch made the approval live (a real proxy: tests/test_release_guard_docker.py).
+    monkeypatch.setattr(gate, "spent", lambda _olds, _news, client=None: False)
     assert provider.diff("id", olds, props(app.url)).changes is False
+    # A spent approval (its switch failed) is checked again, whatever else changed.
+    monkeypatch.setattr(gate, "spent", lambda _olds, _news, client=None: True)
+    assert provider.diff("id", olds, props(app.url)).changes is True
+    monkeypatch.setattr(gate, "spent", lambda _olds, _news, client=None: False)
     for change in (
+        {"candidateContainers": ["replaced-container-id"]},
         {"image": "x:2"},
         {"replicas": 2.0},
         {"candidateColor": "blue"},

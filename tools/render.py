@@ -251,11 +251,14 @@ def evaluate(
     root: Path = ROOT,
     preview: bool = False,
     records: list[Resource] | None = None,
+    state: Mapping[str, Any] | None = None,
 ) -> Graph:
     """Run `__main__.py` for `stack` under mocks and return its resource graph.
 
     `config`/`secret_keys` replace the stack file's values when given (tests use
-    this to feed bad or mutated configs through the real program).
+    this to feed bad or mutated configs through the real program). `state` is the saved
+    state the program reads back (`{urn: {"type", "outputs"}}`, as the engine's
+    `readStackResourceOutputs` answers); None: a stack never deployed.
     """
     # The libraries' module objects live as long as the process. Freezing them once they
     # are loaded spares each full collection during the run (which allocates Outputs and
@@ -267,7 +270,7 @@ def evaluate(
 
     gc.freeze()
     try:
-        return _evaluate(stack, config, secret_keys, root, preview, records)
+        return _evaluate(stack, config, secret_keys, root, preview, records, state)
     finally:
         gc.unfreeze()
 
@@ -279,6 +282,7 @@ def _evaluate(
     root: Path,
     preview: bool,
     records: list[Resource] | None,
+    state: Mapping[str, Any] | None = None,
 ) -> Graph:
     import pulumi
     from google.protobuf import json_format, struct_pb2
@@ -297,8 +301,12 @@ def _evaluate(
         def new_resource(self, args: pmocks.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
             return f"{args.name}-id", _mock_state(args.typ, args.name, args.inputs)
 
-        def call(self, args: pmocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
-            return {}, None
+        def call(self, args: pmocks.MockCallArgs) -> dict[str, Any]:
+            from components.release import READ_STACK_STATE
+
+            if args.token == READ_STACK_STATE:
+                return {"name": args.args.get("stackName"), "outputs": dict(state or {})}
+            return {}
 
     class RecordingMonitor(pmocks.MockMonitor):
         """The SDK's mock monitor, recording each registration and answering it directly.
