@@ -142,6 +142,8 @@ APP_BLUE_2 = {**APP_BLUE, "instance": "paper-trading-app-blue-2"}
 ORDERS = {"job": "rabbitmq", "instance": "rabbitmq:15692", "vhost": "/", "queue": "paper-trading.orders"}
 # Not a work queue, and a name the regex would match if its dot were not escaped.
 OTHER_QUEUE = {**ORDERS, "queue": "paper-tradingXorders"}
+LIVE_BLUE_PROBE = {"job": "live-color", "color": "blue", "instance": "live-blue"}
+LIVE_GREEN_PROBE = {"job": "live-color", "color": "green", "instance": "live-green"}
 CASES += [
     Case("WorkersSplitBrain", [
         (_sel("paper_trading_worker_active", APP_BLUE), "1x10"),
@@ -155,6 +157,22 @@ CASES += [
     # The metric absent altogether (no replica exports it, or none is scraped) pages too.
     Case("NoActiveWorkers", [(_sel("up", APP_BLUE), "1x10")], ["1m"], "2m", {},
          "No color has run background work for 2m: queues and schedulers stand still"),
+    # Blue live; green, the failed candidate whose hand-back failed, keeps the work from 2m on.
+    Case("WorkersOnIdleColor", [
+        (_sel("probe_success", LIVE_BLUE_PROBE), "1x12"),
+        (_sel("probe_success", LIVE_GREEN_PROBE), "0x12"),
+        (_sel("paper_trading_worker_active", APP_BLUE), "1 1 0x10"),
+        (_sel("paper_trading_worker_active", APP_GREEN), "0 0 1x10"),
+    ], ["1m", "2m"], "3m", APP_GREEN,
+        "paper-trading-app-green-1 (green) runs background work but green is not the live color"),
+    # A first promotion switched back (nothing live: both probes fail), blue kept the work.
+    Case("WorkersOnIdleColor", [
+        (_sel("probe_success", LIVE_BLUE_PROBE), "0x12"),
+        (_sel("probe_success", LIVE_GREEN_PROBE), "0x12"),
+        (_sel("paper_trading_worker_active", APP_BLUE), "0 0 1x10"),
+        (_sel("paper_trading_worker_active", APP_GREEN), "0x12"),
+    ], ["1m", "2m"], "3m", APP_BLUE,
+        "paper-trading-app-blue-1 (blue) runs background work but blue is not the live color"),
     Case("QueueBacklogWithoutConsumer", [
         (_sel("rabbitmq_queue_messages_ready", ORDERS), "0 0 3+2x10"),
         (_sel("rabbitmq_queue_consumers", ORDERS), "1 1 0x10"),
@@ -177,6 +195,19 @@ HANDOFF_GAP = Case("NoActiveWorkers", [
     (_sel("paper_trading_worker_active", APP_BLUE), "1 1 0x10"),
     (_sel("paper_trading_worker_active", APP_GREEN), "0 0 0 1x10"),
 ], ["2m", "3m", "6m"], "", {}, "")
+# A clean switch blue -> green: the work follows the traffic within a scrape (blue seen active
+# one evaluation after green went live, green active one later); a second blue replica always standby.
+IDLE_HANDOFF = Case("WorkersOnIdleColor", [
+    (_sel("probe_success", LIVE_BLUE_PROBE), "1 1 0x10"),
+    (_sel("probe_success", LIVE_GREEN_PROBE), "0 0 1x10"),
+    (_sel("paper_trading_worker_active", APP_BLUE), "1 1 1 0x9"),
+    (_sel("paper_trading_worker_active", APP_BLUE_2), "0x12"),
+    (_sel("paper_trading_worker_active", APP_GREEN), "0 0 0 1x9"),
+], ["1m", "2m", "3m", "4m", "8m"], "", {}, "")
+# The live color is not measured (no probe series): NoLiveColor's case, not this alert's.
+IDLE_UNKNOWN = Case("WorkersOnIdleColor", [
+    (_sel("paper_trading_worker_active", APP_GREEN), "1x12"),
+], ["2m", "8m"], "", {}, "")
 CONSUMED = Case("QueueBacklogWithoutConsumer", [
     (_sel("rabbitmq_queue_messages_ready", ORDERS), "0 0 3+2x10"),
     (_sel("rabbitmq_queue_consumers", ORDERS), "1x12"),
@@ -281,7 +312,7 @@ def _test_file(tmp_path: Path) -> Path:
     settings = stack_settings("prod")
     config = write_prometheus_tree(tmp_path, settings, "prod")
     alert_by_name = {a.name: a for a in rules.alerts(settings)}
-    groups = [_group(c, alert_by_name) for c in [*CASES, BACKUP_PRESENT, HANDOFF, HANDOFF_GAP, CONSUMED]] + [
+    groups = [_group(c, alert_by_name) for c in [*CASES, BACKUP_PRESENT, HANDOFF, HANDOFF_GAP, CONSUMED, IDLE_HANDOFF, IDLE_UNKNOWN]] + [
         _recording_group(), _work_holder_group(settings)]
     document = {
         "rule_files": [config.parent.joinpath(p).name for p in ("recording.rules.yml", "alerts.rules.yml")],
@@ -330,7 +361,7 @@ def test_worker_alerts_follow_the_workers_config() -> None:
     from components.monitoring_config import grafana
 
     base = stack_settings("prod")
-    worker_alerts = {"WorkersSplitBrain", "NoActiveWorkers", "QueueBacklogWithoutConsumer"}
+    worker_alerts = {"WorkersSplitBrain", "NoActiveWorkers", "QueueBacklogWithoutConsumer", "WorkersOnIdleColor"}
     assert worker_alerts <= {a.name for a in rules.alerts(base)}
     data = base.model_dump(by_alias=True)
     off = Settings.model_validate({**data, "workers": {**data["workers"], "enabled": False}})

@@ -237,7 +237,7 @@ def queue_regex(queues: tuple[str, ...]) -> str:
 
 
 def _worker_alerts(settings: Settings) -> list[Alert]:
-    """Background work (issue 15): exactly one color holds it; its queues are consumed."""
+    """Background work (issue 15): exactly one color holds it, the live one; its queues are consumed."""
     w = settings.workers
     if not w.enabled:
         return []
@@ -260,6 +260,20 @@ def _worker_alerts(settings: Settings) -> list[Alert]:
               "the other color means the switch did not publish; no lease means Redis is unreachable "
               "(RedisDown) or the replicas are down (LiveColorNotReady). Re-publish the live color with the "
               "emergency CLI."),
+        Alert("WorkersOnIdleColor",
+              # Active (lease, consumers or schedulers) on a color the proxy does not serve live; only
+              # while the live color is measured at all (without it, NoLiveColor pages instead).
+              f"({app_active} == 1) unless on (color) ({COLOR_LIVE} == 1)"
+              f" and on () (count({COLOR_LIVE}) > 0)",
+              split_brain_for(settings), "critical", "workers",
+              "{{ $labels.instance }} ({{ $labels.color }}) runs background work but {{ $labels.color }} "
+              "is not the live color",
+              "Usually a failed hand-back: a switch that was undone could not give the work back (its "
+              "error and its `rollback` audit record, result failed, say 'background work not handed "
+              "back'), so the failed candidate still holds the lease or consumes. Hand the work to the live "
+              "color: re-run the emergency CLI `switch --to <live color>` (it publishes the live color with "
+              "a new epoch and waits for the handoff); if the idle color does not stand down, stop its "
+              "replicas."),
         Alert("QueueBacklogWithoutConsumer",
               # Ready messages, no consumer, and not draining (5m).
               f"({by_queue} ({ready}) > 0)"
