@@ -76,8 +76,9 @@ class ReleaseGuardProvider(dyn.ResourceProvider):
         return dyn.CreateResult(id_=f"{props.get('proxyContainerName')}-release-guard", outs=props)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.DiffResult:
-        keys = ("proxyContainerName", "recordedLive", "changing")
-        changed = any(olds.get(key) != news.get(key) for key in keys)
+        # The guard's work is `check`; what it was told last run (which colors changed) is no
+        # change of the deployment, so only another proxy counts (a no-op `up` stays one).
+        changed = olds.get("proxyContainerName") != news.get("proxyContainerName")
         return dyn.DiffResult(changes=changed, replaces=[], delete_before_replace=False)
 
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
