@@ -35,6 +35,7 @@ def test_the_switch_hands_the_work_to_this_stacks_datastores(stack: str) -> None
         "redisContainer": _container_named_by_service(graph, "redis"),
         "rabbitmqContainer": _container_named_by_service(graph, "rabbitmq"),
         "timeoutS": 15.0,  # workers.handoffTimeoutSeconds' default: no committed stack sets it
+        "queues": ["paper-trading.orders"],  # workers.queues' default: every consumer on them is checked
     }
 
 
@@ -44,6 +45,14 @@ def test_the_configured_handoff_timeout_reaches_the_switch() -> None:
     assert isinstance(handoff, dict)
     assert handoff["timeoutS"] == 42.0
     assert handoff["redisContainer"] == _container_named_by_service(graph, "redis")
+
+
+def test_the_configured_work_queues_reach_the_switch() -> None:
+    """The handoff counts every consumer on exactly these queues (issue 20, item 7)."""
+    graph = render_with("ci", workers={"queues": ["paper-trading.orders", "paper-trading.eod"]})
+    handoff = _handoff(graph)
+    assert isinstance(handoff, dict)
+    assert handoff["queues"] == ["paper-trading.orders", "paper-trading.eod"]
 
 
 @pytest.mark.parametrize("stack", ["ci", "prod"])
