@@ -63,22 +63,18 @@ def problems(props: dict[str, Any], client: Any = None) -> list[tuple[str, str]]
     return []
 
 
-class ReleaseGuardProvider(dyn.ResourceProvider):
-    """`check` runs on every preview and up, before any dependent app container is touched."""
+class _StateProvider(dyn.ResourceProvider):
+    """A resource that only keeps its inputs in the state; `WATCHED` inputs make a change."""
 
     serialize_as_secret_always = False
-
-    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> dyn.CheckResult:
-        failures = [dyn.CheckFailure(prop, reason) for prop, reason in problems(news)]
-        return dyn.CheckResult(news, failures)
+    WATCHED: tuple[str, ...] = ()
+    ID_KEY = ""
 
     def create(self, props: dict[str, Any]) -> dyn.CreateResult:
-        return dyn.CreateResult(id_=f"{props.get('proxyContainerName')}-release-guard", outs=props)
+        return dyn.CreateResult(id_=f"{type(self).__name__}-{props.get(self.ID_KEY)}", outs=props)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.DiffResult:
-        # The guard's work is `check`; what it was told last run (which colors changed) is no
-        # change of the deployment, so only another proxy counts (a no-op `up` stays one).
-        changed = olds.get("proxyContainerName") != news.get("proxyContainerName")
+        changed = any(olds.get(key) != news.get(key) for key in self.WATCHED)
         return dyn.DiffResult(changes=changed, replaces=[], delete_before_replace=False)
 
     def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
@@ -90,6 +86,21 @@ class ReleaseGuardProvider(dyn.ResourceProvider):
     def render_outputs(self, _inputs: dict[str, Any]) -> dict[str, Any]:
         """Offline render (tools/render.py): nothing beyond the inputs."""
         return {}
+
+
+class ReleaseGuardProvider(_StateProvider):
+    """`check` runs on every preview and up, before any dependent app container is touched.
+
+    What it was told last run (which colors changed) is no change of the deployment: only
+    another proxy counts, so a no-op `up` stays one.
+    """
+
+    WATCHED = ("proxyContainerName",)
+    ID_KEY = "proxyContainerName"
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> dyn.CheckResult:
+        failures = [dyn.CheckFailure(prop, reason) for prop, reason in problems(news)]
+        return dyn.CheckResult(news, failures)
 
 
 class ReleaseGuard(dyn.Resource):
@@ -108,26 +119,11 @@ class ReleaseGuard(dyn.Resource):
         super().__init__(ReleaseGuardProvider(), name, props, opts)
 
 
-class ReleaseRecordProvider(dyn.ResourceProvider):
+class ReleaseRecordProvider(_StateProvider):
     """Keeps what one color runs in the stack's state; the next run reads it (components/release.py)."""
 
-    serialize_as_secret_always = False
-
-    def create(self, props: dict[str, Any]) -> dyn.CreateResult:
-        return dyn.CreateResult(id_=f"release-{props.get('color')}", outs=props)
-
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.DiffResult:
-        changed = any(olds.get(key) != news.get(key) for key in ("color", "image", "replicas", "fingerprint"))
-        return dyn.DiffResult(changes=changed, replaces=[], delete_before_replace=False)
-
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
-        return dyn.UpdateResult(outs=news)
-
-    def delete(self, _id: str, _props: dict[str, Any]) -> None:
-        return None
-
-    def render_outputs(self, _inputs: dict[str, Any]) -> dict[str, Any]:
-        return {}
+    WATCHED = ("color", "image", "replicas", "fingerprint")
+    ID_KEY = "color"
 
 
 class ReleaseRecord(dyn.Resource):
