@@ -301,12 +301,12 @@ def _evaluate(
         def new_resource(self, args: pmocks.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
             return f"{args.name}-id", _mock_state(args.typ, args.name, args.inputs)
 
-        def call(self, args: pmocks.MockCallArgs) -> dict[str, Any]:
+        def call(self, args: pmocks.MockCallArgs) -> tuple[dict[Any, Any], list[tuple[str, str]] | None]:
             from components.release import READ_STACK_STATE
 
-            if args.token == READ_STACK_STATE:
-                return {"name": args.args.get("stackName"), "outputs": dict(state or {})}
-            return {}
+            answer = {"name": args.args.get("stackName"), "outputs": dict(state or {})}
+            # No failures: an empty list (the SDK iterates it; None is only accepted from a bare dict).
+            return (answer if args.token == READ_STACK_STATE else {}), []
 
     class RecordingMonitor(pmocks.MockMonitor):
         """The SDK's mock monitor, recording each registration and answering it directly.
