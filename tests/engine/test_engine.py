@@ -9,6 +9,7 @@ Each operation is timed; the figures are written to build/engine-timings.json.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -21,7 +22,7 @@ import httpx
 import pytest
 
 from tests.engine.engine import ROOT, EngineProject, changed, policy_violations
-from tests.support import missing, require_docker
+from tests.support import missing, require_docker, require_tool
 
 pytestmark = pytest.mark.engine
 
@@ -302,24 +303,101 @@ def _audit_records() -> list[dict[str, Any]]:
     return [audit.parse(line) for line in out.splitlines()]
 
 
-def test_release_on_the_idle_color_replaces_only_its_containers(project: EngineProject) -> None:
+def _release_image() -> Any:
+    """A new image (its own ID), as a release would bring."""
     import io
 
-    # A new image (its own ID), as a release would bring.
     dockerfile = f"FROM {APP_IMAGE}\nLABEL paper-trading.test-release=2\n".encode()
     release, _ = _docker().images.build(fileobj=io.BytesIO(dockerfile), tag=RELEASE_IMAGE, rm=True)
-    project.config_set("deployment.blue.image", RELEASE_IMAGE)
+    return release
+
+
+def _ids(color: str) -> dict[str, str]:
+    return {c.name: c.id for c in _stack_containers() if c.labels.get("paper-trading.color") == color}
+
+
+def _errors(events: list[dict[str, Any]]) -> list[str]:
+    return [e["diagnosticEvent"]["message"] for e in events
+            if e.get("diagnosticEvent", {}).get("severity") == "error"]
+
+
+def test_a_change_to_the_live_color_is_refused_and_replaces_nothing(project: EngineProject) -> None:
+    """Issue 20, item 1: green is live; a new green image is refused before anything moves."""
+    _release_image()
+    assert project.outputs()["activeColor"] == "green"
+    url = project.outputs()["appUrl"]
+    before = _ids("green")
+    project.config_set("deployment.green.image", RELEASE_IMAGE)
+    try:
+        proc, events = project.events("preview", timing="refused preview")
+        assert proc.returncode != 0
+        refused = [m for m in _errors(events) if "refused: deployment.green.image changed" in m]
+        assert refused and "deployment.activeColor=blue" in refused[0], _errors(events)
+        with _Load(url) as load:
+            proc, events = project.events("up", "--yes", timing="refused live change")
+            time.sleep(1)
+        assert proc.returncode != 0
+        assert any("refused: deployment.green.image changed" in m for m in _errors(events))
+    finally:
+        project.config_set("deployment.green.image", APP_IMAGE)
+    assert _ids("green") == before
+    assert load.failed == 0 and load.ok > 20, (load.ok, load.failed)
+    assert load.colors == {"green"}
+    assert changed(project.preview_steps()) == {}
+
+
+@contextlib.contextmanager
+def _port_blocked(port: int) -> Iterator[None]:
+    """Drops this host's new connections to `port` (before Docker's NAT sees them)."""
+    nft = require_tool("nft")
+    table = "pt_engine_test_block"
+    rules = (f"table inet {table} {{\n chain out {{\n  type filter hook output priority -300;\n"
+             f"  tcp dport {port} drop\n }}\n}}\n")
+    subprocess.run([nft, "-f", "-"], input=rules, text=True, check=True, capture_output=True)
+    try:
+        yield
+    finally:
+        subprocess.run([nft, "delete", "table", "inet", table], capture_output=True)
+
+
+def test_a_failed_switch_is_followed_by_a_fresh_gate_run(project: EngineProject) -> None:
+    """Issue 20, item 2: the gate approves blue, the switch cannot confirm it and switches back;
+    the approval is spent, so the next `up` with the same config checks blue again."""
+    from urllib.parse import urlsplit
+
+    url = project.outputs()["appUrl"]
+    project.config_set("deployment.activeColor", "blue")
+    with _port_blocked(int(urlsplit(url).port or 80)):
+        proc, events = project.events("up", "--yes", timing="failed switch")
+    assert proc.returncode != 0
+    assert any("switched back to green" in m for m in _errors(events)), _errors(events)
+    assert project.outputs()["activeColor"] == "green"
+    assert _live(url) == {"green"}
+    gates_before = [r for r in _audit_records() if r["operation"] == "gate" and r["result"] == "ok"]
+    steps = changed(project.preview_steps())
+    assert "promotion-gate" in {urn.rsplit("::", 1)[-1] for urn in steps}, steps
+    project.run("up", "--yes", timing="up after a failed switch")
+    gates_after = [r for r in _audit_records() if r["operation"] == "gate" and r["result"] == "ok"]
+    assert len(gates_after) == len(gates_before) + 1 and gates_after[-1]["to"] == "blue"
+    assert project.outputs()["activeColor"] == "blue"
+    assert _live(url) == {"blue"}
+    _work_held_by("blue")
+
+
+def test_release_on_the_idle_color_replaces_only_its_containers(project: EngineProject) -> None:
+    release = _release_image()
+    assert project.outputs()["activeColor"] == "blue"
+    project.config_set("deployment.green.image", RELEASE_IMAGE)
     steps = changed(project.preview_steps())
     assert steps, "a new image must change something"
     names = {urn.rsplit("::", 1)[-1] for urn in steps} - {"deploy-record"}  # one record per release
-    assert names and all("blue" in name for name in names), steps
-    before = {c.name: c.id for c in _stack_containers() if c.labels.get("paper-trading.color") == "green"}
+    assert names and all("green" in name for name in names), steps
+    before = _ids("blue")
     project.run("up", "--yes", timing="release")
-    after = {c.name: c.id for c in _stack_containers() if c.labels.get("paper-trading.color") == "green"}
-    assert after == before
-    blue = [c for c in _stack_containers() if c.labels.get("paper-trading.color") == "blue"]
-    assert blue and {c.image.id for c in blue} == {release.id}
-    assert project.outputs()["activeColor"] == "green"
+    assert _ids("blue") == before
+    green = [c for c in _stack_containers() if c.labels.get("paper-trading.color") == "green"]
+    assert green and {c.image.id for c in green} == {release.id}
+    assert project.outputs()["activeColor"] == "blue"
 
 
 def _secret_plaintexts(node: Any) -> list[str]:
