@@ -275,9 +275,13 @@ class MonitoringConfig(_Model):
         return _ipv4_address(value)
 
 
+#: The most replicas one color may run (the proxy's scrape relay admits exactly these names).
+MAX_REPLICAS = 20
+
+
 class ColorConfig(_Model):
     image: str
-    replicas: int = Field(default=2, ge=1, le=20)
+    replicas: int = Field(default=2, ge=1, le=MAX_REPLICAS)
 
     @field_validator("image")
     @classmethod

@@ -197,3 +197,20 @@ def test_a_fresh_stack_pins_nothing() -> None:
     graph = render_with("ci")
     for res in graph.containers:
         assert res.options["ignoreChanges"] == [], res.name
+
+
+def test_scaling_a_color_changes_no_proxy_input() -> None:
+    """The proxy (fixed name: a replace is an outage) must not depend on replica counts."""
+    import json
+
+    config, secrets = stack_config("ci")
+    graphs = []
+    for replicas in (1, 3):
+        deployment = json.loads(config["paper-trading:deployment"])
+        deployment["blue"]["replicas"] = replicas
+        graphs.append(evaluate("ci", config={**config, "paper-trading:deployment": json.dumps(deployment)},
+                               secret_keys=secrets))
+    proxies = [[r for r in g.containers if r.inputs.get("name", "").endswith("-proxy")] for g in graphs]
+    assert len(proxies[0]) == 1 and proxies[0][0].inputs == proxies[1][0].inputs
+    blue = [len(_app_containers(g, "blue")) for g in graphs]
+    assert blue == [1, 3]

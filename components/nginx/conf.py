@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import COLORS, Settings
+from ..config import COLORS, MAX_REPLICAS, Settings
 from .routing import ROUTING_PATH, routing_directives
 
 CONF_DIR = "/etc/paper-trading/nginx"
@@ -251,21 +251,26 @@ def scrape_path(replica: str, what: str) -> str:
 
 
 def _scrape_relays(settings: Settings) -> list[str]:
-    """Exact GET-only locations, one per replica and path: never an open proxy."""
+    """GET-only relays to this stack's app replicas, one per path: never an open proxy.
+
+    The pattern admits exactly `<prefix>-app-<color>-<n>` for every replica count the config
+    allows (`MAX_REPLICAS`), so scaling a color changes nothing here: the proxy is not
+    replaced (live traffic) when the live color scales out (issue 20, item 1).
+    """
     health = settings.app.health
+    numbers = "|".join(str(n) for n in range(1, MAX_REPLICAS + 1))
+    # name_prefix is `[a-z][a-z0-9-]*` (config): nothing in it is special to the regex.
+    replica = f"{settings.name_prefix}-app-(?:{'|'.join(COLORS)})-(?:{numbers})"
+    # A variable makes nginx resolve the replica per request (Docker DNS, frontend network),
+    # so a replaced replica is found and a missing one is a 502, not a failed reload.
+    target = _q(f"$scrape_replica:{settings.server.port}")
     lines = []
-    for color in COLORS:
-        for n in range(1, settings.deployment.color(color).replicas + 1):
-            replica = f"{settings.name_prefix}-app-{color}-{n}"
-            # A variable makes nginx resolve the replica per request (Docker DNS, frontend
-            # network), so a replaced replica is found and a missing one is a 502, not a
-            # failed reload.
-            target = _q(f"{replica}:{settings.server.port}")
-            for what, path in (("metrics", health.metrics), ("ready", health.ready)):
-                lines.append(
-                    f"        location = {scrape_path(replica, what)} {{ limit_except GET {{ deny all; }} "
-                    f"set $scrape_target {target}; proxy_pass http://$scrape_target{path}; }}"
-                )
+    for what, path in (("metrics", health.metrics), ("ready", health.ready)):
+        pattern = _q(f"^{SCRAPE_PREFIX}/(?<scrape_replica>{replica})/{what}$")
+        lines.append(
+            f"        location ~ {pattern} {{ limit_except GET {{ deny all; }} "
+            f"set $scrape_target {target}; proxy_pass http://$scrape_target{path}; }}"
+        )
     return lines
 
 

@@ -400,6 +400,29 @@ def test_release_on_the_idle_color_replaces_only_its_containers(project: EngineP
     assert project.outputs()["activeColor"] == "blue"
 
 
+def test_scaling_the_live_color_out_replaces_nothing_and_drops_no_request(project: EngineProject) -> None:
+    """Issue 20, item 1: more replicas of the live color are new containers; none is replaced."""
+    assert project.outputs()["activeColor"] == "blue"
+    before = _ids("blue")
+    project.config_set("deployment.blue.replicas", "2")
+    steps = changed(project.preview_steps())
+    # Nothing that carries traffic is replaced: no app container, not the proxy (its scrape relay
+    # admits any replica number). Prometheus lists each replica as a target: it is recreated.
+    replaced = {urn.rsplit("::", 1)[-1] for urn, op in steps.items() if op not in ("create", "update")}
+    assert replaced <= {"prometheus"}, steps
+    created = {urn.rsplit("::", 1)[-1] for urn, op in steps.items() if op == "create"}
+    assert created == {"blue-2"}, steps
+    url = project.outputs()["appUrl"]
+    with _Load(url) as load:
+        project.run("up", "--yes", timing="scale out the live color")
+        time.sleep(1)
+    after = _ids("blue")
+    assert {name: after[name] for name in before} == before and len(after) == len(before) + 1
+    assert load.failed == 0 and load.ok > 20, (load.ok, load.failed)
+    assert load.colors == {"blue"}
+    assert changed(project.preview_steps()) == {}
+
+
 def _secret_plaintexts(node: Any) -> list[str]:
     found: list[str] = []
     if isinstance(node, dict):
