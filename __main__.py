@@ -102,7 +102,7 @@ if settings.security.firewall.enabled:
     firewall = Firewall(
         "firewall",
         FirewallArgs(settings=settings, stack_labels=stack_labels, decisions_volume=volumes.names.get("decisions"),
-                     depends_on=[decisions] if decisions is not None else []),
+                     networks=networks.all, depends_on=[decisions] if decisions is not None else []),
     )
 
 # The desired color is validated through the preview listener before any traffic moves;

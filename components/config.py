@@ -544,9 +544,9 @@ class FirewallConfig(_Model):
     filter_host_input: bool = False
     #: Host TCP ports open to everybody when filterHostInput is on (ssh: keep 22 or an admin source).
     host_ports: tuple[int, ...] = (22,)
-    #: Docker's bridge interfaces (a trailing `*` matches a prefix): traffic between them is
-    #: container to container and is never filtered.
-    docker_interfaces: tuple[str, ...] = ("docker0", "br-*")
+    #: Extra exact names of Docker bridges this stack's containers use, beyond its own networks'
+    #: bridges (which the program names itself). No wildcards: `br-*` would trust a host uplink.
+    docker_interfaces: tuple[str, ...] = ()
     #: Seconds between checks that the table is still loaded (reloaded if not).
     check_interval_seconds: int = Field(default=5, ge=1, le=3600)
     limits: Limits = Limits(memory_mb=64, cpus=0.25)
@@ -575,12 +575,11 @@ class FirewallConfig(_Model):
     @field_validator("docker_interfaces")
     @classmethod
     def _interfaces(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value:
-            raise ValueError("must name Docker's bridges (e.g. docker0, br-*)")
         for name in value:
-            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,14}\*?", name):
-                raise ValueError(f"{name!r} is not an interface name (letters, digits, _ . -, "
-                                 "an optional trailing *)")
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", name):
+                raise ValueError(f"security.firewall.dockerInterfaces: {name!r} is not an exact interface "
+                                 "name (letters, digits, _ . -, at most 15; no wildcards: the stack's own "
+                                 "bridges are named by the program)")
         return value
 
 

@@ -27,7 +27,7 @@ PROBE = textwrap.dedent("""
     jobs = json.loads(sys.argv[1]); timeout = float(sys.argv[2])
     socks = []
     for src, dst, port in jobs:
-        s = socket.socket(); s.setblocking(False)
+        s = socket.socket(socket.AF_INET6 if ":" in dst else socket.AF_INET); s.setblocking(False)
         s.bind((src, 0)); s.connect_ex((dst, port)); socks.append(s)
     deadline = time.time() + timeout
     result = [None] * len(socks)
@@ -43,7 +43,10 @@ PROBE = textwrap.dedent("""
 SERVER = textwrap.dedent("""
     import socket, sys, threading
     def serve(host, port):
-        s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if ":" in host:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         s.bind((host, port)); s.listen(1024)
         while True:
             c, _ = s.accept(); c.close()
@@ -70,6 +73,10 @@ class Lab:
     octet: int = field(default_factory=lambda: random.randint(16, 250))
     published: dict[int, int] = field(default_factory=dict)
     servers: list[subprocess.Popen[str]] = field(default_factory=list)
+    #: The host's outside interface (a host uplink is often a bridge called br-lan or br-ex).
+    uplink: str = "h0"
+    #: IPv6 addresses the outside namespace holds in each of its two /64s.
+    v6_clients: int = 0
 
     @property
     def outside(self) -> str:
@@ -94,9 +101,17 @@ class Lab:
     def container_ip(self) -> str:
         return f"172.31.{self.octet}.2"
 
+    #: The bridge the rendered prod stack trusts for its frontend network: Docker names it
+    #: br-<network id[:12]>, and the render mock's network id is "frontend-id".
+    bridge: str = "br-frontend-id"
+
     @property
-    def bridge(self) -> str:
-        return f"br-{self.ident}"  # Docker's bridges are br-<id>
+    def host_ip6(self) -> str:
+        return f"fd00:{self.octet}::1"
+
+    def client6(self, n: int = 0, net: int = 0) -> str:
+        """The n-th outside IPv6 address in /64 number `net` (0 or 1)."""
+        return f"fd00:{self.octet}:0:{net}::{2 + n:x}"
 
     def ns(self, name: str, *args: str, input: str | None = None,
            check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -106,13 +121,18 @@ class Lab:
         for name in (self.outside, self.host, self.container):
             run("ip", "netns", "add", name)
             run("ip", "-n", name, "link", "set", "lo", "up")
-        run("ip", "-n", self.outside, "link", "add", "o0", "type", "veth", "peer", "name", "h0",
+        run("ip", "-n", self.outside, "link", "add", "o0", "type", "veth", "peer", "name", self.uplink,
             "netns", self.host)
         for n in range(4):
             run("ip", "-n", self.outside, "addr", "add", f"{self.client_ip(n)}/29", "dev", "o0")
         run("ip", "-n", self.outside, "link", "set", "o0", "up")
-        run("ip", "-n", self.host, "addr", "add", f"{self.host_ip}/29", "dev", "h0")
-        run("ip", "-n", self.host, "link", "set", "h0", "up")
+        run("ip", "-n", self.host, "addr", "add", f"{self.host_ip}/29", "dev", self.uplink)
+        run("ip", "-n", self.host, "link", "set", self.uplink, "up")
+        batch = [f"addr add fd00:{self.octet}:0:{net}::1/64 dev {self.uplink} nodad" for net in (0, 1)]
+        run("ip", "-n", self.host, "-batch", "-", input="\n".join(batch) + "\n")
+        batch = [f"addr add {self.client6(n, net)}/64 dev o0 nodad"
+                 for net in (0, 1) for n in range(max(1, self.v6_clients))]
+        run("ip", "-n", self.outside, "-batch", "-", input="\n".join(batch) + "\n")
         run("ip", "-n", self.host, "link", "add", self.bridge, "type", "bridge")
         run("ip", "-n", self.host, "addr", "add", f"172.31.{self.octet}.1/24", "dev", self.bridge)
         run("ip", "-n", self.host, "link", "set", self.bridge, "up")
@@ -163,8 +183,15 @@ class Lab:
         self.ns(self.host, "nft", "-f", "-", input=ruleset)
 
     def unload(self) -> None:
-        self.ns(self.host, "nft", "delete", "table", "inet", "paper_trading_guard", check=False)
+        """Every guard table (any stack's) gone, conntrack forgotten."""
+        for name in self.guard_tables():
+            self.ns(self.host, "nft", "delete", "table", "inet", name, check=False)
         self.ns(self.host, "conntrack", "-F", check=False)
+
+    def guard_tables(self) -> list[str]:
+        tables = json.loads(self.ns(self.host, "nft", "-j", "list", "tables").stdout)["nftables"]
+        return sorted(t["table"]["name"] for t in tables
+                      if "table" in t and t["table"]["name"].startswith("paper_trading_guard"))
 
     def probe(self, jobs: list[tuple[str, str, int]], timeout: float = 1.0) -> list[str]:
         done = self.ns(self.outside, sys.executable, "-c", PROBE, json.dumps(jobs), str(timeout))
@@ -174,12 +201,15 @@ class Lab:
     def answers(self, port: int, client: int = 0, dst: str | None = None) -> str:
         return self.probe([(self.client_ip(client), dst or self.host_ip, port)])[0]
 
+    def answers6(self, port: int, client: int = 0, net: int = 0) -> str:
+        return self.probe([(self.client6(client, net), self.host_ip6, port)])[0]
+
     def flood(self, port: int, count: int, client: int = 0) -> dict[str, int]:
         result = self.probe([(self.client_ip(client), self.host_ip, port)] * count, timeout=1.0)
         return {kind: result.count(kind) for kind in ("open", "refused", "timeout")}
 
-    def element_count(self, set_name: str) -> int:
-        out = json.loads(self.ns(self.host, "nft", "-j", "list", "set", "inet", "paper_trading_guard",
+    def element_count(self, set_name: str, table: str | None = None) -> int:
+        out = json.loads(self.ns(self.host, "nft", "-j", "list", "set", *(table or TABLE).split(),
                                  set_name).stdout)
         return sum(len((i.get("set") or {}).get("elem", []) or []) for i in out["nftables"])
 
@@ -210,11 +240,13 @@ def can_netns() -> str | None:
 
 import pytest  # noqa: E402
 
-from components.firewall_config import TABLE  # noqa: E402
+from components.firewall_config import TABLE_FAMILY, table_name_for  # noqa: E402
 from tests.support import render_with, rendered, require_tool  # noqa: E402
 
 GUARD = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                      "components", "firewall_config", "host_guard.py")
+#: The prod stack's table (namePrefix paper-trading): one table per stack.
+TABLE = f"{TABLE_FAMILY} {table_name_for('paper-trading')}"
 PROXY_HTTP, PROXY_HTTPS, OTHER, LOOPBACK_ONLY, HOST_SERVICE, SSH = 80, 443, 9000, 28081, 9100, 22
 
 
@@ -248,7 +280,8 @@ def lab() -> Any:
         box.serve(box.container, f"{box.container_ip}:8080", f"{box.container_ip}:8443",
                   f"{box.container_ip}:9000", f"{box.container_ip}:8081")
         # Host sockets: a service on every address (not published) and ssh.
-        box.serve(box.host, f"0.0.0.0:{HOST_SERVICE}", f"0.0.0.0:{SSH}", f"127.0.0.1:{LOOPBACK_ONLY + 1}")
+        box.serve(box.host, f"0.0.0.0:{HOST_SERVICE}", f"0.0.0.0:{SSH}", f"127.0.0.1:{LOOPBACK_ONLY + 1}",
+                  f":::{PROXY_HTTP}", f":::{SSH}")
         yield box
     finally:
         box.down()
@@ -287,7 +320,7 @@ def test_reload_is_atomic_and_idempotent(loaded: Lab) -> None:
     lab.load(prod_ruleset())
     tables = json.loads(lab.ns(lab.host, "nft", "-j", "list", "tables").stdout)["nftables"]
     names = [t["table"]["name"] for t in tables if "table" in t]
-    assert names.count("paper_trading_guard") == 1
+    assert names.count(TABLE.split()[1]) == 1
     assert lab.answers(PROXY_HTTP) == "open"
     assert lab.answers(OTHER) == "timeout"
 
@@ -367,6 +400,14 @@ def _decision(directory: str, address: str, seconds: int, reason: str = "probe")
         handle.write(f"{int(time.time()) + seconds} {reason}\n")
 
 
+def start_guard(lab: Lab, ruleset: Any, decisions: Any, state: Any, *extra: str) -> subprocess.Popen[str]:
+    """The supervisor in the lab's host namespace, as the container runs it."""
+    return subprocess.Popen(["ip", "netns", "exec", lab.host, sys.executable, GUARD, "--ruleset-file",
+                             str(ruleset), "--decisions", str(decisions), "--interval", "1", "--sync", "0.2",
+                             "--state-dir", str(state), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def test_guard_syncs_decisions_adds_removes_and_expires(lab: Lab, tmp_path: Any) -> None:
     lab.unload()
     ruleset = tmp_path / "ruleset.nft"
@@ -375,9 +416,7 @@ def test_guard_syncs_decisions_adds_removes_and_expires(lab: Lab, tmp_path: Any)
     decisions.mkdir()
     (decisions / "not-an-address").write_text("9999999999 probe\n")
     (decisions / "10.0.0.9").write_text("tomorrow; rm -rf /\n")
-    proc = subprocess.Popen(["ip", "netns", "exec", lab.host, sys.executable, GUARD, "--ruleset-file",
-                             str(ruleset), "--decisions", str(decisions), "--interval", "1", "--sync", "0.2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_guard(lab, ruleset, decisions, tmp_path)
     try:
         assert wait_until(lambda: lab.ns(lab.host, "nft", "list", "table", *TABLE.split(),
                                          check=False).returncode == 0, 10)
@@ -403,10 +442,11 @@ def test_guard_syncs_decisions_adds_removes_and_expires(lab: Lab, tmp_path: Any)
         proc.terminate()
         code = proc.wait(timeout=10)
         stderr = proc.stderr.read() if proc.stderr else ""
-    # SIGTERM: the table is gone (nothing left behind) and the bad files were only logged.
+    # SIGTERM: the guard stops, its table stays (fail closed); the bad files were only logged.
     assert code == 143, stderr
-    assert lab.ns(lab.host, "nft", "list", "table", *TABLE.split(), check=False).returncode != 0
+    assert lab.ns(lab.host, "nft", "list", "table", *TABLE.split(), check=False).returncode == 0
     assert "ignored 'not-an-address'" in stderr and "ignored '10.0.0.9'" in stderr
+    lab.unload()
 
 
 CHECK = textwrap.dedent("""

@@ -5,20 +5,31 @@ NET_RAW only, read-only root). Plain standard library, no project imports: the c
 hands this file to `python3 -c` and the ruleset through the environment (nothing to upload,
 nothing writable). Also run directly by the tests inside network namespaces.
 
-- start: `nft -f -` of the ruleset (atomic: the file deletes and redeclares its own table);
-- every `--interval` seconds: if the table is gone (somebody flushed the ruleset, or a
-  restarted dockerd took it along), load it again;
+- start: refuse (exit 2) when an interface named as one of this stack's Docker bridges
+  (`HOST_GUARD_BRIDGES`) exists but is no bridge, or bridges a physical device (an uplink);
+  then `nft -f -` of the ruleset plus the current bans, one transaction (the file deletes and
+  redeclares the stack's own table, named in its first line);
+- every `--interval` seconds: if the table is gone or differs from what was loaded (its
+  `ruleset:<sha256>` comment, its chains, rules and sets), load it again;
 - every `--sync` seconds: the decisions directory -> sets `banned_v4`/`banned_v6`. One file per
   banned address, named after it (IPv6 with ':' as '_'), content `<unix-seconds-until> <reason>`.
   Every name and line is checked (the IDS parses attacker input) and a bad one is logged and
-  skipped, never handed to nft. An element gets `timeout` = until - now; a file that is gone
-  removes its element; an expired one is left to the kernel's timeout;
-- SIGTERM/SIGINT: delete the table (removing the component leaves nothing behind) and exit 0.
+  skipped, never handed to nft; an address in a never-banned network (`HOST_GUARD_NEVER_BAN`:
+  admin and allow-listed sources) is refused. An IPv6 ban covers the address's /64. An element
+  gets `timeout` = until - now; a file that is gone removes its element; an expired one is
+  left to the kernel's timeout;
+- SIGTERM/SIGINT (`docker stop`, a restart, dockerd stopping): exit 143 and leave the table
+  loaded (fail closed: the rules and the bans stay; bans still expire by their timeout);
+- SIGUSR1 (the decommission: `pulumi destroy` or `docker kill -s USR1 <guard>`) or `--remove`:
+  delete the table and exit 0;
+- `--check` (the container's health check): exit 0 only when the loaded table carries the
+  wanted ruleset's digest and its rules are those loaded (the snapshot in `--state-dir`).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import ipaddress
 import json
 import os
@@ -30,6 +41,7 @@ import time
 from collections.abc import Callable
 
 TABLE = "inet paper_trading_guard"
+V6_PREFIX = 64
 SETS = {4: "banned_v4", 6: "banned_v6"}
 REASON = re.compile(r"^[A-Za-z0-9_.:@/-]{1,64}$")
 MAX_TIMEOUT = 30 * 86400
@@ -40,8 +52,15 @@ def log(message: str) -> None:
     print(f"host-guard: {message}", file=sys.stderr, flush=True)
 
 
-def parse_decision(name: str, content: str, now: float) -> tuple[str, int, int] | str:
-    """(address, ip version, seconds left) for a valid decision file, else why it is not."""
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_decision(name: str, content: str, now: float,
+                   never: tuple[Network, ...] = ()) -> tuple[str, int, int] | str:
+    """(set element, ip version, seconds left) for a valid decision file, else why it is not.
+
+    The element is the address for IPv4 and the address's /64 network address for IPv6.
+    """
     if not re.fullmatch(r"[0-9A-Fa-f.:_]{2,45}", name):
         return "file name is not an address"
     try:
@@ -52,6 +71,11 @@ def parse_decision(name: str, content: str, now: float) -> tuple[str, int, int] 
         return "file name is not a canonical address"
     if address.is_loopback or address.is_unspecified or address.is_multicast:
         return f"{address} may not be banned"
+    banned: Network = ipaddress.ip_network(f"{address}/{32 if address.version == 4 else V6_PREFIX}",
+                                           strict=False)
+    for network in never:
+        if network.version == banned.version and banned.overlaps(network):
+            return f"{address} is an admin or allow-listed source ({network}): never banned"
     lines = content.splitlines()
     if len(lines) != 1:
         return "content must be one line"
@@ -61,10 +85,11 @@ def parse_decision(name: str, content: str, now: float) -> tuple[str, int, int] 
     left = int(parts[0]) - int(now)
     if left <= 0:
         return "expired"
-    return str(address), address.version, min(left, MAX_TIMEOUT)
+    return str(banned.network_address), address.version, min(left, MAX_TIMEOUT)
 
 
-def read_decisions(directory: str, now: float) -> dict[tuple[int, str], int]:
+def read_decisions(directory: str, now: float,
+                   never: tuple[Network, ...] = ()) -> dict[tuple[int, str], int]:
     """{(version, address): seconds left} of every valid, current decision file."""
     wanted: dict[tuple[int, str], int] = {}
     try:
@@ -86,23 +111,75 @@ def read_decisions(directory: str, now: float) -> dict[tuple[int, str], int]:
         if len(raw) > MAX_FILE_BYTES:
             log(f"ignored {name!r}: larger than {MAX_FILE_BYTES} bytes")
             continue
-        found = parse_decision(name, raw.decode("ascii", "replace"), now)
+        found = parse_decision(name, raw.decode("ascii", "replace"), now, never)
         if isinstance(found, str):
             if found != "expired":
                 log(f"ignored {name!r}: {found}")
             continue
         address, version, left = found
-        wanted[(version, address)] = left
+        wanted[(version, address)] = max(left, wanted.get((version, address), 0))
     return wanted
+
+
+def table_of(ruleset: str) -> str:
+    """The table a ruleset declares in its first `table <family> <name>` line."""
+    found = re.search(r"^table (inet [A-Za-z][A-Za-z0-9_]{0,63})$", ruleset, re.MULTILINE)
+    if not found:
+        raise ValueError("the ruleset declares no `table inet <name>`")
+    return found.group(1)
+
+
+def digest_of(ruleset: str) -> str:
+    found = re.search(r'comment "(ruleset:[0-9a-f]{64})"', ruleset)
+    return found.group(1) if found else ""
+
+
+def bridge_problems(names: list[str], sys_net: str = "/sys/class/net") -> list[str]:
+    """Why an interface named as a Docker bridge of this stack is not one (empty: all fine).
+
+    A name that does not exist yet is fine (nft matches names, not indexes); one that exists
+    must be a bridge, and none of its ports may be a physical device (that is an uplink).
+    """
+    found: list[str] = []
+    for name in names:
+        path = os.path.join(sys_net, name)
+        if not os.path.exists(path):
+            continue
+        if not os.path.isdir(os.path.join(path, "bridge")):
+            found.append(f"{name} is not a bridge")
+            continue
+        brif = os.path.join(path, "brif")
+        for port in sorted(os.listdir(brif)) if os.path.isdir(brif) else []:
+            if os.path.exists(os.path.join(sys_net, port, "device")):
+                found.append(f"{name} bridges the physical device {port} (a host uplink, not Docker's)")
+    return found
+
+
+def _strip(value: object) -> object:
+    """A listing without what changes at run time: handles, counters, set elements."""
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in sorted(value.items())
+                if k not in ("handle", "elem", "metainfo", "expires")
+                and not (k == "counter" and isinstance(v, dict))}
+    if isinstance(value, list):
+        return [_strip(v) for v in value if not (isinstance(v, dict) and "metainfo" in v)]
+    return value
 
 
 class Guard:
     def __init__(self, ruleset: str, decisions: str, nft: str = "nft",
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, never: tuple[Network, ...] = (),
+                 table: str | None = None, state_dir: str | None = None) -> None:
         self.ruleset = ruleset
         self.decisions = decisions
         self.nft = nft
         self.clock = clock
+        self.never = never
+        self.table = table or (table_of(ruleset) if ruleset.strip() else TABLE)
+        self.digest = digest_of(ruleset)
+        self.state_dir = state_dir
+        #: The table's structure right after the last load (what the health check compares).
+        self.structure = ""
         #: What this process put in the sets: (version, address) -> the decision's until.
         self.applied: dict[tuple[int, str], int] = {}
 
@@ -113,17 +190,70 @@ class Guard:
         return done.stdout
 
     def table_loaded(self) -> bool:
-        done = subprocess.run([self.nft, "list", "table", *TABLE.split()], capture_output=True,
+        done = subprocess.run([self.nft, "list", "table", *self.table.split()], capture_output=True,
                               text=True, timeout=30)
         return done.returncode == 0
 
+    def live(self) -> tuple[str, str] | None:
+        """(digest comment, structure hash) of the loaded table; None when it is not loaded."""
+        text = subprocess.run([self.nft, "list", "table", *self.table.split()], capture_output=True,
+                              text=True, timeout=30)
+        if text.returncode != 0:
+            return None
+        comment = re.search(r'^\s*comment "([^"]*)"', text.stdout, re.MULTILINE)
+        listing = json.loads(self.run_nft("-j", "list", "table", *self.table.split()))
+        structure = hashlib.sha256(json.dumps(_strip(listing), sort_keys=True).encode()).hexdigest()
+        return (comment.group(1) if comment else ""), structure
+
+    def state_file(self) -> str | None:
+        if not self.state_dir:
+            return None
+        return os.path.join(self.state_dir, f"host-guard-{self.table.replace(' ', '-')}.json")
+
+    def drift(self) -> str:
+        """Why the loaded table is not the wanted one ("" when it is)."""
+        found = self.live()
+        if found is None:
+            return f"table {self.table} is not loaded"
+        comment, structure = found
+        if comment != self.digest or not self.digest:
+            return f"table {self.table} carries {comment or 'no digest'}, wanted {self.digest or '?'}"
+        wanted = self.structure
+        if not wanted and self.state_file():
+            try:
+                with open(str(self.state_file()), encoding="utf-8") as handle:
+                    saved = json.load(handle)
+                if saved.get("digest") == self.digest:
+                    wanted = str(saved.get("structure", ""))
+            except (OSError, ValueError):
+                wanted = ""
+        if not wanted:
+            return "no snapshot of the loaded rules (the supervisor has not loaded them)"
+        if structure != wanted:
+            return f"the rules of {self.table} differ from those loaded"
+        return ""
+
     def load(self) -> None:
-        self.run_nft("-f", "-", stdin=self.ruleset)
-        self.applied.clear()  # the sets are new and empty
-        log(f"ruleset loaded ({TABLE})")
+        """The ruleset and the current bans, one transaction."""
+        now = self.clock()
+        wanted = read_decisions(self.decisions, now, self.never)
+        bans = [f"add element {self.table} {SETS[version]} {{ {address} timeout {left}s }}"
+                for (version, address), left in sorted(wanted.items())]
+        self.run_nft("-f", "-", stdin=self.ruleset.rstrip("\n") + "\n" + "\n".join(bans) + "\n")
+        self.applied = {key: int(now) + left for key, left in wanted.items()}
+        found = self.live()
+        self.structure = found[1] if found else ""
+        path = self.state_file()
+        if path:
+            try:
+                with open(path, "w", encoding="utf-8") as handle:
+                    json.dump({"digest": self.digest, "structure": self.structure}, handle)
+            except OSError as exc:
+                log(f"cannot write the health snapshot {path}: {exc}")
+        log(f"ruleset loaded ({self.table}, {len(bans)} bans)")
 
     def elements(self, version: int) -> set[str]:
-        out = json.loads(self.run_nft("-j", "list", "set", *TABLE.split(), SETS[version]))
+        out = json.loads(self.run_nft("-j", "list", "set", *self.table.split(), SETS[version]))
         found: set[str] = set()
         for item in out.get("nftables", []):
             for element in (item.get("set") or {}).get("elem", []) or []:
@@ -135,7 +265,7 @@ class Guard:
     def sync(self) -> tuple[int, int]:
         """Make the sets match the decisions; (added, removed)."""
         now = self.clock()
-        wanted = read_decisions(self.decisions, now)
+        wanted = read_decisions(self.decisions, now, self.never)
         until = {key: int(now) + left for key, left in wanted.items()}
         commands: list[str] = []
         added = removed = 0
@@ -144,7 +274,7 @@ class Guard:
             for address in sorted(present):
                 key = (version, address)
                 if key not in wanted:
-                    commands.append(f"delete element {TABLE} {SETS[version]} {{ {address} }}")
+                    commands.append(f"delete element {self.table} {SETS[version]} {{ {address} }}")
                     removed += 1
                     self.applied.pop(key, None)
             for key, left in sorted(wanted.items()):
@@ -154,8 +284,8 @@ class Guard:
                 if address in present and abs(self.applied.get(key, 0) - until[key]) <= 1:
                     continue
                 if address in present:
-                    commands.append(f"delete element {TABLE} {SETS[version]} {{ {address} }}")
-                commands.append(f"add element {TABLE} {SETS[version]} {{ {address} timeout {left}s }}")
+                    commands.append(f"delete element {self.table} {SETS[version]} {{ {address} }}")
+                commands.append(f"add element {self.table} {SETS[version]} {{ {address} timeout {left}s }}")
                 self.applied[key] = until[key]
                 added += 1
         if commands:
@@ -165,8 +295,13 @@ class Guard:
 
     def remove(self) -> None:
         if self.table_loaded():
-            self.run_nft("delete", "table", *TABLE.split(), check=False)
-            log(f"table {TABLE} deleted")
+            self.run_nft("delete", "table", *self.table.split(), check=False)
+            log(f"table {self.table} deleted")
+
+
+def _never(value: str) -> tuple[Network, ...]:
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    return tuple(ipaddress.ip_network(item, strict=False) for item in items)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,20 +312,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sync", type=float, default=1.0, help="seconds between decision syncs")
     parser.add_argument("--nft", default="nft")
     parser.add_argument("--ruleset-file", help="read the ruleset here instead of HOST_GUARD_RULESET")
+    parser.add_argument("--table", help="the table (default: the one the ruleset declares)")
+    parser.add_argument("--never-ban", default=os.environ.get("HOST_GUARD_NEVER_BAN", ""),
+                        help="comma-separated CIDRs never banned (admin and allow-listed sources)")
+    parser.add_argument("--bridges", default=os.environ.get("HOST_GUARD_BRIDGES", ""),
+                        help="comma-separated exact names of this stack's Docker bridges")
+    parser.add_argument("--sys-net", default="/sys/class/net")
+    parser.add_argument("--state-dir", default=os.environ.get("HOST_GUARD_STATE_DIR", "/dev/shm"))
     parser.add_argument("--once", action="store_true", help="load and sync once, then exit")
     parser.add_argument("--remove", action="store_true", help="delete the table and exit")
+    parser.add_argument("--check", action="store_true", help="health: the loaded table is the wanted one")
     args = parser.parse_args(argv)
     if args.ruleset_file:
         with open(args.ruleset_file, encoding="utf-8") as handle:
             ruleset = handle.read()
     else:
         ruleset = os.environ.get("HOST_GUARD_RULESET", "")
-    guard = Guard(ruleset, args.decisions, args.nft)
+    try:
+        guard = Guard(ruleset, args.decisions, args.nft, never=_never(args.never_ban), table=args.table,
+                      state_dir=args.state_dir)
+    except ValueError as exc:
+        log(f"refusing to start: {exc}")
+        return 2
     if args.remove:
         guard.remove()
         return 0
     if not ruleset.strip():
         log("no ruleset given (HOST_GUARD_RULESET or --ruleset-file)")
+        return 2
+    if args.check:
+        why = guard.drift()
+        if why:
+            log(f"unhealthy: {why}")
+            return 1
+        return 0
+    bridges = [b.strip() for b in args.bridges.split(",") if b.strip()]
+    problems = bridge_problems(bridges, args.sys_net)
+    if problems:
+        # Nothing is loaded or changed: a table that trusted an uplink would open the host.
+        log("refusing to start: " + "; ".join(problems))
         return 2
     stop: dict[str, bool | int] = {"now": False, "signal": 0}
 
@@ -200,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGUSR1, on_signal)
     guard.load()
     guard.sync()
     if args.once:
@@ -212,15 +373,20 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if time.monotonic() - last_check >= args.interval:
                 last_check = time.monotonic()
-                if not guard.table_loaded():
-                    log("table missing: loading it again")
+                why = guard.drift()
+                if why:
+                    log(f"{why}: loading it again")
                     guard.load()
             guard.sync()
         except (RuntimeError, OSError, subprocess.SubprocessError, ValueError) as exc:
             log(f"error: {exc}; retrying")
-    guard.remove()
-    # Non-zero (128 + SIGTERM, as a shell would): Docker's on-failure policy then restarts the
-    # guard when dockerd comes back after stopping it; `docker stop` (a manual stop) does not.
+    if stop["signal"] == signal.SIGUSR1:
+        # The decommission (pulumi destroy, or the operator's explicit command): remove the table.
+        guard.remove()
+        return 0
+    # Stopped or restarted: the table stays (fail closed). Non-zero (128 + SIGTERM, as a shell
+    # would): Docker's on-failure policy then restarts the guard when dockerd comes back.
+    log(f"stopping; table {guard.table} stays loaded")
     return 128 + int(stop["signal"])
 
 
