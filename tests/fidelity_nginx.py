@@ -107,8 +107,8 @@ def loopback_edits(root: Path, ports: Ports, upstreams: Mapping[str, int]) -> li
         Edit("/etc/paper-trading/nginx/routing/", f"{root}/routing/", 4),
         Edit("root /var/www/acme;", f"root {root}/acme;", 1),
         # the IDS's copy of the access log on the proxy-logs volume -> the temp dir (issue 14, part 2)
-        Edit("access_log /var/log/paper-trading/access.log audit;",
-             f"access_log {root}/access.log audit;", 1),
+        Edit("access_log /var/log/paper-trading/access.log ids;",
+             f"access_log {root}/access.log ids;", 1),
     ]
     # Docker-DNS aliases app-<color>:3000 (live and preview maps) -> the apps on loopback
     for color, port in upstreams.items():

@@ -99,7 +99,7 @@ def _ci() -> Any:
 def test_proxy_writes_the_access_log_file_on_the_volume() -> None:
     proxy = next(r for r in rendered("prod").containers if r.name == "proxy")
     conf = next(u["content"] for u in proxy.inputs["uploads"] if u["file"].endswith("nginx.conf"))
-    assert "    access_log /var/log/paper-trading/access.log audit;" in conf.splitlines()
+    assert "    access_log /var/log/paper-trading/access.log ids;" in conf.splitlines()
     volumes = {v["containerPath"]: v for v in proxy.inputs["volumes"]}
     assert volumes["/var/log/paper-trading"]["volumeName"].endswith("-proxy-logs")
     vols = {v.inputs["name"]: v.inputs for v in rendered("prod").of_type("docker:index/volume:Volume")}

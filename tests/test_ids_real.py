@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -46,7 +47,7 @@ BAN_SECONDS = 20
 #: How long after the last offending request the decision file must exist: fail2ban polls the
 #: log every second; the rest is margin for a loaded CI host.
 BAN_WINDOW_SECONDS = 8.0
-CLIENTS = ("scanner", "brute", "injector", "clean", "allowed", "burster")
+CLIENTS = ("scanner", "brute", "injector", "clean", "allowed", "burster", "spoofer")
 PROBE_PATHS = (
     "/wp-login.php", "/.env", "/.git/config", "/phpmyadmin/index.php", "/cgi-bin/test.cgi",
     "/admin/config.php", "/vendor/phpunit/eval-stdin.php", "/actuator/env", "/server-status",
@@ -56,6 +57,12 @@ PROBE_PATHS = (
 INJECTIONS = (
     "/api/orders?id=1%27%20OR%201=1--", "/search?q=%3Cscript%3Ealert(1)%3C/script%3E",
     "/api/orders?id=1%20UNION%20SELECT%20password%20FROM%20users", "/files?name=..%2f..%2fetc%2fpasswd",
+)
+#: Injections the proxy's own patterns miss (encoded letters, double encoding, `%0b`): they reach
+#: the app, so only the IDS's reading of the raw query (`args`) can count them (issue 21, item 5).
+EVASIONS = (
+    "/api/orders?id=1%20%55nion%20%53elect%20password", "/api/orders?id=1%2520%2555nion%2520%2553elect",
+    "/api/orders?id=1%0bunion%0bselect%0bpassword",
 )
 
 
@@ -113,11 +120,13 @@ def clients() -> Iterator[dict[str, Client]]:
             subprocess.run(["ip", "netns", "del", client.netns], capture_output=True, timeout=20)
 
 
-def fetch(client: Client, base: str, paths: tuple[str, ...], method: str = "GET") -> list[int]:
+def fetch(
+    client: Client, base: str, paths: tuple[str, ...], method: str = "GET", headers: tuple[str, ...] = ()
+) -> list[int]:
     """Status codes of `paths` requested one after another from the client's namespace (real curl)."""
     curl = require_tool("curl")
-    args = ["ip", "netns", "exec", client.netns, curl, "-sk", "--max-time", "5", "-X", method,
-            "-w", "%{http_code}\n"]
+    args = ["ip", "netns", "exec", client.netns, curl, "-sk", "--path-as-is", "--max-time", "5",
+            "-X", method, "-w", "%{http_code}\n", *[a for h in headers for a in ("-H", h)]]
     for path in paths:
         args += ["-o", "/dev/null", f"{base}{path}"]
     result = subprocess.run(args, capture_output=True, text=True, timeout=60)
@@ -140,6 +149,11 @@ class _App(BaseHTTPRequestHandler):
         self.end_headers()
 
     do_GET = do_POST = _answer  # noqa: N815
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("do_"):  # any other method token nginx passes on (`GET-X`)
+            return self._answer
+        raise AttributeError(name)
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         return
@@ -202,7 +216,7 @@ def _start_proxy(
             picked.append(port)
     ports = Ports(*picked)
     conf = rendered_file(CONF_FILE)
-    assert "access_log /var/log/paper-trading/access.log audit;" in conf, "no access-log file"
+    assert "access_log /var/log/paper-trading/access.log ids;" in conf, "no access-log file"
     public = f"listen 127.0.0.1:{ports.https} ssl default_server;"
     outside = "".join(
         f"\n        listen {c.host_address}:{ports.https} ssl default_server;" for c in clients.values()
@@ -327,6 +341,22 @@ def test_injection_probes_are_banned(world: World) -> None:
     assert decision is not None and decision[1] == "injection", decision
 
 
+def test_spoofed_evasions_ban_the_real_sender(world: World) -> None:
+    """Encoded injections the proxy lets through, two of them with a method token nginx accepts
+    that `[A-Z]*` did not match (`GET-X`), all with forwarding headers naming the clean client:
+    the ban lands on the sender's own address, never on the named one."""
+    spoofer, clean = world.clients["spoofer"], world.clients["clean"]
+    spoof = (f"X-Forwarded-For: {clean.address}", f"X-Real-IP: {clean.address}",
+             f"Forwarded: for={clean.address}")
+    codes = fetch(spoofer, world.base(spoofer), EVASIONS[:2], method="GET-X", headers=spoof)
+    codes += fetch(spoofer, world.base(spoofer), EVASIONS[2:], headers=spoof)
+    # Not blocked by the proxy (the app answered): the IDS alone sees them.
+    assert codes == [404] * len(EVASIONS), codes
+    decision = world.wait_decision(spoofer)
+    assert decision is not None and decision[1] == "injection", decision
+    assert world.decision(clean) is None, f"the spoofed address {clean.address} was banned"
+
+
 def test_burst_of_4xx_is_banned(world: World) -> None:
     """Ordinary (non-probe) paths that do not exist, fast: the `errors` jail."""
     burster = world.clients["burster"]
@@ -352,7 +382,8 @@ def test_clean_client_keeps_working_and_is_never_banned(world: World) -> None:
     assert fetch(clean, world.base(clean), ("/", "/api/ping") * 10) == [200] * 20
     assert world.decision(clean) is None
     banned = sorted(p.name for p in Path(world.paths.decisions_dir).iterdir() if not p.name.startswith("."))
-    expected = sorted(world.clients[n].address for n in ("scanner", "brute", "injector", "burster"))
+    offenders = ("scanner", "brute", "injector", "burster", "spoofer")
+    expected = sorted(world.clients[n].address for n in offenders)
     assert banned == expected
 
 
@@ -362,7 +393,7 @@ def test_bans_are_metrics(world: World) -> None:
     found = metrics(world)
     for jail in ("probe", "auth", "injection", "errors"):
         assert found[f'paper_trading_ids_bans_total{{jail="{jail}"}}'] >= 1, found
-    assert found["paper_trading_ids_active_bans"] == 4, found
+    assert found["paper_trading_ids_active_bans"] == 5, found
     assert time.time() - found["paper_trading_ids_heartbeat_timestamp_seconds"] < 5
 
 

@@ -8,10 +8,11 @@ Everything fail2ban needs is generated here and handed to the container as one b
 container writes the bundle to a tmpfs and runs `supervise.py`; tests run the same bundle on
 the host with `IdsPaths` pointing at a temp dir.
 
-The filters read the proxy's JSON access log (components/nginx/conf.py, format `audit`). The
-fields before `uri` are written by nginx itself (time, request id, client address, listener,
-host, method), and nginx escapes `"` in every value (`escape=json`), so a crafted path or
-user agent cannot forge the client address a filter extracts.
+The filters read the proxy's JSON access-log file (components/nginx/conf.py, format `ids`:
+`audit` plus the raw query `args` after `uri`). The fields before `uri` are written by nginx
+itself (time, request id, client address = the TCP peer, listener, host, method), and nginx
+escapes `"` in every value (`escape=json`), so a crafted path, query, user agent or forwarding
+header cannot forge the client address a filter extracts.
 """
 
 from __future__ import annotations
@@ -61,17 +62,21 @@ class IdsPaths:
 _STR = r'(?:[^"\\]|\\.)*'  # a JSON string body as nginx escapes it
 
 
-def _prefix(public_listeners: tuple[int, ...], method: str = "[A-Z]*", uri: str = _STR) -> str:
-    """From the request id to the uri: the part of an access-log line nginx alone writes.
+def _prefix(
+    public_listeners: tuple[int, ...], method: str = _STR, uri: str = _STR, args: str = _STR
+) -> str:
+    """From the request id to the query: the part of an access-log line nginx alone writes.
 
     fail2ban cuts the matched `{"time":"...",` (the datepattern) out of the line first. Only the
     public listeners count: the preview listener (loopback) is where the gate's own checks
-    deliberately send bad requests.
+    deliberately send bad requests. Any method counts: nginx accepts `_` and `-` in one, and a
+    filter that named only `[A-Z]` methods let `POST_` requests escape every jail (issue 21).
     """
     listeners = "|".join(str(p) for p in public_listeners)
     return (
         r'^"request_id":"[0-9a-f]*","remote_addr":"<ADDR>","listener":"(?:' + listeners + r')",'
         r'"host":"' + _STR + r'","method":"' + method + r'","uri":"' + uri + r'",'
+        r'"args":"' + args + r'",'
     )
 
 
@@ -84,12 +89,86 @@ PROBE_PATH = (
     r"admin|administrator|actuator|server-status|vendor/phpunit|boaform|hnap1|manager/html|"
     r"solr|jenkins|owa|autodiscover|console|debug|telescope|_ignition)))" + _STR
 )
-#: What an injection probe leaves in the (decoded, query-less) path, besides the proxy's own
-#: `blocked` flag for the raw request line (components/nginx/conf.py BLOCKED_URI_PATTERNS).
-INJECTION_PATH = (
-    r"(?i:" + _STR + r"?(?:<\s*/?\s*(?:script|iframe|svg)|javascript:|union\s+(?:all\s+)?select|"
-    r"information_schema|/etc/(?:passwd|shadow)|/proc/self|\.\./|'\s*(?:or|and)\s))" + _STR
+
+# ----------------------------------------------------------------------------- injections
+# The filters see the query raw (`$args`: percent-encoded as sent) and the path decoded once
+# (`$uri`). So every character of an injection token is matched in each form it can take there:
+# itself (either case), `%XX` (either hex case) or `%25...XX` (encoded again, any depth). fail2ban
+# decodes nothing; this is what makes `%55nion %53elect` or `%2555nion` the same as `union`.
+
+_PCT = r"%(?:25)*"  # a percent sign, possibly itself percent-encoded (double encoding)
+
+
+def _char(c: str) -> str:
+    """One character of a token in any encoding (inside a case-insensitive group)."""
+    if c == "\\":  # nginx's escape=json writes a backslash as two
+        return r"(?:\\\\|" + _PCT + "5c)"
+    codes = "|".join(sorted({f"{ord(c.lower()):02x}", f"{ord(c.upper()):02x}"}))  # `%55` is `U`
+    return "(?:" + re.escape(c) + "|" + _PCT + f"(?:{codes}))"
+
+
+def encoded(token: str) -> str:
+    """`token` (ASCII, no `"`) in any percent-encoding; use inside `(?i:...)`."""
+    return "".join(_char(c) for c in token)
+
+
+def _any(*tokens: str) -> str:
+    return "(?:" + "|".join(encoded(t) for t in tokens) + ")"
+
+
+#: One byte that is not a letter or digit, raw or encoded (`+`, `%0b`, `%a0`, `(`, `%2528`...),
+#: or a JSON escape nginx wrote (`\u000b`); `&` (the next parameter) and `"` (the field's end) are not.
+_NONWORD = (
+    r"(?:" + _PCT + r"(?:[01][0-9a-f]|2[0-9a-f]|3[a-f]|40|5[b-f]|60|7[b-f]|[89a-f][0-9a-f])"
+    r"|\\(?:u00[0-9a-f]{2}|[^u])|[^a-z0-9%&\"\\])"
 )
+#: An SQL comment (`/**/`, `/*x*/`, any encoding) between two tokens.
+_COMMENT = encoded("/*") + r"(?:[^\"\\&]|\\.){0,80}?" + encoded("*/")
+#: What may separate two SQL words: comments and non-word bytes, at least one (`union(select`).
+_GAP = r"(?:" + _COMMENT + "|" + _NONWORD + r"){1,40}?"
+#: The command names the proxy's command-injection pattern knows (BLOCKED_URI_PATTERNS).
+_COMMANDS = ("cat", "ls", "id", "whoami", "uname", "wget", "curl", "bash", "sh", "nc", "rm", "python",
+             "perl")
+#: What ends a command word (as the proxy's pattern has it): a space, `;`, `)`, `|`, a backtick,
+#: raw or encoded, or the end of the parameter or value; never `=` (`?a=1;id=2` is a parameter).
+_CMD_END = (
+    r"(?=[+;)|`&\"]|" + _PCT + r"(?:0[9a-d]|20|3b|29|7c|60)|\\u00[0-9a-f]{2})"
+)
+#: Injection tokens, in any encoding (case-insensitive), found in the raw query or the path.
+INJECTION_TOKENS = "(?:" + "|".join([
+    # SQL
+    encoded("union") + _GAP + r"(?:" + _any("all", "distinct") + _GAP + r")?" + encoded("select"),
+    encoded("information") + r"(?:" + encoded("_") + "|" + _GAP + ")" + encoded("schema"),
+    _any("'") + _GAP.replace("{1,", "{0,") + _any("or", "and") + _GAP
+    + r"(?:" + _any("'", "true", "false") + r"|[0-9]|" + _PCT + r"3[0-9])",
+    _any("'") + _GAP.replace("{1,", "{0,") + r"(?:" + _any("--", "#", ";") + r")",
+    _any("sleep", "benchmark") + _GAP.replace("{1,", "{0,") + _any("(") + _GAP.replace("{1,", "{0,")
+    + r"(?:[0-9]|" + _PCT + r"3[0-9])",
+    encoded("waitfor") + _GAP + encoded("delay"),
+    # script
+    encoded("<") + r"(?:" + encoded("/") + r")?" + _any("script", "iframe", "svg", "object", "embed"),
+    encoded("javascript") + _GAP.replace("{1,", "{0,") + encoded(":"),
+    # files and traversal
+    encoded(".") + encoded(".") + r"(?:" + encoded("/") + "|" + _char("\\") + ")",
+    encoded("/") + encoded("etc") + encoded("/") + _any("passwd", "shadow"),
+    encoded("/") + encoded("proc") + encoded("/") + encoded("self"),
+    _PCT + "00",
+    # commands: `;`, `|`, `&&`, a backtick or `$(` then a known command, then a non-word byte or the end
+    r"(?:" + _any(";", "|", "`", "$(", "&&") + r")" + _GAP.replace("{1,", "{0,") + _any(*_COMMANDS)
+    + r"[0-9.]*" + _CMD_END,
+]) + ")"
+#: A logged path or query holding an injection token.
+INJECTION_VALUE = r"(?i:" + _STR + r"?" + INJECTION_TOKENS + r")" + _STR
+
+
+def auth_paths(settings: Settings) -> tuple[str, ...]:
+    """Where nginx applies the auth rate limit (its `AUTH_LOCATIONS` prefixes), plus
+    `validation.rateLimitPath` if it lies elsewhere: the auth jail's paths."""
+    from ..nginx.conf import AUTH_LOCATIONS
+
+    path = settings.validation.rate_limit_path
+    inside = any(path.startswith(prefix) for prefix in AUTH_LOCATIONS)
+    return AUTH_LOCATIONS if inside else (*AUTH_LOCATIONS, path)
 
 
 def failregexes(jail: str, settings: Settings, public_listeners: tuple[int, ...]) -> list[str]:
@@ -97,12 +176,15 @@ def failregexes(jail: str, settings: Settings, public_listeners: tuple[int, ...]
     if jail == "probe":
         return [_prefix(public_listeners, uri=PROBE_PATH) + r'"status":404,']
     if jail == "auth":
-        path = re.escape(settings.validation.rate_limit_path).replace("/", "/")
-        return [_prefix(public_listeners, method="POST", uri=path) + r'"status":(?:401|403|429),']
+        # `$uri` is the normalised path nginx picked the location by: a prefix match is its match.
+        prefixes = [re.escape(p) + ("" if p.endswith("/") else r"(?=\")") for p in auth_paths(settings)]
+        uri = "(?:" + "|".join(prefixes) + ")" + _STR
+        return [_prefix(public_listeners, uri=uri) + r'"status":(?:401|403|429),']
     if jail == "injection":
         return [
             _prefix(public_listeners) + r'"status":4[0-9][0-9],.*,"blocked":"1",',
-            _prefix(public_listeners, uri=INJECTION_PATH) + r'"status":[0-9]{3},',
+            _prefix(public_listeners, uri=INJECTION_VALUE) + r'"status":[0-9]{3},',
+            _prefix(public_listeners, args=INJECTION_VALUE) + r'"status":[0-9]{3},',
         ]
     if jail == "errors":
         return [_prefix(public_listeners) + r'"status":4[0-9][0-9],']

@@ -67,6 +67,13 @@ BLOCKED_URI_PATTERNS: tuple[str, ...] = (
 )
 
 
+#: The prefix locations under the `auth` rate limit: the IDS's auth jail watches exactly these.
+AUTH_LOCATIONS: tuple[str, str] = ("/api/auth/", "/auth/")
+#: The access-log format of the IDS's file: `audit` plus the raw query (`$args`), which the
+#: log store (stdout, format `audit`) never receives.
+IDS_LOG_FORMAT = "ids"
+
+
 @dataclass(frozen=True)
 class NginxPaths:
     """Where things are inside the proxy container (tests point them at a temp dir)."""
@@ -169,8 +176,8 @@ def _locations(settings: Settings, public: bool) -> list[str]:
     blocks: list[tuple[str, list[str]]] = [
         ("location /", []),
         ("location /api/", [api_limit]),
-        ("location /api/auth/", [api_limit, auth_limit]),
-        ("location /auth/", [auth_limit]),
+        (f"location {AUTH_LOCATIONS[0]}", [api_limit, auth_limit]),
+        (f"location {AUTH_LOCATIONS[1]}", [auth_limit]),
     ]
     # Server-level proxy_set_header lines apply to every location that sets none;
     # /ws sets its own, so it repeats them all (nginx does not merge them).
@@ -314,13 +321,18 @@ def _log_format() -> list[str]:
         ('"upstream_status":"', "$upstream_status", '"'),
         # The color the client was told (what add_header set); empty on the redirect.
         ('"color":"', "$sent_http_x_deployment_color", '"'),
-        # 1 when the raw request line matched BLOCKED_URI_PATTERNS (the IDS's injection jail:
-        # the query string itself is never logged).
+        # 1 when the raw request line matched BLOCKED_URI_PATTERNS (the IDS's injection jail;
+        # only the IDS's file also carries the query itself, see below).
         ('"blocked":"', "$blocked_request", '"'),
         ('"user_agent":"', "$http_user_agent", '"'),
     ]
-    parts = ",".join(f"{a}{b}{c}" for a, b, c in fields)
-    return [f"    log_format audit escape=json '{{{parts}}}';"]
+    # The IDS's copy: the raw query right after the path (its filters read it, decoding nothing:
+    # components/ids_config matches percent-encoded forms). Not in the log store's copy.
+    ids = [*fields[:7], ('"args":"', "$args", '"'), *fields[7:]]
+    return [
+        f"    log_format {name} escape=json '{{{','.join(f'{a}{b}{c}' for a, b, c in parts)}}}';"
+        for name, parts in (("audit", fields), (IDS_LOG_FORMAT, ids))
+    ]
 
 
 def render_nginx_conf(
@@ -378,7 +390,7 @@ def render_nginx_conf(
         "",
         *_log_format(),
         f"    access_log {paths.access_log} audit;",
-        *([f"    access_log {paths.access_log_file} audit;"] if paths.access_log_file else []),
+        *([f"    access_log {paths.access_log_file} {IDS_LOG_FORMAT};"] if paths.access_log_file else []),
         "",
         f"    limit_req_zone $binary_remote_addr zone=api:10m rate={api_rate}r/s;",
         f"    limit_req_zone $binary_remote_addr zone=auth:10m rate={auth_rate}r/s;",
