@@ -176,7 +176,8 @@ class Lab:
         line = proc.stdout.readline()
         if line.strip() != "ready":
             proc.kill()
-            raise RuntimeError(f"server in {namespace} did not start: {proc.stderr.read() if proc.stderr else ''}")
+            err = proc.stderr.read() if proc.stderr else ""
+            raise RuntimeError(f"server in {namespace} did not start: {err}")
         self.servers.append(proc)
 
     def load(self, ruleset: str) -> None:
@@ -347,7 +348,8 @@ def test_flood_beyond_the_limit_is_dropped(loaded: Lab) -> None:
 
 def test_banned_address_is_dropped_first(loaded: Lab) -> None:
     lab = loaded
-    lab.ns(lab.host, "nft", "add", "element", *TABLE.split(), "banned_v4", f"{{ {lab.client_ip(3)} timeout 60s }}")
+    lab.ns(lab.host, "nft", "add", "element", *TABLE.split(), "banned_v4",
+           f"{{ {lab.client_ip(3)} timeout 60s }}")
     assert lab.answers(PROXY_HTTP, client=3) == "timeout"
     assert lab.answers(SSH, client=3) == "timeout"
     assert lab.answers(PROXY_HTTP, client=2) == "open"

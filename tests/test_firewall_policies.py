@@ -76,3 +76,61 @@ def test_public_ports_follow_the_proxy_settings() -> None:
     assert elements(rendered("prod")) == "80, 443"
     assert elements(render_with("prod", proxy={"publicAddress": "0.0.0.0", "httpPort": 8081,
                                                "httpsPort": 8444, "previewPort": 8443})) == "8081, 8444"
+
+
+# --------------------------------------------------------------------------- issue 21 (render)
+
+def _guard(graph: Any) -> Any:
+    return next(r for r in graph.containers if str(r.inputs.get("name")).endswith("-host-guard"))
+
+
+def _env(guard: Any, key: str) -> str:
+    return str(next(e for e in guard.inputs["envs"] if e.startswith(key + "=")).split("=", 1)[1])
+
+
+def test_guard_is_replaced_delete_first_and_after_the_networks() -> None:
+    """A new ruleset replaces the guard under the same name: the old container must go first
+    (create-first conflicts on the name); the networks it trusts exist before it starts."""
+    graph = rendered("prod")
+    guard = _guard(graph)
+    assert guard.options["deleteBeforeReplace"] is True
+    networks = {r.urn for r in graph.resources if r.type == "docker:index/network:Network"}
+    assert len(networks) == 4 and networks <= set(guard.options["dependsOn"])
+
+
+def test_guard_trusts_exactly_the_stacks_bridges_and_one_table_per_stack() -> None:
+    from tests.support import render_with
+
+    guard = _guard(rendered("prod"))
+    assert _env(guard, "HOST_GUARD_BRIDGES").split(",") == [
+        "br-frontend-id", "br-backend-id", "br-monitoring-i", "br-metrics-id"]
+    prod_table = _env(guard, "HOST_GUARD_RULESET").splitlines()[2]
+    dev = _guard(render_with("prod", namePrefix="dev-stack"))
+    dev_table = _env(dev, "HOST_GUARD_RULESET").splitlines()[2]
+    assert prod_table == "table inet paper_trading_guard_paper_trading"
+    assert dev_table == "table inet paper_trading_guard_dev_stack"
+
+
+def test_never_ban_list_is_admin_and_allow_listed_sources() -> None:
+    import json
+
+    from tests.support import render_with
+    from tools.render import stack_config
+
+    config, _ = stack_config("prod")
+    security = json.loads(config["paper-trading:security"])
+    security["firewall"]["adminSources"] = ["198.51.100.0/24"]
+    security.setdefault("ids", {})["allowList"] = ["203.0.113.7", "2001:db8::/48"]
+    guard = _guard(render_with("prod", security=security))
+    assert _env(guard, "HOST_GUARD_NEVER_BAN").split(",") == [
+        "198.51.100.0/24", "203.0.113.7/32", "2001:db8::/48"]
+
+
+def test_wildcard_docker_interfaces_are_refused_naming_the_key() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from components.config import FirewallConfig
+
+    with pytest.raises(ValidationError, match="security.firewall.dockerInterfaces: 'br-\\*'"):
+        FirewallConfig.model_validate({"dockerInterfaces": ["br-*"]})
