@@ -23,8 +23,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pulumi
+import pulumi.dynamic as dyn
 import pulumi_docker as docker
 
 from .common import ROLE_LABEL, hardened_container_args, healthcheck
@@ -75,6 +77,58 @@ def ruleset(settings: Settings, bridges: Sequence[str] = ()) -> str:
 
 def supervisor_source() -> str:
     return SUPERVISOR.read_text(encoding="utf-8")
+
+
+def remove_table(table: str, image: str, client: Any = None) -> str:
+    """Delete `table` from the host: a one-off guard container (host network, NET_ADMIN) runs
+    the supervisor's `--remove`. What `pulumi destroy` does once the guard is gone; also the
+    explicit command (docs/security.md). Raises when it cannot (Docker unreachable, no image)."""
+    from .routing.docker_side import docker_client
+
+    client = client or docker_client()
+    output = client.containers.run(
+        image, ["python3", "-c", supervisor_source(), "--remove", "--table", table],
+        entrypoint=["/usr/bin/env"], network_mode="host", cap_drop=["ALL"],
+        cap_add=list(CAPABILITIES), read_only=True, security_opt=["no-new-privileges:true"],
+        environment={"PYTHONDONTWRITEBYTECODE": "1"}, remove=True, stdout=True, stderr=True,
+    )
+    return output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output)
+
+
+class FirewallTableProvider(dyn.ResourceProvider):
+    """The table's lifetime in the stack: nothing at create (the guard loads it); at delete
+    (`pulumi destroy`, after the guard container is gone, which depends on this resource) the
+    table is removed. A replaced guard never touches it: the new guard reloads it atomically."""
+
+    serialize_as_secret_always = False
+
+    def create(self, props: dict[str, Any]) -> dyn.CreateResult:
+        return dyn.CreateResult(id_=f"firewall-table-{props.get('table')}", outs=props)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.DiffResult:
+        changed = any(olds.get(k) != news.get(k) for k in ("table", "image"))
+        # Another table name: the old table goes (delete), the new one is the guard's.
+        replaces = ["table"] if olds.get("table") != news.get("table") else []
+        return dyn.DiffResult(changes=changed, replaces=replaces, delete_before_replace=False)
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
+        return dyn.UpdateResult(outs=news)
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        remove_table(str(props["table"]), str(props["image"]))
+
+    def render_outputs(self, _inputs: dict[str, Any]) -> dict[str, Any]:
+        """Offline render (tools/render.py): nothing beyond the inputs."""
+        return {}
+
+
+class FirewallTable(dyn.Resource):
+    """Removes the stack's table at `pulumi destroy` (and only then)."""
+
+    def __init__(self, name: str, *, table: str, image: str,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(FirewallTableProvider(), name, {"kind": "paper-trading:firewall-table",
+                                                         "table": table, "image": image}, opts)
 
 
 @dataclass(frozen=True)
@@ -139,9 +193,13 @@ class Firewall(pulumi.ComponentResource):
         ]
         # A new ruleset replaces the container under the same name: the old one must go first
         # (its table stays loaded meanwhile: a stopped guard fails closed; the new one reloads).
+        # Created before the guard, deleted after it: its delete removes the table at destroy.
+        self.table_resource = FirewallTable("host-guard-table", table=self.table, image=s.images.host_guard,
+                                            opts=pulumi.ResourceOptions(parent=self))
         self.container = docker.Container(
             "host-guard", **container_args,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *args.networks],
-                                        delete_before_replace=True),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[*args.depends_on, *args.networks, self.table_resource],
+                delete_before_replace=True),
         )
         self.register_outputs({"containerName": self.container_name, "table": self.table})
