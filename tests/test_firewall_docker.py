@@ -93,3 +93,54 @@ def test_the_health_check_runs_in_the_real_image() -> None:
         container.remove(force=True)
     assert result["StatusCode"] == 1, logs
     assert f"table inet {table} is not loaded" in logs
+
+
+def test_the_rendered_guard_is_healthy_only_with_the_wanted_table() -> None:
+    """The prod stack's guard as rendered (command, environment, read-only root, capabilities),
+    in the real image, in a network namespace of its own (`--network none`: the table filters
+    nothing of the host's). Its health check passes once loaded, fails when a chain is emptied
+    behind its back, and passes again when the supervisor has restored it."""
+    reason = _docker_ready()
+    if reason:
+        pytest.skip(reason)
+    import time
+
+    import docker
+
+    from tests.support import rendered
+
+    guard = next(r.inputs for r in rendered("prod").containers
+                 if str(r.inputs.get("name", "")).endswith("-host-guard"))
+    envs = dict(e.split("=", 1) for e in guard["envs"])
+    command = list(guard["command"])
+    command[command.index("--interval") + 1] = "1"
+    health = guard["healthcheck"]["tests"][1:]
+    table = next(line for line in envs["HOST_GUARD_RULESET"].splitlines() if line.startswith("table "))[6:]
+    client = docker.from_env(timeout=30)
+    container = client.containers.run(
+        IMAGE, command, entrypoint=guard["entrypoints"], network_mode="none", cap_drop=["ALL"],
+        cap_add=["NET_ADMIN", "NET_RAW"], read_only=True, environment=envs, detach=True,
+        security_opt=["no-new-privileges:true"],
+    )
+
+    def healthy() -> int:
+        return int(container.exec_run(health)[0])
+
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline and healthy() != 0:
+            time.sleep(0.5)
+        assert healthy() == 0, container.logs().decode()
+        code, out = container.exec_run(["nft", "flush", "chain", *table.split(), "forward"])
+        assert code == 0, out
+        assert healthy() == 1
+        deadline = time.time() + 10
+        while time.time() < deadline and healthy() != 0:
+            time.sleep(0.5)
+        assert healthy() == 0, container.logs().decode()
+        container.stop(timeout=10)
+        container.reload()
+        assert container.attrs["State"]["ExitCode"] == 143
+        assert "stays loaded" in container.logs().decode()
+    finally:
+        container.remove(force=True)

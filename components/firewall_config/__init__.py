@@ -249,7 +249,8 @@ def render_ruleset(rules: FirewallRules) -> str:
         out += [
             "        ct state established,related accept",
             "        ct state invalid counter drop",
-            "        meta l4proto { icmp, ipv6-icmp } accept",
+            # ICMP and ICMPv6 by number: the guard image has no /etc/protocols to resolve names.
+            "        meta l4proto { 1, 58 } accept",
             "        ip saddr @admin_v4 accept",
             "        ip6 saddr @admin_v6 accept",
             "        udp dport { 68, 546 } accept",
