@@ -160,6 +160,17 @@ def test_safety_metrics_not_exactly_paper_fail(server: _Server, metrics: str) ->
     assert (result.status, result.blocking) == ("failed", True), result.message
 
 
+@pytest.mark.parametrize("metrics", [
+    "paper_trading_mode one\npaper_trading_real_trades_blocked_total 0\n",
+    "paper_trading_mode 1\npaper_trading_real_trades_blocked_total many\n",
+], ids=["mode-not-a-number", "blocked-not-a-number"])
+def test_an_unparseable_metric_is_a_failure_not_a_skip(server: _Server, metrics: str) -> None:
+    """The check raises on the value (not CheckFailed): the runner must still count a failure."""
+    result = _run(server, "safety.metrics", metrics=metrics)
+    assert (result.status, result.blocking) == ("failed", True), result.message
+    assert result.message.startswith("ValueError"), result.message
+
+
 def test_safety_metrics_sums_the_blocked_counter(server: _Server) -> None:
     metrics = ('paper_trading_mode 1\npaper_trading_real_trades_blocked_total{exchange="a"} 2\n'
                'paper_trading_real_trades_blocked_total{exchange="b"} 5\n')
