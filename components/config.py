@@ -525,7 +525,7 @@ SKIPPABLE_CHECKS: dict[str, Callable[[Settings], str | None]] = {
 class FirewallConfig(_Model):
     """Host firewall (components/firewall.py, docs/security.md "Host firewall").
 
-    An nftables table of its own (`inet paper_trading_guard`) loaded by the `host-guard`
+    An nftables table per stack (`inet paper_trading_guard_<namePrefix>`) loaded by the `host-guard`
     container: from outside, only the proxy's public ports (`proxy.httpPort`/`httpsPort` on
     `proxy.publicAddress`) reach a container, each source limited in new connections; banned
     addresses (the IDS's decisions) are dropped first.
