@@ -1,0 +1,36 @@
+"""`security.audit_log`: a rollback is a switch; the newest successful one decides the live color.
+
+tests/test_audit.py's trails end in a `switch` or an `emergency-switch`. After a gated switch
+to blue, a successful `rollback` to green makes green live: the check for green passes and the
+check for blue names the rollback's color. Without `rollback` among the switches the trail
+would still say blue is live.
+"""
+
+from __future__ import annotations
+
+from tests.test_audit import _check, _line
+
+
+def _trail() -> list[str]:
+    return [
+        _line("gate", "ok", "green"), _line("switch", "ok", "green"),
+        _line("gate", "ok", "blue"), _line("switch", "ok", "blue"),
+        _line("rollback", "ok", "green"),
+    ]
+
+
+def test_after_a_rollback_the_rolled_back_to_color_is_live() -> None:
+    problems, details = _check(_trail(), "green")
+    assert problems == []
+    assert details["switch_line"] == 5
+
+
+def test_after_a_rollback_the_rolled_back_from_color_is_not_live() -> None:
+    problems, _ = _check(_trail(), "blue")
+    assert problems == ["the newest successful switch made green live, not blue"]
+
+
+def test_a_failed_rollback_changes_nothing() -> None:
+    trail = [*_trail()[:4], _line("rollback", "failed", "green")]
+    assert _check(trail, "blue")[0] == []
+    assert _check(trail, "green")[0] == ["the newest successful switch made blue live, not green"]
