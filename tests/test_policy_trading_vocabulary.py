@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from policies import trading
-from tests.test_policies import KEYS, PTM, Mutant, add_env, app, append, violations_of
+from tests.test_policies import KEYS, PTM, Mutant, add_env, add_label, app, append, violations_of
 
 # Spelled out here, not read from policies/trading.py: a word dropped there must still be tested.
 BAD_PERMISSION_VALUES = ("TRADE", "TRADING", "WITHDRAW", "TRANSFER", "WRITE", "FULL", "ADMIN")
@@ -77,3 +77,9 @@ def test_each_credential_word_makes_an_exchange_file_a_credential(word: str) -> 
 def test_a_non_credential_exchange_setting_needs_no_permissions() -> None:
     found = violations_of(Mutant(KEYS, "bybit-region", app, add_env("BYBIT_REGION=eu")))
     assert [v.line() for v in found if v.policy == KEYS] == []
+
+
+def test_the_app_role_label_set_twice_is_a_paper_trading_mode_violation() -> None:
+    found = violations_of(Mutant(PTM, "role-twice", app, add_label("paper-trading.role", "app")))
+    ours = [v for v in found if v.policy == PTM]
+    assert any("paper-trading.role is set 2 times" in v.message for v in ours), [v.line() for v in found]
