@@ -3,7 +3,8 @@
 tests/test_audit.py's trails end in a `switch` or an `emergency-switch`. After a gated switch
 to blue, a successful `rollback` to green makes green live: the check for green passes and the
 check for blue names the rollback's color. Without `rollback` among the switches the trail
-would still say blue is live.
+would still say blue is live. And only a *passed* gate verdict after an emergency switch
+reviews it (a refused or failed one does not).
 """
 
 from __future__ import annotations
@@ -34,3 +35,15 @@ def test_a_failed_rollback_changes_nothing() -> None:
     trail = [*_trail()[:4], _line("rollback", "failed", "green")]
     assert _check(trail, "blue")[0] == []
     assert _check(trail, "green")[0] == ["the newest successful switch made blue live, not green"]
+
+
+def test_only_a_passed_gate_verdict_after_an_emergency_switch_reviews_it() -> None:
+    """An emergency switch to green, then a refused or failed gate for green: still unreviewed."""
+    for verdict in ("refused", "failed"):
+        trail = [_line("gate", "ok", "blue"), _line("switch", "ok", "blue"),
+                 _line("emergency-switch", "ok", "green"), _line("gate", verdict, "green")]
+        problems, details = _check(trail, "green")
+        assert [e["line"] for e in details["unreviewed_emergency"]] == [3], verdict
+        assert any(p.startswith("emergency switch to green") for p in problems), problems
+    trail = [*trail[:3], _line("gate", "ok", "green")]
+    assert _check(trail, "green")[1]["unreviewed_emergency"] == []
