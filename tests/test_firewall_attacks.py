@@ -297,6 +297,13 @@ def test_the_health_check_compares_the_loaded_ruleset_with_the_wanted_one(clean:
                   str(tmp_path), "--state-dir", str(tmp_path), "--once", check=False)
     assert once.returncode == 0, once.stderr
     assert check() == 0
+    # Traffic, meters, counters and bans change nothing the check compares.
+    lab.flood(PROXY_HTTP, 300, client=1)
+    lab.probe([(lab.client6(n), lab.host_ip6, PROXY_HTTP) for n in range(20)])
+    lab.ns(lab.host, "nft", "add", "element", *TABLE.split(), "banned_v4",
+           f"{{ {lab.client_ip(3)} timeout 60s }}")
+    assert lab.element_count("rate_v4") >= 1 and lab.element_count("banned_v4") == 1
+    assert check() == 0
     # Somebody empties the forward chain: the table exists, but it is not the wanted one.
     lab.ns(lab.host, "nft", "flush", "chain", *TABLE.split(), "forward")
     assert lab.answers(OTHER) == "open"

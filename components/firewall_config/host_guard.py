@@ -196,12 +196,13 @@ class Guard:
 
     def live(self) -> tuple[str, str] | None:
         """(digest comment, structure hash) of the loaded table; None when it is not loaded."""
-        text = subprocess.run([self.nft, "list", "table", *self.table.split()], capture_output=True,
+        # -t (terse): without set elements; the meter sets may hold 2 x 65536 of them.
+        text = subprocess.run([self.nft, "-t", "list", "table", *self.table.split()], capture_output=True,
                               text=True, timeout=30)
         if text.returncode != 0:
             return None
         comment = re.search(r'^\s*comment "([^"]*)"', text.stdout, re.MULTILINE)
-        listing = json.loads(self.run_nft("-j", "list", "table", *self.table.split()))
+        listing = json.loads(self.run_nft("-t", "-j", "list", "table", *self.table.split()))
         structure = hashlib.sha256(json.dumps(_strip(listing), sort_keys=True).encode()).hexdigest()
         return (comment.group(1) if comment else ""), structure
 
