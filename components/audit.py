@@ -22,9 +22,12 @@ the routing switch run in the Pulumi engine's dynamic-provider process on the op
 machine, not in a container, so they append through the Docker Engine API: a one-shot
 container of the backup image (the image's `postgres` user, the same uid the backup service
 writes as; no network, read-only rootfs, every capability dropped, no-new-privileges) mounts
-only the audit volume and runs `printf '%s\n' "$AUDIT_RECORD" >> audit.jsonl`: the shell
-opens the file with O_APPEND and writes the line with one write(2). A record is at most
-MAX_LINE bytes (< PIPE_BUF), so concurrent writers never interleave inside a line. No
+only the audit volume and runs APPEND_SCRIPT: the shell opens the file with O_APPEND, takes an
+exclusive flock, chains the record (`prev`, the hash chain: GENESIS) and writes the line with
+one write(2). A record is at most MAX_LINE bytes (< PIPE_BUF), so concurrent writers never
+interleave inside a line. Tampering is detectable (`security.audit_log` verifies the chain;
+the deploy record keeps the head, `auditHead`, in Pulumi state as the anchor), and `seal`
+makes the file append-only in the kernel (opt-in; docs/security.md, "Who can write"). No
 long-running container exists only to hold the volume, and nothing reachable from a
 network can write to it (the log collector mounts it read-only).
 
@@ -35,7 +38,9 @@ by `***` and `key=value` pairs whose key looks secret masked.
 
 from __future__ import annotations
 
+import fcntl
 import getpass
+import hashlib
 import json
 import os
 import re
@@ -70,6 +75,15 @@ OWNERSHIP_DONOR = "/var/lib/postgresql"
 WRITER_USER = "postgres"
 #: One record is one write(2) of at most this many bytes (PIPE_BUF is 4096 on Linux).
 MAX_LINE = 4000
+#: The hash chain (issue 21, item 6): every line a writer appends ends with
+#: `"prev":"<sha256 hex of the previous line>"` (the line's bytes without its newline), computed
+#: by the writer under an exclusive flock(2) on the file at append time; the first line of a
+#: trail chains onto GENESIS. `security.audit_log` verifies it. The key is not part of FIELDS:
+#: `parse` checks and drops it.
+PREV_KEY = "prev"
+GENESIS = "0" * 64
+#: Room for `,"prev":"<64 hex>"` inside MAX_LINE.
+CHAIN_SUFFIX_LEN = len(',"prev":""') + 64
 MAX_ERROR = 1000
 MAX_REASON = 500
 ACTOR_ENV = "PAPER_TRADING_ACTOR"
@@ -83,6 +97,7 @@ _SECRET_PAIR = re.compile(
     r"(?i)\b([\w.-]*(?:password|passwd|secret|token|api[_-]?key|passphrase|authorization)[\w.-]*)"
     r"(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|\S+)"
 )
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 _BASIC_AUTH_URL = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/\s:@]+):([^/\s@]+)@")
 
 
@@ -157,14 +172,35 @@ class AuditRecord:
     def line(self) -> str:
         """The JSON line (no newline), at most MAX_LINE bytes."""
         text = json.dumps(self.as_dict(), separators=(",", ":"), ensure_ascii=True)
-        if len(text.encode()) > MAX_LINE:  # only the error can be long; it is cut above
+        if len(text.encode()) > MAX_LINE - CHAIN_SUFFIX_LEN:  # only the error can be long; it is cut above
             raise ValueError(f"audit: record longer than {MAX_LINE} bytes")
         return text
 
 
+def line_hash(line: str | bytes) -> str:
+    """sha256 hex of one line's bytes, without its newline (what the next line's `prev` holds)."""
+    data = line.encode("utf-8", "surrogateescape") if isinstance(line, str) else line
+    return hashlib.sha256(data.rstrip(b"\n")).hexdigest()
+
+
+def chained(line: str, prev: str) -> str:
+    """`line` (a record's JSON object) with `"prev":"<prev>"` as its last key."""
+    if not line.endswith("}") or not _HEX64.fullmatch(prev):
+        raise ValueError("audit: cannot chain this line (not a JSON object, or prev is not a sha256)")
+    return f'{line[:-1]},"{PREV_KEY}":"{prev}"}}'
+
+
 def parse(line: str) -> dict[str, Any]:
-    """A record back from its line (a legacy one gets null `reason`/`checks`); anything else fails."""
+    """A record back from its line (a legacy one gets null `reason`/`checks`); anything else fails.
+
+    A chained line's `prev` (a sha256 hex, the last key) is checked and dropped: the result
+    always has FIELDS. `security.audit_log` verifies the chain itself.
+    """
     record = json.loads(line)
+    if isinstance(record, dict) and list(record)[-1:] == [PREV_KEY]:
+        prev = record.pop(PREV_KEY)
+        if not isinstance(prev, str) or not _HEX64.fullmatch(prev):
+            raise ValueError(f"not an audit record (prev {prev!r} is not a sha256)")
     if isinstance(record, dict) and tuple(record) == LEGACY_FIELDS:
         return {**record, "reason": None, "checks": None}
     if not isinstance(record, dict) or tuple(record) != FIELDS:
@@ -173,8 +209,21 @@ def parse(line: str) -> dict[str, Any]:
     return record
 
 
+@dataclass(frozen=True)
+class ChainHead:
+    """The line a writer just appended: its 1-based number in the file and its sha256 (the anchor)."""
+
+    line: int
+    sha256: str
+
+    def __str__(self) -> str:
+        return f"{self.line}:{self.sha256}"
+
+
 class Sink(Protocol):
-    def append(self, line: str) -> None: ...
+    def append(self, line: str) -> ChainHead | None:
+        """Chain and append one record line; the head it wrote, when the writer says."""
+        ...
 
     def describe(self) -> str:
         """Where the records go, for error messages (`volume X`, `file Y`)."""
@@ -204,27 +253,76 @@ class AuditUnavailable(RuntimeError):
         super().__init__(message)
 
 
+def _last_line(fd: int) -> bytes | None:
+    """The file's last line (without its newline), None when it is empty; reads from the end."""
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return None
+    chunk, end = 4096, size
+    tail = b""
+    while end > 0:
+        start = max(0, end - chunk)
+        tail = os.pread(fd, end - start, start) + tail
+        end = start
+        body = tail[:-1] if tail.endswith(b"\n") else tail
+        if b"\n" in body or end == 0:
+            return body.rsplit(b"\n", 1)[-1]
+    return tail  # pragma: no cover - the loop returns at end == 0
+
+
 @dataclass(frozen=True)
 class FileSink:
-    """Appends to a local file: O_APPEND, one write(2) per record (tests, and any host path)."""
+    """Appends to a local file: flock, chain, O_APPEND, one write(2) per record (tests, host paths)."""
 
     path: str
 
     def describe(self) -> str:
         return f"file {self.path}"
 
-    def append(self, line: str) -> None:
-        data = (line + "\n").encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    def append(self, line: str) -> ChainHead:
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released by close
+            last = _last_line(fd)
+            text = chained(line, GENESIS if last is None else line_hash(last))
+            data = (text + "\n").encode()
             if os.write(fd, data) != len(data):
                 raise OSError(f"short write to {self.path}")
+            os.lseek(fd, 0, os.SEEK_SET)
+            with open(fd, "rb", closefd=False) as handle:
+                count = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 16), b""))
+            return ChainHead(count, line_hash(text))
         finally:
             os.close(fd)
 
 
-#: The one-shot writer's script: O_APPEND (`>>`) and one printf of the whole line.
-APPEND_SCRIPT = f'umask 022; printf \'%s\\n\' "$AUDIT_RECORD" >> {AUDIT_DIR}/{AUDIT_FILE}'
+#: The one-shot writer's script (lib.sh `audit_append` is the same in the backup container):
+#: open with O_APPEND (`>>`), take an exclusive flock(2) on the file (every writer does, so the
+#: chain never forks), hash the last line (GENESIS for an empty file), append the record with
+#: its `prev` in one printf, and print `<line number> <sha256 of the new line>` (the head).
+#: Anything it cannot do (no flock, no sha256sum, not a regular file, a write error) exits
+#: non-zero: the append failed (fail closed).
+APPEND_SCRIPT = r"""set -u
+umask 022
+f=__FILE__
+[ ! -e "$f" ] || [ -f "$f" ] || { echo "$f is not a regular file" >&2; exit 1; }
+case "$AUDIT_RECORD" in *}) ;; *) echo "not a JSON record" >&2; exit 1 ;; esac
+for tool in flock sha256sum tail; do
+    command -v "$tool" >/dev/null 2>&1 || { echo "no $tool: cannot chain the record" >&2; exit 1; }
+done
+exec 8>>"$f" || exit 1
+flock -x 8 || { echo "cannot lock $f" >&2; exit 1; }
+prev=__GENESIS__
+if [ -s "$f" ]; then
+    last=$(tail -n 1 "$f") || exit 1
+    prev=$(printf '%s' "$last" | sha256sum | cut -d' ' -f1)
+fi
+case "$prev" in *[!0-9a-f]*|"") echo "cannot hash the last line of $f" >&2; exit 1 ;; esac
+[ "${#prev}" -eq 64 ] || { echo "cannot hash the last line of $f" >&2; exit 1; }
+new="${AUDIT_RECORD%?},\"prev\":\"$prev\"}"
+printf '%s\n' "$new" >&8 || exit 1
+printf '%s %s\n' "$(wc -l < "$f" | tr -d ' ')" "$(printf '%s' "$new" | sha256sum | cut -d' ' -f1)"
+""".replace("__FILE__", f"{AUDIT_DIR}/{AUDIT_FILE}").replace("__GENESIS__", GENESIS)
 
 
 @dataclass(frozen=True)
@@ -239,20 +337,20 @@ class VolumeSink:
     def describe(self) -> str:
         return f"volume {self.volume} (writer image {self.image})"
 
-    def append(self, line: str) -> None:
+    def append(self, line: str) -> ChainHead | None:
         import docker
         import docker.errors
 
         client = self.client or docker.from_env(timeout=30)
         try:
-            client.containers.run(
+            out = client.containers.run(
                 self.image, ["sh", "-c", APPEND_SCRIPT], entrypoint=[], user=self.user,
                 environment={"AUDIT_RECORD": line},
                 # Also at the donor directory: a new volume gets the writer's owner (copy-up).
                 volumes=[f"{self.volume}:{AUDIT_DIR}:rw", f"{self.volume}:{OWNERSHIP_DONOR}:rw"],
                 network_mode="none", read_only=True, cap_drop=["ALL"],
                 security_opt=["no-new-privileges"], labels={WRITER_LABEL: WRITER_ROLE},
-                mem_limit="32m", remove=True, stdout=True, stderr=True,
+                mem_limit="32m", remove=True, stdout=True, stderr=False,
             )
         except docker.errors.ContainerError as exc:  # the shell's own words: full disk, read-only, ...
             raw = exc.stderr
@@ -262,6 +360,15 @@ class VolumeSink:
         finally:
             if self.client is None:
                 client.close()
+        return parse_head(out.decode(errors="replace") if isinstance(out, bytes) else str(out or ""))
+
+
+def parse_head(output: str) -> ChainHead | None:
+    """The writer's `<line number> <sha256>` (its last output line), None when it said nothing usable."""
+    words = output.strip().rsplit("\n", 1)[-1].split()
+    if len(words) == 2 and words[0].isdigit() and _HEX64.fullmatch(words[1]):
+        return ChainHead(int(words[0]), words[1])
+    return None
 
 
 @dataclass(frozen=True)
@@ -315,6 +422,8 @@ class Auditor:
         self.fail_closed = fail_closed
         self.reason = scrub(reason, self.secrets)[:MAX_REASON] if reason else None
         self.checks = checks
+        #: The chain head after this auditor's last successful append (the anchor to keep).
+        self.head: ChainHead | None = None
 
     @staticmethod
     def for_target(target: AuditTarget | None, actor: str | None = None, client: Any = None,
@@ -344,7 +453,7 @@ class Auditor:
             error=scrub(error, self.secrets) if error else None, reason=self.reason, checks=self.checks,
         )
         try:
-            self.sink.append(rec.line())
+            self.head = self.sink.append(rec.line()) or self.head
         except Exception as exc:  # noqa: BLE001 - whatever broke the append, say so (or refuse)
             why = f"{type(exc).__name__}: {scrub(str(exc), self.secrets)}"
             if self.fail_closed:
@@ -365,3 +474,63 @@ class Stopwatch:
 
     def ms(self) -> float:
         return (time.monotonic() - self.start) * 1000
+
+
+#: Kernel append-only (issue 21, item 6, measured: ext4 volumes, Docker 20.10's default seccomp):
+#: `chattr +a` on audit.jsonl makes every open for writing without O_APPEND, truncate, rename
+#: and unlink fail with EPERM for every process, root included; the writers (`>>`, O_APPEND)
+#: still append. Setting or clearing it needs CAP_LINUX_IMMUTABLE, and CAP_FOWNER because the
+#: file belongs to the writer uid: this one-shot container (root, only those two capabilities,
+#: no network, read-only rootfs, only the audit volume) is the only thing that ever holds them.
+#: Opt-in (`seal`): afterwards `docker volume rm` and any rotation need `unseal` first.
+SEAL_SCRIPT = (
+    f'f={AUDIT_DIR}/{AUDIT_FILE}; '
+    '[ -f "$f" ] || { echo "no $f yet: seal after the first record" >&2; exit 1; }; '
+    'chattr "$SEAL_FLAG" "$f" && lsattr "$f"'
+)
+
+
+def seal(volume: str, image: str, client: Any = None, *, on: bool = True) -> str:
+    """Set (`on`) or clear kernel append-only on the volume's audit.jsonl; lsattr's line."""
+    import docker
+    import docker.errors
+
+    docker_client = client or docker.from_env(timeout=30)
+    try:
+        out = docker_client.containers.run(
+            image, ["sh", "-c", SEAL_SCRIPT], entrypoint=[], user="0",
+            environment={"SEAL_FLAG": "+a" if on else "-a"}, volumes=[f"{volume}:{AUDIT_DIR}:rw"],
+            network_mode="none", read_only=True, cap_drop=["ALL"], cap_add=["LINUX_IMMUTABLE", "FOWNER"],
+            security_opt=["no-new-privileges"], labels={WRITER_LABEL: "audit-seal"}, mem_limit="32m",
+            remove=True, stdout=True, stderr=False,
+        )
+    except docker.errors.ContainerError as exc:
+        raw = exc.stderr
+        said = " ".join((raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw or "")).split())
+        raise OSError(f"audit seal exited {exc.exit_status}: {said or 'no message'}") from None
+    finally:
+        if client is None:
+            docker_client.close()
+    return " ".join((out.decode(errors="replace") if isinstance(out, bytes) else str(out or "")).split())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m components.audit seal|unseal --volume V --image I` (docs/security.md)."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m components.audit")
+    parser.add_argument("action", choices=["seal", "unseal"])
+    parser.add_argument("--volume", required=True, help="the audit volume (<prefix>-audit-data)")
+    parser.add_argument("--image", required=True, help="the backup image (has chattr/lsattr)")
+    args = parser.parse_args(argv)
+    try:
+        print(seal(args.volume, args.image, on=args.action == "seal"))
+    except OSError as exc:
+        print(f"audit: {args.action} failed: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

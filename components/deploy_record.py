@@ -7,6 +7,11 @@ is live. It re-runs when the program's sources, the settings or the live color c
 `up` that changes nothing changes nothing here either. A deploy that fails before the end
 never reaches it: the failing step (gate, switch, backup) records its own failure, and the
 engine's own history (`pulumi stack history`) keeps the failed update (docs/security.md).
+
+Its state also keeps `auditHead`, `LINE:SHA256` of the line it appended (issue 21, item 6):
+the audit trail's hash chain anchored outside the Docker host. `python -m validation
+--audit-anchor <auditHead>` fails when the trail no longer holds that line unchanged (truncated,
+or rewritten with a recomputed chain), which the chain alone cannot show.
 """
 
 from __future__ import annotations
@@ -49,10 +54,11 @@ def write_record(props: Mapping[str, Any], olds: Mapping[str, Any] | None = None
     live = str(props.get("liveColor") or "") or None
     previous = str((olds or {}).get("liveColor") or "") or None
     auditor = Auditor.for_target(AuditTarget.from_props(props.get("audit")))
-    recorded_at = None
+    recorded_at = head = None
     if auditor is not None:
         recorded_at = auditor.record("deploy", "ok", duration_ms, from_=previous, to=live).time
-    return {**props, "recordedAt": recorded_at}
+        head = str(auditor.head) if auditor.head else None
+    return {**props, "recordedAt": recorded_at, "auditHead": head}
 
 
 class DeployRecordProvider(pulumi.dynamic.ResourceProvider):
@@ -74,7 +80,7 @@ class DeployRecordProvider(pulumi.dynamic.ResourceProvider):
 
     def render_outputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """Offline render: no record is written."""
-        return {"recordedAt": None}
+        return {"recordedAt": None, "auditHead": None}
 
 
 class DeployRecord(pulumi.dynamic.Resource):
@@ -92,5 +98,6 @@ class DeployRecord(pulumi.dynamic.Resource):
             "startedAt": time.time(),
             "audit": dict(audit) if audit else None,
             "recordedAt": None,
+            "auditHead": None,
         }
         super().__init__(DeployRecordProvider(), name, props, opts)

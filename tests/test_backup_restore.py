@@ -225,6 +225,13 @@ def busybox_path(tmp: Path) -> tuple[list[str], str]:
     listed = subprocess.run([busybox, "--list"], capture_output=True, text=True, timeout=30).stdout.split()
     for applet in listed:
         (applets / applet).symlink_to(busybox)
+    if "flock" not in listed:  # alpine's busybox has the applet (only -sxun: no -w); Debian's lacks it
+        util_linux = require_tool("flock")
+        (applets / "flock").write_text(
+            f"#!{busybox} sh\nmode=-x; nb=\nwhile getopts sxun o; do case $o in s|x|u) mode=-$o ;; "
+            f"n) nb=-n ;; *) echo 'usage: flock [-sxun] FD' >&2; exit 1 ;; esac; done\n"
+            f'shift $((OPTIND - 1))\nexec {util_linux} $mode $nb "$@"\n')
+        (applets / "flock").chmod(0o755)
     return [busybox, "sh"], str(applets)
 
 
@@ -477,8 +484,9 @@ def test_failed_move_publishes_nothing_and_prunes_nothing(
     if broken == "mv":  # `mv` refuses to put a dump in place (the checksum's move still works)
         script = ('#!/bin/sh\nfor a; do last=$a; done\n'
                   'case "$last" in *.dump) exit 1 ;; esac\nexec /bin/mv "$@"\n')
-    else:  # a hashing tool that prints nothing: an empty checksum
-        script = "#!/bin/sh\nexit 0\n"
+    else:  # a hashing tool that prints nothing for a file: an empty checksum (the audit trail's
+        # hash chain hashes stdin and still works, else the run would stop before it dumps: exit 74)
+        script = f'#!/bin/sh\n[ "$#" -gt 0 ] || exec {shutil.which("sha256sum")}\nexit 0\n'
     (stubs / broken).write_text(script)
     (stubs / broken).chmod(0o755)
     failed = runner.run("backup", "once", PATH=f"{stubs}:{runner.env['PATH']}",

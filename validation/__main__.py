@@ -79,6 +79,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--audit-log-file", help="the audit trail file (audit.jsonl; enables security.audit_log)")
     p.add_argument("--audit-loki-url", help="Loki base URL to read the audit trail from (security.audit_log)")
     p.add_argument("--audit-stack", help="only audit records of this stack (security.audit_log)")
+    p.add_argument("--audit-anchor", help="LINE:SHA256 the trail must still hold (the deploy record's "
+                   "auditHead; security.audit_log)")
     p.add_argument("--firewall-address",
                    help="the host's address from this machine, not loopback (enables security.firewall)")
     p.add_argument("--firewall-open-ports", default="80,443",
@@ -154,6 +156,7 @@ def options_from(args: argparse.Namespace, env: Mapping[str, str]) -> Validation
         "audit_log_file": args.audit_log_file,
         "audit_loki_url": args.audit_loki_url,
         "audit_stack": args.audit_stack,
+        "audit_anchor": args.audit_anchor,
         "firewall_address": args.firewall_address,
         "firewall_open_ports": _ports(args.firewall_open_ports, "--firewall-open-ports"),
         "firewall_closed_ports": _ports(args.firewall_closed_ports, "--firewall-closed-ports"),

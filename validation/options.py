@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -89,6 +90,9 @@ class ValidationOptions(_Model):
     audit_log_file: str | None = None
     audit_loki_url: str | None = None
     audit_stack: str | None = None
+    #: `LINE:SHA256`: the audit file's line LINE must hash to SHA256 (the deploy record's
+    #: `auditHead` in Pulumi state), so a truncated or rewritten trail fails security.audit_log.
+    audit_anchor: str | None = None
     #: security.firewall: the host's address as seen from here (never loopback), the ports that
     #: must answer (the proxy's public ports) and those that must not (anything else published).
     firewall_address: str | None = None
@@ -117,6 +121,13 @@ class ValidationOptions(_Model):
             raise ValueError(f"firewall address {value!r} is not an IP address") from exc
         if address.is_loopback or address.is_unspecified:
             raise ValueError(f"firewall address {value}: probe from outside, not loopback/unspecified")
+        return value
+
+    @field_validator("audit_anchor")
+    @classmethod
+    def _anchor(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[1-9][0-9]*:[0-9a-f]{64}", value):
+            raise ValueError(f"audit anchor {value!r} is not LINE:SHA256 (the deploy record's auditHead)")
         return value
 
     @field_validator("firewall_open_ports", "firewall_closed_ports")

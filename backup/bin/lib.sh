@@ -27,6 +27,9 @@ die() { log "ERROR: $1"; AUDIT_ERROR="$1"; exit "${2:-1}"; }
 # appended turns exit 0 into exit 74. 0: a logged warning, and the run goes on.
 # The line is one printf to a file opened with O_APPEND (`>>`), shorter than PIPE_BUF, so
 # concurrent writers never interleave. Unset or empty AUDIT_LOG: nothing is recorded.
+# Hash chain (issue 21, item 6; components/audit.py APPEND_SCRIPT does the same): under an
+# exclusive flock(2) on the file, the line gets `"prev":"<sha256 of the last line>"` (the
+# genesis value for an empty file) as its last key. No flock, no hash: the append fails.
 AUDIT_LOG="${AUDIT_LOG:-}"; AUDIT_OPERATION=""; AUDIT_BACKUP_ID=""; AUDIT_ERROR=""; AUDIT_START=0
 AUDIT_FAIL_CLOSED="${AUDIT_FAIL_CLOSED:-1}"
 # Exit status of a run whose audit record cannot be appended (EX_IOERR).
@@ -52,11 +55,36 @@ audit_record() {
     _line=$(printf '{"time":"%s","actor":%s,"stack":%s,"operation":"%s","from":null,"to":null,"backup_id":%s,"result":"%s","duration_ms":%s,"error":%s,"reason":null,"checks":null}' \
         "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(json_string "$(audit_actor)")" "$(json_string "${AUDIT_STACK:-unknown}")" \
         "$1" "$(json_string "$4")" "$2" "$3" "$(json_string "$5")")
-    if _why=$( ( umask 022; printf '%s\n' "$_line" >> "$AUDIT_LOG" ) 2>&1 ); then return 0; fi
+    if _why=$(audit_append "$AUDIT_LOG" "$_line" 2>&1 >/dev/null); then return 0; fi
     _why=$(printf '%s' "$_why" | tr '\n' ' ')
     log "audit: could not append the $1 record ($2) to $AUDIT_LOG: ${_why:-write failed}"
     return 1
 }
+
+AUDIT_GENESIS=0000000000000000000000000000000000000000000000000000000000000000
+
+# audit_append FILE LINE: chain LINE (a JSON object) onto FILE's last line and append it, under
+# an exclusive flock on FILE; prints `<line number> <sha256 of the new line>`. A subshell: the
+# lock and fd 8 end with it.
+audit_append() (
+    umask 022
+    [ ! -e "$1" ] || [ -f "$1" ] || { echo "$1 is not a regular file" >&2; exit 1; }
+    for _tool in flock sha256sum tail; do
+        command -v "$_tool" >/dev/null 2>&1 || { echo "no $_tool: cannot chain the record" >&2; exit 1; }
+    done
+    exec 8>>"$1" || exit 1
+    flock -x 8 || { echo "cannot lock $1" >&2; exit 1; }
+    _prev=$AUDIT_GENESIS
+    if [ -s "$1" ]; then
+        _last=$(tail -n 1 "$1") || exit 1
+        _prev=$(printf '%s' "$_last" | sha256sum | cut -d' ' -f1)
+    fi
+    case "$_prev" in *[!0-9a-f]*|"") echo "cannot hash the last line of $1" >&2; exit 1 ;; esac
+    [ "${#_prev}" -eq 64 ] || { echo "cannot hash the last line of $1" >&2; exit 1; }
+    _new="${2%?},\"prev\":\"$_prev\"}"
+    printf '%s\n' "$_new" >&8 || exit 1
+    printf '%s %s\n' "$(wc -l < "$1" | tr -d ' ')" "$(printf '%s' "$_new" | sha256sum | cut -d' ' -f1)"
+)
 
 audit_end() {
     _status="$1"
@@ -236,10 +264,16 @@ prune() {
 }
 
 # Serialise backup and restore runs on the backups volume (flock is in
-# busybox and util-linux; without it runs are not serialised).
+# busybox and util-linux; without it runs are not serialised). take_lock SECONDS
+# waits up to SECONDS: busybox's flock has only -sxun (no -w), so it polls -n.
 take_lock() {
     if command -v flock >/dev/null 2>&1; then
         exec 9>"$BACKUP_DIR/.lock"
-        flock -w "${1:-0}" 9 || die "another backup or restore is running (lock $BACKUP_DIR/.lock)" 75
+        _waited=0
+        until flock -n 9; do
+            [ "$_waited" -lt "${1:-0}" ] \
+                || die "another backup or restore is running (lock $BACKUP_DIR/.lock)" 75
+            sleep 1; _waited=$(( _waited + 1 ))
+        done
     fi
 }
