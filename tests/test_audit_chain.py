@@ -318,8 +318,10 @@ def test_the_lock_is_a_real_flock_shared_by_every_writer(tmp_path: Path) -> None
     log = tmp_path / "audit.jsonl"
     log.write_text("")
     flock = require_tool("flock")
-    holder = subprocess.Popen([flock, "-x", str(log), "sleep", "3"])
+    holder = subprocess.Popen([flock, "-x", str(log), "sleep", "4"])
     try:
+        while subprocess.run([flock, "-n", str(log), "true"]).returncode == 0:  # until the holder has it
+            assert holder.poll() is None
         shell, path_env = _shell("dash", tmp_path)
         script = APPEND_SCRIPT.replace(f"{AUDIT_DIR}/{AUDIT_FILE}", str(log))
         rec = AuditRecord(actor="ci", stack="prod", operation="deploy", result="ok", duration_ms=1).line()
