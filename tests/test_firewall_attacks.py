@@ -147,6 +147,19 @@ def test_a_full_rate_set_still_limits_a_new_source(clean: Lab) -> None:
     assert lab.element_count("rate_v4") == RATE_SET_SIZE  # the new source never got a meter
 
 
+def test_a_full_ipv6_rate_set_still_limits_a_new_64(clean: Lab) -> None:
+    """The same for IPv6: 65536 /64s hold the meter set; a new /64's flood is still limited."""
+    lab = clean
+    lab.load(prod_ruleset())
+    filler = ipaddress.IPv6Network("2001:db8::/32")
+    elements = ", ".join(str(filler.network_address + (i << 64)) for i in range(RATE_SET_SIZE))
+    lab.ns(lab.host, "nft", "-f", "-", input=f"add element {TABLE} rate_v6 {{ {elements} }}\n")
+    assert lab.element_count("rate_v6") == RATE_SET_SIZE
+    result = lab.probe([(lab.client6(n % 50, 1), lab.host_ip6, PROXY_HTTP) for n in range(400)], timeout=1.0)
+    assert result.count("open") <= BURST + 2 * RATE, result.count("timeout")
+    assert result.count("timeout") >= 400 - (BURST + 2 * RATE)
+
+
 def test_one_host_spread_over_its_ipv6_64_is_one_meter(clean: Lab) -> None:
     """400 new connections from 200 addresses of one /64 (2 each, far below the burst per
     address): limited together. A source in another /64 is not affected."""
