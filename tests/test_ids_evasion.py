@@ -107,6 +107,15 @@ BENIGN = (
     _case("login ok", "/api/ping", set(), method="POST"),
 )
 CASES = (*ENCODED_INJECTIONS, *ODD_METHODS, *AUTH, *SPOOFED_CASES, *BENIGN)
+#: Lines that once made the injection filter backtrack for minutes (fail2ban reads the log in one
+#: thread: a pinned filter misses everything after). Near nginx's request-line limit (8k).
+PATHOLOGICAL = (
+    _case("comment starts", "/api/ping?x=union" + "/*/" * 2000, set()),
+    _case("comments and spaces", "/api/ping?x=%27" + "/*a*/+" * 1000, set()),
+    _case("double escapes", "/api/ping?x=union" + "%2525" * 1200, set()),
+)
+#: Seconds each jail's fail2ban-regex may take over the pathological lines (it takes well under 2).
+PATHOLOGICAL_SECONDS = 20
 
 
 class _App(BaseHTTPRequestHandler):
@@ -179,10 +188,13 @@ def _new_line(log: Path, seen: int) -> dict[str, object]:
     raise AssertionError("nginx wrote no access-log line")
 
 
-def _fail2ban_matches(regex: str, log: Path, filter_file: Path) -> dict[str, str]:
+def _fail2ban_matches(regex: str, log: Path, filter_file: Path, timeout: float = 120) -> dict[str, str]:
     """request_id -> extracted address, for every line the filter matched (`-o msg`: the lines)."""
-    result = subprocess.run([regex, "-o", "msg", str(log), str(filter_file)],
-                            capture_output=True, text=True, timeout=120)
+    try:
+        result = subprocess.run([regex, "-o", "msg", str(log), str(filter_file)],
+                                capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"{filter_file.name}: fail2ban-regex still running after {timeout}s") from None
     assert result.returncode == 0, result.stdout + result.stderr
     rows = subprocess.run([regex, "-o", "ip", str(log), str(filter_file)],
                           capture_output=True, text=True, timeout=120)
@@ -192,7 +204,7 @@ def _fail2ban_matches(regex: str, log: Path, filter_file: Path) -> dict[str, str
     return {str(line["request_id"]): address for line, address in zip(lines, addresses, strict=True)}
 
 
-def run_cases(cases: tuple[Case, ...]) -> Run:
+def run_cases(cases: tuple[Case, ...], timeout: float = 120) -> Run:
     curl = require_tool("curl")
     regex = require_tool("fail2ban-regex")
     root = Path(tempfile.mkdtemp(prefix="ids-evasion-"))
@@ -216,7 +228,7 @@ def run_cases(cases: tuple[Case, ...]) -> Run:
             filter_file = root / "ids" / "conf" / "filter.d" / f"paper-trading-{jail}.conf"
             filter_file.parent.mkdir(parents=True, exist_ok=True)
             filter_file.write_text(files[f"conf/filter.d/paper-trading-{jail}.conf"])
-            matches[jail] = _fail2ban_matches(regex, log, filter_file)
+            matches[jail] = _fail2ban_matches(regex, log, filter_file, timeout)
         return Run(sent, matches)
     finally:
         if proxy is not None:
@@ -270,3 +282,11 @@ def test_normal_traffic_matches_no_detector(run: Run, case: Case) -> None:
 
 def test_every_case_was_logged_once(run: Run) -> None:
     assert len({s.request_id for s in run.sent.values()}) == len(CASES)
+
+
+def test_pathological_lines_do_not_pin_the_filters() -> None:
+    pathological = run_cases(PATHOLOGICAL, timeout=PATHOLOGICAL_SECONDS)
+    for case in PATHOLOGICAL:
+        sent = pathological.sent[case.name]
+        assert sent.status == 200 and len(str(sent.line["args"])) > 3000, sent.status
+        assert pathological.jails(case.name) == case.jails

@@ -96,7 +96,10 @@ PROBE_PATH = (
 # itself (either case), `%XX` (either hex case) or `%25...XX` (encoded again, any depth). fail2ban
 # decodes nothing; this is what makes `%55nion %53elect` or `%2555nion` the same as `union`.
 
-_PCT = r"%(?:25)*"  # a percent sign, possibly itself percent-encoded (double encoding)
+#: A percent sign, possibly itself percent-encoded (double encoding), and all of it: `%2520` is
+#: one escape of 0x20, never `%25` then `20`. Every unit below reads an input one way only, so a
+#: failed match costs linear time (a line of `/*/*/*...` once pinned fail2ban: backtracking).
+_PCT = r"%(?:25)*(?!25[0-9a-f]{2})"
 
 
 def _char(c: str) -> str:
@@ -122,8 +125,16 @@ _NONWORD = (
     r"(?:" + _PCT + r"(?:[01][0-9a-f]|2[0-9a-f]|3[a-f]|40|5[b-f]|60|7[b-f]|[89a-f][0-9a-f])"
     r"|\\(?:u00[0-9a-f]{2}|[^u])|[^a-z0-9%&\"\\])"
 )
-#: An SQL comment (`/**/`, `/*x*/`, any encoding) between two tokens.
-_COMMENT = encoded("/*") + r"(?:[^\"\\&]|\\.){0,80}?" + encoded("*/")
+#: Inside a comment: a non-word unit that is not `*` or `/` (in any encoding), a letter or a digit.
+_IN_COMMENT = (
+    r"(?:" + r"%(?!(?:25)*2[af])" + _PCT[1:] + r"(?:[01][0-9a-f]|2[0-9a-e]|3[a-f]|40|5[b-f]|60|7[b-f]|"
+    r"[89a-f][0-9a-f])|\\(?:u00[0-9a-f]{2}|[^u])|[^a-z0-9%&\"\\*/])"
+)
+#: An SQL comment holding a letter or digit (`/*x*/`, any encoding); `/**/` or `/*+*/` are plain
+#: non-word units. So a span is a comment or non-word units, never both (no backtracking blowup).
+_COMMENT = (
+    encoded("/*") + _IN_COMMENT + r"{0,40}[a-z0-9](?:" + _IN_COMMENT + r"|[a-z0-9]){0,80}" + encoded("*/")
+)
 #: What may separate two SQL words: comments and non-word bytes, at least one (`union(select`).
 _GAP = r"(?:" + _COMMENT + "|" + _NONWORD + r"){1,40}?"
 #: The command names the proxy's command-injection pattern knows (BLOCKED_URI_PATTERNS).
