@@ -47,3 +47,16 @@ def test_only_a_passed_gate_verdict_after_an_emergency_switch_reviews_it() -> No
         assert any(p.startswith("emergency switch to green") for p in problems), problems
     trail = [*trail[:3], _line("gate", "ok", "green")]
     assert _check(trail, "green")[1]["unreviewed_emergency"] == []
+
+
+def test_with_a_stack_only_that_stacks_records_count() -> None:
+    """Another stack's newer switch (same trail, e.g. one Loki) says nothing about this stack."""
+    from components.audit import AuditRecord
+
+    other = AuditRecord(actor="a", stack="dev", operation="switch", result="ok",  # type: ignore[arg-type]
+                        duration_ms=1, to="blue").line()
+    trail = [_line("gate", "ok", "green"), _line("switch", "ok", "green"), other]
+    from validation.checks_security import audit_findings
+
+    assert audit_findings(trail, "green", "prod")[0] == []
+    assert audit_findings(trail, "blue", "dev")[0] == ["no passed gate verdict for blue before its switch"]
