@@ -96,6 +96,12 @@ def test_guard_is_replaced_delete_first_and_after_the_networks() -> None:
     assert guard.options["deleteBeforeReplace"] is True
     networks = {r.urn for r in graph.resources if r.type == "docker:index/network:Network"}
     assert len(networks) == 4 and networks <= set(guard.options["dependsOn"])
+    # The table's resource is created before the guard and so deleted after it at destroy
+    # (its delete removes the table); a replaced guard leaves it alone.
+    table = next(r for r in graph.resources if r.name == "host-guard-table")
+    assert table.inputs["table"] == "inet paper_trading_guard_paper_trading"
+    assert table.urn in guard.options["dependsOn"]
+    assert "host-guard" not in " ".join(table.options["dependsOn"])
 
 
 def test_guard_trusts_exactly_the_stacks_bridges_and_one_table_per_stack() -> None:
