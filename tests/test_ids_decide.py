@@ -77,3 +77,11 @@ def test_an_unban_by_another_jail_leaves_the_standing_ban(run_dir: Path) -> None
     assert decision(run_dir, "2001_db8__9") == standing
     decide(run_dir, "unban", "2001:db8::9", "86400", "injection")
     assert decision(run_dir, "2001_db8__9") is None
+
+
+@pytest.mark.parametrize("jail", ["default", "evil", "probe x"])
+def test_a_jail_the_bundle_does_not_generate_is_refused(run_dir: Path, jail: str) -> None:
+    program = str(run_dir / "run" / "decide.py")
+    done = subprocess.run([sys.executable, program, "ban", "203.0.113.9", "60", jail],
+                          capture_output=True, text=True, timeout=30)
+    assert (done.returncode, list((run_dir / "decisions").iterdir())) == (2, []), done.stderr
