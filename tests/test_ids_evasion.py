@@ -113,6 +113,7 @@ PATHOLOGICAL = (
     _case("comment starts", "/api/ping?x=union" + "/*/" * 2000, set()),
     _case("comments and spaces", "/api/ping?x=%27" + "/*a*/+" * 1000, set()),
     _case("double escapes", "/api/ping?x=union" + "%2525" * 1200, set()),
+    _case("escaped comments", "/api/ping?x=union" + "/*%2520*/" * 600, set()),
 )
 #: Seconds each jail's fail2ban-regex may take over the pathological lines (it takes well under 2).
 PATHOLOGICAL_SECONDS = 20

@@ -96,10 +96,8 @@ PROBE_PATH = (
 # itself (either case), `%XX` (either hex case) or `%25...XX` (encoded again, any depth). fail2ban
 # decodes nothing; this is what makes `%55nion %53elect` or `%2555nion` the same as `union`.
 
-#: A percent sign, possibly itself percent-encoded (double encoding), and all of it: `%2520` is
-#: one escape of 0x20, never `%25` then `20`. Every unit below reads an input one way only, so a
-#: failed match costs linear time (a line of `/*/*/*...` once pinned fail2ban: backtracking).
-_PCT = r"%(?:25)*(?!25[0-9a-f]{2})"
+#: A percent sign, possibly itself percent-encoded (double encoding).
+_PCT = r"%(?:25)*"
 
 
 def _char(c: str) -> str:
@@ -130,8 +128,10 @@ _IN_COMMENT = (
     r"(?:" + r"%(?!(?:25)*2[af])" + _PCT[1:] + r"(?:[01][0-9a-f]|2[0-9a-e]|3[a-f]|40|5[b-f]|60|7[b-f]|"
     r"[89a-f][0-9a-f])|\\(?:u00[0-9a-f]{2}|[^u])|[^a-z0-9%&\"\\*/])"
 )
-#: An SQL comment holding a letter or digit (`/*x*/`, any encoding); `/**/` or `/*+*/` are plain
-#: non-word units. So a span is a comment or non-word units, never both (no backtracking blowup).
+#: An SQL comment holding a letter or digit (`/*x*/`, any encoding) and no other `*` or `/`;
+#: `/**/` or `/*+*/` are plain non-word units. So a comment ends at its first `*/` and a span is
+#: rarely both a comment and non-word units: a failed match stays cheap (an earlier comment unit
+#: let `union/*/*/*...` backtrack for minutes, pinning fail2ban's one log reader).
 _COMMENT = (
     encoded("/*") + _IN_COMMENT + r"{0,40}[a-z0-9](?:" + _IN_COMMENT + r"|[a-z0-9]){0,80}" + encoded("*/")
 )
