@@ -273,8 +273,9 @@ def lab() -> Any:
         pytest.skip(reason)
     require_tool("nft")
     require_tool("ip")
-    box = Lab().up()
+    box = Lab()
     try:
+        box.up()  # inside the try: a failed setup still removes the namespaces it made
         # The proxy publishes 80/443 on every address; another container publishes 9000 on
         # 0.0.0.0 by mistake; the preview-like listener is published on loopback only.
         box.publish({PROXY_HTTP: 8080, PROXY_HTTPS: 8443, OTHER: 9000}, {LOOPBACK_ONLY: 8081})
@@ -534,8 +535,9 @@ def localnet_lab() -> Any:
         pytest.skip(reason)
     require_tool("nft")
     require_tool("ip")
-    box = Lab().up()
+    box = Lab()
     try:
+        box.up()
         box.serve(box.host, f"127.0.0.1:{HOST_LOOPBACK}")
         box.ns(box.host, "sysctl", "-qw", "net.ipv4.conf.h0.route_localnet=1")
         box.ns(box.outside, "sysctl", "-qw", "net.ipv4.conf.o0.route_localnet=1")
