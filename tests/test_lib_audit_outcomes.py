@@ -54,3 +54,40 @@ def test_a_run_that_ends_ok_records_no_error_even_after_a_retried_step(tmp_path:
     assert done.returncode == 0, done.stderr
     outcome = audit.parse(log.read_text().splitlines()[-1])
     assert (outcome["operation"], outcome["result"], outcome["error"]) == ("restore", "ok", None)
+
+
+def _run(tmp_path: Path, body: str, **env: str) -> subprocess.CompletedProcess[str]:
+    script = f'. "{LIB}"; {body}'
+    return subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, timeout=30,
+                          env={"PATH": "/usr/bin:/bin", **env})
+
+
+def test_by_default_an_intent_that_cannot_be_appended_stops_the_run_before_it_acts(tmp_path: Path) -> None:
+    acted = tmp_path / "acted"
+    done = _run(tmp_path, f'audit_begin backup; touch "{acted}"; exit 0', AUDIT_LOG="/dev/full")
+    assert done.returncode == 74, done.stderr
+    assert "refused before it acted" in done.stderr and not acted.exists()
+
+
+def test_an_ok_run_whose_outcome_cannot_be_appended_exits_74_unless_fail_open(tmp_path: Path) -> None:
+    log = tmp_path / "audit.jsonl"
+    body = 'audit_begin backup; rm -f "$AUDIT_LOG"; mkdir "$AUDIT_LOG"; exit 0'
+    closed = _run(tmp_path, body, AUDIT_LOG=str(log))
+    assert closed.returncode == 74 and "its record is missing" in closed.stderr
+    log.rmdir()
+    failed = _run(tmp_path, body.replace("exit 0", "exit 1"), AUDIT_LOG=str(log))
+    assert failed.returncode == 1  # a failed run keeps its own status
+    log.rmdir()
+    opened = _run(tmp_path, body, AUDIT_LOG=str(log), AUDIT_FAIL_CLOSED="0")
+    assert opened.returncode == 0, opened.stderr
+
+
+def test_an_error_with_quotes_backslashes_and_control_characters_stays_one_valid_record(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "audit.jsonl"
+    nasty = 'pg_dump: "db" \\\\ broke\\ttab ' + "x" * 1500
+    done = _run(tmp_path, f"audit_begin backup; AUDIT_ERROR=$(printf '{nasty}'); exit 1", AUDIT_LOG=str(log))
+    assert done.returncode == 1, done.stderr
+    error = audit.parse(log.read_text().splitlines()[-1])["error"]
+    assert error.startswith('pg_dump: "db" \\ broketab x') and len(error) == 1000
