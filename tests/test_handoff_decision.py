@@ -92,3 +92,10 @@ def test_a_work_queue_that_does_not_exist_fails_the_handoff_on_its_own() -> None
     with pytest.raises(HandoffError, match="queue 'fills' does not exist") as caught:
         hand_over(TARGET, "green", "blue", client=_Client(GOOD_REDIS, missing))
     assert caught.value.missing_queues == ["fills"] and caught.value.foreign == {}
+
+
+def test_a_handoff_target_needs_both_containers_and_keeps_its_queues() -> None:
+    assert HandoffTarget.from_props({"redisContainer": "pt-redis"}) is None
+    assert HandoffTarget.from_props({"rabbitmqContainer": "pt-rabbitmq"}) is None
+    assert HandoffTarget.from_props(None) is None
+    assert HandoffTarget.from_props(TARGET.props()) == TARGET
