@@ -190,7 +190,14 @@ def failregexes(jail: str, settings: Settings, public_listeners: tuple[int, ...]
         # `$uri` is the normalised path nginx picked the location by: a prefix match is its match.
         prefixes = [re.escape(p) + ("" if p.endswith("/") else r"(?=\")") for p in auth_paths(settings)]
         uri = "(?:" + "|".join(prefixes) + ")" + _STR
-        return [_prefix(public_listeners, uri=uri) + r'"status":(?:401|403|429),']
+        # A refused login or token call, whatever the method token, but not a read: a signed-out
+        # page asking `GET /api/auth/session` is no attack. The auth rate limit (429) counts for
+        # every method, reads included.
+        unsafe = r'(?!(?:GET|HEAD|OPTIONS)")' + _STR
+        return [
+            _prefix(public_listeners, method=unsafe, uri=uri) + r'"status":(?:401|403),',
+            _prefix(public_listeners, uri=uri) + r'"status":429,',
+        ]
     if jail == "injection":
         return [
             _prefix(public_listeners) + r'"status":4[0-9][0-9],.*,"blocked":"1",',
