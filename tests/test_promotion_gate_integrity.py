@@ -286,8 +286,11 @@ def test_gate_refuses_when_a_required_check_did_not_run_and_pass(
     monkeypatch.setattr(gate, "_run_report", tampered)
     with reference_app(color="green") as app:
         props = {"candidateColor": "green", "previewUrl": app.url, "image": "app:1", "replicas": 1.0,
-                 "options": {"check_timeout": 3, "timeout": 10, "retries": 1}, "enabled": True,
-                 "exchanges": None}
+                 # Generous bounds: only the tampered check may fail, also on a loaded machine
+                 # (with 3 s a slow health answer failed more checks than the one under test).
+                 "options": {"check_timeout": 15, "timeout": 60, "retries": 2,
+                             "latency_threshold_ms": 10_000},
+                 "enabled": True, "exchanges": None}
         with pytest.raises(DeploymentError) as caught:
             PromotionGateProvider().create(props)
     assert caught.value.failed_checks == (check,)
