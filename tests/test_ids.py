@@ -105,3 +105,20 @@ def test_proxy_writes_the_access_log_file_on_the_volume() -> None:
     vols = {v.inputs["name"]: v.inputs for v in rendered("prod").of_type("docker:index/volume:Volume")}
     opts = vols[volumes["/var/log/paper-trading"]["volumeName"]]["driverOpts"]
     assert opts["type"] == "tmpfs" and "uid=101" in opts["o"] and "size=" in opts["o"]
+
+
+def test_auth_jail_watches_every_auth_rate_limited_location() -> None:
+    """Every `location` of the rendered proxy under `limit_req zone=auth` is one of the auth
+    jail's paths (issue 21, item 5: it once watched only the login), and the filter names each."""
+    import re
+
+    from components.ids_config import auth_paths, failregexes
+
+    proxy = next(r for r in rendered("prod").containers if r.name == "proxy")
+    conf = next(u["content"] for u in proxy.inputs["uploads"] if u["file"].endswith("nginx.conf"))
+    limited = {m.group(1) for m in re.finditer(r"location (\S+) \{[^}]*limit_req zone=auth ", conf)}
+    settings = prod_settings()
+    assert limited and limited <= set(auth_paths(settings)), (limited, auth_paths(settings))
+    (unsafe, limit) = failregexes("auth", settings, (8443,))
+    for path in limited:
+        assert re.escape(path) in unsafe and re.escape(path) in limit
