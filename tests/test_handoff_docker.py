@@ -136,3 +136,28 @@ def test_a_handoff_and_hand_back_to_a_missing_redis_are_both_reported(env: Any, 
     assert rollback["error"] == error.hand_back_error
     # Nothing was published (no Redis): the work never left blue.
     assert env.redis_client().hget(wc.LIVE_KEY, "color") == "blue"
+
+
+def test_a_lease_of_the_new_color_from_an_earlier_epoch_does_not_count(env: Any) -> None:
+    """A stale holder of the new color (an instance that missed the publish) is not the handoff:
+    only the lease taken at the epoch just published counts. Both apps are paused, so nobody
+    takes the new epoch's lease; the stale one stays for the whole wait."""
+    r = env.redis_client()
+    hand_over(env.handoff_target(), "blue", None, env.client)
+    apps = [c for c in env.client.containers.list(filters={"label": "paper-trading.role=app"})
+            if c.name.startswith(env.prefix)]
+    assert len(apps) == 2
+    for app in apps:
+        app.pause()
+    try:
+        current = int(r.get(wc.EPOCH_KEY))
+        r.set(wc.LEASE_KEY, f"green:{current}:stale-instance", px=60_000)
+        with pytest.raises(HandoffError) as stale:
+            hand_over(short_target(env), "green", "blue", env.client)
+        assert (stale.value.epoch, stale.value.lease_moved) == (current + 1, False)
+        assert stale.value.holder == f"green:{current}:stale-instance"
+    finally:
+        r.delete(wc.LEASE_KEY)
+        for app in apps:
+            app.unpause()
+    hand_over(env.handoff_target(), "blue", None, env.client)
