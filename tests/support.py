@@ -79,3 +79,20 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=timeout)
+
+
+def serve_in_thread(httpd: Any) -> Any:
+    """Run a stdlib HTTP server on a daemon thread; a generator for a fixture to `yield from`.
+
+    Yields the server and always shuts it down, closes its socket and joins the thread.
+    """
+    import threading
+
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield httpd
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
+from tests.support import serve_in_thread
 from validation.models import CheckResult
 from validation.options import ValidationOptions
 from validation.runner import applicable, run_checks
@@ -63,15 +63,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[_Server]:
-    httpd = _Server(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield httpd
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=10)
+    yield from serve_in_thread(_Server(("127.0.0.1", 0), _Handler))
 
 
 def _run(server: _Server, check: str, *, body: dict[str, Any] | None = None, metrics: str | None = None,
