@@ -16,22 +16,12 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from tests.fakes.exchanges import READ_ONLY_BINANCE as FAKE_READ_ONLY_BINANCE
 from validation.exchange import KeyCheckError, binance_problems, check_key, kucoin_problems
 from validation.options import ExchangeCredentials
 
-READ_ONLY_BINANCE: dict[str, Any] = {
-    "ipRestrict": True,
-    "createTime": 1,
-    "enableReading": True,
-    "enableSpotAndMarginTrading": False,
-    "enableWithdrawals": False,
-    "enableInternalTransfer": False,
-    "enableMargin": False,
-    "enableFutures": False,
-    "permitsUniversalTransfer": False,
-    "enableVanillaOptions": False,
-    "enablePortfolioMarginTrading": False,
-}
+#: The fake exchange's read-only Binance key document (tests/fakes/exchanges.py): one spelling of it.
+READ_ONLY_BINANCE: dict[str, Any] = dict(FAKE_READ_ONLY_BINANCE)
 
 
 def test_a_read_only_binance_key_has_no_problem() -> None:
