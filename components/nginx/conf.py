@@ -270,13 +270,15 @@ def _scrape_relays(settings: Settings) -> list[str]:
     replica = f"{settings.name_prefix}-app-(?:{'|'.join(COLORS)})-(?:{numbers})"
     # A variable makes nginx resolve the replica per request (Docker DNS, frontend network),
     # so a replaced replica is found and a missing one is a 502, not a failed reload.
-    target = _q(f"$scrape_replica:{settings.server.port}")
+    # The whole upstream URI is in the variable: nginx requests exactly that path (no part of
+    # the client's URI is passed on), and nothing follows the host in `proxy_pass` itself.
     lines = []
     for what, path in (("metrics", health.metrics), ("ready", health.ready)):
         pattern = _q(f"^{SCRAPE_PREFIX}/(?<scrape_replica>{replica})/{what}$")
+        target = _q(f"$scrape_replica:{settings.server.port}{path}")
         lines.append(
             f"        location ~ {pattern} {{ limit_except GET {{ deny all; }} "
-            f"set $scrape_target {target}; proxy_pass http://$scrape_target{path}; }}"
+            f"set $scrape_target {target}; proxy_pass http://$scrape_target; }}"
         )
     return lines
 
