@@ -2,7 +2,8 @@
 
 The paper-trading switches are plain, known-at-preview environment values so the
 policy pack can read them; every credential is a file in a volume private to the
-container. Exchange permissions travel with the keys so the app can refuse a key
+container, filled by a never-started carrier and mounted read-only
+(components/carrier.py). Exchange permissions travel with the keys so the app can refuse a key
 that is not declared read-only.
 """
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_docker as docker
 
+from .carrier import carry
 from .common import (
     COLOR_LABEL,
     ROLE_LABEL,
@@ -21,7 +23,6 @@ from .common import (
     hardened_container_args,
     healthcheck,
     http_probe,
-    scratch_volume,
     secret_file,
 )
 from .config import Color, Settings
@@ -124,7 +125,10 @@ def app_envs(settings: Settings, color: Color) -> list[str]:
     return envs
 
 
-def app_secret_files(settings: Settings, datastores: Datastores) -> list[docker.ContainerUploadArgs]:
+def app_secret_files(
+    settings: Settings, datastores: Datastores,
+) -> list[tuple[docker.ContainerUploadArgs, pulumi.Input[str]]]:
+    """Each secret file's upload and its value (the carrier's volume name hashes the value)."""
     owner = settings.app.user.split(":")[0]
     files: list[tuple[str, pulumi.Input[str]]] = [
         ("database_password", datastores.postgres_password.result),
@@ -139,7 +143,7 @@ def app_secret_files(settings: Settings, datastores: Datastores) -> list[docker.
             files.append((f"{name}_api_secret", exchange.api_secret.get_secret_value()))
         if exchange.passphrase is not None:
             files.append((f"{name}_passphrase", exchange.passphrase.get_secret_value()))
-    return [secret_file(f"{SECRETS_DIR}/{file}", value, owner=owner) for file, value in files]
+    return [(secret_file(f"{SECRETS_DIR}/{file}", value, owner=owner), value) for file, value in files]
 
 
 class AppColor(pulumi.ComponentResource):
@@ -167,8 +171,31 @@ class AppColor(pulumi.ComponentResource):
             args.networks.backend: [self.alias],
         }
         self.containers: list[docker.Container] = []
+        #: Per replica: the never-started carrier and the volume holding its secret files.
+        self.carriers: list[docker.Container] = []
+        self.file_volumes: list[docker.Volume] = []
+        app_labels = {ROLE_LABEL: APP_ROLE, COLOR_LABEL: color}
         for index in range(1, color_config.replicas + 1):
             name_ = container_name(s.name_prefix, color, index)
+            # The secret files arrive through a carrier (components/carrier.py), so the app's root
+            # stays read-only. The carrier is an app container of this color for every policy
+            # (same image, safety envs and labels), never started, on the backend network only.
+            # Pinned like the replicas: a shared change (a new exchange key) neither rewrites the
+            # files the live color reads nor deletes the volume it has mounted.
+            carried = carry(
+                f"{color}-{index}", consumer=name_, directory=SECRETS_DIR,
+                files=app_secret_files(s, args.datastores),
+                container_args=dict(
+                    image=color_config.image, service=f"app-{color}", stack_labels=args.stack_labels,
+                    networks={args.networks.backend: []}, limits=s.app.limits, user=s.app.user,
+                    envs=envs, healthcheck=healthcheck(http_probe(ready)), extra_labels=app_labels,
+                ),
+                opts=pulumi.ResourceOptions(
+                    parent=self, depends_on=[self.image, *args.depends_on], ignore_changes=pin,
+                ),
+            )
+            self.carriers.append(carried.carrier)
+            self.file_volumes.append(carried.volume)
             self.containers.append(docker.Container(
                 f"{color}-{index}",
                 **hardened_container_args(
@@ -176,15 +203,14 @@ class AppColor(pulumi.ComponentResource):
                     stack_labels=args.stack_labels, networks=networks, limits=s.app.limits,
                     user=s.app.user, envs=envs,
                     tmpfs={"/tmp": "rw,noexec,nosuid,size=64m"},
-                    volumes=[scratch_volume(SECRETS_DIR)],
-                    uploads=app_secret_files(s, args.datastores),
+                    volumes=[carried.mount],
                     healthcheck=healthcheck(http_probe(ready)),
                     wait=True,
-                    extra_labels={ROLE_LABEL: APP_ROLE, COLOR_LABEL: color},
+                    extra_labels=app_labels,
                 ),
                 opts=pulumi.ResourceOptions(
                     parent=self,
-                    depends_on=[self.image, *args.datastores.containers, *args.depends_on],
+                    depends_on=[self.image, carried.carrier, *args.datastores.containers, *args.depends_on],
                     delete_before_replace=True,
                     ignore_changes=pin,
                 ),

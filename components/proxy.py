@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_docker as docker
 
+from .carrier import carry
 from .common import (
     ROLE_LABEL,
     NetworkNames,
@@ -27,9 +28,12 @@ from .config import Settings
 from .ids_config import ACCESS_LOG_DIR, ACCESS_LOG_FILE
 from .nginx import ROUTING_PATH, NginxListen, NginxPaths, render_nginx_conf, render_routing
 from .nginx.conf import CONF_DIR, CONF_PATH, STATUS_ALIAS
+from .nginx.routing import ROUTING_DIR
 from .volumes import runtime_volume_name
 
 PROXY_ROLE = "proxy"
+#: The role of the proxy's never-started file carrier (components/carrier.py).
+CARRIER_ROLE = "carrier"
 PROXY_ALIAS = "proxy"
 #: nginx's uid/gid in the official image; listens only on unprivileged ports.
 PROXY_USER = "101:101"
@@ -71,8 +75,10 @@ def proxy_command(settings: Settings) -> list[str]:
     return ["sh", "-c", loop, ACCESS_LOG_FILE, str(limit), CONF_PATH]
 
 
-def proxy_volumes(settings: Settings) -> list[docker.ContainerVolumeArgs]:
-    volumes = [scratch_volume(CONF_DIR)]
+def proxy_volumes(settings: Settings, conf: docker.ContainerVolumeArgs) -> list[docker.ContainerVolumeArgs]:
+    """`conf`: the carrier's volume, read-only at CONF_DIR; the routing markers: a volume of the
+    proxy's own (writable by root only, removed with the container: a new proxy promotes nothing)."""
+    volumes = [conf, scratch_volume(ROUTING_DIR)]
     if settings.security.ids.enabled:
         volumes.append(docker.ContainerVolumeArgs(
             volume_name=runtime_volume_name(settings.name_prefix, "proxy-logs"),
@@ -82,7 +88,7 @@ def proxy_volumes(settings: Settings) -> list[docker.ContainerVolumeArgs]:
 
 
 def proxy_files(settings: Settings) -> dict[str, str]:
-    """In-container path -> content of every file uploaded into the proxy."""
+    """In-container path -> content of every file the proxy reads from its carrier's volume."""
     return {
         CONF_PATH: render_nginx_conf(settings, proxy_paths(settings), LISTEN),
         # Bootstrap copy: nothing promoted, so nothing unvalidated is ever live.
@@ -148,6 +154,21 @@ class Proxy(pulumi.ComponentResource):
             "image", name=s.images.nginx, keep_locally=True, opts=pulumi.ResourceOptions(parent=self),
         )
         health = f"http://127.0.0.1:{LISTEN.status}/nginx-health"
+        # The generated files arrive through a never-started carrier (components/carrier.py):
+        # the proxy mounts them read-only and runs with a read-only root.
+        carried = carry(
+            "proxy", consumer=self.container_name, directory=CONF_DIR,
+            files=[(config_file(path, content), content) for path, content in self.files.items()],
+            container_args=dict(
+                image=s.images.nginx, service=f"{PROXY_ROLE}-files", stack_labels=args.stack_labels,
+                networks={args.networks.frontend: []}, limits=s.proxy.limits, user=PROXY_USER,
+                healthcheck=healthcheck(http_probe(health), start_period="10s"),
+                extra_labels={ROLE_LABEL: CARRIER_ROLE},
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.image, *args.depends_on]),
+        )
+        self.carrier = carried.carrier
+        self.files_volume = carried.volume
         self.container = docker.Container(
             "proxy",
             **hardened_container_args(
@@ -167,9 +188,8 @@ class Proxy(pulumi.ComponentResource):
                     PATHS.temp_dir: "rw,noexec,nosuid,size=64m,uid={},gid={}".format(*PROXY_USER.split(":")),
                     "/var/run": "rw,noexec,nosuid,size=1m",
                 },
-                volumes=proxy_volumes(s),
+                volumes=proxy_volumes(s, carried.mount),
                 mounts=proxy_mounts(s) or None,
-                uploads=[config_file(path, content) for path, content in self.files.items()],
                 ports=proxy_ports(s),
                 command=proxy_command(s),
                 healthcheck=healthcheck(http_probe(health), start_period="10s"),
@@ -180,7 +200,7 @@ class Proxy(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(
                 parent=self,
-                depends_on=[self.image, *args.depends_on],
+                depends_on=[self.image, carried.carrier, *args.depends_on],
                 # Fixed name and host ports: the old container must go first.
                 delete_before_replace=True,
             ),

@@ -47,7 +47,7 @@ CONTAINER_TYPE = "docker:index/container:Container"
 #: Labels every app container carries (components/common.py, components/app.py).
 ROLE_LABEL, COLOR_LABEL, APP_ROLE = "paper-trading.role", "paper-trading.color", "app"
 #: The code that turns settings into an app container: a change here changes what a color runs.
-CONTAINER_CODE = ("app.py", "common.py")
+CONTAINER_CODE = ("app.py", "carrier.py", "common.py")
 #: The fingerprint of a release nobody recorded (a stack older than release records).
 UNRECORDED = "unrecorded"
 

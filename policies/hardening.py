@@ -1,8 +1,8 @@
 """Container hardening after the CIS Docker Benchmark, section 5 (container runtime).
 
 Mandatory: privileges, capabilities, host namespaces, host mounts, no-new-privileges,
-memory, published ports, pinned images, user networks. Advisory: read-only root
-filesystem, healthcheck, bounded restarts.
+memory, published ports, pinned images, user networks, read-only root filesystem (with
+listed exceptions, never for the apps or the proxy). Advisory: healthcheck, bounded restarts.
 """
 
 from __future__ import annotations
@@ -24,9 +24,11 @@ from .props import (
     as_str,
     field,
     is_image_id,
+    labels,
     service,
     strings,
 )
+from .segmentation import is_app
 
 
 def _say(report: ReportViolation, message: str) -> None:
@@ -274,13 +276,41 @@ def check_user_networks_only(args: ResourceValidationArgs, report: ReportViolati
 # --------------------------------------------------------------------------- advisory
 
 
+CARRIER_LABEL = "paper-trading.carrier-for"
+ROLE_LABEL = "paper-trading.role"
+
+
+def is_carrier(props: object) -> bool:
+    """A never-started file carrier (components/carrier.py): labelled, `start` exactly false.
+
+    No process ever runs in it, so its root (writable for the provider's copy at `/`) is never written.
+    """
+    return len(labels(props).get(CARRIER_LABEL) or []) == 1 \
+        and as_bool(field(props, "start"), "start") is False \
+        and as_bool(field(props, "mustRun"), "mustRun") is not True
+
+
 def check_read_only_rootfs(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    """CIS 5.12: read-only root filesystem, except services whose image cannot run that way."""
+    """CIS 5.12: read-only root filesystem; an app or the proxy never has a writable one.
+
+    Exempt: a never-started carrier, and the services in `writableServices` (each with its reason
+    in docs/policies.md) unless it is an app (role, color or `app*` service label) or the proxy.
+    """
     if args.resource_type != CONTAINER:
         return
+    if as_bool(field(args.props, "readOnly"), "readOnly") is True or is_carrier(args.props):
+        return
     writable = {str(s) for s in settings.config(args, "container-read-only-rootfs")["writableServices"]}
-    if as_bool(field(args.props, "readOnly"), "readOnly") is not True and service(args.props) not in writable:
-        _say(report, "readOnly (root filesystem) should be true; use tmpfs/volumes for writable paths")
+    svc = service(args.props)
+    found = labels(args.props)
+    protected = is_app(args.props) or svc in settings.NEVER_WRITABLE \
+        or any(role in settings.NEVER_WRITABLE for role in found.get(ROLE_LABEL) or [])
+    if protected:
+        _say(report, f"readOnly (root filesystem) must be true for service {svc!r} (an app or the proxy "
+                     "never runs with a writable root; deliver files through components/carrier.py)")
+    elif svc not in writable:
+        _say(report, "readOnly (root filesystem) must be true; use tmpfs/volumes for writable paths, or "
+                     "list the service in writableServices with its reason (docs/policies.md)")
 
 
 def check_healthcheck(args: ResourceValidationArgs, report: ReportViolation) -> None:

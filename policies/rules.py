@@ -121,8 +121,9 @@ POLICIES: list[ResourceValidationPolicy] = [
     # Data safety.
     _policy("data-volumes-protected", data.check_data_volumes_protected, MANDATORY, HIGH),
     _policy("backend-network-internal", data.check_backend_network_internal, MANDATORY, HIGH),
+    # CIS 5.12, mandatory again (issue 21, item 7): files reach containers through carriers.
+    _policy("container-read-only-rootfs", hardening.check_read_only_rootfs, MANDATORY, MEDIUM, _cis("5.12")),
     # Advisory hardening.
-    _policy("container-read-only-rootfs", hardening.check_read_only_rootfs, ADVISORY, LOW, _cis("5.12")),
     _policy("container-healthcheck", hardening.check_healthcheck, ADVISORY, LOW, _cis("4.6")),
     _policy("container-restart-bounded", hardening.check_restart_bounded, ADVISORY, LOW, _cis("5.14")),
 ]

@@ -33,6 +33,30 @@ ALLOWED_HOST_MOUNTS: dict[str, list[str]] = {
     "proxy": ["/etc/ssl/paper-trading/"],
 }
 
+#: CIS 5.12 exceptions: the services that still run with a writable root, each with its reason
+#: (docs/policies.md lists the same). Never an app or the proxy: `container-read-only-rootfs`
+#: refuses a writable root for them whatever the config says.
+WRITABLE_REASONS: dict[str, str] = {
+    service: f"receives uploaded files ({what}); pulumi-docker extracts uploads at `/`, which Docker refuses "
+             "on a read-only root; moving them to a carrier (components/carrier.py) is open work"
+    for service, what in {
+        "postgres": "the password file",
+        "redis": "redis.conf with the password",
+        "rabbitmq": "its conf.d file, plugins and definitions with the password",
+        "backup": "the backup scripts and two passwords",
+        "postgres-exporter": "the database password",
+        "redis-exporter": "the password file",
+        "prometheus": "its configuration, rules and the Alertmanager password",
+        "alertmanager": "its configuration, web config and password",
+        "grafana": "provisioning, dashboards and two passwords",
+        "loki": "its configuration",
+        "log-collector": "its configuration",
+        "blackbox-exporter": "its configuration",
+    }.items()
+}
+#: Services whose root is never exempt (issue 21, item 7): the apps (any `app*` service) and the proxy.
+NEVER_WRITABLE = ("proxy",)
+
 _STRINGS = {"type": "array", "items": {"type": "string"}}
 _STRING_LISTS_BY_SERVICE = {"type": "object", "additionalProperties": _STRINGS}
 
@@ -48,7 +72,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "container-ports-bound": {"publicPorts": [80, 443], "publicServices": ["proxy"]},
     "backend-network-internal": {"internalNetworkSuffixes": ["-backend"]},
     "data-volumes-protected": {"disposableVolumeSuffixes": ["-backup-metrics"]},
-    "container-read-only-rootfs": {"writableServices": []},
+    "container-read-only-rootfs": {"writableServices": sorted(WRITABLE_REASONS)},
     "container-restart-bounded": {"maxRetries": 10},
     "monitoring-segmented": {
         "appNetworkSuffixes": ["-frontend", "-backend"],
@@ -97,7 +121,9 @@ SCHEMAS: dict[str, dict[str, dict[str, Any]]] = {
         },
     },
     "container-read-only-rootfs": {
-        "writableServices": {**_STRINGS, "description": "Services whose image cannot run read-only."},
+        "writableServices": {
+            **_STRINGS, "description": "Services that may keep a writable root (never an app or the proxy).",
+        },
     },
     "container-restart-bounded": {
         "maxRetries": {"type": "integer", "minimum": 1, "description": "Highest on-failure retry count."},

@@ -31,6 +31,7 @@ port for them and the test stack adds none.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -187,6 +188,18 @@ def _tar(files: dict[str, str], under: str, modes: dict[str, int] | None = None)
     return buffer.getvalue()
 
 
+def _provider_tar(files: dict[str, str], modes: dict[str, int]) -> bytes:
+    """pulumi-docker's upload archive: each file by its path relative to `/`, its mode, no owner."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for path, content in files.items():
+            data = content.encode()
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.size, info.mtime, info.mode = len(data), int(time.time()), modes[path]
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
 @dataclass
 class DockerEnv:
     """Handles on the running stack; `live_url`/`preview_url` are published on 127.0.0.1."""
@@ -256,6 +269,8 @@ class DockerEnv:
         if self.faults.get(color):
             environment["FAULTS"] = self.faults[color]
         environment.update(self.extra_env.get(color, {}))
+        if self.work:
+            self.carry(res)
         volumes = self.volumes_of(res) if self.work else None
         container = self.client.containers.create(
             i["image"], command=i.get("command"), name=i["name"], hostname=i["hostname"],
@@ -268,7 +283,6 @@ class DockerEnv:
         self.containers.append(container)
         if self.work:
             self.attach(container, res, self.backend)
-            self.upload(container, res)
         container.start()
         return container
 
@@ -292,9 +306,40 @@ class DockerEnv:
             if vol.get("hostPath"):
                 raise RuntimeError(f"{res.inputs['name']}: renders a host path {vol['hostPath']!r}")
             name = vol.get("volumeName") or f"{res.inputs['name']}-anon-{index}"
-            self.client.volumes.create(name, labels=labels)
+            if not self.client.volumes.list(filters={"name": f"^{name}$"}):
+                self.client.volumes.create(name, labels=labels)
             mounts.append(f"{name}:{vol['containerPath']}:{'ro' if vol.get('readOnly') else 'rw'}")
         return mounts
+
+    def carriers_of(self, res: Any) -> list[Any]:
+        """The rendered never-started carriers that hold `res`'s files (components/carrier.py)."""
+        from components.carrier import CARRIER_LABEL
+
+        return [c for c in self.graph.containers if c.label_map.get(CARRIER_LABEL) == res.inputs["name"]]
+
+    def carry(self, res: Any, image: str | None = None) -> None:
+        """`res`'s carriers like the provider: created (never started) with their named volumes, the
+        uploads copied as one archive extracted at `/`; `res` then mounts the volumes read-only."""
+        import docker.errors
+
+        for carrier in self.carriers_of(res):
+            i = carrier.inputs
+            try:
+                self.client.containers.get(i["name"])
+                continue  # a replaced consumer keeps its carrier, as under the engine
+            except docker.errors.NotFound:
+                pass
+            container = self.client.containers.create(
+                image or i["image"], name=i["name"], hostname=i["hostname"],
+                labels={**carrier.label_map, TEST_LABEL: self.prefix}, **hardening(carrier),
+                volumes=self.volumes_of(carrier), network_mode="none",
+            )
+            self.containers.append(container)
+            uploads = {str(u["file"]): str(u["content"]) for u in i.get("uploads") or []}
+            modes = {str(u["file"]): int(str(u.get("permissions") or "0444"), 8)
+                     for u in i.get("uploads") or []}
+            if not container.put_archive("/", _provider_tar(uploads, modes)):
+                raise RuntimeError(f"{i['name']}: the carrier's upload failed")
 
     def upload(self, container: Any, res: Any) -> None:
         """The rendered uploads, like the provider: into the created container, each into its volume."""
@@ -380,7 +425,8 @@ class DockerEnv:
         from components.app import container_name
 
         res = rendered_container(self.graph, container_name(self.prefix, "blue", 1))
-        [content] = [u["content"] for u in res.inputs.get("uploads") or [] if u["file"] == path]
+        [content] = [u["content"] for c in self.carriers_of(res) for u in c.inputs.get("uploads") or []
+                     if u["file"] == path]
         return str(content)
 
     def handoff_target(self) -> Any:
@@ -445,22 +491,26 @@ class DockerEnv:
         keywords = hardening(res)
         # The IDS's access-log file lives on the proxy-logs volume (a tmpfs owned by nginx's uid):
         # here a tmpfs with the same owner at the rendered path (issue 14, part 2).
-        for vol in i.get("volumes") or []:
-            if str(vol.get("volumeName") or "").endswith("-proxy-logs"):
-                keywords["tmpfs"] = {**(keywords["tmpfs"] or {}), vol["containerPath"]: "rw,uid=101,gid=101"}
+        logs = [v for v in i.get("volumes") or [] if str(v.get("volumeName") or "").endswith("-proxy-logs")]
+        for vol in logs:
+            keywords["tmpfs"] = {**(keywords["tmpfs"] or {}), vol["containerPath"]: "rw,uid=101,gid=101"}
+        # The files as the program delivers them: its never-started carrier fills the configuration
+        # volume, which the proxy mounts read-only; the routing markers get a volume of their own.
+        self.carry(res, image=self.base_image)
+        rendered_volumes = {**i, "volumes": [v for v in i.get("volumes") or [] if v not in logs]}
+        volumes = self.volumes_of(dataclasses.replace(res, inputs=rendered_volumes))
+        if not any(v.endswith(f":{CONF_DIR}:ro") for v in volumes):
+            raise RuntimeError(f"the program mounts {volumes} into the proxy, expected {CONF_DIR} read-only")
         container = self.client.containers.create(
             self.base_image, command=i["command"], name=owner, hostname=i["hostname"],
             labels={**res.label_map, TEST_LABEL: self.prefix}, **keywords,
-            volumes={f"{self.prefix}-proxy-conf": {"bind": CONF_DIR, "mode": "rw"}},
+            volumes=volumes,
             network=self.network,
             ports={f"{port}/tcp": ("127.0.0.1", None) for port in sorted(published)},
         )
         self.containers.append(container)
         # The status listener binds to the metrics-only alias: nginx does not start without it.
         self.attach(container, res, f"{self.prefix}-metrics")
-        # Like the provider's uploads: files go in before the first start, into the
-        # volume (Docker refuses to write anywhere else on a read-only rootfs).
-        container.put_archive(CONF_DIR, _tar(files, CONF_DIR))
         container.start()
         container.reload()
         ports = container.attrs["NetworkSettings"]["Ports"]

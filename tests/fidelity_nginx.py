@@ -31,7 +31,7 @@ from tools.render import stack_config
 
 PROXY = "paper-trading-proxy"
 CONF_FILE = f"{PROXY}/etc/paper-trading/nginx/nginx.conf"
-ROUTING_FILE = f"{PROXY}/etc/paper-trading/nginx/routing/routing.conf"
+ROUTING_FILE = f"{PROXY}/etc/paper-trading/nginx/routing.conf"
 
 
 @cache
@@ -99,12 +99,12 @@ def loopback_edits(root: Path, ports: Ports, upstreams: Mapping[str, int]) -> li
         Edit("pid /tmp/nginx.pid;", f"pid {root}/nginx.pid;", 1),
         Edit("/var/cache/nginx/", f"{root}/cache/", 5),
         Edit(
-            "include /etc/paper-trading/nginx/routing/routing.conf;",
+            "include /etc/paper-trading/nginx/routing.conf;",
             f"include {root}/routing/routing.conf;",
             1,
         ),
         # the routing markers the app servers test per request (live-*, preview-*): 2 per server
-        Edit("/etc/paper-trading/nginx/routing/", f"{root}/routing/", 4),
+        Edit("/etc/paper-trading/routing/", f"{root}/routing/", 4),
         Edit("root /var/www/acme;", f"root {root}/acme;", 1),
         # the IDS's copy of the access log on the proxy-logs volume -> the temp dir (issue 14, part 2)
         Edit("access_log /var/log/paper-trading/access.log ids;",

@@ -5,7 +5,8 @@ container it enables is started with the Docker SDK from its rendered inputs, th
 pulumi-docker would: image, user, command, entrypoint, envs, tmpfs, read-only root,
 capabilities, security options, memory/CPU limits, init, restart policy, user networks
 with the rendered aliases, volumes (fresh named volumes, shared ones shared), and the
-uploads written into the created-but-not-started container. Containers start in
+uploads written into the created-but-not-started container (a file carrier, `start: false`,
+is only created). Containers start in
 dependency order (the rendered `dependsOn`), and a dependency created with `wait=true`
 must be healthy first, as the provider waits for it. Then each container must become
 healthy by its own rendered healthcheck, or, without one (only the exporters whose upstream
@@ -247,6 +248,8 @@ class CiStack:
             groups.setdefault(under, []).append(upload)
         for under, uploads in groups.items():
             assert container.put_archive(under, _upload_tar(uploads, under)), f"{name}: upload to {under}"
+        if inputs.get("start") is False:
+            return container  # a file carrier (components/carrier.py): created, never started
         container.start()
         return container
 
@@ -258,6 +261,8 @@ class CiStack:
         container = self.started[inputs["name"]]
         container.reload()
         state = container.attrs["State"]
+        if inputs.get("start") is False:  # a carrier: done once created with its files, never running
+            return state["Status"] == "created"
         gave_up = container.attrs.get("RestartCount", 0) >= int(inputs.get("maxRetryCount") or 0)
         if state["Status"] == "exited" and state.get("ExitCode") and not state.get("Restarting") and gave_up:
             return False

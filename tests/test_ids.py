@@ -98,7 +98,8 @@ def _ci() -> Any:
 
 def test_proxy_writes_the_access_log_file_on_the_volume() -> None:
     proxy = next(r for r in rendered("prod").containers if r.name == "proxy")
-    conf = next(u["content"] for u in proxy.inputs["uploads"] if u["file"].endswith("nginx.conf"))
+    carrier = next(r for r in rendered("prod").containers if r.name == "proxy-carrier")
+    conf = next(u["content"] for u in carrier.inputs["uploads"] if u["file"].endswith("nginx.conf"))
     assert "    access_log /var/log/paper-trading/access.log ids;" in conf.splitlines()
     volumes = {v["containerPath"]: v for v in proxy.inputs["volumes"]}
     assert volumes["/var/log/paper-trading"]["volumeName"].endswith("-proxy-logs")
@@ -114,8 +115,8 @@ def test_auth_jail_watches_every_auth_rate_limited_location() -> None:
 
     from components.ids_config import auth_paths, failregexes
 
-    proxy = next(r for r in rendered("prod").containers if r.name == "proxy")
-    conf = next(u["content"] for u in proxy.inputs["uploads"] if u["file"].endswith("nginx.conf"))
+    carrier = next(r for r in rendered("prod").containers if r.name == "proxy-carrier")
+    conf = next(u["content"] for u in carrier.inputs["uploads"] if u["file"].endswith("nginx.conf"))
     limited = {m.group(1) for m in re.finditer(r"location (\S+) \{[^}]*limit_req zone=auth ", conf)}
     settings = prod_settings()
     assert limited and limited <= set(auth_paths(settings)), (limited, auth_paths(settings))

@@ -56,6 +56,7 @@ def free_port() -> int:
 def local_paths(root: Path) -> NginxPaths:
     return NginxPaths(
         conf_dir=str(root), routing_include=str(root / "routing" / "routing.conf"),
+        markers_dir=str(root / "routing"),
         tls_cert=str(root / "tls" / "fullchain.pem"), tls_key=str(root / "tls" / "privkey.pem"),
         pid=str(root / "nginx.pid"), temp_dir=str(root / "cache"),
         access_log=str(root / "access.log"), error_log=str(root / "error.log"), acme_root=str(root / "acme"),
@@ -133,7 +134,8 @@ def _status_listens(conf: str) -> list[str]:
 
 def test_production_listeners_and_paths() -> None:
     conf = render_nginx_conf(stack_settings("prod"))
-    assert "include /etc/paper-trading/nginx/routing/routing.conf;" in conf
+    assert "include /etc/paper-trading/nginx/routing.conf;" in conf
+    assert "if (-f /etc/paper-trading/routing/live-blue)" in conf
     assert "include /etc/nginx/mime.types;" in conf
     assert "resolver 127.0.0.11 valid=5s ipv6=off;" in conf
     assert 'blue "app-blue:3000";' in conf and 'green "app-green:3000";' in conf

@@ -41,7 +41,15 @@ def _labels(res: Resource) -> dict[str, str]:
 
 
 def app(graph: Graph) -> Resource:
-    return next(r for r in graph.containers if _labels(r).get("paper-trading.role") == "app")
+    """The first app container that runs (not a carrier)."""
+    return next(r for r in graph.containers if _labels(r).get("paper-trading.role") == "app"
+                and "paper-trading.carrier-for" not in _labels(r))
+
+
+def app_carrier(graph: Graph) -> Resource:
+    """The never-started carrier that holds the first app container's secret files."""
+    consumer = app(graph).inputs["name"]
+    return next(r for r in graph.containers if _labels(r).get("paper-trading.carrier-for") == consumer)
 
 
 def svc(name: str) -> Callable[[Graph], Resource]:
@@ -183,6 +191,7 @@ VOL = "data-volumes-protected"
 BACK = "backend-network-internal"
 SEG = "monitoring-segmented"
 HG = "host-guard-confined"
+RO = "container-read-only-rootfs"
 M = Mutant
 
 MUTANTS: list[Mutant] = [
@@ -245,8 +254,8 @@ MUTANTS: list[Mutant] = [
            add_env("BINANCE_TRADE_API_KEY_FILE=/run/secrets/binance_trade_key")),
     M(KEYS, "withdraw-key-env", app,
            add_env("KUCOIN_WITHDRAW_KEY_FILE=/run/secrets/kucoin_withdraw")),
-    M(KEYS, "transfer-file", app, rename_upload(KEY, "/run/secrets/binance_transfer_key")),
-    M(KEYS, "trading-key-file", app,
+    M(KEYS, "transfer-file", app_carrier, rename_upload(KEY, "/run/secrets/binance_transfer_key")),
+    M(KEYS, "trading-key-file", app_carrier,
            rename_upload(KEY, "/run/secrets/binance_trading_api_key")),
     M(KEYS, "new-exchange-without-permissions", app,
            add_env("KRAKEN_API_KEY_FILE=/run/secrets/kraken_api_key")),
@@ -405,8 +414,15 @@ MUTANTS: list[Mutant] = [
     M(BACK, "not-internal", backend, put("internal", False)),
     M(BACK, "internal-removed", backend, put("internal", DROP)),
     M(BACK, "dev-not-internal", backend, put("internal", False), stack="dev"),
+    # container-read-only-rootfs (mandatory again, issue 21 item 7: files arrive through carriers)
+    M(RO, "writable-rootfs", app, put("readOnly", False)),
+    M(RO, "writable-rootfs-proxy", svc("proxy"), put("readOnly", False)),
+    M(RO, "writable-rootfs-unlisted-service", svc("ids"), put("readOnly", False)),
+    M(RO, "carrier-started", app_carrier, put("start", True)),
+    M(RO, "carrier-must-run", app_carrier, put("mustRun", True)),
+    M(RO, "carrier-label-on-a-running-app", app, both(put("readOnly", False),
+                                                        add_label("paper-trading.carrier-for", "x"))),
     # advisory
-    M("container-read-only-rootfs", "writable-rootfs", app, put("readOnly", False)),
     M("container-healthcheck", "no-healthcheck", svc("postgres"), put("healthcheck", DROP)),
     M("container-restart-bounded", "restart-always", svc("redis"), put("restart", "always")),
     M("container-restart-bounded", "unbounded-retries", svc("redis"), put("maxRetryCount", 0.0)),
@@ -517,7 +533,7 @@ UNKNOWN_CASES: list[tuple[str, Callable[[Graph], Resource], str]] = [
     ("paper-trading-mode", app, "labels.0.value"),
     ("read-only-exchange-keys", app, "envs"),
     ("read-only-exchange-keys", app, "envs.1"),
-    ("read-only-exchange-keys", app, "uploads.0.file"),
+    ("read-only-exchange-keys", app_carrier, "uploads.0.file"),
     ("app-containers-labelled", svc("postgres"), "image"),
     ("app-containers-labelled", svc("postgres"), "envs"),
     ("app-containers-labelled", app, "labels"),
@@ -592,7 +608,7 @@ def test_props_reach_the_policies_wrapped_like_the_runtime() -> None:
     seen: list[Any] = []
 
     def spy(args: Any, report: Any) -> None:
-        if args.resource_type == CONTAINER and args.name == "blue-1":
+        if args.resource_type == CONTAINER and args.name == "blue-1-carrier":
             seen.append(args)
 
     probe = ResourceValidationPolicy(name="probe", description="probe", validate=spy)
@@ -603,7 +619,7 @@ def test_props_reach_the_policies_wrapped_like_the_runtime() -> None:
     assert not isinstance(args.props["envs"], list)
     secret = [u["content"] for u in args.props["uploads"] if u["file"] == KEY]
     assert secret == ["secret:exchanges.binance.apiKey"]
-    assert args.props["memory"] == 512.0
+    assert args.props["memory"] == 512.0 and args.props["start"] is False
     assert args.opts.protect is False
 
 
@@ -685,8 +701,8 @@ def test_interface_names_and_levels() -> None:
                 "container-ports-bound", "container-image-pinned", "container-user-networks-only",
                 "data-volumes-protected", "backend-network-internal"}
     assert required <= set(MANDATORY_NAMES)
-    assert set(ADVISORY_NAMES) == {"container-read-only-rootfs", "container-healthcheck",
-                                   "container-restart-bounded"}
+    assert "container-read-only-rootfs" in MANDATORY_NAMES
+    assert set(ADVISORY_NAMES) == {"container-healthcheck", "container-restart-bounded"}
     assert len(set(_names(POLICIES))) == len(POLICIES)
 
 

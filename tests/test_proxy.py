@@ -64,6 +64,13 @@ def _proxy(graph: Graph) -> Resource:
     return found[0]
 
 
+def _carrier(graph: Graph) -> Resource:
+    """The proxy's never-started file carrier (components/carrier.py)."""
+    name = _proxy(graph).inputs["name"]
+    (found,) = [r for r in graph.containers if r.label_map.get("paper-trading.carrier-for") == name]
+    return found
+
+
 @pytest.fixture(scope="module", params=["prod", "dev"])
 def rendered_proxy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
     stack = request.param
@@ -114,7 +121,8 @@ def test_hardening_image_and_options(rendered_proxy: Any) -> None:
     inputs = proxy.inputs
     assert inputs["image"] == settings.images.nginx
     assert inputs["user"] == "101:101"
-    assert inputs["readOnly"] is (not inputs.get("uploads"))  # writable only for uploads
+    # Issue 21, item 7: read-only; the files come from the carrier's volume, mounted read-only.
+    assert inputs["readOnly"] is True and not inputs.get("uploads")
     assert inputs["capabilities"]["drops"] == ["ALL"]
     assert not inputs["capabilities"].get("adds"), "unprivileged ports need no capability"
     assert inputs["wait"] is True
@@ -124,7 +132,13 @@ def test_hardening_image_and_options(rendered_proxy: Any) -> None:
     # The IDS's access-log file (issue 14, part 2): the proxy-logs volume and a rotation loop beside nginx.
     ids = settings.security.ids.enabled
     assert [v["containerPath"] for v in inputs["volumes"]] == [
-        "/etc/paper-trading/nginx", *(["/var/log/paper-trading"] if ids else [])]
+        "/etc/paper-trading/nginx", "/etc/paper-trading/routing",
+        *(["/var/log/paper-trading"] if ids else [])]
+    conf, routing = inputs["volumes"][:2]
+    assert conf["readOnly"] is True and conf["volumeName"].startswith(f"{inputs['name']}-files-")
+    # The markers: a volume of the proxy's own (anonymous: removed with it), writable by root only.
+    assert not routing.get("readOnly") and not routing.get("volumeName") and not routing.get("hostPath")
+    assert _carrier(graph).urn in proxy.options["dependsOn"]
     assert inputs["command"][:4] == (["sh", "-c", inputs["command"][2], "/var/log/paper-trading/access.log"]
                                      if ids else ["nginx", "-e", "stderr", "-c"])
     assert inputs["command"][-1] == "/etc/paper-trading/nginx/nginx.conf" or not ids
@@ -142,8 +156,12 @@ def test_hardening_image_and_options(rendered_proxy: Any) -> None:
 
 
 def test_uploads_are_the_rendered_config(rendered_proxy: Any) -> None:
-    _, _, settings, proxy = rendered_proxy
-    uploads = {u["file"]: u["content"] for u in proxy.inputs["uploads"]}
+    _, graph, settings, proxy = rendered_proxy
+    carrier = _carrier(graph)
+    uploads = {u["file"]: u["content"] for u in carrier.inputs["uploads"]}
+    assert {u["permissions"] for u in carrier.inputs["uploads"]} == {"0444"}
+    assert (carrier.inputs["start"], carrier.inputs["mustRun"], carrier.inputs["image"]) == (
+        False, False, settings.images.nginx)
     assert uploads == {CONF_PATH: render_nginx_conf(settings, proxy_paths(settings)),
                        ROUTING_PATH: render_routing(None, None)}
     assert "none" in uploads[ROUTING_PATH], "the bootstrap routing must promote nothing"
@@ -178,4 +196,7 @@ def test_proxy_inputs_change_with_proxy_settings(tmp_path: Path) -> None:
     proxy_cfg = json.loads(config["paper-trading:proxy"])
     base, _ = _evaluate("prod", tmp_path / "a")
     changed, _ = _evaluate("prod", tmp_path / "b", proxy={**proxy_cfg, "workerShutdownTimeout": "90s"})
-    assert _proxy(base).inputs["uploads"] != _proxy(changed).inputs["uploads"]
+    assert _carrier(base).inputs["uploads"] != _carrier(changed).inputs["uploads"]
+    # A new file is a new volume name, so the proxy itself is replaced (its inputs change too).
+    names = [_proxy(graph).inputs["volumes"][0]["volumeName"] for graph in (base, changed)]
+    assert names[0] != names[1]

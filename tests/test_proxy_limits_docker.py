@@ -60,9 +60,16 @@ def proxy_resource(stack: str) -> Any:
     return found[0]
 
 
+def proxy_uploads(stack: str) -> list[dict[str, Any]]:
+    """The files the proxy reads: its never-started carrier's uploads (components/carrier.py)."""
+    name = proxy_resource(stack).inputs["name"]
+    (carrier,) = [r for r in rendered(stack).containers
+                  if r.label_map.get("paper-trading.carrier-for") == name]
+    return list(carrier.inputs["uploads"])
+
+
 def proxy_conf(stack: str) -> str:
-    res = proxy_resource(stack)
-    confs = [u["content"] for u in res.inputs["uploads"] if u["file"] == CONF_PATH]
+    confs = [u["content"] for u in proxy_uploads(stack) if u["file"] == CONF_PATH]
     assert len(confs) == 1, f"{stack}: the proxy receives no {CONF_PATH}"
     return str(confs[0])
 
@@ -137,6 +144,10 @@ def proxy(client: Any) -> Iterator[Any]:
     stack = CiStack(client, graph)
     try:
         stack.create_networks()
+        # Its files first: the never-started carrier fills the volume the proxy mounts read-only.
+        for carrier in graph.containers:
+            if carrier.label_map.get("paper-trading.carrier-for") == res.inputs["name"]:
+                stack.start(carrier.inputs)
         container = stack.start(res.inputs)
         deadline = time.monotonic() + HEALTH_TIMEOUT
         while (state := stack.status(res)) is None and time.monotonic() < deadline:
@@ -173,7 +184,7 @@ def test_rendered_config_passes_nginx_t_in_the_image(client: Any, stack: str) ->
     res = proxy_resource(stack)
     image = proxy_resource("ci").inputs["image"]
     conf = proxy_conf(stack)
-    files = {u["file"]: str(u["content"]).encode() for u in res.inputs["uploads"]}
+    files = {u["file"]: str(u["content"]).encode() for u in proxy_uploads(stack)}
     if stack_settings(stack).server.ssl.enabled:
         ca = trustme.CA()
         leaf = ca.issue_cert(stack_settings(stack).server.host)

@@ -39,8 +39,8 @@ from tests.support import missing, rendered, require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = "etc/paper-trading/nginx/nginx.conf"
-ROUTING = "etc/paper-trading/nginx/routing/routing.conf"
-ROUTING_INCLUDE = "include /etc/paper-trading/nginx/routing/routing.conf;"
+ROUTING = "etc/paper-trading/nginx/routing.conf"
+ROUTING_INCLUDE = "include /etc/paper-trading/nginx/routing.conf;"
 STACKS = ("prod", "dev", "ci")
 #: gixy's levels, lowest first; everything from LOW up fails the test.
 SEVERITIES = ("UNSPECIFIED", "LOW", "MEDIUM", "HIGH")

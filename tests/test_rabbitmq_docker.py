@@ -54,7 +54,9 @@ class _Subset:
         self._graph = graph
         service = [(r, r.label_map.get("paper-trading.service")) for r in graph.containers]
         self.containers = [r for r, name in service if name == "rabbitmq"]
-        self.apps = [r for r, name in service if name == "app-blue"]
+        # The blue app's files are its never-started carrier's uploads (components/carrier.py).
+        self.apps = [r for r, name in service
+                     if name == "app-blue" and "paper-trading.carrier-for" in r.label_map]
 
     def of_type(self, type_: str) -> list[Any]:
         return list(self._graph.of_type(type_))

@@ -178,6 +178,29 @@ def test_the_program_pins_the_live_color_and_guards_every_app_container() -> Non
             assert res.options["ignoreChanges"] == (["*"] if color == "green" else []), res.name
 
 
+def test_the_live_colors_carriers_and_file_volumes_are_pinned_the_idle_ones_not() -> None:
+    """Issue 21, item 7: a shared change (a new exchange key) must neither rewrite the files the live
+    color reads nor delete the volume it has mounted, so its carriers and volumes are pinned too."""
+    config, secrets = stack_config("ci")
+    graph = evaluate("ci", config=config, secret_keys=secrets, state=_program_state("ci", "green"))
+    (guard,) = [r for r in graph.resources if r.name == "release-guard"]
+    for color in COLORS:
+        consumers = [r for r in _app_containers(graph, color)
+                     if "paper-trading.carrier-for" not in r.label_map]
+        carriers = [r for r in graph.containers if r.label_map.get("paper-trading.carrier-for")
+                    in {c.inputs["name"] for c in consumers}]
+        volumes = [r for r in graph.of_type("docker:index/volume:Volume")
+                   if r.name.startswith(f"{color}-") and r.name.endswith("-files")]
+        assert consumers and len(carriers) == len(consumers) == len(volumes), color
+        for res in [*carriers, *volumes]:
+            assert res.options["ignoreChanges"] == (["*"] if color == "green" else []), res.name
+            assert guard.urn in res.options["dependsOn"], res.name
+        for consumer in consumers:
+            (mount,) = consumer.inputs["volumes"]
+            assert mount["readOnly"] is True and consumer.inputs["readOnly"] is True, consumer.name
+            assert mount["volumeName"] in {v.inputs["name"] for v in volumes}, consumer.name
+
+
 def test_the_program_refuses_a_new_image_for_the_live_color_at_preview() -> None:
     state = _program_state("ci", "blue")
     config, secrets = stack_config("ci")
@@ -212,5 +235,6 @@ def test_scaling_a_color_changes_no_proxy_input() -> None:
                                secret_keys=secrets))
     proxies = [[r for r in g.containers if r.inputs.get("name", "").endswith("-proxy")] for g in graphs]
     assert len(proxies[0]) == 1 and proxies[0][0].inputs == proxies[1][0].inputs
-    blue = [len(_app_containers(g, "blue")) for g in graphs]
+    blue = [len([r for r in _app_containers(g, "blue") if "paper-trading.carrier-for" not in r.label_map])
+            for g in graphs]
     assert blue == [1, 3]

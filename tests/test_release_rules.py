@@ -38,7 +38,7 @@ def settings() -> Any:
     return base_settings("paper-trading-release-rules")
 
 
-@pytest.mark.parametrize("module", ["app.py", "common.py"])
+@pytest.mark.parametrize("module", ["app.py", "carrier.py", "common.py"])
 def test_the_code_that_builds_a_container_is_part_of_the_fingerprint(
     settings: Any, tmp_path: Path, module: str
 ) -> None:

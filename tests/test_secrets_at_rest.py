@@ -49,12 +49,19 @@ def with_secrets(stack: str) -> list[Resource]:
     return [res for res in rendered(stack).containers if secret_uploads(res)]
 
 
+CARRIER_LABEL = "paper-trading.carrier-for"
+
+
+def is_carrier(res: Resource) -> bool:
+    return CARRIER_LABEL in res.label_map
+
+
 STACKS = ("prod", "ci")
 
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_secret_files_live_in_anonymous_volumes_removed_with_the_container(stack: str) -> None:
-    holders = with_secrets(stack)
+    holders = [r for r in with_secrets(stack) if not is_carrier(r)]
     assert len(holders) >= 5, [r.name for r in holders]
     for res in holders:
         assert res.inputs.get("removeVolumes") is True, f"{res.name}: anonymous volumes must go with it"
@@ -63,6 +70,26 @@ def test_secret_files_live_in_anonymous_volumes_removed_with_the_container(stack
             target = str(upload["file"])
             assert any(target.startswith(v + "/") for v in volumes), (
                 f"{res.name}: {target} is not in an anonymous volume (named volume, bind or image layer)")
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_carrier_secret_files_live_in_a_named_volume_only_their_consumer_mounts_read_only(stack: str) -> None:
+    """The apps' secrets (issue 21, item 7): in a never-started carrier's named volume, not in the app."""
+    graph = rendered(stack)
+    carriers = [r for r in with_secrets(stack) if is_carrier(r)]
+    apps = [r for r in graph.containers
+            if r.label_map.get("paper-trading.role") == "app" and not is_carrier(r)]
+    assert apps and len(carriers) == len(apps), [r.name for r in carriers]
+    for res in carriers:
+        assert res.inputs["start"] is False and res.inputs["mustRun"] is False, res.name
+        (volume,) = res.inputs["volumes"]
+        name = str(volume["volumeName"])
+        for upload in secret_uploads(res):
+            assert str(upload["file"]).startswith(volume["containerPath"] + "/"), (res.name, upload["file"])
+        mounting = [(c.inputs["name"], v.get("readOnly")) for c in graph.containers
+                    for v in c.inputs.get("volumes") or [] if v.get("volumeName") == name and c is not res]
+        assert mounting == [(res.label_map[CARRIER_LABEL], True)], (res.name, mounting)
+        assert not any(app.inputs.get("uploads") for app in apps)
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -165,7 +192,7 @@ def _sh(handle: Any, script: str, user: str) -> tuple[int, str]:
     return code, out.decode()
 
 
-@pytest.mark.parametrize("name", ["blue-1", "backup", "postgres-exporter"])
+@pytest.mark.parametrize("name", ["backup", "postgres-exporter"])
 def test_on_docker_secret_files_are_read_only_root_owned_and_removed_with_the_container(
     client: Any, name: str,
 ) -> None:
@@ -205,3 +232,70 @@ def test_on_docker_secret_files_are_read_only_root_owned_and_removed_with_the_co
     for volume, source in sources:
         assert volume not in left, f"{name}: anonymous volume {volume} outlived the container"
         assert not os.path.exists(source)
+
+
+def test_on_docker_an_apps_secret_files_come_from_its_carrier_read_only_root_owned(client: Any) -> None:
+    """The app's files as the provider delivers them (issue 21, item 7): its never-started carrier is
+    created with the rendered named volume and gets the archive at `/`; the app, read-only root and
+    the volume mounted read-only, reads them as its user and can change nothing; the volume outlives
+    both containers until the engine deletes it (its Volume resource), and then its folder is gone."""
+    graph = rendered("ci")
+    consumer = next(r for r in graph.containers if r.name == "blue-1")
+    carrier = next(r for r in graph.containers if r.label_map.get(CARRIER_LABEL) == consumer.inputs["name"])
+    image = str(consumer.inputs["image"])
+    try:
+        client.images.get(image)
+    except Exception:  # noqa: BLE001 - the image is built by scripts/build-test-images --ci
+        from tests.support import missing
+
+        missing(f"image {image} (run scripts/build-test-images --ci)")
+    (volume,) = carrier.inputs["volumes"]
+    (mount,) = [v for v in consumer.inputs["volumes"] if v.get("volumeName") == volume["volumeName"]]
+    name = f"secrets-at-rest-{uuid.uuid4().hex[:8]}"
+    client.volumes.create(name, labels={TEST_LABEL: "secrets-at-rest"})
+    made = client.api.create_container(
+        image, user=carrier.inputs.get("user") or "", labels={TEST_LABEL: "secrets-at-rest"},
+        name=f"{name}-files", host_config=client.api.create_host_config(
+            read_only=bool(carrier.inputs.get("readOnly")), cap_drop=["ALL"],
+            security_opt=["no-new-privileges:true"], binds=[f"{name}:{volume['containerPath']}:rw"],
+            network_mode="none",
+        ),
+    )
+    files: dict[str, bytes] = {}
+    for upload in secret_uploads(carrier):
+        content = f"fake-{uuid.uuid4().hex}".encode()
+        files[str(upload["file"])] = content
+        assert client.api.put_archive(made["Id"], "/", _archive(upload, content))
+    assert client.api.inspect_container(made["Id"])["State"]["Status"] == "created"
+    user = str(consumer.inputs.get("user") or "0")
+    app = client.api.create_container(
+        image, entrypoint=["sleep", "600"], user=user, labels={TEST_LABEL: "secrets-at-rest"},
+        name=f"{name}-app", host_config=client.api.create_host_config(
+            read_only=consumer.inputs["readOnly"], cap_drop=["ALL"], security_opt=["no-new-privileges:true"],
+            binds=[f"{name}:{mount['containerPath']}:{'ro' if mount['readOnly'] else 'rw'}"],
+            network_mode="none",
+        ),
+    )
+    handle = client.containers.get(app["Id"])
+    handle.start()
+    root = client.info()["DockerRootDir"]
+    source = client.volumes.get(name).attrs["Mountpoint"]
+    try:
+        assert files and consumer.inputs["readOnly"] is True
+        for path, content in files.items():
+            expected = next(u["permissions"] for u in secret_uploads(carrier) if u["file"] == path)
+            assert _sh(handle, f"stat -c '%a %u %g' {path}", user) == (0, f"{expected.lstrip('0')} 0 0\n")
+            assert _sh(handle, f"cat {path}", user) == (0, content.decode())
+            assert _sh(handle, f"echo x > {path}", user)[0] != 0, "the app cannot change it"
+            assert _sh(handle, f"rm -f {path}", user)[0] != 0, "the app cannot delete it"
+            assert _sh(handle, f"cat {path}", "0")[1] == content.decode()
+            if os.path.isdir(root):
+                assert os.path.isfile(os.path.join(source, os.path.basename(path)))
+        assert _sh(handle, "echo x > /etc/written", "0")[0] != 0, "read-only root, even for root"
+    finally:
+        handle.stop(timeout=1)
+        client.api.remove_container(app["Id"], force=True, v=True)
+        client.api.remove_container(made["Id"], force=True, v=bool(carrier.inputs.get("removeVolumes")))
+    assert name in {v.name for v in client.volumes.list()}, "a named volume outlives its containers"
+    client.volumes.get(name).remove()  # the engine's delete of the Volume resource
+    assert not os.path.exists(source)

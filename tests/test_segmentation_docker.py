@@ -85,7 +85,8 @@ class Env:
         self.stack, self.graph, self.prober = stack, graph, prober
 
     def rendered(self, service: str) -> Any:
-        (res,) = [r for r in self.graph.containers if r.label_map.get("paper-trading.service") == service]
+        (res,) = [r for r in self.graph.containers if r.label_map.get("paper-trading.service") == service
+                  and "paper-trading.carrier-for" not in r.label_map]
         return res
 
     def container(self, service: str) -> Any:
@@ -93,7 +94,8 @@ class Env:
 
     def apps(self) -> list[Any]:
         return [self.stack.started[r.inputs["name"]] for r in self.graph.containers
-                if r.label_map.get("paper-trading.role") == "app"]
+                if r.label_map.get("paper-trading.role") == "app"
+                and "paper-trading.carrier-for" not in r.label_map]
 
     def addresses(self, service: str) -> dict[str, str]:
         container = self.container(service)
@@ -230,7 +232,8 @@ def _query(env: Env, expr: str) -> list[dict[str, Any]]:
 
 def test_prometheus_scrapes_the_apps_through_the_relay(env: Env) -> None:
     apps = {r.inputs["name"]: r.label_map["paper-trading.color"] for r in env.graph.containers
-            if r.label_map.get("paper-trading.role") == "app"}
+            if r.label_map.get("paper-trading.role") == "app"
+            and "paper-trading.carrier-for" not in r.label_map}
     wanted = {(name, color, "1") for name, color in apps.items()}
     queries = ('up{job="app"}', 'paper_trading_mode{job="app"}', 'probe_success{job="app-ready"}')
     am_up = 'up{job="alertmanager"}'

@@ -83,7 +83,11 @@ def test_the_rule_sees_apps_and_the_control_plane() -> None:
     graph = rendered("prod")
     services = {_labels(r).get("paper-trading.service") for r in graph.containers}
     assert {"prometheus", "alertmanager", "grafana", "loki"} <= services
-    assert sum(1 for r in graph.containers if _labels(r).get("paper-trading.role") == "app") == 4
+    apps = [r for r in graph.containers if _labels(r).get("paper-trading.role") == "app"]
+    # 4 replicas, and their 4 never-started carriers (components/carrier.py), on backend only.
+    assert sum(1 for r in apps if "paper-trading.carrier-for" not in _labels(r)) == 4
+    assert {n["name"] for r in apps if "paper-trading.carrier-for" in _labels(r)
+            for n in r.inputs["networksAdvanced"]} == {"paper-trading-backend"}
 
 
 # --------------------------------------------------------------------------- mutants
@@ -112,7 +116,8 @@ def test_control_plane_on_an_app_network_is_refused() -> None:
         resources = _graph_with(graph, res, _join("paper-trading-frontend"))
         found = Analyzer(ALL_POLICIES).run(resources)
         apps = sorted(str(r.inputs["name"]) for r in graph.containers
-                      if _labels(r).get("paper-trading.role") == "app")
+                      if _labels(r).get("paper-trading.role") == "app"
+                      and "paper-trading.carrier-for" not in _labels(r))
         assert (RULE, res.name, "mandatory") in _ours(found), service
         assert [(s.container, s.network) for s in _shared(resources)] == [
             (name, "paper-trading-frontend") for name in apps], service

@@ -15,6 +15,11 @@ STACKS = stack_names()
 CONTAINER = "docker:index/container:Container"
 
 
+def _carrier(res: Resource) -> bool:
+    """A never-started file carrier (components/carrier.py), not a running container."""
+    return "paper-trading.carrier-for" in _labels(res)
+
+
 def _labels(res: Resource) -> dict[str, str]:
     return res.label_map
 
@@ -77,6 +82,8 @@ LAYOUT = {
     "node-exporter": {"metrics"}, "blackbox-exporter": {"metrics"}, "nginx-exporter": {"metrics"},
     "postgres-exporter": {"backend", "metrics"}, "redis-exporter": {"backend", "metrics"},
     "ids": {"metrics"},  # issue 14, part 2: scraped there, calls nobody
+    # Never-started file carriers (components/carrier.py): one network, no alias; the apps' on backend.
+    "proxy-files": {"frontend"},
     "host-guard": set(),  # issue 14, part 1: the host's network namespace (networkMode host), no user network
 }
 
@@ -104,7 +111,8 @@ def test_no_app_shares_a_network_with_the_monitoring_control_plane(stack: str) -
     for res in graph.containers:
         for net in _networks(res):
             members.setdefault(net, set()).add(_labels(res)["paper-trading.service"])
-    apps = [r for r in graph.containers if _labels(r).get("paper-trading.role") == "app"]
+    apps = [r for r in graph.containers
+            if _labels(r).get("paper-trading.role") == "app" and not _carrier(r)]
     assert apps
     shared = [(r.inputs["name"], net, sorted(members[net] & CONTROL_PLANE))
               for r in apps for net in _networks(r) if members[net] & CONTROL_PLANE]
@@ -152,7 +160,8 @@ def test_data_volumes_protected_and_retained(stack: str) -> None:
 @pytest.mark.parametrize("stack", STACKS)
 def test_both_colors_deployed_with_safety_envs_and_labels(stack: str) -> None:
     graph = rendered(stack)
-    apps = [r for r in graph.containers if _labels(r).get("paper-trading.role") == "app"]
+    apps = [r for r in graph.containers
+            if _labels(r).get("paper-trading.role") == "app" and not _carrier(r)]
     colors = {_labels(r)["paper-trading.color"] for r in apps}
     assert colors == {"blue", "green"}
     for res in apps:
@@ -171,10 +180,12 @@ def test_both_colors_deployed_with_safety_envs_and_labels(stack: str) -> None:
 def test_app_containers_hardened(stack: str) -> None:
     graph = rendered(stack)
     for res in graph.containers:
-        if _labels(res).get("paper-trading.role") != "app":
+        if _labels(res).get("paper-trading.role") != "app" or _carrier(res):
             continue
         i = res.inputs
-        assert i["readOnly"] is (not i.get("uploads"))  # writable only where pulumi-docker must upload files
+        # Issue 21, item 7: read-only, the secret files mounted read-only from the carrier's volume.
+        assert i["readOnly"] is True and not i.get("uploads"), res.name
+        assert [v.get("readOnly") for v in i["volumes"]] == [True], res.name
         assert i["privileged"] is False
         assert i["capabilities"]["drops"] == ["ALL"] and not i["capabilities"].get("adds")
         assert "no-new-privileges:true" in i["securityOpts"]
@@ -282,7 +293,8 @@ def test_apps_get_the_work_settings_the_same_for_both_colors(stack: str) -> None
         "WORK_ENABLED": "true" if w.enabled else "false", "WORK_QUEUES": ",".join(w.queues),
         "WORK_LEASE_TTL_MS": str(w.lease_ttl_ms), "WORK_PREFETCH": str(w.prefetch), "WORK_TICK_MS": str(w.tick_ms),
     }
-    apps = [r for r in graph.containers if _labels(r).get("paper-trading.role") == "app"]
+    apps = [r for r in graph.containers
+            if _labels(r).get("paper-trading.role") == "app" and not _carrier(r)]
     assert apps
     for res in apps:
         work = [e.split("=", 1) for e in res.inputs["envs"] if e.startswith("WORK_")]
@@ -292,7 +304,7 @@ def test_apps_get_the_work_settings_the_same_for_both_colors(stack: str) -> None
 def test_work_envs_follow_the_config() -> None:
     graph = render_with("prod", workers={"enabled": False, "queues": ["a.b", "c"], "prefetch": 3})
     [env] = {tuple(e for e in r.inputs["envs"] if e.startswith("WORK_"))
-             for r in graph.containers if _labels(r).get("paper-trading.role") == "app"}
+             for r in graph.containers if _labels(r).get("paper-trading.role") == "app" and not _carrier(r)}
     assert env == ("WORK_ENABLED=false", "WORK_QUEUES=a.b,c", "WORK_LEASE_TTL_MS=3000", "WORK_PREFETCH=3",
                    "WORK_TICK_MS=1000")
 

@@ -30,6 +30,8 @@ SECRET_SIG = "4dabf18193072939515e22adb298388d"
 SECRET_VALUE = "1b47061264138c4ac30d75fd1eb44270"
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 MASK = "[secret]"
+#: components/carrier.py's label: the container whose files a never-started carrier holds.
+CARRIER_LABEL = "paper-trading.carrier-for"
 
 
 @dataclass
@@ -80,7 +82,10 @@ class Graph:
         """Generated config files by `<container or resource name>/<path>`; secrets masked."""
         found: dict[str, str] = {}
         for resource in self.resources:
-            owner = resource.inputs.get("name") or resource.name
+            # A carrier's files are its consumer's (components/carrier.py): filed under the consumer.
+            owner = resource.label_map.get(CARRIER_LABEL) if resource.type.endswith("container:Container") \
+                else None
+            owner = owner or resource.inputs.get("name") or resource.name
             plain, wired = resource.inputs.get("uploads") or [], resource.wire.get("uploads") or []
             uploads = zip(plain, wired, strict=True)
             for upload, wire in uploads:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import COLORS, MAX_REPLICAS, Settings
-from .routing import ROUTING_PATH, routing_directives
+from .routing import ROUTING_DIR, ROUTING_PATH, routing_directives
 
 CONF_DIR = "/etc/paper-trading/nginx"
 #: The proxy's DNS alias that exists only on the metrics network: the status listener binds
@@ -79,8 +79,10 @@ class NginxPaths:
     """Where things are inside the proxy container (tests point them at a temp dir)."""
 
     conf_dir: str = CONF_DIR
-    #: The routing defaults; the marker files live next to it (`routing_dir`).
+    #: The routing defaults (read-only, with nginx.conf).
     routing_include: str = ROUTING_PATH
+    #: The marker files (`routing_dir`): writable by root only, never by nginx.
+    markers_dir: str = ROUTING_DIR
     tls_cert: str = "/run/tls/fullchain.pem"
     tls_key: str = "/run/tls/privkey.pem"
     pid: str = "/tmp/nginx.pid"
@@ -99,7 +101,7 @@ class NginxPaths:
     @property
     def routing_dir(self) -> str:
         """Where the routing switch renames its marker files (`nginx/routing.py`)."""
-        return self.routing_include.rpartition("/")[0]
+        return self.markers_dir
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 from ..config import Color
 
-ROUTING_DIR = "/etc/paper-trading/nginx/routing"
+#: The marker files: a writable volume of the proxy's own (removed with the container), beside
+#: its read-only configuration volume (a volume nested in a read-only one cannot be mounted).
+ROUTING_DIR = "/etc/paper-trading/routing"
 #: The include with the defaults that apply while no marker exists (the proxy's bootstrap: none).
-ROUTING_PATH = f"{ROUTING_DIR}/routing.conf"
+#: Never rewritten, so it lives with nginx.conf in the read-only configuration volume.
+ROUTING_PATH = "/etc/paper-trading/nginx/routing.conf"
 NONE = "none"
 #: Marker roles: the live listener's color and the preview listener's default.
 ROLES = ("live", "preview")

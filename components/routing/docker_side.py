@@ -82,11 +82,12 @@ LOCK_STALE_S = 180
 #: How long a switch waits for another one to finish before it gives up, traffic unchanged.
 LOCK_WAIT_S = 60.0
 #: As root without any capability (the container drops ALL): enough to rename files in the
-#: root-owned config volume, never to touch nginx. First takes the switch lock (mkdir is
-#: atomic), so a `pulumi up` and the emergency CLI never interleave; re-entrant for its owner
-#: (a switch back), exit 4 if held. Then, per role, ONE rename(2) of the other color's marker
-#: to the wanted one (at every instant exactly one marker exists), or a create by rename when
-#: there was none, or a removal for `none`. Prints the colors that were there before.
+#: root-owned routing volume, never to touch nginx (its configuration volume is read-only).
+#: First takes the switch lock (mkdir is atomic), so a `pulumi up` and the emergency CLI
+#: never interleave; re-entrant for its owner (a switch back), exit 4 if held. Then, per
+#: role, ONE rename(2) of the other color's marker to the wanted one (at every instant
+#: exactly one marker exists), or a create by rename when there was none, or a removal for
+#: `none`. Prints the colors that were there before.
 #: Where the proxy's `sh` or `mv` cannot (read-only volume, ...) it fails before any change.
 SWAP_SCRIPT = f"""set -e
 cd "${{ROUTING_DIR_PATH:-{ROUTING_DIR}}}"
@@ -234,14 +235,11 @@ def served(container: Any) -> Served:
     except docker.errors.NotFound:
         return Served(NONE, NONE)
     names: set[str] = set()
-    include: str | None = None
     with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as archive:
         for member in archive.getmembers():
-            name = member.name.rpartition("/")[2]
-            names.add(name)
-            if name == ROUTING_PATH.rpartition("/")[2] and member.isfile():
-                handle = archive.extractfile(member)
-                include = handle.read().decode() if handle is not None else None
+            names.add(member.name.rpartition("/")[2])
+    # The include's defaults apply while no marker exists (read-only, beside nginx.conf).
+    include = read_file(container, ROUTING_PATH)
     picked = {role: next((c for c in reversed(COLORS) if f"{role}-{c}" in names), None) for role in ROLES}
     default_live = live_color_of(include) or NONE
     return Served(picked["live"] or default_live, picked["preview"] or NONE)

@@ -48,7 +48,18 @@ def _docker() -> Any:
 
 
 def _stack_containers() -> list[Any]:
-    return _docker().containers.list(all=True, filters={"label": f"paper-trading.stack={STACK}"})
+    """The engine's containers of the ci stack; not the ones Docker tests start from its render
+    (labelled `paper-trading.test`), which another suite may run at the same time."""
+    found = _docker().containers.list(all=True, filters={"label": f"paper-trading.stack={STACK}"})
+    return [c for c in found if "paper-trading.test" not in c.labels]
+
+
+CARRIER_LABEL = "paper-trading.carrier-for"
+
+
+def _is_carrier(container: Any) -> bool:
+    """A never-started file carrier (components/carrier.py): `Created`, never running."""
+    return CARRIER_LABEL in container.labels
 
 
 def _data_volumes() -> list[Any]:
@@ -97,16 +108,25 @@ def _live(url: str, n: int = 10) -> set[str | None]:
 
 
 def _wait_healthy(timeout: float = 120) -> dict[str, str]:
-    """name -> state for every container of the stack, once all are running and healthy (or timeout)."""
+    """name -> state for every container of the stack, once all are running and healthy (or timeout);
+    a file carrier's state is `created` (never started)."""
+    import docker
+
     deadline = time.monotonic() + timeout
     states: dict[str, str] = {}
     while time.monotonic() < deadline:
         states = {}
+        ready = True
         for container in _stack_containers():
-            container.reload()
+            try:
+                container.reload()
+            except docker.errors.NotFound:
+                continue  # removed since it was listed (not one of the engine's: a parallel test's)
             health = container.attrs["State"].get("Health", {}).get("Status")
-            states[container.name] = health or container.status
-        if states and all(s in ("healthy", "running") for s in states.values()):
+            carrier = _is_carrier(container)
+            states[container.name] = container.status if carrier else health or container.status
+            ready &= states[container.name] in (("created",) if carrier else ("healthy", "running"))
+        if states and ready:
             return states
         time.sleep(2)
     return states
@@ -163,7 +183,7 @@ def _work() -> dict[str, Any]:
     roles = {}
     for container in _stack_containers():
         color = container.labels.get("paper-trading.color")
-        if container.labels.get("paper-trading.role") == "app" and color:
+        if container.labels.get("paper-trading.role") == "app" and color and not _is_carrier(container):
             out = container.exec_run(["curl", "-sf", "http://127.0.0.1:3000/health/detailed"]).output
             detailed = json.loads(out)
             roles[color] = (detailed["role"], tuple(detailed["consumers"]))
@@ -189,7 +209,11 @@ def test_up_from_nothing(project: EngineProject) -> None:
     project.run("up", "--yes", "--policy-pack", "policies", timing="first up")
     states = _wait_healthy()
     assert len(states) >= 12
-    assert {name: s for name, s in states.items() if s not in ("healthy", "running")} == {}
+    # Issue 21, item 7: the apps' and the proxy's file carriers exist, never started; all else runs.
+    carriers = {c.name for c in _stack_containers() if _is_carrier(c)}
+    assert len(carriers) == 3 and {states[n] for n in carriers} == {"created"}, states
+    assert {name: s for name, s in states.items()
+            if name not in carriers and s not in ("healthy", "running")} == {}
     outputs = project.outputs()
     assert outputs["activeColor"] == "blue"
     state = json.loads(project.run("stack", "export").stdout)
@@ -211,7 +235,8 @@ def test_second_up_changes_nothing_and_refresh_finds_no_drift(project: EnginePro
 
 
 def _set_faults(color: str, *faults: str) -> None:
-    (container,) = [c for c in _stack_containers() if c.labels.get("paper-trading.color") == color]
+    (container,) = [c for c in _stack_containers()
+                    if c.labels.get("paper-trading.color") == color and not _is_carrier(c)]
     body = json.dumps({"faults": list(faults)})
     result = container.exec_run(["curl", "-sf", "-X", "POST", "-H", "Content-Type: application/json",
                                  "-d", body, "http://127.0.0.1:3000/admin/faults"])
@@ -392,8 +417,17 @@ def test_release_on_the_idle_color_replaces_only_its_containers(project: EngineP
     assert steps, "a new image must change something"
     names = {urn.rsplit("::", 1)[-1] for urn in steps} - {"deploy-record"}  # one record per release
     assert names and all("green" in name for name in names), steps
+    # The image, the replica and its file carrier are replaced (the carrier runs the color's image);
+    # the files are the same, so their volume (named by their hash) is kept (components/carrier.py).
+    replaced = {urn.rsplit("::", 1)[-1] for urn, op in steps.items() if op not in ("create", "update")}
+    assert replaced == {"green-image", "green-1", "green-1-carrier"}, steps
     before = _ids("blue")
-    project.run("up", "--yes", timing="release")
+    url = project.outputs()["appUrl"]
+    with _Load(url) as load:
+        project.run("up", "--yes", timing="release")
+        time.sleep(1)
+    assert load.failed == 0 and load.ok > 20, (load.ok, load.failed)
+    assert load.colors == {"blue"}
     assert _ids("blue") == before
     green = [c for c in _stack_containers() if c.labels.get("paper-trading.color") == "green"]
     assert green and {c.image.id for c in green} == {release.id}
@@ -411,13 +445,14 @@ def test_scaling_the_live_color_out_replaces_nothing_and_drops_no_request(projec
     replaced = {urn.rsplit("::", 1)[-1] for urn, op in steps.items() if op not in ("create", "update")}
     assert replaced <= {"prometheus"}, steps
     created = {urn.rsplit("::", 1)[-1] for urn, op in steps.items() if op == "create"}
-    assert created == {"blue-2"}, steps
+    # The replica, its file carrier and the carrier's volume (components/carrier.py).
+    assert created == {"blue-2", "blue-2-carrier", "blue-2-files"}, steps
     url = project.outputs()["appUrl"]
     with _Load(url) as load:
         project.run("up", "--yes", timing="scale out the live color")
         time.sleep(1)
     after = _ids("blue")
-    assert {name: after[name] for name in before} == before and len(after) == len(before) + 1
+    assert {name: after[name] for name in before} == before and len(after) == len(before) + 2
     assert load.failed == 0 and load.ok > 20, (load.ok, load.failed)
     assert load.colors == {"blue"}
     assert changed(project.preview_steps()) == {}
