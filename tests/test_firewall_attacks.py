@@ -30,7 +30,7 @@ import pytest
 
 from components.firewall import bridge_name
 from components.firewall_config import RATE_SET_SIZE, TABLE_FAMILY, table_name_for
-from tests.support import render_with, require_tool
+from tests.support import missing, render_with, require_tool
 from tests.test_firewall_netns import (
     GUARD,
     HOST_SERVICE,
@@ -52,7 +52,7 @@ DEV_TABLE = f"{TABLE_FAMILY} {table_name_for('dev-stack')}"
 def _lab(**kwargs: Any) -> Iterator[Lab]:
     reason = can_netns()
     if reason:
-        pytest.skip(reason)
+        missing(reason)
     require_tool("nft")
     require_tool("ip")
     box = Lab(**kwargs)

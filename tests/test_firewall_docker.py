@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from components.firewall import FirewallTableProvider, supervisor_source
-from tests.support import require_tool
+from tests.support import missing, require_tool
 
 IMAGE = os.environ.get("HOST_GUARD_TEST_IMAGE", "paper-trading-ci/host-guard:1.0.6")
 
@@ -42,7 +42,7 @@ def _docker_ready() -> str | None:
 def tables() -> Iterator[tuple[str, str]]:
     reason = _docker_ready()
     if reason:
-        pytest.skip(reason)
+        missing(reason)
     require_tool("nft")
     tag = uuid.uuid4().hex[:8]
     mine, other = f"paper_trading_guard_fwtest_{tag}", f"paper_trading_guard_fwother_{tag}"
@@ -75,7 +75,7 @@ def test_the_health_check_runs_in_the_real_image() -> None:
     and nft) reports a table that is not loaded as unhealthy, exit 1."""
     reason = _docker_ready()
     if reason:
-        pytest.skip(reason)
+        missing(reason)
     import docker
 
     client = docker.from_env(timeout=30)
@@ -102,7 +102,7 @@ def test_the_rendered_guard_is_healthy_only_with_the_wanted_table() -> None:
     behind its back, and passes again when the supervisor has restored it."""
     reason = _docker_ready()
     if reason:
-        pytest.skip(reason)
+        missing(reason)
     import time
 
     import docker

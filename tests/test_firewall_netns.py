@@ -242,7 +242,7 @@ def can_netns() -> str | None:
 import pytest  # noqa: E402
 
 from components.firewall_config import TABLE_FAMILY, table_name_for  # noqa: E402
-from tests.support import render_with, rendered, require_tool  # noqa: E402
+from tests.support import missing, render_with, rendered, require_tool  # noqa: E402
 
 GUARD = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                      "components", "firewall_config", "host_guard.py")
@@ -270,7 +270,7 @@ def without(ruleset: str, fragment: str) -> str:
 def lab() -> Any:
     reason = can_netns()
     if reason:
-        pytest.skip(reason)
+        missing(reason)
     require_tool("nft")
     require_tool("ip")
     box = Lab()
@@ -532,7 +532,7 @@ def localnet_lab() -> Any:
     """
     reason = can_netns()
     if reason:
-        pytest.skip(reason)
+        missing(reason)
     require_tool("nft")
     require_tool("ip")
     box = Lab()

@@ -21,7 +21,7 @@ import pytest
 from components import audit
 from components.gate import PromotionGateProvider
 from tests.fakes.validation_servers import RefApp, reference_app
-from tests.support import require_docker
+from tests.support import missing, require_docker
 from validation.errors import DeploymentError
 
 pytestmark = pytest.mark.docker
@@ -57,7 +57,7 @@ def trail() -> Iterator[Trail]:
     try:
         client.images.get(WRITER_IMAGE)
     except docker.errors.ImageNotFound:
-        pytest.skip(f"{WRITER_IMAGE} not built (scripts/build-test-images --ci)")
+        missing(f"{WRITER_IMAGE} not built (scripts/build-test-images --ci)")
     name = f"pt-gate-audit-{uuid.uuid4().hex[:8]}-audit-data"
     volume = client.volumes.create(name, labels={TEST_LABEL: name})
     try:

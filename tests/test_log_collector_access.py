@@ -29,7 +29,7 @@ import pytest
 from components.common import log_options
 from components.monitoring import ROOT_USER
 from components.monitoring_config import layout
-from tests.support import rendered, require_docker
+from tests.support import missing, rendered, require_docker
 
 pytestmark = pytest.mark.docker
 
@@ -71,7 +71,7 @@ def noisy() -> Iterator[str]:
     """A container logging fast through json-file with the program's options, rotated at 1 KiB."""
     require_docker()
     if subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True).returncode != 0:
-        pytest.skip(f"{IMAGE} not built (scripts/build-test-images)")
+        missing(f"{IMAGE} not built (scripts/build-test-images)")
     opts = {**log_options(), "max-size": "1k", "max-file": "3"}
     cid = _docker("run", "-d", "--label", LABEL, "--log-driver", "json-file",
                   *[a for k, v in opts.items() for a in ("--log-opt", f"{k}={v}")],

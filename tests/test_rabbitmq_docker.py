@@ -349,5 +349,9 @@ def test_memory_watermark_is_a_share_of_the_container_limit(broker: Broker) -> N
     broker.container.reload()
     limit_bytes = broker.container.attrs["HostConfig"]["Memory"]
     assert limit_bytes > 0, "the rendered broker has no memory limit"
-    (node,) = _api(broker, "/api/nodes")
+    # A node that just (re)started lists itself before its first stats sample carries mem_limit.
+    deadline = time.monotonic() + 60
+    while "mem_limit" not in (node := _api(broker, "/api/nodes")[0]):
+        assert time.monotonic() < deadline, f"the broker never reported mem_limit: {sorted(node)}"
+        time.sleep(1)
     assert node["mem_limit"] == int(limit_bytes // 2**20 * RABBITMQ_MEMORY_SHARE) * 2**20
