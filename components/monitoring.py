@@ -246,7 +246,7 @@ class Monitoring(pulumi.ComponentResource):
                 ports=[_published(bind, layout.GRAFANA_PORT, mon.grafana.port)],
                 check=_http_check(layout.GRAFANA_PORT, "/api/health"),
             )
-        self.grafana_url = _url(bind, mon.grafana.port)
+        self.grafana_url: str | None = _url(bind, mon.grafana.port) if mon.grafana.enabled else None
 
         # --- Logs: Loki + promtail (reads json-file logs from the host, read-only)
         self.loki: docker.Container | None = None

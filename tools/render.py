@@ -361,9 +361,9 @@ def _evaluate(
             ))
             return resource_pb2.RegisterResourceResponse(urn=urn, id=resource_id, object=state)
 
-    from pulumi.runtime import resource as runtime_resource
-
     import asyncio
+
+    from pulumi.runtime import resource as runtime_resource
 
     try:
         asyncio.get_event_loop_policy().get_event_loop()
