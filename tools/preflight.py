@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CATALOG = ROOT / "images" / "catalog"
 APP_REPOSITORY = "paper-trading-reference-app"
 #: Recorded on this kind of machine (2 cores, local apt mirror); scripts/dev-up prints them.
-RECIPE_BUILD_MINUTES_COLD = 9
+RECIPE_BUILD_MINUTES_COLD = 2
 
 
 @dataclass

@@ -37,6 +37,7 @@ PORTS = {"http": 38180, "https": 38543, "preview": 38181, "prometheus": 39190, "
 class DevProject:
     base: Path
     timings: dict[str, float] = field(default_factory=dict)
+    stack_text: str = ""
 
     @property
     def workdir(self) -> Path:
@@ -125,14 +126,18 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevProject]:
         shutil.copy2(ROOT / name, target)
     (dev.workdir / "venv").symlink_to(ROOT / "venv")
     (dev.base / "home").mkdir()
-    document = yaml.safe_load(dev.stack_file.read_text())
-    config = document["config"]
-    config["paper-trading:namePrefix"] = PREFIX
-    config["paper-trading:proxy"].update(
-        httpPort=PORTS["http"], httpsPort=PORTS["https"], previewPort=PORTS["preview"])
-    config["paper-trading:monitoring"]["prometheus"]["port"] = PORTS["prometheus"]
-    config["paper-trading:monitoring"]["alertmanager"]["port"] = PORTS["alertmanager"]
-    dev.stack_file.write_text(yaml.safe_dump(document, sort_keys=False))
+    # Edited as text, so the file keeps the form `pulumi stack init` writes (and dev-up must keep).
+    text = dev.stack_file.read_text()
+    for old, new in ((" paper-trading-dev\n", f" {PREFIX}\n"),
+                     ("httpPort: 8080", f"httpPort: {PORTS['http']}"),
+                     ("httpsPort: 8443", f"httpsPort: {PORTS['https']}"),
+                     ("previewPort: 8081", f"previewPort: {PORTS['preview']}"),
+                     ("port: 19090", f"port: {PORTS['prometheus']}"),
+                     ("port: 19093", f"port: {PORTS['alertmanager']}")):
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    dev.stack_file.write_text(text)
+    dev.stack_text = text
     _cleanup()
     yield dev
     out = ROOT / "build" / "dev-up-timings.json"
@@ -195,6 +200,8 @@ def test_dev_up_deploys_a_gated_serving_stack_from_nothing(project: DevProject) 
     # The summary it ends with names what to look at.
     assert f"app          http://localhost:{PORTS['http']}" in out
     assert "X-Deployment-Color: blue" in out
+    # The working tree stays clean: the stack file is as it was (no new salt, no rewritten values).
+    assert project.stack_file.read_text() == project.stack_text
     # Every app, proxy and datastore container runs and is healthy.
     client = _docker()
     for name in (f"{PREFIX}-proxy", f"{PREFIX}-app-blue-1", f"{PREFIX}-app-green-1", f"{PREFIX}-postgres"):
@@ -226,5 +233,5 @@ def test_dev_down_removes_every_container_and_keeps_the_data(project: DevProject
     assert proc.returncode == 0, _one_message(proc)[-4000:]
     assert _created() == {"containers": [], "networks": [], "volumes": []}
     assert project.stacks() == []
-    # The stack file is the project's: removing the stack's state leaves it for the next dev-up.
-    assert project.stack_file.is_file()
+    # The stack file is the project's: removing the stack's state leaves it, as it was.
+    assert project.stack_file.read_text() == project.stack_text
