@@ -7,20 +7,20 @@ import pulumi
 
 from components.app import AppColor, AppColorArgs
 from components.backup import Backup, BackupArgs
-from components.config import COLORS, load_settings, other_color
 from components.common import STACK_LABEL
+from components.config import COLORS, load_settings, other_color
 from components.datastores import Datastores, DatastoresArgs
 from components.deploy_record import DeployRecord, fingerprint, program_sources
 from components.firewall import Firewall, FirewallArgs
+from components.gate import PromotionGate, PromotionGateArgs, audit_target
+from components.handoff import handoff_props
 from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Networks, NetworksArgs
 from components.proxy import Proxy, ProxyArgs
-from components.routing import Routing, RoutingArgs
-from components.volumes import Volumes, VolumesArgs
-from components.gate import PromotionGate, PromotionGateArgs, audit_target
-from components.handoff import handoff_props
 from components.release import plan, read_previous
 from components.release_guard import ReleaseGuard, ReleaseRecord
+from components.routing import Routing, RoutingArgs
+from components.volumes import Volumes, VolumesArgs
 
 settings = load_settings(os.path.dirname(os.path.abspath(__file__)))
 stack = pulumi.get_stack()
@@ -101,8 +101,9 @@ if settings.security.firewall.enabled:
     decisions = volumes.by_service.get("decisions")
     firewall = Firewall(
         "firewall",
-        FirewallArgs(settings=settings, stack_labels=stack_labels, decisions_volume=volumes.names.get("decisions"),
-                     networks=networks.all, depends_on=[decisions] if decisions is not None else []),
+        FirewallArgs(settings=settings, stack_labels=stack_labels,
+                     decisions_volume=volumes.names.get("decisions"), networks=networks.all,
+                     depends_on=[decisions] if decisions is not None else []),
     )
 
 # The desired color is validated through the preview listener before any traffic moves;

@@ -41,6 +41,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from components import routing  # noqa: E402
+from components.config import Color  # noqa: E402
 
 
 @dataclass
@@ -59,7 +60,7 @@ class Load:
 
 @dataclass
 class Switch:
-    to: str
+    to: Color
     start: float = 0.0
     end: float = 0.0
     error: str | None = None
@@ -136,7 +137,7 @@ async def _worker(host: str, port: int, path: str, load: Load, budget: list[int]
                 if writer is None:
                     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
                     reused = False
-                assert reader is not None
+                assert reader is not None and writer is not None
                 writer.write(request)
                 status, headers, body = await asyncio.wait_for(_read_response(reader), 10)
             except (TimeoutError, OSError, Closed, asyncio.IncompleteReadError, ValueError) as exc:
@@ -158,6 +159,7 @@ async def _worker(host: str, port: int, path: str, load: Load, budget: list[int]
             else:
                 load.record(headers.get(routing.COLOR_HEADER.lower()))
             if not keepalive or headers.get("connection", "").lower() == "close":
+                assert writer is not None
                 writer.close()
                 reader = writer = None
             break
@@ -175,7 +177,7 @@ def _switcher(
             time.sleep(0.002)
         if stop.is_set():
             return
-        preview = "blue" if step.to == "green" else "green"
+        preview: Color = "blue" if step.to == "green" else "green"
         step.start = time.monotonic()
         endpoint = routing.Endpoint(env.live_url)
         try:
@@ -258,8 +260,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results = []
     # Redis and RabbitMQ in the stack when the test environment can start them (issue 15, part B).
-    work = {"work": True} if "work" in inspect.signature(docker_env).parameters else {}
-    with docker_env(**work) as env:
+    with docker_env(work="work" in inspect.signature(docker_env).parameters) as env:
         handoff = handoff_target(env)
         moves = f"to {handoff.redis_container}" if handoff else "n/a (no Redis/RabbitMQ in the stack)"
         print(f"stack: proxy {env.proxy_name} at {env.live_url}, app image {env.app_image}, handoff {moves}",

@@ -44,9 +44,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:
+    from components.config import Color
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_LABEL = "paper-trading.test"
@@ -256,7 +259,7 @@ class DockerEnv:
         [attachment] = [n for n in rendered.inputs["networksAdvanced"] if n["name"] == network]
         self.client.networks.get(network).connect(container, aliases=attachment.get("aliases") or None)
 
-    def start_app(self, color: str) -> Any:
+    def start_app(self, color: Color) -> Any:
         """Replica 1 of `color` as the program renders it (work=True: also on backend, with its secrets)."""
         from components.app import container_name
 
@@ -286,7 +289,7 @@ class DockerEnv:
         container.start()
         return container
 
-    def replace_app(self, color: str, faults: str = "") -> Any:
+    def replace_app(self, color: Color, faults: str = "") -> Any:
         """Remove `color`'s container and start it again as rendered, with FAULTS=`faults`."""
         from components.app import container_name
 
@@ -466,7 +469,7 @@ class DockerEnv:
         r.raise_for_status()
         return r.json()
 
-    def app_url(self, color: str) -> str:
+    def app_url(self, color: Color) -> str:
         """One app replica directly (its frontend address), bypassing the proxy."""
         from components.app import container_name
 

@@ -127,14 +127,14 @@ def prometheus_yml(
         assert managers[0]["basic_auth"]["password_file"] == layout.ALERTMANAGER_PASSWORD_FILE
         assert password_file is not None, "the rendered alerting needs its password file"
         managers[0]["basic_auth"]["password_file"] = str(password_file)
-    return yaml.safe_dump(config, sort_keys=False)
+    return str(yaml.safe_dump(config, sort_keys=False))
 
 
 def with_rule(rules_yml: str, group: str, rule: dict[str, Any]) -> str:
     """A rule file with one more group (a fault the test injects into the product's rules)."""
     doc = yaml.safe_load(rules_yml)
     doc["groups"].append({"name": group, "rules": [rule]})
-    return yaml.safe_dump(doc, sort_keys=False)
+    return str(yaml.safe_dump(doc, sort_keys=False))
 
 
 def _ready(url: str, path: str, key: str) -> bool:

@@ -44,7 +44,8 @@ def test_a_record_has_every_field_in_order(tmp_path: Path) -> None:
         "blue", "green", None, "ok", None)
     assert rec["duration_ms"] == 12.3
     stamp = datetime.fromisoformat(rec["time"].replace("Z", "+00:00"))
-    assert rec["time"].endswith("Z") and stamp.utcoffset() is not None and stamp.utcoffset().total_seconds() == 0
+    offset = stamp.utcoffset()
+    assert rec["time"].endswith("Z") and offset is not None and offset.total_seconds() == 0
 
 
 def test_unknown_operation_or_result_is_refused() -> None:
@@ -74,7 +75,8 @@ def test_no_generated_secret_reaches_a_record(tmp_path: Path) -> None:
     message = (f"check failed: alertmanager said 401 for prometheus:{passwords[0]} "
                f"(password={passwords[-1]}) url=http://prometheus:{passwords[0]}@alertmanager:9093")
     sink = FileSink(str(tmp_path / "audit.jsonl"))
-    Auditor("prod", sink, actor="a", secrets=passwords).record("gate", "refused", 5, to="green", error=message)
+    auditor = Auditor("prod", sink, actor="a", secrets=passwords)
+    auditor.record("gate", "refused", 5, to="green", error=message)
     text = (tmp_path / "audit.jsonl").read_text()
     for password in passwords:
         assert password not in text
@@ -211,7 +213,8 @@ def test_log_collector_mounts_the_audit_volume_read_only_and_backup_writes_it() 
     prefix = "paper-trading"
     by_name = {c.inputs["name"]: c for c in graph.containers}
     volume = audit.volume_name(prefix)
-    collector = [v for v in by_name[f"{prefix}-log-collector"].inputs["volumes"] if v.get("volumeName") == volume]
+    collector = [v for v in by_name[f"{prefix}-log-collector"].inputs["volumes"]
+                 if v.get("volumeName") == volume]
     assert collector == [{"volumeName": volume, "containerPath": audit.AUDIT_DIR, "readOnly": True}]
     backup = {v["containerPath"]: v for v in by_name[f"{prefix}-backup"].inputs["volumes"]
               if v.get("volumeName") == volume}
@@ -244,6 +247,7 @@ def test_gate_and_switch_know_where_to_record() -> None:
         "paper-trading:promotion-gate", "paper-trading:routing-switch")]
     assert len(props) == 2
     for p in props:
+        assert p is not None
         assert p["volume"] == "paper-trading-audit-data" and p["stack"] == "prod" and p["user"] == "postgres"
     off = render_with("prod", security=json.dumps({"audit": {"enabled": False}}))
     assert all(r.inputs.get("audit") is None for r in off.resources if r.inputs.get("kind") in (
@@ -289,10 +293,11 @@ def test_prod_sets_fail_closed_explicitly_and_every_writer_gets_it() -> None:
 # ------------------------------------------------------------------ validation check
 
 
-def _check(lines: list[str], color: str = "green") -> tuple[list[str], dict[str, int]]:
+def _check(lines: list[str], color: str = "green") -> tuple[list[str], dict[str, Any]]:
     from validation.checks_security import audit_findings
 
-    return audit_findings(lines, color)
+    problems, details = audit_findings(lines, color)
+    return problems, dict(details)
 
 
 def _line(operation: str, result: str, to: str | None) -> str:

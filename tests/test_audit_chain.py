@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -173,8 +174,8 @@ def _trail(tmp: Path) -> tuple[Path, list[str]]:
     log = tmp / "audit.jsonl"
     auditor = Auditor("prod", FileSink(str(log)), actor="ci")
     for operation in ("gate", "switch"):
-        auditor.begin(operation, to="green")  # type: ignore[arg-type]
-        auditor.record(operation, "ok", 3, from_="blue", to="green")  # type: ignore[arg-type]
+        auditor.begin(operation, to="green")
+        auditor.record(operation, "ok", 3, from_="blue", to="green")
     done = lib_sh([require_tool("dash")], "/usr/bin:/bin", log, "audit_begin backup; exit 0")
     assert done.returncode == 0, done.stderr
     lines = _lines(log)
@@ -198,7 +199,7 @@ def _forged(prev: str | None) -> str:
     return line if prev is None else f'{line[:-1]},"prev":"{prev}"}}'
 
 
-TAMPERING = {
+TAMPERING: dict[str, tuple[Callable[[list[str]], list[str]], int, str]] = {
     # name: (what the forger does to the lines, first broken line, words of the reason)
     "edit a middle line": (lambda ls: [*ls[:2], ls[2].replace('"actor":"ci"', '"actor":"bob"'), *ls[3:]],
                            4, "prev does not match line 3"),

@@ -53,7 +53,7 @@ def test_with_a_stack_only_that_stacks_records_count() -> None:
     """Another stack's newer switch (same trail, e.g. one Loki) says nothing about this stack."""
     from components.audit import AuditRecord
 
-    other = AuditRecord(actor="a", stack="dev", operation="switch", result="ok",  # type: ignore[arg-type]
+    other = AuditRecord(actor="a", stack="dev", operation="switch", result="ok",
                         duration_ms=1, to="blue").line()
     trail = [_line("gate", "ok", "green"), _line("switch", "ok", "green"), other]
     from validation.checks_security import audit_findings

@@ -62,7 +62,7 @@ def test_publish_increments_the_epoch_writes_live_and_announces(r: Any) -> None:
     pubsub.subscribe(wc.CHANNEL)
     assert [publish(r, "blue"), publish(r, "green"), publish(r, "blue")] == [1, 2, 3]
     assert r.hgetall(wc.LIVE_KEY) == {"color": "blue", "epoch": "3", "changed_at_ms": "123"}
-    seen = []
+    seen: list[Any] = []
     deadline = time.monotonic() + 2
     while len(seen) < 3 and time.monotonic() < deadline:
         message = pubsub.get_message(timeout=0.2)

@@ -126,7 +126,7 @@ class CiStack:
             name = f"{self.prefix}-{rendered}"
             # A rendered volume with driver options (the security layer's tmpfs volumes, owned
             # by their writer: components/volumes.py RUNTIME_VOLUMES) is created with them.
-            spec = next((v.inputs for v in self.graph.of_type("docker:index/volume:Volume")
+            spec: dict[str, Any] = next((v.inputs for v in self.graph.of_type("docker:index/volume:Volume")
                          if v.inputs.get("name") == rendered), {})
             self.client.volumes.create(name, labels=self.labels, driver=spec.get("driver") or "local",
                                        driver_opts=dict(spec.get("driverOpts") or {}) or None)
@@ -262,7 +262,7 @@ class CiStack:
         container.reload()
         state = container.attrs["State"]
         if inputs.get("start") is False:  # a carrier: done once created with its files, never running
-            return state["Status"] == "created"
+            return bool(state["Status"] == "created")
         gave_up = container.attrs.get("RestartCount", 0) >= int(inputs.get("maxRetryCount") or 0)
         if state["Status"] == "exited" and state.get("ExitCode") and not state.get("Restarting") and gave_up:
             return False

@@ -52,10 +52,12 @@ BAD_CONFIGS = [
     ("unknown-exchange", lambda: _nested("exchanges", ["kraken"], {"permissions": "READ_ONLY"}),
      "exchanges.kraken"),
     ("replicas-zero", lambda: _nested("deployment", ["blue", "replicas"], 0), "deployment.blue.replicas"),
-    ("replicas-text", lambda: _nested("deployment", ["green", "replicas"], "two"), "deployment.green.replicas"),
+    ("replicas-text", lambda: _nested("deployment", ["green", "replicas"], "two"),
+     "deployment.green.replicas"),
     ("bad-color", lambda: _nested("deployment", ["activeColor"], "red"), "deployment.activeColor"),
     ("latest-image", lambda: _nested("deployment", ["blue", "image"], "app:latest"), "deployment.blue.image"),
-    ("untagged-image", lambda: _nested("deployment", ["green", "image"], "ghcr.io/x/app"), "deployment.green.image"),
+    ("untagged-image", lambda: _nested("deployment", ["green", "image"], "ghcr.io/x/app"),
+     "deployment.green.image"),
     ("missing-green", lambda: _with("deployment", {"blue": BASE_DEPLOYMENT["blue"]}), "deployment.green"),
     ("typo-top-level", lambda: _with("paperTradingMod", "true"), "paperTradingMod"),
     ("typo-nested", lambda: _nested("server", ["sssl"], {}), "server.sssl"),
@@ -74,7 +76,8 @@ BAD_CONFIGS = [
     ("port-clash", lambda: _nested("monitoring", ["grafana", "port"], 8443), "monitoring.grafana.port"),
     ("preview-equals-https", lambda: _nested("proxy", ["previewPort"], 443), "proxy"),
     ("database-url-scheme", lambda: (
-        _with("database", {"url": "mysql://u:p@db/x"})[0], ["paper-trading:database", "paper-trading:exchanges"]),
+        _with("database", {"url": "mysql://u:p@db/x"})[0],
+        ["paper-trading:database", "paper-trading:exchanges"]),
      "database.url"),
     ("unknown-app-key", lambda: _with("app", {"logLevel": "info", "debugMode": True}), "app.debugMode"),
     ("root-app-user", lambda: _with("app", {"user": "0:0"}), "app.user"),
@@ -117,7 +120,8 @@ def test_every_problem_listed_in_one_message() -> None:
         parse_settings({
             "paperTradingMode": "false",
             "allowRealTrades": "true",
-            "deployment": json.dumps({"blue": {"image": "a:1", "replicas": 0}, "green": {"image": "a:latest"}}),
+            "deployment": json.dumps({"blue": {"image": "a:1", "replicas": 0},
+                                      "green": {"image": "a:latest"}}),
         })
     assert caught.value.problems == [
         "paper-trading:allowRealTrades: must be false",

@@ -63,21 +63,24 @@ def test_each_changed_deployment_leaves_one_deploy_record(target: dict[str, Any]
     provider = DeployRecordProvider()
     first = _props(target, "a" * 64, "blue")
     created = provider.create(first)
+    outs = created.outs
+    assert outs is not None
     [rec] = _records(target)
     assert tuple(rec) == audit.FIELDS
     assert (rec["operation"], rec["result"], rec["to"], rec["from"]) == ("deploy", "ok", "blue", None)
-    assert (rec["actor"], rec["stack"], rec["error"], rec["backup_id"]) == ("ci-robot", "deploy-test", None, None)
+    assert (rec["actor"], rec["stack"], rec["error"], rec["backup_id"]) == \
+        ("ci-robot", "deploy-test", None, None)
     assert rec["duration_ms"] >= 2000  # from the program's start to the end of the deployment
-    assert created.outs["recordedAt"] == rec["time"]
+    assert outs["recordedAt"] == rec["time"]
 
     # The same program, config and live color: no change, so no second record.
     same = {**first, "startedAt": time.time()}
-    assert provider.diff("id", created.outs, same).changes is False
+    assert provider.diff("id", outs, same).changes is False
 
     # A release (new fingerprint, live color moved): exactly one more record, from blue to green.
     second = _props(target, "b" * 64, "green")
-    assert provider.diff("id", created.outs, second).changes is True
-    provider.update("id", created.outs, second)
+    assert provider.diff("id", outs, second).changes is True
+    provider.update("id", outs, second)
     records = _records(target)
     assert len(records) == 2
     assert (records[1]["operation"], records[1]["from"], records[1]["to"]) == ("deploy", "blue", "green")

@@ -42,6 +42,7 @@ def test_a_second_host_guard_is_refused() -> None:
 
 def test_stack_rule_is_registered_mandatory() -> None:
     policy = next(p for p in STACK_POLICIES if p.name == "host-guard-single")
+    assert policy.enforcement_level is not None
     assert policy.enforcement_level.value == "mandatory"
 
 
@@ -71,7 +72,7 @@ def test_public_ports_follow_the_proxy_settings() -> None:
         guard = next(r.inputs for r in graph.containers if str(r.inputs.get("name")).endswith("-host-guard"))
         text = next(e for e in guard["envs"] if e.startswith("HOST_GUARD_RULESET="))
         block = text.split("set public_ports {", 1)[1].split("}", 1)[0]
-        return block.split("elements = {", 1)[1].strip()
+        return str(block.split("elements = {", 1)[1].strip())
 
     assert elements(rendered("prod")) == "80, 443"
     assert elements(render_with("prod", proxy={"publicAddress": "0.0.0.0", "httpPort": 8081,

@@ -577,7 +577,8 @@ def test_a_switch_is_a_rename_seen_by_the_next_request_without_any_reload(
         workers = run.workers()
         assert workers
         with run.client() as kept:
-            for live, preview in [("green", "blue"), ("blue", "green")] * 3:
+            flips: list[tuple[Color, Color]] = [("green", "blue"), ("blue", "green")]
+            for live, preview in flips * 3:
                 run.route(live, preview)  # asserts the fresh-connection request
                 response = kept.get(run.url(run.live, "/health"))
                 assert (response.json()["color"], response.headers["x-deployment-color"]) == (live, live)
@@ -615,7 +616,8 @@ def test_no_request_between_switches_sees_no_color(
         for thread in threads:
             thread.start()
         try:
-            for live, preview in [("green", "blue"), ("blue", "green")] * 20:
+            flips: list[tuple[Color, Color]] = [("green", "blue"), ("blue", "green")]
+            for live, preview in flips * 20:
                 run.route(live, preview)
         finally:
             stop_load.set()

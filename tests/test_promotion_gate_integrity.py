@@ -63,7 +63,8 @@ def test_routing_live_color_is_computed_from_the_gate(stack: str) -> None:
     assert gate.urn in switch.options["dependsOn"]
     # The gate runs only once the proxy and every app container of both colors exist.
     needed = {c.urn for c in graph.containers
-              if (c.label_map.get("paper-trading.role") == "app" and "paper-trading.carrier-for" not in c.label_map)
+              if (c.label_map.get("paper-trading.role") == "app"
+                  and "paper-trading.carrier-for" not in c.label_map)
               or c.inputs.get("name", "").endswith("-proxy")}
     assert len(needed) >= 3
     assert needed <= set(gate.options["dependsOn"])

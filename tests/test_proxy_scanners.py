@@ -137,13 +137,18 @@ def stack_settings(stack: str) -> Settings:
     return load(stack)
 
 
+def _false_positive(finding: Finding, conf: str, settings: Settings) -> bool:
+    check = FALSE_POSITIVES.get((finding.plugin, finding.summary))
+    return check is not None and check(finding, conf, settings)
+
+
 def real_findings(stack: str, findings: Sequence[Finding], conf: str) -> list[Finding]:
     settings = stack_settings(stack)
     threshold = SEVERITIES.index(FAIL_FROM)
     return [
         f for f in findings
         if SEVERITIES.index(f.severity) >= threshold
-        and not FALSE_POSITIVES.get((f.plugin, f.summary), lambda *_: False)(f, conf, settings)
+        and not _false_positive(f, conf, settings)
     ]
 
 
@@ -193,7 +198,7 @@ class TlsScan:
 
 def sslyze_scan(port: int, host: str, ca_file: Path) -> TlsScan:
     try:
-        from sslyze import (
+        from sslyze import (  # type: ignore[attr-defined]  # sslyze re-exports without __all__
             CertificateInfoExtraArgument,
             ScanCommandsExtraArguments,
             Scanner,

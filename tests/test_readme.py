@@ -14,7 +14,8 @@ README = (ROOT / "README.md").read_text()
 
 def test_config_reference_matches_models() -> None:
     assert BEGIN in README and END in README
-    assert embed(README) == README, "README config table is stale: run `python -m tools.config_reference --write`"
+    assert embed(README) == README, \
+        "README config table is stale: run `python -m tools.config_reference --write`"
 
 
 def test_quickstart_has_exactly_two_commands_that_exist() -> None:

@@ -153,7 +153,7 @@ def test_an_unreadable_record_is_an_error_not_a_guess() -> None:
 def _program_state(stack: str, live: str) -> dict[str, Any]:
     """The state a release of `stack`'s committed config with `live` promoted would leave."""
     graph = rendered(stack)
-    records = {}
+    records: dict[str, dict[str, Any]] = {}
     for color in COLORS:
         (res,) = [r for r in graph.resources if r.name == f"release-{color}"]
         records[color] = {k: res.inputs[k] for k in ("image", "replicas", "fingerprint")}

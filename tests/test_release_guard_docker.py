@@ -64,7 +64,8 @@ def test_the_guard_fails_closed_when_it_cannot_look(env: Any) -> None:
     refused = problems(_guard(env, "green"), unreachable)
     assert [prop for prop, _ in refused] == ["changing"]
     assert problems(_guard(env), unreachable) == []  # nothing changes: nothing to protect
-    assert problems({**_guard(env, "green"), "proxyContainerName": ""}, env.client)[0][0] == "proxyContainerName"
+    unnamed = {**_guard(env, "green"), "proxyContainerName": ""}
+    assert problems(unnamed, env.client)[0][0] == "proxyContainerName"
 
 
 def test_an_approval_is_spent_unless_the_proxy_serves_it(env: Any) -> None:

@@ -64,7 +64,8 @@ def test_pickled_provider_renders_offline_without_an_engine() -> None:
 
 @pytest.mark.parametrize(
     ("content", "color"),
-    [(routing.Served("blue", "green").describe(), "blue"), (routing.Served("none", "none").describe(), "none"),
+    [(routing.Served("blue", "green").describe(), "blue"),
+     (routing.Served("none", "none").describe(), "none"),
      (render_routing("green", None), "green"), (render_routing(None, None), "none"), ("garbage", None),
      (None, None)],
 )
@@ -105,7 +106,7 @@ def test_component_registers_the_sdk_dynamic_type_with_the_rendered_file() -> No
     mocks = _Mocks()
     pulumi.runtime.set_mocks(mocks, project="paper-trading", stack="test", preview=False)
 
-    @pulumi.runtime.test
+    @pulumi.runtime.test  # type: ignore[untyped-decorator]  # the SDK's decorator is untyped
     def check() -> Any:
         component = routing.Routing("routing", routing.RoutingArgs(
             proxy_container_name="pt-proxy", proxy_container_id=pulumi.Output.from_input("id-1"),
@@ -151,7 +152,8 @@ def test_flipping_the_active_color_changes_only_routing_and_gate(stack: str) -> 
     assert routing_urns <= changed
     for urn in changed - routing_urns:
         # The gate re-validates the new candidate; the deploy record writes one record per release.
-        assert "gate" in urn.lower() or urn.endswith("::deploy-record"), f"{urn} changed when only activeColor flipped"
+        assert "gate" in urn.lower() or urn.endswith("::deploy-record"), \
+            f"{urn} changed when only activeColor flipped"
     for res in graph.containers:
         assert before[res.urn] == after[res.urn]
     files = flipped.files()

@@ -262,7 +262,7 @@ def hold_lock(env: Any, holder: str, age_s: int) -> None:
 
 def lock_present(env: Any) -> bool:
     container = env.client.containers.get(env.proxy_name)
-    return container.exec_run(["test", "-d", LOCK_DIR]).exit_code == 0
+    return bool(container.exec_run(["test", "-d", LOCK_DIR]).exit_code == 0)
 
 
 def test_a_switch_in_progress_blocks_another_and_traffic_stays(env: Any) -> None:

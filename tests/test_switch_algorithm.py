@@ -22,7 +22,7 @@ import pytest
 from components import audit
 from components.handoff import HandoffError, HandoffResult, HandoffTarget
 from components.routing import listener, switching
-from components.routing.base import CONFIRM_SETTLE_S, CONFIRM_STREAK, Endpoint, RoutingError
+from components.routing.base import CONFIRM_SETTLE_S, CONFIRM_STREAK, Endpoint, RoutingError, SwitchResult
 from components.routing.docker_side import Locked, Served
 
 ENDPOINT = Endpoint("http://127.0.0.1:9")
@@ -160,8 +160,12 @@ def test_a_switch_confirms_hands_over_checks_drains_and_records_ok(
 ) -> None:
     auditor, path = trail
     checked: list[str] = []
-    result = _switch(proxy, "green", auditor, handoff=TARGET,
-                     checker=lambda _e, color: checked.append(color) or [])
+
+    def checker(_endpoint: Any, color: str) -> list[str]:
+        checked.append(color)
+        return []
+
+    result = _switch(proxy, "green", auditor, handoff=TARGET, checker=checker)
     assert (result.live, result.previous_live, result.epoch, result.handoff_ms) == ("green", "blue", 1, 12.5)
     assert proxy.swaps == [("green", "blue")] and proxy.confirms == [("green", 15.0)]
     assert proxy.handoffs == [("green", "blue")] and checked == ["green"]
@@ -304,7 +308,7 @@ def test_the_provider_runs_the_post_promotion_checks_unless_told_not_to(
 
     def fake_switch(_name: str, live: str, _preview: Any, _endpoint: Any, **kw: Any) -> Any:
         seen.append(kw["checker"])
-        return switching.SwitchResult(live, None, "blue", 1.0)  # type: ignore[arg-type]
+        return SwitchResult(live, None, "blue", 1.0)  # type: ignore[arg-type]
 
     monkeypatch.setattr(provider, "switch", fake_switch)
     props = {"proxyContainerName": "pt-proxy", "liveColor": "green", "previewColor": "blue",
@@ -322,7 +326,7 @@ def test_refresh_keeps_the_recorded_color_when_the_proxy_names_none(
 
     monkeypatch.setattr(provider, "current", lambda _name: content)
     result = provider.RoutingProvider().read("id", {"proxyContainerName": "pt-proxy", "liveColor": "blue"})
-    assert result.outs["liveColor"] == "blue"
+    assert result.outs is not None and result.outs["liveColor"] == "blue"
 
 
 def test_the_emergency_cli_checks_the_work_after_a_handoff(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -335,7 +339,7 @@ def test_the_emergency_cli_checks_the_work_after_a_handoff(monkeypatch: pytest.M
 
     def fake_switch(_name: str, live: str, _preview: Any, _endpoint: Any, **kw: Any) -> Any:
         seen.append(kw)
-        return switching.SwitchResult(live, None, "blue", 1.0, handoff_ms=3.0, epoch=2)  # type: ignore[arg-type]
+        return SwitchResult(live, None, "blue", 1.0, handoff_ms=3.0, epoch=2)  # type: ignore[arg-type]
 
     monkeypatch.setattr(cli, "switch", fake_switch)
     base = ["switch", "--to", "green", "--container", "pt-proxy", "--reason", "test", "--url", "http://x"]

@@ -92,7 +92,7 @@ LAYOUT = {
 def test_network_layout(stack: str) -> None:
     graph = rendered(stack)
     prefix = _prefix(graph)
-    found = {}
+    found: dict[str, set[str]] = {}
     for res in graph.containers:
         service = _labels(res)["paper-trading.service"]
         found.setdefault(service, set()).update(n.removeprefix(f"{prefix}-") for n in _networks(res))
@@ -291,7 +291,8 @@ def test_apps_get_the_work_settings_the_same_for_both_colors(stack: str) -> None
     graph, w = rendered(stack), _settings(stack).workers
     expected = {
         "WORK_ENABLED": "true" if w.enabled else "false", "WORK_QUEUES": ",".join(w.queues),
-        "WORK_LEASE_TTL_MS": str(w.lease_ttl_ms), "WORK_PREFETCH": str(w.prefetch), "WORK_TICK_MS": str(w.tick_ms),
+        "WORK_LEASE_TTL_MS": str(w.lease_ttl_ms), "WORK_PREFETCH": str(w.prefetch),
+        "WORK_TICK_MS": str(w.tick_ms),
     }
     apps = [r for r in graph.containers
             if _labels(r).get("paper-trading.role") == "app" and not _carrier(r)]
@@ -319,14 +320,16 @@ def test_rabbitmq_loads_secret_definitions_with_single_active_consumer_queues(st
     # The management API (15672) is published nowhere; the broker stays on backend (+ metrics for the scrape).
     assert not res.inputs.get("ports") and not res.inputs.get("publishAllPorts")
     assert sorted(_networks(res)) == [f"{prefix}-backend", f"{prefix}-metrics"]
-    uploads = {u["file"]: (u, wire) for u, wire in zip(res.inputs["uploads"], res.wire["uploads"], strict=True)}
+    uploads = {u["file"]: (u, wire)
+               for u, wire in zip(res.inputs["uploads"], res.wire["uploads"], strict=True)}
     conf = uploads["/etc/rabbitmq/conf.d/20-paper-trading.conf"][0]["content"]
     settings = dict(line.split(" = ", 1) for line in conf.splitlines())
     assert settings["load_definitions"] == RABBITMQ_DEFINITIONS
     assert settings["prometheus.return_per_object_metrics"] == "true"
     assert "default_pass" not in settings  # dead with definitions: the user lives in them
     upload, wire = uploads[RABBITMQ_DEFINITIONS]
-    assert "4dabf18193072939515e22adb298388d" in json.dumps(wire), "definitions hold the password hash: secret"
+    assert "4dabf18193072939515e22adb298388d" in json.dumps(wire), \
+        "definitions hold the password hash: secret"
     document = json.loads(upload["content"])
     password = "mock-rabbitmq-password-32"  # tools.render's stand-in for the RandomPassword
     assert password not in upload["content"]
@@ -334,8 +337,9 @@ def test_rabbitmq_loads_secret_definitions_with_single_active_consumer_queues(st
                                   "hashing_algorithm": "rabbit_password_hashing_sha256",
                                   "tags": ["administrator"]}]
     assert document["vhosts"] == [{"name": "/"}]
-    assert [(q["name"], q["vhost"], q["durable"], q["auto_delete"], q["arguments"]) for q in document["queues"]] == [
-        (name, "/", True, False, {"x-single-active-consumer": True}) for name in w.queues]
+    queues = [(q["name"], q["vhost"], q["durable"], q["auto_delete"], q["arguments"])
+              for q in document["queues"]]
+    assert queues == [(name, "/", True, False, {"x-single-active-consumer": True}) for name in w.queues]
     assert set(document) == {"vhosts", "users", "permissions", "queues"}
 
 
