@@ -25,6 +25,8 @@ from typing import Any
 import pulumi
 import pulumi.dynamic
 
+from .dynamic import StateProvider
+
 DEPLOY_RECORD_KIND = "paper-trading:deploy-record"
 #: Inputs whose change is a new deployment (startedAt only measures the duration).
 WATCHED = ("fingerprint", "liveColor", "stack")
@@ -61,22 +63,14 @@ def write_record(props: Mapping[str, Any], olds: Mapping[str, Any] | None = None
     return {**props, "recordedAt": recorded_at, "auditHead": head}
 
 
-class DeployRecordProvider(pulumi.dynamic.ResourceProvider):
-    serialize_as_secret_always = False
+class DeployRecordProvider(StateProvider):
+    """Writes the record at create and at each update (a changed deployment); never deletes it."""
 
-    def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
-        return pulumi.dynamic.CreateResult(id_=f"deploy-{props['stack']}", outs=write_record(props))
+    WATCHED = WATCHED
+    ID_KEY, ID_PREFIX = "stack", "deploy"
 
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
-        changed = [key for key in WATCHED if olds.get(key) != news.get(key)]
-        return pulumi.dynamic.DiffResult(changes=bool(changed), replaces=[], stables=[],
-                                         delete_before_replace=False)
-
-    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.UpdateResult:
-        return pulumi.dynamic.UpdateResult(outs=write_record(news, olds))
-
-    def delete(self, _id: str, _props: dict[str, Any]) -> None:
-        return None
+    def apply(self, props: dict[str, Any], olds: dict[str, Any] | None) -> dict[str, Any]:
+        return write_record(props, olds)
 
     def render_outputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """Offline render: no record is written."""

@@ -31,6 +31,7 @@ import pulumi_docker as docker
 
 from .common import ROLE_LABEL, hardened_container_args, healthcheck
 from .config import Settings
+from .dynamic import StateProvider
 from .firewall_config import DECISIONS_DIR, FirewallRules, render_ruleset, table_name_for
 
 HOST_GUARD_ROLE = "host-guard"
@@ -95,31 +96,18 @@ def remove_table(table: str, image: str, client: Any = None) -> str:
     return output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output)
 
 
-class FirewallTableProvider(dyn.ResourceProvider):
+class FirewallTableProvider(StateProvider):
     """The table's lifetime in the stack: nothing at create (the guard loads it); at delete
     (`pulumi destroy`, after the guard container is gone, which depends on this resource) the
     table is removed. A replaced guard never touches it: the new guard reloads it atomically."""
 
-    serialize_as_secret_always = False
-
-    def create(self, props: dict[str, Any]) -> dyn.CreateResult:
-        return dyn.CreateResult(id_=f"firewall-table-{props.get('table')}", outs=props)
-
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.DiffResult:
-        changed = any(olds.get(k) != news.get(k) for k in ("table", "image"))
-        # Another table name: the old table goes (delete), the new one is the guard's.
-        replaces = ["table"] if olds.get("table") != news.get("table") else []
-        return dyn.DiffResult(changes=changed, replaces=replaces, delete_before_replace=False)
-
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
-        return dyn.UpdateResult(outs=news)
+    WATCHED = ("table", "image")
+    # Another table name: the old table goes (delete), the new one is the guard's.
+    REPLACES = ("table",)
+    ID_KEY, ID_PREFIX = "table", "firewall-table"
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         remove_table(str(props["table"]), str(props["image"]))
-
-    def render_outputs(self, _inputs: dict[str, Any]) -> dict[str, Any]:
-        """Offline render (tools/render.py): nothing beyond the inputs."""
-        return {}
 
 
 class FirewallTable(dyn.Resource):

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 import pulumi
 import pulumi.dynamic
 
+from .dynamic import StateProvider
+
 if TYPE_CHECKING:
     from components.config import Settings
     from validation.models import ValidationReport
@@ -225,39 +227,29 @@ def spent(olds: Mapping[str, Any], news: Mapping[str, Any], client: Any = None) 
         return True
 
 
-class PromotionGateProvider(pulumi.dynamic.ResourceProvider):
+class PromotionGateProvider(StateProvider):
     """Create/update run the checks; diff re-runs them when a watched input changes."""
 
-    # The pickled provider holds no secrets (it is a reference to this class), so it need
-    # not be a secret; a plain string also lets the offline render call `render_outputs`.
-    serialize_as_secret_always = False
+    WATCHED = WATCHED
+    ID_KEY, ID_PREFIX = "candidateColor", "promotion-gate"
 
-    def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
-        # Nothing was approved before: the candidate is not live, so it must do no background work.
-        outs = run_gate(props, expect_work_role="standby")
-        return pulumi.dynamic.CreateResult(id_=f"promotion-gate-{props['candidateColor']}", outs=outs)
-
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
-        changed = [key for key in WATCHED if olds.get(key) != news.get(key)]
+    def changed(self, olds: dict[str, Any], news: dict[str, Any]) -> list[str]:
+        changed = super().changed(olds, news)
         secrets = _fingerprint({k: news.get(k) for k in SECRET_FIELDS})
         if olds.get("secretsFingerprint") != secrets:
             changed.append("exchanges")
         if not changed and spent(olds, news):
             changed.append("approvedColor")
-        return pulumi.dynamic.DiffResult(
-            changes=bool(changed), replaces=[], stables=[], delete_before_replace=False
-        )
+        return changed
 
-    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.UpdateResult:
-        # A candidate other than the color approved last is not live yet: it must be standby;
-        # so is the color approved last when its switch failed (the approval is spent). The same,
-        # live color again (a key change) is judged by the check.
-        moving = olds.get("approvedColor") != news.get("candidateColor") or spent(olds, news)
-        expect = "standby" if moving else None
-        return pulumi.dynamic.UpdateResult(outs=run_gate(news, expect_work_role=expect))
-
-    def delete(self, _id: str, _props: dict[str, Any]) -> None:
-        return None
+    def apply(self, props: dict[str, Any], olds: dict[str, Any] | None) -> dict[str, Any]:
+        # Nothing approved before (create), a candidate other than the color approved last, or the
+        # color approved last when its switch failed (the approval is spent): not live yet, so it
+        # must do no background work (standby). The same, live color again (a key change) is
+        # judged by the check.
+        moving = (olds is None or olds.get("approvedColor") != props.get("candidateColor")
+                  or spent(olds, props))
+        return run_gate(props, expect_work_role="standby" if moving else None)
 
     def render_outputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """Offline render (tools/render.py): what a passed create would output, without checks."""

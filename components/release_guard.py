@@ -17,6 +17,8 @@ from typing import Any
 import pulumi
 import pulumi.dynamic as dyn
 
+from .dynamic import StateProvider
+
 GUARD_KIND = "paper-trading:release-guard"
 
 
@@ -63,32 +65,7 @@ def problems(props: dict[str, Any], client: Any = None) -> list[tuple[str, str]]
     return []
 
 
-class _StateProvider(dyn.ResourceProvider):
-    """A resource that only keeps its inputs in the state; `WATCHED` inputs make a change."""
-
-    serialize_as_secret_always = False
-    WATCHED: tuple[str, ...] = ()
-    ID_KEY = ""
-
-    def create(self, props: dict[str, Any]) -> dyn.CreateResult:
-        return dyn.CreateResult(id_=f"{type(self).__name__}-{props.get(self.ID_KEY)}", outs=props)
-
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.DiffResult:
-        changed = any(olds.get(key) != news.get(key) for key in self.WATCHED)
-        return dyn.DiffResult(changes=changed, replaces=[], delete_before_replace=False)
-
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
-        return dyn.UpdateResult(outs=news)
-
-    def delete(self, _id: str, _props: dict[str, Any]) -> None:
-        return None
-
-    def render_outputs(self, _inputs: dict[str, Any]) -> dict[str, Any]:
-        """Offline render (tools/render.py): nothing beyond the inputs."""
-        return {}
-
-
-class ReleaseGuardProvider(_StateProvider):
+class ReleaseGuardProvider(StateProvider):
     """`check` runs on every preview and up, before any dependent app container is touched.
 
     What it was told last run (which colors changed) is no change of the deployment: only
@@ -119,7 +96,7 @@ class ReleaseGuard(dyn.Resource):
         super().__init__(ReleaseGuardProvider(), name, props, opts)
 
 
-class ReleaseRecordProvider(_StateProvider):
+class ReleaseRecordProvider(StateProvider):
     """Keeps what one color runs in the stack's state; the next run reads it (components/release.py)."""
 
     WATCHED = ("color", "image", "replicas", "fingerprint")

@@ -16,6 +16,7 @@ import pulumi.dynamic as dyn
 
 from ..audit import Auditor
 from ..config import Color
+from ..dynamic import StateProvider
 from ..handoff import HandoffTarget
 from ..nginx.routing import render_markers
 from .base import SWITCH_INPUTS, SWITCH_KIND, Endpoint
@@ -52,21 +53,16 @@ def _apply_props(props: dict[str, Any]) -> dict[str, Any]:
             "handoffMs": handoff_ms}
 
 
-class RoutingProvider(dyn.ResourceProvider):
-    """CRUD for the routing choice; diff never asks for a replace."""
+class RoutingProvider(StateProvider):
+    """CRUD for the routing choice: create and update switch; diff never asks for a replace."""
 
-    serialize_as_secret_always = False
+    WATCHED = SWITCH_INPUTS
 
-    def create(self, props: dict[str, Any]) -> dyn.CreateResult:
-        outs = _apply_props(props)
-        return dyn.CreateResult(id_=f"{props['proxyContainerName']}-routing", outs=outs)
+    def resource_id(self, props: dict[str, Any]) -> str:
+        return f"{props['proxyContainerName']}-routing"
 
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.DiffResult:
-        changed = [key for key in SWITCH_INPUTS if olds.get(key) != news.get(key)]
-        return dyn.DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
-
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
-        return dyn.UpdateResult(outs=_apply_props(news))
+    def apply(self, props: dict[str, Any], olds: dict[str, Any] | None) -> dict[str, Any]:
+        return _apply_props(props)
 
     def read(self, id_: str, props: dict[str, Any]) -> dyn.ReadResult:
         """Refresh reports the color the proxy really serves (e.g. after an emergency switch)."""
