@@ -235,8 +235,16 @@ class AlertmanagerConfig(_Model):
     webhook_url: SecretStr | None = None
 
 
+#: Log stores the program can deploy (docs/monitoring.md, "Log aggregation on machines without a registry").
+LogsBackend = Literal["loki", "victorialogs"]
+
+
 class LogsConfig(_Model):
     enabled: bool = True
+    #: `loki`: Loki + promtail (registry images). `victorialogs`: VictoriaLogs + vlagent (Apache-2.0,
+    #: built from the Go module proxy by scripts/build-test-images: images/victoria-logs, images/vlagent).
+    backend: LogsBackend = "loki"
+    #: The log store's published port (Loki's 3100 or VictoriaLogs' 9428 inside the container).
     port: int = Field(default=3100, ge=1, le=65535)
     retention: str = Field(default="168h", pattern=r"^[0-9]+h$")
 
@@ -384,6 +392,11 @@ class Images(_Model):
     grafana: str = "grafana/grafana:11.3.1"
     loki: str = "grafana/loki:3.3.0"
     promtail: str = "grafana/promtail:3.3.0"
+    #: `monitoring.logs.backend: victorialogs`. The official victoriametrics/* images are distroless
+    #: (no program to run a healthcheck), so the defaults are this repo's images/victoria-logs and
+    #: images/vlagent, built on the host by scripts/build-test-images like host_guard.
+    victoria_logs: str = "paper-trading/victoria-logs:1.52.2"
+    vlagent: str = "paper-trading/vlagent:1.52.2"
     node_exporter: str = "prom/node-exporter:v1.8.2"
     cadvisor: str = "gcr.io/cadvisor/cadvisor:v0.49.1"
     postgres_exporter: str = "quay.io/prometheuscommunity/postgres-exporter:v0.16.0"

@@ -1,4 +1,5 @@
-"""The monitoring stack: Prometheus, Alertmanager, Grafana, Loki + promtail, exporters.
+"""The monitoring stack: Prometheus, Alertmanager, Grafana, logs (Loki + promtail or VictoriaLogs +
+vlagent), exporters.
 
 All config files come from `components.monitoring_config` builders and are uploaded
 into anonymous volumes (read-only root filesystems); secrets are files in
@@ -24,7 +25,17 @@ import pulumi_random as random
 from .audit import AUDIT_DIR
 from .common import NetworkNames, hardened_container_args, healthcheck, secret_file
 from .config import Limits, Settings
-from .monitoring_config import alertmanager, blackbox, grafana, layout, loki, prometheus, promtail, rules
+from .monitoring_config import (
+    alertmanager,
+    blackbox,
+    grafana,
+    layout,
+    loki,
+    prometheus,
+    promtail,
+    rules,
+    victorialogs,
+)
 
 NOBODY = "65534:65534"
 GRAFANA_USER = "472:0"
@@ -100,6 +111,14 @@ def _authenticated_check(
 def _http_check(port: int, path: str) -> docker.ContainerHealthcheckArgs:
     """busybox or GNU `wget` (prom/* images are busybox-based; Loki's distroless:debug has busybox)."""
     return healthcheck(["CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{port}{path}"])
+
+
+def _collector_check(port: int) -> docker.ContainerHealthcheckArgs:
+    """vlagent answers /health and can list Docker's json-file logs (a glob that lists nothing stays
+    literal and `ls` fails): the check fails when the collector cannot read the containers' logs."""
+    logs = f"{layout.DOCKER_CONTAINERS_DIR}/*/*-json.log"
+    return healthcheck(["CMD-SHELL",
+                        f"wget -q -O /dev/null http://127.0.0.1:{port}/health && ls {logs} >/dev/null"])
 
 
 def _bash_http_check(port: int, path: str) -> docker.ContainerHealthcheckArgs:
@@ -241,6 +260,7 @@ class Monitoring(pulumi.ComponentResource):
                     "GF_ANALYTICS_REPORTING_ENABLED=false",
                     "GF_ANALYTICS_CHECK_FOR_UPDATES=false",
                     "GF_LOG_MODE=console",
+                    *([f"GF_INSTALL_PLUGINS={','.join(grafana.plugins(s))}"] if grafana.plugins(s) else []),
                     f"GF_SERVER_ROOT_URL={_url(bind, mon.grafana.port)}/",
                 ],
                 ports=[_published(bind, layout.GRAFANA_PORT, mon.grafana.port)],
@@ -248,10 +268,36 @@ class Monitoring(pulumi.ComponentResource):
             )
         self.grafana_url: str | None = _url(bind, mon.grafana.port) if mon.grafana.enabled else None
 
-        # --- Logs: Loki + promtail (reads json-file logs from the host, read-only)
+        # --- Logs: Loki + promtail, or VictoriaLogs + vlagent (`monitoring.logs.backend`); the
+        # collector reads json-file logs from the host and the audit trail, both read-only.
         self.loki: docker.Container | None = None
+        self.victorialogs: docker.Container | None = None
         self.log_collector: docker.Container | None = None
-        if mon.logs.enabled:
+        collector_volumes = [
+            docker.ContainerVolumeArgs(host_path=layout.DOCKER_CONTAINERS_DIR,
+                                       container_path=layout.DOCKER_CONTAINERS_DIR, read_only=True),
+            # The operations audit trail (components/audit.py), read-only: shipped, never written.
+            *([docker.ContainerVolumeArgs(volume_name=args.volume_names["audit"],
+                                          container_path=AUDIT_DIR, read_only=True)]
+              if "audit" in args.volume_names else []),
+        ]
+        if mon.logs.enabled and mon.logs.backend == "victorialogs":
+            self.victorialogs = self._container(
+                "victorialogs", s.images.victoria_logs, s.limits.monitoring, user=NOBODY,
+                data=(args.volume_names["logs"], layout.VICTORIALOGS_DATA),
+                command=victorialogs.server_args(s),
+                ports=[_published(bind, layout.VICTORIALOGS_PORT, mon.logs.port)],
+                check=_http_check(layout.VICTORIALOGS_PORT, "/health"),
+            )
+            self.log_collector = self._container(
+                "log-collector", s.images.vlagent, mon.exporter_limits, user=ROOT_USER,
+                alias=layout.COLLECTOR_ALIASES["victorialogs"],
+                extra_volumes=[docker.ContainerVolumeArgs(container_path=layout.VLAGENT_DATA),
+                               *collector_volumes],
+                command=victorialogs.collector_args(s, self._stack, audit="audit" in args.volume_names),
+                check=_collector_check(layout.VLAGENT_PORT),
+            )
+        elif mon.logs.enabled:
             self.loki = self._container(
                 "loki", s.images.loki, s.limits.monitoring, user=LOKI_USER,
                 files={layout.LOKI_CONFIG: loki.loki_config(s)}, config_dir=layout.LOKI_DIR,
@@ -266,12 +312,7 @@ class Monitoring(pulumi.ComponentResource):
                 config_dir=layout.PROMTAIL_DIR,
                 extra_volumes=[
                     docker.ContainerVolumeArgs(container_path=layout.PROMTAIL_POSITIONS_DIR),
-                    docker.ContainerVolumeArgs(host_path=layout.DOCKER_CONTAINERS_DIR,
-                                               container_path=layout.DOCKER_CONTAINERS_DIR, read_only=True),
-                    # The operations audit trail (components/audit.py), read-only: shipped, never written.
-                    *([docker.ContainerVolumeArgs(volume_name=args.volume_names["audit"],
-                                                  container_path=AUDIT_DIR, read_only=True)]
-                      if "audit" in args.volume_names else []),
+                    *collector_volumes,
                 ],
                 command=[f"-config.file={layout.PROMTAIL_CONFIG}"],
                 # /ready: promtail tails at least one log file, so the check also fails when it
@@ -366,6 +407,7 @@ class Monitoring(pulumi.ComponentResource):
         ports: list[docker.ContainerPortArgs] | None = None,
         check: docker.ContainerHealthcheckArgs | None = None,
         backend: bool = False,
+        alias: str | None = None,
     ) -> docker.Container:
         """One hardened container on its monitoring network(s) (and backend when it reads a datastore)."""
         if (check is None) != (service in NO_HEALTHCHECK):
@@ -390,12 +432,12 @@ class Monitoring(pulumi.ComponentResource):
         volumes += extra_volumes or []
         # The control plane on `monitoring` (nothing else joins it), what Prometheus scrapes on
         # `metrics`; Prometheus joins both (docs/monitoring.md, "Networks").
-        alias = [layout.ALIASES[service]]
+        aliases = [alias or layout.ALIASES[service]]
         networks: dict[str, list[str]] = {}
         if service in layout.CONTROL_PLANE:
-            networks[args.networks.monitoring] = alias
+            networks[args.networks.monitoring] = aliases
         if service in layout.SCRAPED:
-            networks[args.networks.metrics] = alias
+            networks[args.networks.metrics] = aliases
         if not networks:
             raise ValueError(f"{service}: on no monitoring network (layout.CONTROL_PLANE / SCRAPED)")
         if backend:

@@ -1,14 +1,14 @@
 """`monitoring-segmented`: no app container shares a network with the monitoring control plane.
 
 A compromised app on a network with Alertmanager could silence the paper-mode and real-trade
-alerts; with Loki, write the audit trail; with Prometheus or Grafana, read or reshape what
+alerts; with Loki or VictoriaLogs, write the audit trail; with Prometheus or Grafana, read or reshape what
 operators see (issue 13, item 1). Two rules enforce it:
 
 - the resource rule (mandatory, runs at `pulumi preview` before anything exists): an app
   container (`paper-trading.role=app`, or anything carrying an app marker: a `color` label or
   an `app*` service label) joins only networks whose names end with an app suffix
   (`-frontend`, `-backend`); a control-plane container (`paper-trading.service` in
-  prometheus/alertmanager/grafana/loki) joins only networks whose names end with a
+  prometheus/alertmanager/grafana/loki/victorialogs) joins only networks whose names end with a
   control-plane suffix (`-monitoring`, `-metrics`). The two suffix lists must be disjoint,
   so the two sets of networks cannot meet. A network name that is unknown at preview, or
   `networkMode` `host`/`none`/`container:...`, is a violation (fail closed); `networkMode`
@@ -41,7 +41,7 @@ from .props import (
 )
 
 POLICY = "monitoring-segmented"
-CONTROL_PLANE = ["prometheus", "alertmanager", "grafana", "loki"]
+CONTROL_PLANE = ["prometheus", "alertmanager", "grafana", "loki", "victorialogs"]
 APP_NETWORK_SUFFIXES = ["-frontend", "-backend"]
 CONTROL_PLANE_NETWORK_SUFFIXES = ["-monitoring", "-metrics"]
 

@@ -77,7 +77,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "monitoring-segmented": {
         "appNetworkSuffixes": ["-frontend", "-backend"],
         "controlPlaneNetworkSuffixes": ["-monitoring", "-metrics"],
-        "controlPlaneServices": ["prometheus", "alertmanager", "grafana", "loki"],
+        "controlPlaneServices": ["prometheus", "alertmanager", "grafana", "loki", "victorialogs"],
     },
 }
 

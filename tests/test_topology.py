@@ -78,6 +78,7 @@ LAYOUT = {
     "postgres": {"backend"}, "redis": {"backend"}, "rabbitmq": {"backend", "metrics"}, "backup": {"backend"},
     "prometheus": {"monitoring", "metrics"},
     "alertmanager": {"monitoring"}, "grafana": {"monitoring"}, "loki": {"monitoring"},
+    "victorialogs": {"monitoring"},
     "log-collector": {"monitoring"},
     "node-exporter": {"metrics"}, "blackbox-exporter": {"metrics"}, "nginx-exporter": {"metrics"},
     "postgres-exporter": {"backend", "metrics"}, "redis-exporter": {"backend", "metrics"},

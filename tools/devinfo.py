@@ -26,8 +26,8 @@ from components.firewall_config import table_name_for
 WHY_OFF = {
     "Grafana": "no Debian package, and its Go modules are not served here: "
                "turn on monitoring.grafana.enabled with images.grafana from a registry",
-    "log aggregation": "Loki and promtail have no Debian package and their Go modules are not served here "
-                       "(AGPL): turn on monitoring.logs.enabled with images.loki/promtail from a registry",
+    "log aggregation": "turn on monitoring.logs.enabled with backend victorialogs: VictoriaLogs and vlagent "
+                       "are built here from Go modules (Loki and promtail only come from a registry)",
 }
 
 

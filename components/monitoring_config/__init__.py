@@ -9,6 +9,7 @@ measured at run time by probing the proxy (see `blackbox.py`, `rules.py`).
 
 from __future__ import annotations
 
-from . import alertmanager, blackbox, grafana, layout, loki, prometheus, promtail, rules
+from . import alertmanager, blackbox, grafana, layout, loki, prometheus, promtail, rules, victorialogs
 
-__all__ = ["alertmanager", "blackbox", "grafana", "layout", "loki", "prometheus", "promtail", "rules"]
+__all__ = ["alertmanager", "blackbox", "grafana", "layout", "loki", "prometheus", "promtail", "rules",
+           "victorialogs"]

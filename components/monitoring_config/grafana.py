@@ -10,11 +10,31 @@ import json
 from typing import Any
 
 from ..config import Settings
-from . import layout, rules
+from . import layout, rules, victorialogs
 from ._yaml import dump
 
 PROM = {"type": "prometheus", "uid": layout.PROMETHEUS_UID}
 LOKI = {"type": "loki", "uid": layout.LOKI_UID}
+#: Grafana reads VictoriaLogs through VictoriaMetrics' datasource plugin (Apache-2.0), which the
+#: Grafana container installs at start (`GF_INSTALL_PLUGINS`, components/monitoring.py).
+VICTORIALOGS_PLUGIN = "victoriametrics-logs-datasource"
+VICTORIALOGS_PLUGIN_VERSION = "0.16.1"
+VICTORIALOGS = {"type": VICTORIALOGS_PLUGIN, "uid": layout.VICTORIALOGS_UID}
+
+
+def logs_datasource(settings: Settings) -> dict[str, str] | None:
+    """The logs datasource's reference for panels: the store `monitoring.logs.backend` chose."""
+    logs = settings.monitoring.logs
+    if not logs.enabled:
+        return None
+    return VICTORIALOGS if logs.backend == "victorialogs" else LOKI
+
+
+def plugins(settings: Settings) -> list[str]:
+    """Grafana plugins the provisioning needs (`GF_INSTALL_PLUGINS` entries: `id version`)."""
+    if logs_datasource(settings) == VICTORIALOGS:
+        return [f"{VICTORIALOGS_PLUGIN} {VICTORIALOGS_PLUGIN_VERSION}"]
+    return []
 
 
 def datasources(settings: Settings) -> str:
@@ -24,10 +44,16 @@ def datasources(settings: Settings) -> str:
         "url": f"http://{layout.ALIASES['prometheus']}:{layout.PROMETHEUS_PORT}", "isDefault": True,
         "editable": False, "jsonData": {"timeInterval": mon.prometheus.scrape_interval},
     }]
-    if mon.logs.enabled:
+    if logs_datasource(settings) == LOKI:
         entries.append({
             "name": "Loki", "uid": layout.LOKI_UID, "type": "loki", "access": "proxy",
             "url": f"http://{layout.ALIASES['loki']}:{layout.LOKI_PORT}", "editable": False,
+        })
+    elif logs_datasource(settings) == VICTORIALOGS:
+        entries.append({
+            "name": "VictoriaLogs", "uid": layout.VICTORIALOGS_UID, "type": VICTORIALOGS_PLUGIN,
+            "access": "proxy", "editable": False,
+            "url": f"http://{layout.ALIASES['victorialogs']}:{layout.VICTORIALOGS_PORT}",
         })
     if mon.alertmanager.enabled:
         entries.append({
@@ -128,9 +154,14 @@ def _overview(settings: Settings) -> str:
         b.add(WORK_HOLDER_TITLE, "stat", [_q(expr, legend) for expr, legend in work_holder_queries(settings)],
               w=24, h=6, extra={"options": {"textMode": "value_and_name", "colorMode": "value",
                                             "reduceOptions": {"calcs": ["lastNotNull"]}}})
-    if settings.monitoring.logs.enabled:
+    logs = logs_datasource(settings)
+    if logs == LOKI:
         b.add("Audit trail: proxy access log", "logs", [{"expr": '{service="proxy", audit="access"}'}],
               w=24, h=10, datasource=LOKI)
+    elif logs == VICTORIALOGS:
+        b.add("Audit trail: proxy access log", "logs",
+              [{"expr": victorialogs.ACCESS_LOG_QUERY}], w=24, h=10,
+              datasource=VICTORIALOGS)
     return _dashboard("paper-trading-overview", "Paper trading: overview", b, ["overview", "safety"])
 
 

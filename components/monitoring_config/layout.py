@@ -41,6 +41,11 @@ PROMTAIL_CONFIG: Final = f"{PROMTAIL_DIR}/promtail.yml"
 PROMTAIL_POSITIONS_DIR: Final = "/var/lib/promtail"
 DOCKER_CONTAINERS_DIR: Final = "/var/lib/docker/containers"
 
+# `monitoring.logs.backend: victorialogs`: both take their whole configuration as flags (no files,
+# so both run with a read-only root); data paths are the official images' (images/victoria-logs, vlagent).
+VICTORIALOGS_DATA: Final = "/victoria-logs-data"
+VLAGENT_DATA: Final = "/vlagent-data"
+
 POSTGRES_PASSWORD_FILE: Final = f"{SECRETS_DIR}/postgres_password"
 REDIS_PASSWORD_FILE: Final = f"{SECRETS_DIR}/redis_passwords.json"
 
@@ -52,6 +57,8 @@ ALERTMANAGER_PORT: Final = 9093
 GRAFANA_PORT: Final = 3000
 LOKI_PORT: Final = 3100
 PROMTAIL_PORT: Final = 9080
+VICTORIALOGS_PORT: Final = 9428
+VLAGENT_PORT: Final = 9429
 NODE_EXPORTER_PORT: Final = 9100
 POSTGRES_EXPORTER_PORT: Final = 9187
 REDIS_EXPORTER_PORT: Final = 9121
@@ -77,7 +84,8 @@ ALERTMANAGER_PASSWORD_FILE: Final = f"{SECRETS_DIR}/alertmanager_password"
 
 # The monitoring control plane: on the `monitoring` network, which no app, exporter or proxy
 # joins (the `monitoring-segmented` policy); Prometheus also joins `metrics` to scrape.
-CONTROL_PLANE: Final = frozenset({"prometheus", "alertmanager", "grafana", "loki", "log-collector"})
+CONTROL_PLANE: Final = frozenset({"prometheus", "alertmanager", "grafana", "loki", "victorialogs",
+                                  "log-collector"})
 #: Services on the metrics network (Prometheus meets what it scrapes there).
 SCRAPED: Final = frozenset({
     "prometheus", "node-exporter", "postgres-exporter", "redis-exporter", "nginx-exporter",
@@ -90,6 +98,7 @@ ALIASES: Final[dict[str, str]] = {
     "alertmanager": "alertmanager",
     "grafana": "grafana",
     "loki": "loki",
+    "victorialogs": "victorialogs",
     "log-collector": "promtail",
     "node-exporter": "node-exporter",
     "postgres-exporter": "postgres-exporter",
@@ -101,7 +110,12 @@ ALIASES: Final[dict[str, str]] = {
 # Grafana datasource uids: dashboards reference these and tests check them.
 PROMETHEUS_UID: Final = "prometheus"
 LOKI_UID: Final = "loki"
+VICTORIALOGS_UID: Final = "victorialogs"
 ALERTMANAGER_UID: Final = "alertmanager"
+
+
+#: The log collector's alias by `monitoring.logs.backend` (the service is `log-collector` for both).
+COLLECTOR_ALIASES: Final[dict[str, str]] = {"loki": "promtail", "victorialogs": "vlagent"}
 
 
 def app_container(prefix: str, color: str, n: int) -> str:

@@ -120,7 +120,11 @@ def scrape_configs(settings: Settings) -> list[dict[str, Any]]:
                             **_alertmanager_auth()))
     if mon.grafana.enabled:
         jobs.append(_static("grafana", f"{layout.ALIASES['grafana']}:{layout.GRAFANA_PORT}"))
-    if mon.logs.enabled:
+    if mon.logs.enabled and mon.logs.backend == "victorialogs":
+        collector = layout.COLLECTOR_ALIASES["victorialogs"]
+        jobs.append(_static("victorialogs", f"{layout.ALIASES['victorialogs']}:{layout.VICTORIALOGS_PORT}"))
+        jobs.append(_static(collector, f"{collector}:{layout.VLAGENT_PORT}"))
+    elif mon.logs.enabled:
         jobs.append(_static("loki", f"{layout.ALIASES['loki']}:{layout.LOKI_PORT}"))
         jobs.append(_static("promtail", f"{layout.ALIASES['log-collector']}:{layout.PROMTAIL_PORT}"))
     if settings.security.ids.enabled:
