@@ -14,6 +14,7 @@ from components.deploy_record import DeployRecord, fingerprint, program_sources
 from components.firewall import Firewall, FirewallArgs
 from components.gate import PromotionGate, PromotionGateArgs, audit_target
 from components.handoff import handoff_props
+from components.ids import Ids, IdsArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Networks, NetworksArgs
 from components.proxy import Proxy, ProxyArgs
@@ -84,27 +85,26 @@ monitoring = Monitoring(
         depends_on=[*networks.all, *volumes.by_service.values(), *datastores.containers],
     ),
 )
-# Intrusion detection (issue 14, part 2): fail2ban reads the proxy's access-log file and writes
-# ban decisions the host guard enforces (docs/security.md, "Intrusion detection").
+# Intrusion detection: fail2ban reads the proxy's access-log file and writes ban decisions the
+# host guard enforces (docs/security.md, "Intrusion detection").
+security: list[pulumi.Resource] = []
 if settings.security.ids.enabled:
-    from components.ids import Ids, IdsArgs
-
-    ids = Ids("ids", IdsArgs(
+    security.append(Ids("ids", IdsArgs(
         settings=settings, networks=networks.names, stack_labels=stack_labels,
         depends_on=[*networks.all, volumes.by_service["proxy-logs"], volumes.by_service["decisions"],
                     proxy.container],  # nginx creates the access-log file the jails read
-    ))
+    )))
 
-# The host firewall (issue 14, part 1): from outside only the proxy's public ports reach a
-# container; the IDS's bans are dropped first (docs/security.md, "Host firewall").
+# The host firewall: from outside only the proxy's public ports reach a container; the IDS's
+# bans are dropped first (docs/security.md, "Host firewall").
 if settings.security.firewall.enabled:
     decisions = volumes.by_service.get("decisions")
-    firewall = Firewall(
+    security.append(Firewall(
         "firewall",
         FirewallArgs(settings=settings, stack_labels=stack_labels,
                      decisions_volume=volumes.names.get("decisions"), networks=networks.all,
                      depends_on=[decisions] if decisions is not None else []),
-    )
+    ))
 
 # The desired color is validated through the preview listener before any traffic moves;
 # the routing resource then switches Nginx to the approved color (and back on failure).
@@ -130,8 +130,8 @@ routing = Routing(
         public_url=proxy.public_url,
         ca_file=settings.validation.ca_file,
         insecure=settings.validation.insecure,
-        audit=audit_target(settings, stack),  # issue 14, part 3: switches leave audit records
-        # Issue 15: background work moves with the traffic (none when the stack runs no work).
+        audit=audit_target(settings, stack),  # switches leave audit records
+        # Background work moves with the traffic (none when the stack runs no work).
         handoff=handoff_props(settings, datastores),
     ),
 )
@@ -147,19 +147,22 @@ pulumi.export("alertmanagerUrl", monitoring.alertmanager_url)
 if monitoring.grafana_admin_password is not None:
     pulumi.export("grafanaAdminPassword", pulumi.Output.secret(monitoring.grafana_admin_password.result))
 if monitoring.alertmanager_password is not None:
-    # User `prometheus`; Alertmanager (UI and API) requires it (issue 13, item 1).
+    # User `prometheus`; Alertmanager (UI and API) requires it.
     pulumi.export("alertmanagerPassword", pulumi.Output.secret(monitoring.alertmanager_password.result))
 for color in COLORS:
     pulumi.export(f"{color}Image", release.releases[color].image)
 
-# One `deploy` audit record per changed deployment (issue 14, part 3), registered last and
-# depending on every resource above, so the engine reaches it only when all of them are done.
-_deployed = [value for value in list(globals().values()) if isinstance(value, pulumi.Resource)]
+# One `deploy` audit record per changed deployment, registered last and depending on every
+# component above, so the engine reaches it only when all of them are done.
+deployed: list[pulumi.Resource] = [
+    networks, volumes, datastores, backup, release_guard, *apps.values(), *release_records, proxy,
+    monitoring, *security, gate, routing,
+]
 DeployRecord(
     "deploy-record",
     stack=stack,
     fingerprint=fingerprint(settings.model_dump_json(), program_sources(Path(__file__).resolve().parent)),
     live_color=active_color,
     audit=audit_target(settings, stack),
-    opts=pulumi.ResourceOptions(depends_on=[*_deployed, *apps.values(), *release_records]),
+    opts=pulumi.ResourceOptions(depends_on=deployed),
 )
