@@ -110,3 +110,15 @@ def test_the_program_registers_the_deploy_record_after_everything() -> None:
     # Every other resource is a dependency: the engine reaches the record only at the end.
     custom = {r.urn for r in graph.resources if r.custom and r.urn != rec.urn}
     assert custom - set(rec.options["dependsOn"]) == set()
+
+
+@pytest.mark.parametrize("stack", ["prod", "dev"])
+def test_the_deploy_record_waits_for_every_custom_resource(stack: str) -> None:
+    """It is written once the whole deployment is done: it depends on every custom resource."""
+    from tests.support import rendered
+
+    graph = rendered(stack)
+    record = graph.by_name("deploy-record")
+    waits_for = set(record.options["dependsOn"])
+    others = {r.urn for r in graph.resources if r.custom and r.urn != record.urn}
+    assert others - waits_for == set()
