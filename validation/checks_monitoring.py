@@ -7,9 +7,10 @@ import base64
 import time
 from typing import Any
 
+from validation.context import CheckFailed, Context, Passed
 from validation.models import Category
 from validation.options import ValidationOptions
-from validation.runner import CheckFailed, Context, Passed, check
+from validation.registry import check
 
 GRAFANA_OK = frozenset({"ok", "success"})
 

@@ -13,9 +13,10 @@ from typing import Any
 
 import httpx
 
+from validation.context import CheckFailed, Context, Passed, ssl_context
 from validation.models import Category
 from validation.options import ValidationOptions
-from validation.runner import CheckFailed, Context, Passed, check, ssl_context
+from validation.registry import check
 from validation.tls import handshake, legacy_context, unverified_context
 
 HSTS_MIN_AGE = 31536000

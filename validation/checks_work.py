@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from validation.checks_health import detailed_health
+from validation.context import CheckFailed, Context, Passed, expect_status
 from validation.models import Category
-from validation.runner import CheckFailed, Context, Passed, check, expect_status
+from validation.registry import check
 
 ACTIVE, STANDBY, DISABLED = "active", "standby", "disabled"
 ROLES = (ACTIVE, STANDBY, DISABLED)
