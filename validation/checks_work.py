@@ -1,4 +1,5 @@
-"""Background work (issue 15): only the live color runs queue consumers and schedulers.
+"""Background work: only the live color runs queue consumers and schedulers, so an order
+message or a scheduled job acts once, for the color that serves traffic.
 
 The app reports its part in `/health/detailed` (docs/background-work.md): `role`
 (active | standby | disabled), `epoch`, `liveColor` (what it last read from the source of
