@@ -94,8 +94,12 @@ async def _run_one(item: Check, ctx: Context, budget: float) -> CheckResult:
     )
 
 
-def make_client(options: ValidationOptions) -> httpx.AsyncClient:
+def make_client(
+    options: ValidationOptions, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
+    """The client every check shares; `transport` replaces the network (the fast tests' answers)."""
     return httpx.AsyncClient(
+        transport=transport,
         verify=ssl_context(options),
         timeout=httpx.Timeout(options.check_timeout),
         follow_redirects=False,
@@ -105,14 +109,16 @@ def make_client(options: ValidationOptions) -> httpx.AsyncClient:
     )
 
 
-async def run_checks(options: ValidationOptions) -> tuple[list[CheckResult], datetime, float]:
-    """Run all applicable checks concurrently; return results in registry order."""
+async def run_checks(
+    options: ValidationOptions, transport: httpx.AsyncBaseTransport | None = None
+) -> tuple[list[CheckResult], datetime, float]:
+    """Run all applicable checks concurrently; return results in `CHECKS` order."""
     started = datetime.now(UTC)
     t0 = time.perf_counter()
     plan = applicable(options)
     budget = min(options.check_timeout, options.timeout)
     results: dict[str, CheckResult] = {}
-    async with make_client(options) as client:
+    async with make_client(options, transport) as client:
         root = Context(options, client)
         tasks: dict[str, asyncio.Task[CheckResult]] = {}
         for item, reason in plan:
