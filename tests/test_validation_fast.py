@@ -74,7 +74,7 @@ def site(routes: Mapping[str, Callable[[httpx.Request], httpx.Response] | httpx.
     return handle
 
 
-def target(detailed: Any = None, metrics: str = METRICS, **extra: Any) -> dict[str, Any]:
+def target(detailed: Any = None, metrics: Any = METRICS, **extra: Any) -> dict[str, Any]:
     """The target's answers: a healthy app unless told otherwise."""
     return {
         "/health": answer(200, {"status": "ok"}, SECURE_HEADERS),
