@@ -22,7 +22,8 @@ from pulumi.dynamic.dynamic import serialize_provider
 
 from components.config import SKIPPABLE_CHECKS, ConfigError, Settings, parse_settings
 from components.gate import ALWAYS_REQUIRED, GATE_KIND, PromotionGateArgs, PromotionGateProvider, refusal
-from components.routing import SWITCH_KIND, RoutingProvider
+from components.routing.base import SWITCH_KIND
+from components.routing.provider import RoutingProvider
 from policies.check import check_graph
 from policies.harness import Analyzer
 from policies.rules import STACK_POLICIES
