@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_docker as docker
 
+from contract import APP_ROLE, COLOR_LABEL, ROLE_LABEL, SECRETS_DIR
+
 from .carrier import carry
 from .common import (
-    COLOR_LABEL,
-    ROLE_LABEL,
     NetworkNames,
     hardened_container_args,
     healthcheck,
@@ -27,9 +27,6 @@ from .common import (
 )
 from .config import Color, Settings
 from .datastores import DATABASE_NAME, DATABASE_USER, RABBITMQ_USER, Datastores
-
-SECRETS_DIR = "/run/secrets"
-APP_ROLE = "app"
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, get_args
 
 import programs
+from contract import ROLE_LABEL
 
 Operation = Literal["deploy", "gate", "switch", "rollback", "emergency-switch", "backup", "restore"]
 #: `started`: the intent record, appended before the operation acts; the others are outcomes.
@@ -89,10 +90,7 @@ CHAIN_SUFFIX_LEN = len(',"prev":""') + 64
 MAX_ERROR = 1000
 MAX_REASON = 500
 ACTOR_ENV = "PAPER_TRADING_ACTOR"
-#: The stack label every deployed container carries (components/common.py STACK_LABEL).
-STACK_LABEL_KEY = "paper-trading.stack"
 #: Label on the one-shot writer containers (tests and cleanup find them by it).
-WRITER_LABEL = "paper-trading.role"
 WRITER_ROLE = "audit-writer"
 
 _SECRET_PAIR = re.compile(
@@ -336,7 +334,7 @@ class VolumeSink:
                 # Also at the donor directory: a new volume gets the writer's owner (copy-up).
                 volumes=[f"{self.volume}:{AUDIT_DIR}:rw", f"{self.volume}:{OWNERSHIP_DONOR}:rw"],
                 network_mode="none", read_only=True, cap_drop=["ALL"],
-                security_opt=["no-new-privileges"], labels={WRITER_LABEL: WRITER_ROLE},
+                security_opt=["no-new-privileges"], labels={ROLE_LABEL: WRITER_ROLE},
                 mem_limit="32m", remove=True, stdout=True, stderr=False,
             )
         except docker.errors.ContainerError as exc:  # the shell's own words: full disk, read-only, ...
@@ -485,7 +483,7 @@ def seal(volume: str, image: str, client: Any = None, *, on: bool = True) -> str
             environment={"AUDIT_LOG": AUDIT_PATH, "SEAL_FLAG": "+a" if on else "-a"},
             volumes=[f"{volume}:{AUDIT_DIR}:rw"],
             network_mode="none", read_only=True, cap_drop=["ALL"], cap_add=["LINUX_IMMUTABLE", "FOWNER"],
-            security_opt=["no-new-privileges"], labels={WRITER_LABEL: "audit-seal"}, mem_limit="32m",
+            security_opt=["no-new-privileges"], labels={ROLE_LABEL: "audit-seal"}, mem_limit="32m",
             remove=True, stdout=True, stderr=False,
         )
     except docker.errors.ContainerError as exc:

@@ -15,17 +15,11 @@ import pulumi
 import pulumi_docker as docker
 
 import programs
+from contract import SECRETS_DIR, SERVICE_LABEL, STACK_LABEL
 
 from .audit import AUDIT_DIR, AUDIT_FILE
 from .audit import OWNERSHIP_DONOR as AUDIT_OWNERSHIP_DONOR
-from .common import (
-    SERVICE_LABEL,
-    STACK_LABEL,
-    NetworkNames,
-    hardened_container_args,
-    healthcheck,
-    secret_file,
-)
+from .common import NetworkNames, hardened_container_args, healthcheck, secret_file
 from .config import Settings
 from .datastores import RABBITMQ_USER, Datastores
 from .volumes import Volumes
@@ -34,7 +28,6 @@ from .volumes import Volumes
 SCRIPTS_DIR = programs.ROOT / "backup"
 SCRIPTS = ("backup", "restore", "lib.sh")
 BIN_DIR = "/opt/backup/bin"
-SECRETS_DIR = "/run/secrets"
 BACKUP_DIR = "/backups"
 SECOND_DIR = "/backups-second"
 METRICS_DIR = "/metrics"

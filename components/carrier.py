@@ -35,9 +35,10 @@ from typing import Any
 import pulumi
 import pulumi_docker as docker
 
+from contract import CARRIER_LABEL
+
 from .common import hardened_container_args, labels
 
-CARRIER_LABEL = "paper-trading.carrier-for"
 DATA_LABEL = "paper-trading.data"
 #: Characters of the content hash in the volume's name.
 HASH_CHARS = 12

@@ -14,13 +14,9 @@ from typing import Any
 import pulumi
 import pulumi_docker as docker
 
-from .config import Limits
+from contract import COLOR_LABEL, SERVICE_LABEL, STACK_LABEL
 
-LABEL_PREFIX = "paper-trading"
-ROLE_LABEL = f"{LABEL_PREFIX}.role"
-COLOR_LABEL = f"{LABEL_PREFIX}.color"
-STACK_LABEL = f"{LABEL_PREFIX}.stack"
-SERVICE_LABEL = f"{LABEL_PREFIX}.service"
+from .config import Limits
 
 MIB = 1024 * 1024
 

@@ -18,6 +18,8 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_random as random
 
+from contract import SECRETS_DIR
+
 from .common import (
     NetworkNames,
     config_file,
@@ -32,7 +34,6 @@ from .volumes import Volumes
 DATABASE_NAME = "trading_bot"
 DATABASE_USER = "trading"
 RABBITMQ_USER = "trading"
-SECRETS_DIR = "/run/secrets"
 # Official images start as root, fix data-directory ownership, then drop to their
 # own user: these are the capabilities that step needs, nothing more.
 ENTRYPOINT_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID")

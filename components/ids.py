@@ -24,8 +24,9 @@ import pulumi
 import pulumi_docker as docker
 
 import programs
+from contract import ROLE_LABEL
 
-from .common import ROLE_LABEL, NetworkNames, hardened_container_args, healthcheck
+from .common import NetworkNames, hardened_container_args, healthcheck
 from .config import Limits, Settings
 from .ids_config import (
     ACCESS_LOG_DIR,

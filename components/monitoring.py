@@ -22,6 +22,8 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_random as random
 
+from contract import SECRETS_DIR, STACK_LABEL
+
 from .audit import AUDIT_DIR
 from .common import NetworkNames, hardened_container_args, healthcheck, secret_file
 from .config import Limits, Settings
@@ -137,7 +139,7 @@ class Monitoring(pulumi.ComponentResource):
         s = args.settings
         mon = s.monitoring
         self._args = args
-        self._stack = args.stack_labels.get("paper-trading.stack", pulumi.get_stack())
+        self._stack = args.stack_labels.get(STACK_LABEL, pulumi.get_stack())
         self.images: dict[str, docker.RemoteImage] = {}
         self.containers: dict[str, docker.Container] = {}
         self.files: dict[str, dict[str, str]] = {}
@@ -426,7 +428,7 @@ class Monitoring(pulumi.ComponentResource):
         if config_dir:
             volumes.append(docker.ContainerVolumeArgs(container_path=config_dir))
         if secrets:
-            volumes.append(docker.ContainerVolumeArgs(container_path=layout.SECRETS_DIR))
+            volumes.append(docker.ContainerVolumeArgs(container_path=SECRETS_DIR))
         if data:
             volumes.append(docker.ContainerVolumeArgs(volume_name=data[0], container_path=data[1]))
         volumes += extra_volumes or []

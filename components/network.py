@@ -15,7 +15,9 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_docker as docker
 
-from .common import STACK_LABEL, NetworkNames
+from contract import STACK_LABEL
+
+from .common import NetworkNames
 
 
 @dataclass(frozen=True)

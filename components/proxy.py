@@ -15,10 +15,10 @@ import pulumi
 import pulumi_docker as docker
 
 import programs
+from contract import ROLE_LABEL
 
 from .carrier import carry
 from .common import (
-    ROLE_LABEL,
     NetworkNames,
     config_file,
     hardened_container_args,

@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from contract import APP_ROLE, COLOR_LABEL, ROLE_LABEL
+
 from .config import COLORS, Color, Settings, other_color
 
 #: The engine's built-in invoke: every resource's saved outputs, by URN.
@@ -45,7 +47,6 @@ SWITCH_KIND = "paper-trading:routing-switch"
 RECORD_KIND = "paper-trading:release-record"
 CONTAINER_TYPE = "docker:index/container:Container"
 #: Labels every app container carries (components/common.py, components/app.py).
-ROLE_LABEL, COLOR_LABEL, APP_ROLE = "paper-trading.role", "paper-trading.color", "app"
 #: The code that turns settings into an app container: a change here changes what a color runs.
 CONTAINER_CODE = ("app.py", "carrier.py", "common.py")
 #: The fingerprint of a release nobody recorded (a stack older than release records).

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_docker as docker
 
-from .common import SERVICE_LABEL, STACK_LABEL
+from contract import SERVICE_LABEL, STACK_LABEL
 
 DATA_VOLUMES = (
     "postgres", "redis", "rabbitmq", "prometheus", "alertmanager", "grafana", "logs", "backups", "audit",

@@ -12,6 +12,8 @@ import posixpath
 
 from pulumi_policy import ReportViolation, ResourceValidationArgs
 
+from contract import CARRIER_LABEL, ROLE_LABEL
+
 from . import settings
 from .host_guard import HOST_CAPABILITIES, is_host_guard
 from .props import (
@@ -276,8 +278,6 @@ def check_user_networks_only(args: ResourceValidationArgs, report: ReportViolati
 # --------------------------------------------------------------------------- advisory
 
 
-CARRIER_LABEL = "paper-trading.carrier-for"
-ROLE_LABEL = "paper-trading.role"
 
 
 def is_carrier(props: object) -> bool:

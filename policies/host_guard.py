@@ -20,18 +20,9 @@ from typing import Any
 
 from pulumi_policy import ReportViolation, ResourceValidationArgs, StackValidationArgs
 
-from .props import (
-    CONTAINER,
-    ROLE_LABEL,
-    SERVICE_LABEL,
-    as_bool,
-    as_list,
-    as_map,
-    as_str,
-    field,
-    labels,
-    strings,
-)
+from contract import ROLE_LABEL, SERVICE_LABEL
+
+from .props import CONTAINER, as_bool, as_list, as_map, as_str, field, labels, strings
 
 ROLE = "host-guard"
 #: What nft needs; nothing else is ever granted through the exemption.

@@ -26,6 +26,8 @@ from pulumi_policy.proxy import (
     UnknownValueError,
 )
 
+from contract import SERVICE_LABEL
+
 SENTINELS = frozenset({
     UNKNOWN_BOOLEAN_VALUE, UNKNOWN_NUMBER_VALUE, UNKNOWN_STRING_VALUE, UNKNOWN_ARRAY_VALUE,
     UNKNOWN_ASSET_VALUE, UNKNOWN_ARCHIVE_VALUE, UNKNOWN_OBJECT_VALUE,
@@ -36,9 +38,6 @@ VOLUME = "docker:index/volume:Volume"
 NETWORK = "docker:index/network:Network"
 REMOTE_IMAGE = "docker:index/remoteImage:RemoteImage"
 
-ROLE_LABEL = "paper-trading.role"
-COLOR_LABEL = "paper-trading.color"
-SERVICE_LABEL = "paper-trading.service"
 COLORS = ("blue", "green")
 
 

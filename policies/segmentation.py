@@ -26,19 +26,10 @@ from typing import Any
 
 from pulumi_policy import ReportViolation, ResourceValidationArgs, StackValidationArgs
 
+from contract import COLOR_LABEL, ROLE_LABEL, SERVICE_LABEL
+
 from . import settings
-from .props import (
-    COLOR_LABEL,
-    CONTAINER,
-    ROLE_LABEL,
-    SERVICE_LABEL,
-    Malformed,
-    as_list,
-    as_str,
-    field,
-    labels,
-    squash,
-)
+from .props import CONTAINER, Malformed, as_list, as_str, field, labels, squash
 
 POLICY = "monitoring-segmented"
 CONTROL_PLANE = ["prometheus", "alertmanager", "grafana", "loki", "victorialogs"]

@@ -14,13 +14,12 @@ from urllib.parse import urlsplit
 
 from pulumi_policy import ReportViolation, ResourceValidationArgs
 
+from contract import COLOR_LABEL, ROLE_LABEL, SERVICE_LABEL
+
 from . import settings
 from .props import (
-    COLOR_LABEL,
     COLORS,
     CONTAINER,
-    ROLE_LABEL,
-    SERVICE_LABEL,
     as_list,
     as_str,
     envs,

@@ -20,8 +20,9 @@ from __future__ import annotations
 from pulumi_policy import ReportViolation, ResourceValidationArgs
 
 from components.versions import image_repository_name, nginx_floor_problem
+from contract import ROLE_LABEL, SERVICE_LABEL
 
-from .props import CONTAINER, REMOTE_IMAGE, ROLE_LABEL, SERVICE_LABEL, as_str, field, labels, single_label
+from .props import CONTAINER, REMOTE_IMAGE, as_str, field, labels, single_label
 
 PROXY = "proxy"
 #: The proxy component's type token (components/proxy.py): its children's URNs carry it.

@@ -316,7 +316,7 @@ class DockerEnv:
 
     def carriers_of(self, res: Any) -> list[Any]:
         """The rendered never-started carriers that hold `res`'s files (components/carrier.py)."""
-        from components.carrier import CARRIER_LABEL
+        from contract import CARRIER_LABEL
 
         return [c for c in self.graph.containers if c.label_map.get(CARRIER_LABEL) == res.inputs["name"]]
 

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
-from components.common import SERVICE_LABEL
 from components.monitoring import NO_HEALTHCHECK
 from components.monitoring_config import layout
+from contract import SERVICE_LABEL
 from tests.support import rendered
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from components.monitoring_config import alertmanager, grafana, layout, prometheus, rules
+from contract import SECRETS_DIR
 from tests.test_monitoring_tools import stack_settings
 from tools.render import ROOT, Graph, evaluate, stack_config
 
@@ -131,7 +132,7 @@ def test_alertmanager_requires_basic_auth(prod: tuple[Graph, Any]) -> None:
     for res in graph.containers:
         if res.label_map.get("paper-trading.service") in ("alertmanager", "grafana", "prometheus"):
             for upload, wire in zip(res.inputs["uploads"], res.wire["uploads"], strict=True):
-                if upload["file"].startswith(layout.SECRETS_DIR):
+                if upload["file"].startswith(SECRETS_DIR):
                     assert "4dabf18193072939515e22adb298388d" in json.dumps(wire), upload["file"]
     check = containers["alertmanager"]["healthcheck"]["tests"]
     assert check[0] == "CMD-SHELL" and f"$(cat {layout.ALERTMANAGER_PASSWORD_FILE})@127.0.0.1" in check[1]

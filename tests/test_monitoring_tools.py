@@ -108,7 +108,8 @@ def test_dashboards_reference_provisioned_datasources(stack: str) -> None:
     settings = stack_settings(stack)
     provisioned = yaml.safe_load(grafana.datasources(settings))["datasources"]
     uids = {d["uid"]: d["type"] for d in provisioned}
-    assert {layout.PROMETHEUS_UID, layout.LOKI_UID} <= set(uids)
+    logs = layout.LOKI_UID if settings.monitoring.logs.backend == "loki" else layout.VICTORIALOGS_UID
+    assert {layout.PROMETHEUS_UID, logs} <= set(uids)
     boards = grafana.dashboards(settings)
     assert {"overview.json", "traffic.json", "datastores.json", "host.json"} <= set(boards)
     seen_uids: set[str] = set()

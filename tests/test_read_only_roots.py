@@ -13,8 +13,9 @@ import pulumi
 import pulumi_docker as docker
 import pytest
 
-from components.carrier import CARRIER_LABEL, files_hash, volume_name
+from components.carrier import files_hash, volume_name
 from components.common import config_file, secret_file
+from contract import CARRIER_LABEL
 from policies.settings import WRITABLE_REASONS
 from tests.support import rendered
 from tools.render import ROOT, Resource

@@ -15,12 +15,9 @@ import pytest
 
 from components.deploy_record import DeployRecordProvider
 from components.release import (
-    APP_ROLE,
-    COLOR_LABEL,
     CONTAINER_CODE,
     CONTAINER_TYPE,
     RECORD_KIND,
-    ROLE_LABEL,
     SWITCH_KIND,
     Previous,
     ReleaseRefused,
@@ -28,6 +25,7 @@ from components.release import (
     plan,
     previous_from_state,
 )
+from contract import APP_ROLE, COLOR_LABEL, ROLE_LABEL
 from tests.docker_env import test_settings as base_settings
 
 COMPONENTS = Path(__file__).resolve().parent.parent / "components"

@@ -33,8 +33,9 @@ from typing import Any
 import pytest
 
 from components.audit import AUDIT_DIR, AUDIT_FILE, Auditor, FileSink
-from components.common import SERVICE_LABEL, log_options
+from components.common import log_options
 from components.monitoring_config import layout, victorialogs
+from contract import SERVICE_LABEL
 from tests.support import missing, require_docker
 from tests.test_ci_images import CiStack, remove_labelled
 

@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from contract import CARRIER_LABEL
+
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "paper-trading"
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
@@ -31,7 +33,6 @@ SECRET_VALUE = "1b47061264138c4ac30d75fd1eb44270"
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 MASK = "[secret]"
 #: components/carrier.py's label: the container whose files a never-started carrier holds.
-CARRIER_LABEL = "paper-trading.carrier-for"
 
 
 @dataclass

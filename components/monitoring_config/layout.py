@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-SECRETS_DIR: Final = "/run/secrets"
+from contract import SECRETS_DIR
 
 PROMETHEUS_DIR: Final = "/etc/paper-trading/prometheus"
 PROMETHEUS_CONFIG: Final = f"{PROMETHEUS_DIR}/prometheus.yml"

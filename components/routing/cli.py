@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any, cast
 
+from contract import STACK_LABEL
+
 from ..audit import ACTOR_ENV, MAX_REASON, Auditor, AuditUnavailable, Checks
 from ..config import Color
 from ..handoff import DEFAULT_TIMEOUT_S, HandoffTarget
@@ -79,14 +81,14 @@ def cli_auditor(args: argparse.Namespace, client: Any = None) -> Auditor:
     """
     import docker.errors
 
-    from ..audit import STACK_LABEL_KEY, VolumeSink, default_actor, volume_name
+    from ..audit import VolumeSink, default_actor, volume_name
 
     client = client or docker_client()
     proxy = find_proxy(client, args.container)  # a wrong --container is the first thing to say
     prefix = args.container.removesuffix("-proxy")
     volume = args.audit_volume or volume_name(prefix)
     image = args.audit_image
-    stack = proxy.labels.get(STACK_LABEL_KEY) or prefix
+    stack = proxy.labels.get(STACK_LABEL) or prefix
     try:
         client.volumes.get(volume)
     except docker.errors.NotFound:

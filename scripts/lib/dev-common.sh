@@ -12,8 +12,9 @@ require_docker() {
   fi
   local problem
   if ! problem=$(docker info --format '{{.ServerVersion}}' 2>&1 >/dev/null); then
-    say "no Docker Engine answers (DOCKER_HOST=${DOCKER_HOST:-unset, the local socket}): $(printf '%s' "$problem" | tail -n 1)"
-    say "  Nothing was created. Start it (as root: scripts/start-dockerd, or your init system) or point DOCKER_HOST at it."
+    say "no Docker Engine answers (DOCKER_HOST=${DOCKER_HOST:-unset, the local socket}); nothing was created."
+    say "  docker info: $(printf '%s' "$problem" | tail -n 1)"
+    say "  Start it (as root: scripts/start-dockerd, or your init system) or point DOCKER_HOST at it, then run again."
     exit 1
   fi
 }

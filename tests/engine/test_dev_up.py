@@ -202,6 +202,15 @@ def test_dev_up_deploys_a_gated_serving_stack_from_nothing(project: DevProject) 
     assert "X-Deployment-Color: blue" in out
     # The working tree stays clean: the stack file is as it was (no new salt, no rewritten values).
     assert project.stack_file.read_text() == project.stack_text
+    # No registry answers here: the app image is the Dockerfile's, layered on the local Debian base.
+    if "(on paper-trading-base:test: no registry)" in out:
+        fields = "{{json .RootFS.Layers}}|{{.Config.User}}|{{json .Config.Cmd}}"
+        inspect = subprocess.run(
+            ["docker", "image", "inspect", "--format", fields, "paper-trading-reference-app:dev",
+             "paper-trading-base:test"], capture_output=True, text=True, check=True).stdout.splitlines()
+        app_layers, user, cmd = inspect[0].split("|")
+        assert app_layers.startswith(inspect[1].split("|")[0].rstrip("]"))
+        assert (user, cmd) == ("1000:1000", '["python3","-m","reference_app","--port","3000"]')
     # Every app, proxy and datastore container runs and is healthy.
     client = _docker()
     for name in (f"{PREFIX}-proxy", f"{PREFIX}-app-blue-1", f"{PREFIX}-app-green-1", f"{PREFIX}-postgres"):

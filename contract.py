@@ -1,0 +1,25 @@
+"""Names the program, the programs in its containers, the policy pack and the tools agree on.
+
+Defined once: a label the program writes is the label a policy reads and a tool filters on;
+the directory where the program mounts secrets is where every container reads them.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+LABEL_PREFIX: Final = "paper-trading"
+#: What a container is for (`app`, `host-guard`, ...): policies and the release planner key on it.
+ROLE_LABEL: Final = f"{LABEL_PREFIX}.role"
+#: The app color a container serves (`blue` or `green`).
+COLOR_LABEL: Final = f"{LABEL_PREFIX}.color"
+#: The Pulumi stack a container, network or volume belongs to.
+STACK_LABEL: Final = f"{LABEL_PREFIX}.stack"
+#: The service (`proxy`, `postgres`, `app-blue`, ...).
+SERVICE_LABEL: Final = f"{LABEL_PREFIX}.service"
+#: On a never-started file carrier: the container whose files it carries (components/carrier.py).
+CARRIER_LABEL: Final = f"{LABEL_PREFIX}.carrier-for"
+#: The role of the app's containers.
+APP_ROLE: Final = "app"
+#: Where every container reads its secrets: files on a tmpfs, never environment variables.
+SECRETS_DIR: Final = "/run/secrets"
