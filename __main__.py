@@ -8,7 +8,6 @@ import pulumi
 from components.app import AppColor, AppColorArgs
 from components.backup import Backup, BackupArgs
 from components.common import STACK_LABEL
-from components.config import COLORS, load_settings, other_color
 from components.datastores import Datastores, DatastoresArgs
 from components.deploy_record import DeployRecord, fingerprint, program_sources
 from components.firewall import Firewall, FirewallArgs
@@ -22,6 +21,7 @@ from components.release import plan, read_previous
 from components.release_guard import ReleaseGuard, ReleaseRecord
 from components.routing import Routing, RoutingArgs
 from components.volumes import Volumes, VolumesArgs
+from settings import COLORS, load_settings, other_color
 
 settings = load_settings(os.path.dirname(os.path.abspath(__file__)))
 stack = pulumi.get_stack()

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_docker as docker
 
+from settings import Color, Settings
+
 from .carrier import carry
 from .common import (
     COLOR_LABEL,
@@ -25,7 +27,6 @@ from .common import (
     http_probe,
     secret_file,
 )
-from .config import Color, Settings
 from .datastores import DATABASE_NAME, DATABASE_USER, RABBITMQ_USER, Datastores
 
 SECRETS_DIR = "/run/secrets"

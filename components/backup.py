@@ -15,6 +15,8 @@ from pathlib import Path
 import pulumi
 import pulumi_docker as docker
 
+from settings import Settings
+
 from .audit import AUDIT_DIR, AUDIT_FILE
 from .audit import OWNERSHIP_DONOR as AUDIT_OWNERSHIP_DONOR
 from .common import (
@@ -25,7 +27,6 @@ from .common import (
     healthcheck,
     secret_file,
 )
-from .config import Settings
 from .datastores import RABBITMQ_USER, Datastores
 from .volumes import Volumes
 

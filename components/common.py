@@ -14,7 +14,7 @@ from typing import Any
 import pulumi
 import pulumi_docker as docker
 
-from .config import Limits
+from settings import Limits
 
 LABEL_PREFIX = "paper-trading"
 ROLE_LABEL = f"{LABEL_PREFIX}.role"

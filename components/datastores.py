@@ -18,6 +18,8 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_random as random
 
+from settings import Settings
+
 from .common import (
     NetworkNames,
     config_file,
@@ -26,7 +28,6 @@ from .common import (
     scratch_volume,
     secret_file,
 )
-from .config import Settings
 from .volumes import Volumes
 
 DATABASE_NAME = "trading_bot"

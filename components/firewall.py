@@ -29,8 +29,9 @@ import pulumi
 import pulumi.dynamic as dyn
 import pulumi_docker as docker
 
+from settings import Settings
+
 from .common import ROLE_LABEL, hardened_container_args, healthcheck
-from .config import Settings
 from .dynamic import StateProvider
 from .firewall_config import DECISIONS_DIR, FirewallRules, render_ruleset, table_name_for
 

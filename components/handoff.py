@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 from . import work_contract as wc
 
 if TYPE_CHECKING:
-    from .config import Settings
+    from settings import Settings
+
     from .datastores import Datastores
 
 DEFAULT_TIMEOUT_S = 15.0

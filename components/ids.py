@@ -22,8 +22,9 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_docker as docker
 
+from settings import Limits, Settings
+
 from .common import ROLE_LABEL, NetworkNames, hardened_container_args, healthcheck
-from .config import Limits, Settings
 from .ids_config import (
     ACCESS_LOG_DIR,
     DECISIONS_DIR,

@@ -22,9 +22,10 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_random as random
 
+from settings import Limits, Settings
+
 from .audit import AUDIT_DIR
 from .common import NetworkNames, hardened_container_args, healthcheck, secret_file
-from .config import Limits, Settings
 from .monitoring_config import (
     alertmanager,
     blackbox,

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_docker as docker
 
+from settings import Settings
+
 from .carrier import carry
 from .common import (
     ROLE_LABEL,
@@ -24,7 +26,6 @@ from .common import (
     http_probe,
     scratch_volume,
 )
-from .config import Settings
 from .ids_config import ACCESS_LOG_DIR, ACCESS_LOG_FILE
 from .nginx import ROUTING_PATH, NginxListen, NginxPaths, render_nginx_conf, render_routing
 from .nginx.conf import CONF_DIR, CONF_PATH, STATUS_ALIAS

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from .config import COLORS, Color, Settings, other_color
+from settings import COLORS, Color, Settings, other_color
 
 #: The engine's built-in invoke: every resource's saved outputs, by URN.
 READ_STACK_STATE = "pulumi:pulumi:readStackResourceOutputs"

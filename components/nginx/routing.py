@@ -14,7 +14,7 @@ With no marker, the routing include decides: the proxy ships it with `none` for 
 
 from __future__ import annotations
 
-from ..config import Color
+from settings import Color
 
 #: The marker files: a writable volume of the proxy's own (removed with the container), beside
 #: its read-only configuration volume (a volume nested in a read-only one cannot be mounted).
