@@ -42,8 +42,9 @@ def fingerprint(settings_json: str, sources: Iterable[Path]) -> str:
 
 
 def program_sources(root: Path) -> list[Path]:
-    """The files that decide what the program deploys."""
-    found = [root / "__main__.py", *sorted((root / "components").rglob("*.py"))]
+    """The files that decide what the program deploys: the program, its components and its settings."""
+    found = [root / "__main__.py", *sorted((root / "components").rglob("*.py")),
+             *sorted((root / "settings").rglob("*.py"))]
     return [path for path in found if path.is_file()]
 
 
