@@ -1,6 +1,6 @@
 """The audit trail of operations (issue 14, part 3): one JSON line per operation, append-only.
 
-Every writer builds its record here (the backup scripts use `backup/bin/lib.sh`'s
+Every writer builds its record here (the backup scripts use `programs/backup/lib.sh`'s
 `audit_record`, which writes the same fields in the same order):
 
     {"time": "2025-01-01T12:00:00.123Z", "actor": "alice", "stack": "prod",
@@ -17,18 +17,18 @@ operation goes on. `reason` and `checks` are set by the emergency CLI (`--reason
 verified: none, confirm, post-promotion); records from before them have neither key (`parse`
 fills in null).
 
-Where the lines go: the named volume `<prefix>-audit-data`, file `audit.jsonl`. The gate and
-the routing switch run in the Pulumi engine's dynamic-provider process on the operator's
-machine, not in a container, so they append through the Docker Engine API: a one-shot
-container of the backup image (the image's `postgres` user, the same uid the backup service
-writes as; no network, read-only rootfs, every capability dropped, no-new-privileges) mounts
-only the audit volume and runs APPEND_SCRIPT: the shell opens the file with O_APPEND, takes an
-exclusive flock, chains the record (`prev`, the hash chain: GENESIS) and writes the line with
-one write(2). A record is at most MAX_LINE bytes (< PIPE_BUF), so concurrent writers never
-interleave inside a line. Tampering is detectable (`security.audit_log` verifies the chain;
-the deploy record keeps the head, `auditHead`, in Pulumi state as the anchor), and `seal`
-makes the file append-only in the kernel (opt-in; docs/security.md, "Who can write"). No
-long-running container exists only to hold the volume, and nothing reachable from a
+Where the lines go: the named volume `<prefix>-audit-data`, file `audit.jsonl`. The gate and the
+routing switch run in the Pulumi engine's dynamic-provider process on the operator's machine,
+not in a container, so they append through the Docker Engine API: a one-shot container of the
+backup image (the image's `postgres` user, the same uid the backup service writes as; no
+network, read-only rootfs, every capability dropped, no-new-privileges) mounts only the audit
+volume and runs APPEND_SCRIPT (programs/audit/append.sh): the shell opens the file with
+O_APPEND, takes an exclusive flock, chains the record (`prev`, the hash chain: GENESIS) and
+writes the line with one write(2). A record is at most MAX_LINE bytes (< PIPE_BUF), so
+concurrent writers never interleave inside a line. Tampering is detectable (`security.audit_log`
+verifies the chain; the deploy record keeps the head, `auditHead`, in Pulumi state as the
+anchor), and `seal` makes the file append-only in the kernel (opt-in; docs/security.md, "Who can
+write"). No long-running container exists only to hold the volume, and nothing reachable from a
 network can write to it (the log collector mounts it read-only).
 
 Nothing secret goes into a record: the fields are names, colors, backup ids and numbers; the
@@ -49,6 +49,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, get_args
+
+import programs
 
 Operation = Literal["deploy", "gate", "switch", "rollback", "emergency-switch", "backup", "restore"]
 #: `started`: the intent record, appended before the operation acts; the others are outcomes.
@@ -296,33 +298,18 @@ class FileSink:
             os.close(fd)
 
 
-#: The one-shot writer's script (lib.sh `audit_append` is the same in the backup container):
-#: open with O_APPEND (`>>`), take an exclusive flock(2) on the file (every writer does, so the
-#: chain never forks), hash the last line (GENESIS for an empty file), append the record with
-#: its `prev` in one printf, and print `<line number> <sha256 of the new line>` (the head).
-#: Anything it cannot do (no flock, no sha256sum, not a regular file, a write error) exits
-#: non-zero: the append failed (fail closed).
-APPEND_SCRIPT = r"""set -u
-umask 022
-f=__FILE__
-[ ! -e "$f" ] || [ -f "$f" ] || { echo "$f is not a regular file" >&2; exit 1; }
-case "$AUDIT_RECORD" in *}) ;; *) echo "not a JSON record" >&2; exit 1 ;; esac
-for tool in flock sha256sum tail; do
-    command -v "$tool" >/dev/null 2>&1 || { echo "no $tool: cannot chain the record" >&2; exit 1; }
-done
-exec 8>>"$f" || exit 1
-flock -x 8 || { echo "cannot lock $f" >&2; exit 1; }
-prev=__GENESIS__
-if [ -s "$f" ]; then
-    last=$(tail -n 1 "$f") || exit 1
-    prev=$(printf '%s' "$last" | sha256sum | cut -d' ' -f1)
-fi
-case "$prev" in *[!0-9a-f]*|"") echo "cannot hash the last line of $f" >&2; exit 1 ;; esac
-[ "${#prev}" -eq 64 ] || { echo "cannot hash the last line of $f" >&2; exit 1; }
-new="${AUDIT_RECORD%?},\"prev\":\"$prev\"}"
-printf '%s\n' "$new" >&8 || exit 1
-printf '%s %s\n' "$(wc -l < "$f" | tr -d ' ')" "$(printf '%s' "$new" | sha256sum | cut -d' ' -f1)"
-""".replace("__FILE__", f"{AUDIT_DIR}/{AUDIT_FILE}").replace("__GENESIS__", GENESIS)
+#: The one-shot writer's script (programs/audit/append.sh; lib.sh `audit_append` is the same in
+#: the backup container): flock, chain onto the last line (GENESIS for an empty file), append
+#: in one write, print `<line number> <sha256 of the new line>` (the head); anything it cannot
+#: do exits non-zero (fail closed). Its parameters: `append_env`.
+APPEND_SCRIPT = programs.text("audit/append.sh")
+#: Where the writers append: the audit volume's file.
+AUDIT_PATH = f"{AUDIT_DIR}/{AUDIT_FILE}"
+
+
+def append_env(line: str, path: str = AUDIT_PATH) -> dict[str, str]:
+    """The environment APPEND_SCRIPT reads: the file (`path`: tests use a local one), GENESIS, the record."""
+    return {"AUDIT_LOG": path, "AUDIT_GENESIS": GENESIS, "AUDIT_RECORD": line}
 
 
 @dataclass(frozen=True)
@@ -345,7 +332,7 @@ class VolumeSink:
         try:
             out = client.containers.run(
                 self.image, ["sh", "-c", APPEND_SCRIPT], entrypoint=[], user=self.user,
-                environment={"AUDIT_RECORD": line},
+                environment=append_env(line),
                 # Also at the donor directory: a new volume gets the writer's owner (copy-up).
                 volumes=[f"{self.volume}:{AUDIT_DIR}:rw", f"{self.volume}:{OWNERSHIP_DONOR}:rw"],
                 network_mode="none", read_only=True, cap_drop=["ALL"],
@@ -483,11 +470,7 @@ class Stopwatch:
 #: file belongs to the writer uid: this one-shot container (root, only those two capabilities,
 #: no network, read-only rootfs, only the audit volume) is the only thing that ever holds them.
 #: Opt-in (`seal`): afterwards `docker volume rm` and any rotation need `unseal` first.
-SEAL_SCRIPT = (
-    f'f={AUDIT_DIR}/{AUDIT_FILE}; '
-    '[ -f "$f" ] || { echo "no $f yet: seal after the first record" >&2; exit 1; }; '
-    'chattr "$SEAL_FLAG" "$f" && lsattr "$f"'
-)
+SEAL_SCRIPT = programs.text("audit/seal.sh")
 
 
 def seal(volume: str, image: str, client: Any = None, *, on: bool = True) -> str:
@@ -499,7 +482,8 @@ def seal(volume: str, image: str, client: Any = None, *, on: bool = True) -> str
     try:
         out = docker_client.containers.run(
             image, ["sh", "-c", SEAL_SCRIPT], entrypoint=[], user="0",
-            environment={"SEAL_FLAG": "+a" if on else "-a"}, volumes=[f"{volume}:{AUDIT_DIR}:rw"],
+            environment={"AUDIT_LOG": AUDIT_PATH, "SEAL_FLAG": "+a" if on else "-a"},
+            volumes=[f"{volume}:{AUDIT_DIR}:rw"],
             network_mode="none", read_only=True, cap_drop=["ALL"], cap_add=["LINUX_IMMUTABLE", "FOWNER"],
             security_opt=["no-new-privileges"], labels={WRITER_LABEL: "audit-seal"}, mem_limit="32m",
             remove=True, stdout=True, stderr=False,

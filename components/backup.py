@@ -1,6 +1,6 @@
 """Scheduled logical backups of the datastores, and the restore command.
 
-The service runs the shell scripts in `backup/bin/` inside the same Postgres
+The service runs the shell scripts in `programs/backup/` inside the same Postgres
 image as the datastore, so `pg_dump`/`pg_restore` always match the server
 version. The scripts are uploaded as they are in the repository; the tests run
 the very same files with the same environment against a real Postgres.
@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import pulumi
 import pulumi_docker as docker
 
+import programs
 from settings import Settings
 
 from .audit import AUDIT_DIR, AUDIT_FILE
@@ -30,7 +30,8 @@ from .common import (
 from .datastores import RABBITMQ_USER, Datastores
 from .volumes import Volumes
 
-SCRIPTS_DIR = Path(__file__).resolve().parent.parent / "backup" / "bin"
+#: The scripts uploaded into BIN_DIR, as they are in the repository.
+SCRIPTS_DIR = programs.ROOT / "backup"
 SCRIPTS = ("backup", "restore", "lib.sh")
 BIN_DIR = "/opt/backup/bin"
 SECRETS_DIR = "/run/secrets"
@@ -63,23 +64,16 @@ class BackupArgs:
 
 def script_files() -> dict[str, str]:
     """`{container path: content}` of the scripts, exactly as uploaded."""
-    return {f"{BIN_DIR}/{name}": (SCRIPTS_DIR / name).read_text() for name in SCRIPTS}
+    return {f"{BIN_DIR}/{name}": programs.text(f"backup/{name}") for name in SCRIPTS}
 
 
 def service_command() -> list[str]:
     """`backup loop`, after narrowing the volumes' modes (copy-up gives them the donors' 1777/3777).
 
-    Fails with one line naming the fix when the user does not own them (an old root-owned volume).
+    programs/backup/service.sh by `sh -c` (not uploaded); fails with one line naming the fix
+    when the user does not own them (an old root-owned volume).
     """
-    script = (
-        # Symbolic: GNU chmod keeps a directory's setgid bit under a numeric mode.
-        'chmod u=rwx,go=,-t "$BACKUP_DIR" 2>/dev/null '
-        '&& chmod u=rwx,go=rx,g-s,-t "$BACKUP_METRICS_DIR" 2>/dev/null || { '
-        'echo "backup: $BACKUP_DIR and $BACKUP_METRICS_DIR must be owned by $(id -un) (uid $(id -u));'
-        ' see docs/backup.md, Upgrading" >&2; exit 78; }; '
-        'exec backup loop'  # PATH starts with BIN_DIR (backup_envs)
-    )
-    return ["/bin/sh", "-c", script]
+    return ["/bin/sh", "-c", programs.text("backup/service.sh")]
 
 
 def backup_envs(settings: Settings, database_name: str, database_user: str, stack: str = "") -> list[str]:

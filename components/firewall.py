@@ -22,13 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pulumi
 import pulumi.dynamic as dyn
 import pulumi_docker as docker
 
+import programs
 from settings import Settings
 
 from .common import ROLE_LABEL, hardened_container_args, healthcheck
@@ -39,7 +39,8 @@ HOST_GUARD_ROLE = "host-guard"
 CAPABILITIES = ("NET_ADMIN", "NET_RAW")
 RULESET_ENV = "HOST_GUARD_RULESET"
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
-SUPERVISOR = Path(__file__).resolve().parent / "firewall_config" / "host_guard.py"
+#: The guard's supervisor (a standard-library program), run by `python3 -c <its text>`.
+SUPERVISOR = programs.path("host-guard/host_guard.py")
 
 
 def public_ports(settings: Settings) -> tuple[int, ...]:

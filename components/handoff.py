@@ -29,6 +29,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import programs
+
 from . import work_contract as wc
 
 if TYPE_CHECKING:
@@ -132,98 +134,23 @@ class HandoffResult:
     queues: dict[str, QueueConsumers] = field(default_factory=dict)
 
 
-# $PUBLISH (the Lua script), $COLOR, $NOW_MS, $END (deadline, epoch seconds) come in the exec's environment.
-_REDIS_SCRIPT = f"""
-set -u
-REDISCLI_AUTH="$(sed -n 's/^requirepass //p' {REDIS_CONF} 2>/dev/null)"; export REDISCLI_AUTH
-[ -n "$REDISCLI_AUTH" ] || unset REDISCLI_AUTH
-epoch="$(redis-cli --no-auth-warning --raw EVAL "$PUBLISH" 2 '{wc.EPOCH_KEY}' '{wc.LIVE_KEY}' \\
-    "$COLOR" "$NOW_MS" '{wc.CHANNEL}')" || exit 3
-case "$epoch" in ''|*[!0-9]*) echo "publish: $epoch" >&2; exit 3;; esac
-echo "epoch=$epoch"
-while :; do
-  lease="$(redis-cli --no-auth-warning --raw GET '{wc.LEASE_KEY}')"
-  case "$COLOR:$lease" in "$COLOR:$COLOR:$epoch:"*|"{wc.NOBODY}:") echo "lease=$lease"; exit 0;; esac
-  [ "$(date +%s)" -ge "$END" ] && {{ echo "lease=$lease"; exit 4; }}
-  sleep 0.02
-done
-"""
+#: The Redis side (programs/handoff/publish.sh): publish, then poll the lease. Its parameters
+#: come in the exec's environment (`_redis_env`).
+_REDIS_SCRIPT = programs.text("handoff/publish.sh")
+#: The broker-side check, an Erlang expression for `erl -eval` (programs/handoff/consumers.erl,
+#: see the module docstring), run by programs/handoff/consumers.sh in the RabbitMQ container.
+_BROKER_PROBE = programs.text("handoff/consumers.erl")
+_RABBITMQ_SCRIPT = programs.text("handoff/consumers.sh")
 
-#: The broker-side check, an Erlang expression for `erl -eval` (see the module docstring).
-#: Environment: $LIVE (color, or "none"), $QUEUES (work queues, space-separated), $VHOST,
-#: $END_MS (deadline, epoch milliseconds); the broker node from the container's own
-#: $RABBITMQ_NODENAME (default rabbit@<this host>). Prints one line per work queue
-#: (`queue=<name> exists=0|1 total=N blue=N green=N other=N`) of the last observation, then
-#: `result=ok` (exit 0), `result=timeout` (exit 4) or `result=error` with `error=<reason>` (exit 5).
-_BROKER_PROBE = r"""
-Env = fun(K) -> case os:getenv(K) of false -> ""; V -> V end end,
-[_, Host] = string:split(atom_to_list(node()), "@"),
-Node = case Env("RABBITMQ_NODENAME") of
-    "" -> list_to_atom("rabbit@" ++ Host);
-    Name -> case lists:member($@, Name) of
-        true -> list_to_atom(Name);
-        false -> list_to_atom(Name ++ "@" ++ Host)
-    end
-end,
-VHost = list_to_binary(Env("VHOST")),
-Queues = [list_to_binary(Q) || Q <- string:lexemes(Env("QUEUES"), " ")],
-Live = Env("LIVE"),
-End = list_to_integer(Env("END_MS")),
-Owner = fun(Tag) ->
-    Of = [C || C <- ["blue", "green"], is_binary(Tag),
-               string:prefix(Tag, "paper-trading-" ++ C ++ "-") =/= nomatch],
-    case Of of [C | _] -> C; [] -> "other" end
-end,
-Call = fun(M, F, A) ->
-    case rpc:call(Node, M, F, A, 5000) of {badrpc, Why} -> throw({broker, Why}); R -> R end
-end,
-Observe = fun() ->
-    All = Call(rabbit_amqqueue, consumers_all, [VHost]),
-    [begin
-         Exists = case Call(rabbit_amqqueue, lookup, [{resource, VHost, queue, Q}]) of
-             {ok, _} -> 1; {error, not_found} -> 0; Other -> throw({broker, Other})
-         end,
-         Owners = [Owner(proplists:get_value(consumer_tag, C)) || C <- All,
-                   element(4, proplists:get_value(queue_name, C)) =:= Q],
-         {Q, Exists, Owners}
-     end || Q <- Queues]
-end,
-Held = fun(Seen) ->
-    lists:all(fun({_, Exists, Owners}) ->
-                  Exists =:= 1 andalso lists:all(fun(O) -> O =:= Live end, Owners)
-              end, Seen)
-end,
-Count = fun(Who, Owners) -> length([O || O <- Owners, O =:= Who]) end,
-Report = fun(Seen) ->
-    [io:format("queue=~ts exists=~b total=~b blue=~b green=~b other=~b~n",
-               [Q, E, length(Os), Count("blue", Os), Count("green", Os), Count("other", Os)])
-     || {Q, E, Os} <- Seen]
-end,
-Loop = fun Loop(Last) ->
-    Now = try {ok, Observe()} catch throw:{broker, Why} -> {error, Why} end,
-    Late = os:system_time(millisecond) >= End,
-    case Now of
-        {ok, Seen} -> case Held(Seen) of
-            true -> Report(Seen), io:format("result=ok~n"), halt(0);
-            false when Late -> Report(Seen), io:format("result=timeout~n"), halt(4);
-            false -> timer:sleep(20), Loop(Now)
-        end;
-        {error, Why2} when Late ->
-            case Last of {ok, Seen2} -> Report(Seen2); _ -> ok end,
-            io:format("error=~w~nresult=error~n", [Why2]), halt(5);
-        {error, _} -> timer:sleep(100), Loop(case Last of {ok, _} -> Last; _ -> Now end)
-    end
-end,
-Loop(none).
-"""
 
-# The probe's node: hidden (not a cluster member), a name unique in the container, the cookie
-# from $HOME/.erlang.cookie as rabbitmqctl reads it. Single scheduler: it only waits.
-_RABBITMQ_SCRIPT = """
-set -u
-exec erl -sname "paper-trading-handoff-$$" -hidden -noshell -noinput -boot start_clean \\
-    +S 1:1 +A 0 -eval "$PROBE"
-"""
+def _redis_env(live: str, timeout_s: float) -> dict[str, str]:
+    """What programs/handoff/publish.sh reads: the contract's names, the color, the clock, the deadline."""
+    return {
+        "REDIS_CONF": REDIS_CONF, "PUBLISH": wc.PUBLISH_LIVE, "EPOCH_KEY": wc.EPOCH_KEY,
+        "LIVE_KEY": wc.LIVE_KEY, "LEASE_KEY": wc.LEASE_KEY, "CHANNEL": wc.CHANNEL, "NOBODY": wc.NOBODY,
+        "COLOR": live, "NOW_MS": str(int(time.time() * 1000)),
+        "END": str(math.ceil(time.time() + timeout_s)),
+    }
 
 
 def parse_queues(text: str) -> dict[str, QueueConsumers]:
@@ -302,10 +229,7 @@ def hand_over(target: HandoffTarget, live: str, previous: str | None, client: An
         client = docker_client()
     start = time.perf_counter()
     deadline = start + target.timeout_s
-    code, out, err = _exec(client, target.redis_container, _REDIS_SCRIPT, {
-        "PUBLISH": wc.PUBLISH_LIVE, "COLOR": live, "NOW_MS": str(int(time.time() * 1000)),
-        "END": str(math.ceil(time.time() + target.timeout_s)),
-    })
+    code, out, err = _exec(client, target.redis_container, _REDIS_SCRIPT, _redis_env(live, target.timeout_s))
     fields = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
     if code == 3 or "epoch" not in fields:
         raise HandoffError(f"publishing {live} in {target.redis_container!r} failed "

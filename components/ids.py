@@ -8,8 +8,9 @@ decision file per banned address into the `decisions` volume, which the host gua
 (components/firewall.py) turns into nftables set elements. It never touches a firewall itself.
 
 The generated configuration (components/ids_config) reaches the container as one environment
-value (base64 JSON: relative path -> text) that a short bootstrap writes to a tmpfs: uploads
-would need a writable root filesystem (components/common.py), and nothing in it is secret.
+value (base64 JSON: relative path -> text) that a short bootstrap (programs/ids/bootstrap.py)
+writes to a tmpfs: uploads would need a writable root filesystem (components/common.py), and
+nothing in it is secret.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_docker as docker
 
+import programs
 from settings import Limits, Settings
 
 from .common import ROLE_LABEL, NetworkNames, hardened_container_args, healthcheck
@@ -42,14 +44,9 @@ IDS_USER = "65534:65534"
 BUNDLE_ENV = "IDS_CONFIG_BUNDLE"
 LIMITS = Limits(memory_mb=192, cpus=0.5)
 
-#: Writes the bundle into the tmpfs and runs the supervisor (python3 from the image).
-BOOTSTRAP = (
-    "import base64,json,os,pathlib;"
-    f"root=pathlib.Path({RUN_DIR!r});"
-    f"files=json.loads(base64.b64decode(os.environ[{BUNDLE_ENV!r}]));"
-    "[(root/k).parent.mkdir(parents=True,exist_ok=True) or (root/k).write_text(v) for k,v in files.items()];"
-    "os.execvp('python3',['python3',str(root/'supervise.py')])"
-)
+#: Writes the bundle into the tmpfs and runs the supervisor (programs/ids/bootstrap.py, by
+#: the image's python3 `-c`; its arguments: RUN_DIR and BUNDLE_ENV).
+BOOTSTRAP = programs.text("ids/bootstrap.py")
 
 
 @dataclass(frozen=True)
@@ -98,7 +95,7 @@ class Ids(pulumi.ComponentResource):
                 "/tmp": "rw,noexec,nosuid,size=8m",
             },
             volumes=ids_volumes(s),
-            command=["-c", BOOTSTRAP],
+            command=["-c", BOOTSTRAP, RUN_DIR, BUNDLE_ENV],
             # fail2ban answers its socket: the same ping that feeds the heartbeat metric.
             healthcheck=healthcheck(
                 ["CMD", "fail2ban-client", "-c", f"{RUN_DIR}/conf", "ping"],

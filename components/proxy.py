@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_docker as docker
 
+import programs
 from settings import Settings
 
 from .carrier import carry
@@ -41,6 +42,9 @@ PROXY_USER = "101:101"
 LISTEN = NginxListen()
 #: The access log also goes to a file on the `proxy-logs` volume, the IDS's feed (issue 14, part 2).
 PATHS = NginxPaths(access_log_file=ACCESS_LOG_FILE)
+#: nginx with the access-log file's rotation beside it (`proxy_command`); its `$0` is the name.
+LOG_ROTATION = programs.text("proxy/nginx-rotating-log.sh")
+LOG_ROTATION_NAME = "nginx-rotating-log"
 
 
 @dataclass(frozen=True)
@@ -59,21 +63,18 @@ def proxy_paths(settings: Settings) -> NginxPaths:
 def proxy_command(settings: Settings) -> list[str]:
     """nginx in the foreground; with the IDS on, also the access-log file's bounded rotation.
 
-    Every 30 s a loop beside nginx moves the file to `access.log.1` once it is larger than
+    With the IDS on, programs/proxy/nginx-rotating-log.sh (by `sh -c`): every 30 s a loop
+    beside nginx moves the file to `access.log.1` once it is larger than
     `security.ids.accessLogMaxMb` and tells nginx to reopen its logs (`-s reopen`, same uid):
     at most two files on the size-limited tmpfs volume, so the log never fills it (a full log
-    would blind the IDS). fail2ban follows the rename.
+    would blind the IDS). fail2ban follows the rename. Its arguments: the file, the limit in
+    bytes, nginx's configuration.
     """
     nginx = ["nginx", "-e", "stderr", "-c", CONF_PATH, "-g", "daemon off;"]
     if not settings.security.ids.enabled:
         return nginx
     limit = settings.security.ids.access_log_max_mb * 1024 * 1024
-    loop = (
-        'while sleep 30; do s=$(wc -c < "$0" 2>/dev/null || echo 0); '
-        'if [ "$s" -gt "$1" ]; then mv -f "$0" "$0.1" && nginx -e stderr -c "$2" -s reopen; fi; '
-        'done & exec nginx -e stderr -c "$2" -g "daemon off;"'
-    )
-    return ["sh", "-c", loop, ACCESS_LOG_FILE, str(limit), CONF_PATH]
+    return ["sh", "-c", LOG_ROTATION, LOG_ROTATION_NAME, ACCESS_LOG_FILE, str(limit), CONF_PATH]
 
 
 def proxy_volumes(settings: Settings, conf: docker.ContainerVolumeArgs) -> list[docker.ContainerVolumeArgs]:

@@ -35,7 +35,7 @@ SWITCH_KIND = "paper-trading:routing-switch"
 #: kind marker -> the provider class (module, qualified name) that must implement it.
 PROVIDERS: dict[str, tuple[str, str]] = {
     GATE_KIND: ("components.gate", "PromotionGateProvider"),
-    SWITCH_KIND: ("components.routing", "RoutingProvider"),
+    SWITCH_KIND: ("components.routing.provider", "RoutingProvider"),
 }
 UNSKIPPABLE_PREFIXES = ("safety.", "health.")
 #: The switch inputs that decide which color is live: each must come from the gate.

@@ -1,9 +1,9 @@
 """The audit trail's hash chain (issue 21, item 6), with the real writers and the real check.
 
 Every writer chains its line onto the last one under an exclusive flock: the Python FileSink,
-the one-shot writer's script (components/audit.APPEND_SCRIPT, run here by dash and busybox
+the one-shot writer's script (programs/audit/append.sh, run here by dash and busybox
 on a local file: tests/test_audit_chain_docker.py runs it in the real writer image on a real
-volume) and backup/bin/lib.sh's `audit_record` (dash and busybox, as
+volume) and programs/backup/lib.sh's `audit_record` (dash and busybox, as
 tests/test_backup_restore.py runs the scripts). The trail is then tampered with the way the
 backup container's uid could (edit, delete, insert, reorder, truncate, rewrite the whole
 chain) and `security.audit_log` must fail through the real CLI, naming the first broken line
@@ -25,14 +25,13 @@ import pytest
 
 from components.audit import (
     APPEND_SCRIPT,
-    AUDIT_DIR,
-    AUDIT_FILE,
     GENESIS,
     Auditor,
     AuditRecord,
     AuditUnavailable,
     ChainHead,
     FileSink,
+    append_env,
     line_hash,
     parse,
     parse_head,
@@ -42,7 +41,7 @@ from tests.test_backup_restore import busybox_path
 
 pytestmark = pytest.mark.tools
 ROOT = Path(__file__).resolve().parent.parent
-LIB = ROOT / "backup" / "bin" / "lib.sh"
+LIB = ROOT / "programs" / "backup" / "lib.sh"
 
 
 def _shell(kind: str, tmp: Path) -> tuple[list[str], str]:
@@ -63,8 +62,8 @@ class ScriptSink:
         return f"file {self.path} (APPEND_SCRIPT)"
 
     def append(self, line: str) -> ChainHead | None:
-        script = APPEND_SCRIPT.replace(f"{AUDIT_DIR}/{AUDIT_FILE}", str(self.path))
-        done = subprocess.run([*self.shell, "-c", script], env={"PATH": self.path_env, "AUDIT_RECORD": line},
+        done = subprocess.run([*self.shell, "-c", APPEND_SCRIPT],
+                              env={"PATH": self.path_env, **append_env(line, str(self.path))},
                               capture_output=True, text=True, timeout=30)
         if done.returncode != 0:
             raise OSError(f"the writer exited {done.returncode}: {done.stderr.strip()}")
@@ -324,9 +323,9 @@ def test_the_lock_is_a_real_flock_shared_by_every_writer(tmp_path: Path) -> None
         while subprocess.run([flock, "-n", str(log), "true"]).returncode == 0:  # until the holder has it
             assert holder.poll() is None
         shell, path_env = _shell("dash", tmp_path)
-        script = APPEND_SCRIPT.replace(f"{AUDIT_DIR}/{AUDIT_FILE}", str(log))
         rec = AuditRecord(actor="ci", stack="prod", operation="deploy", result="ok", duration_ms=1).line()
-        writer = subprocess.Popen([*shell, "-c", script], env={"PATH": path_env, "AUDIT_RECORD": rec},
+        writer = subprocess.Popen([*shell, "-c", APPEND_SCRIPT],
+                                  env={"PATH": path_env, **append_env(rec, str(log))},
                                   stdout=subprocess.PIPE, text=True)
         with pytest.raises(subprocess.TimeoutExpired):
             writer.wait(1.0)

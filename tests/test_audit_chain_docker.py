@@ -1,7 +1,7 @@
 """The hash chain on the real Docker Engine (issue 21, item 6).
 
 A real audit volume; records appended by the real one-shot writer (components/audit.VolumeSink:
-the ci stack's postgres image as its `postgres` user) and by the real backup/bin/lib.sh inside
+the ci stack's postgres image as its `postgres` user) and by the real programs/backup/lib.sh inside
 that image as the same user, the way the long-running backup container runs it; the deploy
 record's provider keeps the chain head (`auditHead`) in its state. Then the backup container's
 uid forges the trail in place (edit, truncate, rewrite with a recomputed chain) and the real
@@ -60,7 +60,7 @@ def as_backup_uid(client: Any, name: str, script: str, **env: str) -> str:
     return str(client.containers.run(
         WRITER_IMAGE, ["sh", "-c", script], entrypoint=[], user=audit.WRITER_USER, remove=True,
         network_mode="none", environment=env,
-        volumes=[f"{name}:{audit.AUDIT_DIR}:rw", f"{ROOT / 'backup' / 'bin'}:{BIN_DIR}:ro"],
+        volumes=[f"{name}:{audit.AUDIT_DIR}:rw", f"{ROOT / 'programs' / 'backup'}:{BIN_DIR}:ro"],
     ).decode())
 
 

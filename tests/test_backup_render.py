@@ -82,7 +82,8 @@ def test_container_mounts_volumes_and_runs_the_repo_scripts() -> None:
     res = backup_container(graph)
     i = res.inputs
     assert i["image"] == "postgres:15.10-alpine" and i["name"] == "paper-trading-backup"
-    assert i["command"] == service_command() and i["command"][-1].endswith("exec backup loop")
+    assert i["command"] == service_command() == ["/bin/sh", "-c", (SCRIPTS_DIR / "service.sh").read_text()]
+    assert i["command"][-1].rstrip().endswith("exec backup loop")
     assert envs(res)["PATH"].startswith(f"{BIN_DIR}:")
     # Not root: the image's postgres user, owner of both volumes through the donor mounts.
     assert i["user"] == BACKUP_USER == "postgres"

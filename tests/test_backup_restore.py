@@ -663,11 +663,12 @@ def test_rabbitmq_definitions_exported_with_password_from_file(runner: Runner) -
 def test_service_loop_backs_up_on_schedule_and_stops_on_sigterm(runner: Runner) -> None:
     """The container's command, as rendered: a backup at once, none while the newest is fresh.
 
-    It is `/bin/sh -c '<narrow the volumes' modes> && exec backup loop'` (components/backup.py,
-    service_command); run with this userland's shell, `backup` found on PATH as in the container.
+    It is `/bin/sh -c '<programs/backup/service.sh: narrow the volumes' modes, exec backup loop>'`
+    (components/backup.py, service_command); run with this userland's shell, `backup` found on PATH
+    as in the container.
     """
     command = backup_container(backup_graph("prod")).inputs["command"]
-    assert command[:2] == ["/bin/sh", "-c"] and command[2].endswith("exec backup loop")
+    assert command[:2] == ["/bin/sh", "-c"] and command[2].rstrip().endswith("exec backup loop")
     for directory in (runner.backups, runner.metrics.parent):
         directory.chmod(0o1777)  # as copy-up leaves a new volume
 

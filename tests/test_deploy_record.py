@@ -103,6 +103,40 @@ def test_the_fingerprint_follows_the_program_and_the_settings(tmp_path: Path) ->
     assert fingerprint("{}", program_sources(tmp_path)) != changed
 
 
+PROGRAMS = ("routing/swap.sh", "backup/backup", "ids/decide.py", "handoff/consumers.erl")
+
+
+@pytest.mark.parametrize("program", PROGRAMS)
+def test_the_fingerprint_follows_every_program_that_runs_in_a_container(tmp_path: Path, program: str) -> None:
+    """Issue 23: the in-container programs live in programs/, whatever their kind: each is fingerprinted."""
+    (tmp_path / "components").mkdir()
+    (tmp_path / "__main__.py").write_text("print('v1')\n")
+    for name in PROGRAMS:
+        (tmp_path / "programs" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "programs" / name).write_text(f"# {name}\n")
+    base = fingerprint("{}", program_sources(tmp_path))
+    # Bytecode caches are not sources: they differ by interpreter and never reach a container.
+    (tmp_path / "programs" / "ids" / "__pycache__").mkdir()
+    (tmp_path / "programs" / "ids" / "__pycache__" / "decide.cpython-311.pyc").write_bytes(b"\0")
+    assert fingerprint("{}", program_sources(tmp_path)) == base
+    with (tmp_path / "programs" / program).open("a") as handle:
+        handle.write("# a change to what runs in the container\n")
+    assert fingerprint("{}", program_sources(tmp_path)) != base
+
+
+def test_every_file_under_programs_is_fingerprinted() -> None:
+    """Moving a program into programs/ fingerprints it; a program kept elsewhere is not a program file."""
+    import subprocess
+
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z", "programs"],
+        cwd=ROOT, capture_output=True, check=True,
+    ).stdout.decode().split("\0")
+    tracked = {ROOT / name for name in listed if name}
+    assert {ROOT / "programs" / "routing" / "swap.sh", ROOT / "programs" / "backup" / "lib.sh"} <= tracked
+    assert tracked <= set(program_sources(ROOT))
+
+
 def test_the_program_registers_the_deploy_record_after_everything() -> None:
     from tests.support import rendered
 

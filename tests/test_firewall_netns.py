@@ -245,7 +245,7 @@ from components.firewall_config import TABLE_FAMILY, table_name_for  # noqa: E40
 from tests.support import missing, render_with, rendered, require_tool  # noqa: E402
 
 GUARD = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                     "components", "firewall_config", "host_guard.py")
+                     "programs", "host-guard", "host_guard.py")
 #: The prod stack's table (namePrefix paper-trading): one table per stack.
 TABLE = f"{TABLE_FAMILY} {table_name_for('paper-trading')}"
 PROXY_HTTP, PROXY_HTTPS, OTHER, LOOPBACK_ONLY, HOST_SERVICE, SSH = 80, 443, 9000, 28081, 9100, 22

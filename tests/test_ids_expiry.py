@@ -1,4 +1,4 @@
-"""The IDS supervisor's expiry sweep (components/ids_config/supervise.py, `decisions`).
+"""The IDS supervisor's expiry sweep (programs/ids/supervise.py, `decisions`).
 
 A decision file whose time is up must go at once: the host guard enforces every file it finds,
 and fail2ban (in-memory database) forgets its bans when it restarts, so a file outliving its
@@ -14,11 +14,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import components.ids_config
+import programs
 
 NOW = 1_800_000_000
 #: The program as it is shipped into the container (it reads paths.json beside itself at import).
-SUPERVISE = Path(components.ids_config.__file__).parent / "supervise.py"
+SUPERVISE = programs.path("ids/supervise.py")
 
 
 def _sweep(tmp_path: Path, files: dict[str, str]) -> tuple[int, set[str]]:

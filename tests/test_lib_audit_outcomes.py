@@ -1,4 +1,4 @@
-"""backup/bin/lib.sh's audit trail on its own: one intent, then one outcome per exit status.
+"""programs/backup/lib.sh's audit trail on its own: one intent, then one outcome per exit status.
 
 `audit_begin` appends `started` and installs the EXIT trap; the outcome follows from the exit
 status alone (0 ok; 2, 3, 75 refused: bad backup, refused target, lock held; anything else
@@ -16,7 +16,7 @@ import pytest
 
 from components import audit
 
-LIB = Path(__file__).resolve().parent.parent / "backup" / "bin" / "lib.sh"
+LIB = Path(__file__).resolve().parent.parent / "programs" / "backup" / "lib.sh"
 
 
 def _shells() -> list[list[str]]:

@@ -248,11 +248,11 @@ class Running:
         With `recycle`, also the switch's last step: a graceful reload (SIGHUP), which makes
         old workers close connections opened before (websockets) after worker_shutdown_timeout.
         """
-        from components import routing
+        from components.routing import docker_side
 
-        env = {**routing.swap_env(live or "none", preview or "none", "test/1/0", self.paths.routing_dir),
+        env = {**docker_side.swap_env(live or "none", preview or "none", "test/1/0", self.paths.routing_dir),
                "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-        for script in (routing.SWAP_SCRIPT, routing.RELEASE_SCRIPT):
+        for script in (docker_side.SWAP_SCRIPT, docker_side.RELEASE_SCRIPT):
             done = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=10)
             assert done.returncode == 0, done.stdout + done.stderr
         if recycle:

@@ -21,13 +21,14 @@ import pytest
 from pulumi.dynamic.dynamic import serialize_provider
 
 from components.gate import ALWAYS_REQUIRED, GATE_KIND, PromotionGateArgs, PromotionGateProvider, refusal
-from components.routing import SWITCH_KIND, RoutingProvider
+from components.routing.base import SWITCH_KIND
+from components.routing.provider import RoutingProvider
 from policies.check import check_graph
 from policies.harness import Analyzer
 from policies.rules import STACK_POLICIES
 from settings import SKIPPABLE_CHECKS, ConfigError, Settings, parse_settings
 from tools.render import ROOT, UNKNOWN, Graph, Resource, evaluate, stack_config, stack_names
-from validation.runner import REGISTRY, _load_checks
+from validation.runner import CHECKS
 
 STACKS = stack_names()
 POLICY = "promotion-gated"
@@ -41,8 +42,7 @@ def _settings(stack: str, **overrides: Any) -> Settings:
 
 
 def _registry() -> dict[str, str]:
-    _load_checks()
-    return {check.name: check.category.value for check in REGISTRY}
+    return {check.name: check.category.value for check in CHECKS}
 
 
 def _gated_violations(graph: Graph | list[Resource]) -> list[str]:

@@ -11,7 +11,7 @@ import pytest
 
 from components.nginx import ROUTING_PATH, render_nginx_conf, render_routing
 from components.nginx.conf import CONF_PATH
-from components.proxy import preview_url, proxy_paths, public_url
+from components.proxy import LOG_ROTATION, LOG_ROTATION_NAME, preview_url, proxy_paths, public_url
 from settings import Settings, parse_settings
 from tools.render import ROOT, Graph, Resource, evaluate, stack_config
 
@@ -139,8 +139,10 @@ def test_hardening_image_and_options(rendered_proxy: Any) -> None:
     # The markers: a volume of the proxy's own (anonymous: removed with it), writable by root only.
     assert not routing.get("readOnly") and not routing.get("volumeName") and not routing.get("hostPath")
     assert _carrier(graph).urn in proxy.options["dependsOn"]
-    assert inputs["command"][:4] == (["sh", "-c", inputs["command"][2], "/var/log/paper-trading/access.log"]
-                                     if ids else ["nginx", "-e", "stderr", "-c"])
+    # With the IDS: programs/proxy/nginx-rotating-log.sh, its arguments after its name ($0).
+    log, conf = "/var/log/paper-trading/access.log", "/etc/paper-trading/nginx/nginx.conf"
+    assert inputs["command"][:5] == (["sh", "-c", LOG_ROTATION, LOG_ROTATION_NAME, log]
+                                     if ids else ["nginx", "-e", "stderr", "-c", conf])
     assert inputs["command"][-1] == "/etc/paper-trading/nginx/nginx.conf" or not ids
     assert proxy.options["deleteBeforeReplace"] is True
     image = [r for r in graph.of_type("docker:index/remoteImage:RemoteImage") if r.parent == proxy.parent]

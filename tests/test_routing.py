@@ -16,6 +16,9 @@ from pulumi.dynamic.dynamic import serialize_provider
 
 from components import routing
 from components.nginx.routing import ROUTING_DIR, marker_path, render_markers, render_routing
+from components.routing import cli
+from components.routing.base import SWITCH_KIND
+from components.routing.docker_side import Served
 from tools.render import stack_config
 
 BASE = {
@@ -64,8 +67,8 @@ def test_pickled_provider_renders_offline_without_an_engine() -> None:
 
 @pytest.mark.parametrize(
     ("content", "color"),
-    [(routing.Served("blue", "green").describe(), "blue"),
-     (routing.Served("none", "none").describe(), "none"),
+    [(Served("blue", "green").describe(), "blue"),
+     (Served("none", "none").describe(), "none"),
      (render_routing("green", None), "green"), (render_routing(None, None), "none"), ("garbage", None),
      (None, None)],
 )
@@ -85,9 +88,9 @@ def test_markers_name_the_choice_and_never_a_color_inside() -> None:
 
 def test_cli_requires_a_color_and_a_container() -> None:
     with pytest.raises(SystemExit):
-        routing.main(["switch", "--to", "purple", "--container", "x"])
+        cli.main(["switch", "--to", "purple", "--container", "x"])
     with pytest.raises(SystemExit):
-        routing.main(["switch", "--to", "blue"])
+        cli.main(["switch", "--to", "blue"])
 
 
 class _Mocks(pulumi.runtime.Mocks):
@@ -131,7 +134,7 @@ def _routing_resources(graph: Any) -> list[Any]:
     return [
         r for r in graph.resources
         if r.type == "pulumi-python:dynamic:Resource"
-        and r.inputs.get("kind") == routing.SWITCH_KIND
+        and r.inputs.get("kind") == SWITCH_KIND
     ]
 
 

@@ -20,7 +20,9 @@ import dill
 import pytest
 
 from components import routing
-from components.nginx.routing import render_markers
+from components.nginx.routing import ROUTING_DIR, render_markers
+from components.routing.docker_side import LOCK_STALE_S, lock_owner, swap_markers
+from components.routing.listener import validation_checks
 from tests.support import require_docker, require_tool
 
 pytestmark = pytest.mark.docker
@@ -77,12 +79,12 @@ def test_bootstrap_routing_promotes_nothing(env: Any) -> None:
 def test_promote_blue_then_green_without_replacing_anything(env: Any) -> None:
     before_proxy, before_apps = proxy_identity(env), app_ids(env)
     result = routing.switch(env.proxy_name, "blue", "green", endpoint(env), client=env.client,
-                            checker=routing.validation_checks)
+                            checker=validation_checks)
     assert result.previous_live == "none"
     assert colors(env) == {"200:blue:blue"}
     workers_on_blue = worker_pids(env)
     result = routing.switch(env.proxy_name, "green", "blue", endpoint(env), client=env.client,
-                            checker=routing.validation_checks)
+                            checker=validation_checks)
     assert result.previous_live == "blue"
     assert colors(env) == {"200:green:green"}
     assert not worker_pids(env) <= workers_on_blue  # the switch recycles the workers once it is done
@@ -200,8 +202,8 @@ def test_invalid_switch_is_refused_and_traffic_untouched(env: Any) -> None:
     # The proxy-side script refuses too (defence in depth), before it takes the lock or renames anything.
     container = env.client.containers.get(env.proxy_name)
     with pytest.raises(routing.RoutingError, match="the proxy refused the switch .invalid color 'live-x'."):
-        routing.swap_markers(container, "live-x", "none", routing.lock_owner())
-    listing = container.exec_run(["ls", "-A", routing.ROUTING_DIR]).output.decode().split()
+        swap_markers(container, "live-x", "none", lock_owner())
+    listing = container.exec_run(["ls", "-A", ROUTING_DIR]).output.decode().split()
     assert sorted(listing) == ["live-blue", "preview-green"]  # no lock left, no stray marker
     assert colors(env) == before
     assert routing.current(env.proxy_name, env.client) == before_state
@@ -250,7 +252,7 @@ def test_dynamic_provider_after_pickling_switches_and_reapplies(env: Any) -> Non
         provider.update(created.id, updated.outs, {**news, "proxyContainerName": "no-such-proxy"})
 
 
-LOCK_DIR = f"{routing.ROUTING_DIR}/.switch.lock"
+LOCK_DIR = f"{ROUTING_DIR}/.switch.lock"
 
 
 def hold_lock(env: Any, holder: str, age_s: int) -> None:
@@ -284,7 +286,7 @@ def test_a_switch_in_progress_blocks_another_and_traffic_stays(env: Any) -> None
 
 def test_an_abandoned_lock_is_taken_over(env: Any) -> None:
     routing.switch(env.proxy_name, "blue", "green", endpoint(env), client=env.client)
-    hold_lock(env, "dead-host/1/0000", age_s=routing.LOCK_STALE_S + 5)
+    hold_lock(env, "dead-host/1/0000", age_s=LOCK_STALE_S + 5)
     result = routing.switch(env.proxy_name, "green", "blue", endpoint(env), client=env.client,
                             lock_wait_s=0.5)
     assert result.live == "green" and colors(env) == {"200:green:green"}

@@ -43,7 +43,8 @@ def shell_scripts(root: Path = ROOT) -> list[str]:
 def test_discovery_finds_the_scripts_by_shebang_and_extension() -> None:
     found = set(shell_scripts())
     # One of each kind, so a broken finder cannot pass by finding nothing.
-    assert {"scripts/dev-up", "scripts/test", ".ci/run", "backup/bin/backup", "backup/bin/lib.sh"} <= found
+    assert {"scripts/dev-up", "scripts/test", ".ci/run", "programs/backup/backup", "programs/backup/lib.sh",
+            "programs/routing/swap.sh"} <= found
     assert any(name.startswith("images/") and name.endswith(".sh") for name in found)
     assert not any(name.endswith(".py") for name in found)
 

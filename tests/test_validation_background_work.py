@@ -30,7 +30,7 @@ from validation.checks_work import (
     judge_standby,
     parse_work_state,
 )
-from validation.runner import CheckFailed
+from validation.context import CheckFailed
 
 
 def doc(**over: Any) -> dict[str, Any]:

@@ -195,13 +195,12 @@ def test_checks_run_concurrently(tmp_path: Path) -> None:
 
 
 def test_help_documents_every_check() -> None:
-    from validation.runner import REGISTRY, _load_checks
+    from validation.runner import CHECKS
 
     result = run_cli("--help")
     assert result.returncode == 0
-    _load_checks()
-    assert len(REGISTRY) >= 20
-    for item in REGISTRY:
+    assert len(CHECKS) >= 20
+    for item in CHECKS:
         assert item.name in result.stdout
 
 

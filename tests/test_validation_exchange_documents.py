@@ -10,7 +10,7 @@ separators, an unexpected envelope. The verdict is the list of problems the pars
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -73,7 +73,10 @@ def test_an_unexpected_kucoin_document_is_a_problem(body: Any) -> None:
     assert kucoin_problems(body) == ["unexpected api-key response"]
 
 
-def _check(exchange: str, status: int, body: Any) -> str:
+Exchange = Literal["binance", "kucoin"]
+
+
+def _check(exchange: Exchange, status: int, body: Any) -> str:
     creds = ExchangeCredentials(
         exchange=exchange, api_key=SecretStr("k"), api_secret=SecretStr("s"),
         passphrase=SecretStr("p") if exchange == "kucoin" else None,
@@ -93,11 +96,12 @@ READ_ONLY_ANSWERS = [("binance", READ_ONLY_BINANCE), ("kucoin", _kucoin("General
 
 @pytest.mark.parametrize("status", [201, 204, 301, 400, 401, 403, 404, 418, 500])
 @pytest.mark.parametrize(("exchange", "body"), READ_ONLY_ANSWERS)
-def test_any_status_but_200_fails_even_with_a_read_only_body(exchange: str, body: Any, status: int) -> None:
+def test_any_status_but_200_fails_even_with_a_read_only_body(
+        exchange: Exchange, body: Any, status: int) -> None:
     with pytest.raises(KeyCheckError, match=f"HTTP {status}"):
         _check(exchange, status, body)
 
 
 @pytest.mark.parametrize(("exchange", "body"), READ_ONLY_ANSWERS)
-def test_status_200_with_a_read_only_body_passes(exchange: str, body: Any) -> None:
+def test_status_200_with_a_read_only_body_passes(exchange: Exchange, body: Any) -> None:
     assert _check(exchange, 200, body).endswith("key is read-only")

@@ -221,7 +221,7 @@ def test_gate_resource_under_the_mock_runtime() -> None:
     pulumi.runtime.set_mocks(Mocks(), preview=False)
     from components.gate import PromotionGate
 
-    @pulumi.runtime.test
+    @pulumi.runtime.test  # type: ignore[untyped-decorator]  # the SDK's decorator is untyped
     def check() -> pulumi.Output[Any]:
         gate = PromotionGate(
             "promotion-gate",

@@ -14,7 +14,7 @@ import asyncio
 import json
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -67,7 +67,7 @@ def server() -> Iterator[_Server]:
 
 
 def _run(server: _Server, check: str, *, body: dict[str, Any] | None = None, metrics: str | None = None,
-         header: str = "green", color: str | None = "green") -> CheckResult:
+         header: str = "green", color: Literal["blue", "green"] | None = "green") -> CheckResult:
     server.body = SAFE if body is None else body
     server.metrics = SAFE_METRICS if metrics is None else metrics
     server.color_header = header

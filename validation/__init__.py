@@ -5,18 +5,15 @@ report = validate(ValidationOptions(base_url="https://127.0.0.1:8443", color="gr
 report.passed  # every blocking check passed
 
 A plain library (no Pulumi, no `components`): the promotion gate resource
-(`components/gate.py`) and the CLI both call it. The models load on first use: the
-program imports the gate on every evaluation, and it needs them only when it runs the checks.
+(`components/gate.py`) and the CLI both call it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from validation.models import CheckResult, ValidationReport
-    from validation.options import ExchangeCredentials, ValidationOptions
+from validation.models import CheckResult, ValidationReport
+from validation.options import ExchangeCredentials, ValidationOptions
 
 __all__ = [
     "CheckResult",
@@ -27,23 +24,12 @@ __all__ = [
     "validate",
 ]
 
-_LAZY = {
-    "CheckResult": "validation.models",
-    "ValidationReport": "validation.models",
-    "ExchangeCredentials": "validation.options",
-    "ValidationOptions": "validation.options",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'validation' has no attribute {name!r}")
-
 
 async def avalidate(options: ValidationOptions) -> ValidationReport:
+    # The one deferred import in this package. settings/ imports
+    # validation.options on every Pulumi program evaluation, which runs this file first;
+    # the runner brings httpx and every check (+0.15 G instructions, +3.4 % of an
+    # evaluation, bench/evaluate.py --instructions) that only a gate run or the CLI uses.
     from validation.report import build_report
     from validation.runner import run_checks
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 import textwrap
 from collections.abc import Mapping, Sequence
@@ -14,6 +15,8 @@ from pydantic import ValidationError
 
 from validation import validate
 from validation.options import ExchangeCredentials, ValidationOptions
+from validation.report import headline, render_table
+from validation.runner import applicable
 
 ENV_HELP = """\
 environment (optional settings beyond the flags):
@@ -44,8 +47,6 @@ class UsageError(Exception):
 
 
 def _checks_help() -> str:
-    from validation.runner import applicable
-
     lines = ["checks (blocking unless marked; all run concurrently):"]
     for item, _ in applicable(ValidationOptions(base_url="http://localhost")):
         mark = "" if item.blocking else " [non-blocking]"
@@ -192,8 +193,6 @@ def options_from(args: argparse.Namespace, env: Mapping[str, str]) -> Validation
 
 def unreachable(options: ValidationOptions, timeout: float = 3.0) -> str | None:
     """Why no TCP connection to the target can be opened, or None when one can."""
-    import socket
-
     try:
         with socket.create_connection((options.host, options.port), timeout=timeout):
             return None
@@ -206,8 +205,6 @@ def unreachable(options: ValidationOptions, timeout: float = 3.0) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
-    from validation.report import headline, render_table
-
     p = parser()
     args = p.parse_args(argv)
     try:

@@ -6,9 +6,10 @@ import asyncio
 
 import httpx
 
+from validation.context import CheckFailed, Context, Passed
 from validation.exchange import KeyCheckError, check_key
 from validation.models import Category
-from validation.runner import CheckFailed, Context, Passed, check
+from validation.registry import check
 
 
 @check(

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from validation.context import CheckFailed, CheckSkipped, Context, Passed, expect_status
 from validation.models import Category
-from validation.runner import CheckFailed, CheckSkipped, Context, Passed, check, expect_status
+from validation.registry import check
 
 REQUIRED_FIELDS = (
     "status",

@@ -7,8 +7,9 @@ import contextlib
 import math
 import time
 
+from validation.context import CheckFailed, Context, Passed
 from validation.models import Category
-from validation.runner import CheckFailed, Context, Passed, check
+from validation.registry import check
 
 
 def percentile(values: list[float], pct: float) -> float:

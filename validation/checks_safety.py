@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 
 from validation.checks_health import detailed_health, metrics_text
+from validation.context import CheckFailed, Context, Passed, expect_status
 from validation.models import Category
-from validation.runner import CheckFailed, Context, Passed, check, expect_status
+from validation.registry import check
 
 COLOR_HEADER = "X-Deployment-Color"
 

@@ -13,9 +13,10 @@ from typing import Any
 
 import httpx
 
+from validation.context import CheckFailed, Context, Passed, ssl_context
 from validation.models import Category
 from validation.options import ValidationOptions
-from validation.runner import CheckFailed, Context, Passed, check, ssl_context
+from validation.registry import check
 from validation.tls import handshake, legacy_context, unverified_context
 
 HSTS_MIN_AGE = 31536000
@@ -221,7 +222,9 @@ async def command_injection(ctx: Context) -> Passed:
     return await _probe(ctx, "command-injection", CMD_PROBES)
 
 
-# --------------------------------------------------------------------------- audit trail (issue 14, part 3)
+# --------------------------------------------------------------------------- audit trail
+# The live color must be there by the gate's approval: the trail shows a passed verdict before its
+# switch, and a chain no one rewrote afterwards (docs/security.md, "Audit trail").
 #: The record keys components/audit.py writes (validation imports neither pulumi nor components).
 AUDIT_FIELDS = ("time", "actor", "stack", "operation", "from", "to", "backup_id", "result", "duration_ms",
                 "error", "reason", "checks")

@@ -1,4 +1,5 @@
-"""Background work (issue 15): only the live color runs queue consumers and schedulers.
+"""Background work: only the live color runs queue consumers and schedulers, so an order
+message or a scheduled job acts once, for the color that serves traffic.
 
 The app reports its part in `/health/detailed` (docs/background-work.md): `role`
 (active | standby | disabled), `epoch`, `liveColor` (what it last read from the source of
@@ -23,8 +24,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from validation.checks_health import detailed_health
+from validation.context import CheckFailed, Context, Passed, expect_status
 from validation.models import Category
-from validation.runner import CheckFailed, Context, Passed, check, expect_status
+from validation.registry import check
 
 ACTIVE, STANDBY, DISABLED = "active", "standby", "disabled"
 ROLES = (ACTIVE, STANDBY, DISABLED)

@@ -11,11 +11,8 @@ from enum import StrEnum
 
 
 class DeploymentErrorType(StrEnum):
-    ENVIRONMENT_ERROR = "Environment setup failed"
-    DEPENDENCY_ERROR = "Dependency installation failed"
-    CONFIGURATION_ERROR = "Configuration validation failed"
-    TEST_FAILURE = "Pre-deployment tests failed"
-    DEPLOYMENT_ERROR = "Container deployment failed"
+    """The seed's members that post-deploy validation can raise (docs/validation.md, "Report")."""
+
     VALIDATION_ERROR = "Post-deployment validation failed"
     SECURITY_ERROR = "Security validation failed"
     MONITORING_ERROR = "Monitoring setup failed"

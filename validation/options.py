@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Literal
 from urllib.parse import urlsplit
@@ -111,8 +112,6 @@ class ValidationOptions(_Model):
     @field_validator("firewall_address")
     @classmethod
     def _not_loopback(cls, value: str | None) -> str | None:
-        import ipaddress
-
         if value is None:
             return None
         try:

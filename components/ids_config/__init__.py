@@ -3,10 +3,10 @@
 Everything fail2ban needs is generated here and handed to the container as one bundle
 (`bundle()`: relative path -> text): `fail2ban.conf`, `jail.conf` (one jail per detector),
 `filter.d/paper-trading-<jail>.conf`, `action.d/paper-trading-decision.conf`, the allow-list,
-`paths.json` and the two helper programs (`decide.py`: writes/removes one decision file;
-`supervise.py`: runs fail2ban-server, serves its metrics, sweeps expired decisions). The IDS
-container writes the bundle to a tmpfs and runs `supervise.py`; tests run the same bundle on
-the host with `IdsPaths` pointing at a temp dir.
+`paths.json` and the two helper programs from programs/ids/ (`decide.py`: writes/removes one
+decision file; `supervise.py`: runs fail2ban-server, serves its metrics, sweeps expired
+decisions). The IDS container writes the bundle to a tmpfs and runs `supervise.py`; tests run
+the same bundle on the host with `IdsPaths` pointing at a temp dir.
 
 The filters read the proxy's JSON access-log file (components/nginx/conf.py, format `ids`:
 `audit` plus the raw query `args` after `uri`). The fields before `uri` are written by nginx
@@ -20,8 +20,8 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass
-from importlib import resources
 
+import programs
 from settings import IdsJail, Settings
 
 #: The detectors, in jail order; the jail name is the `<reason>` in a decision file and the
@@ -299,7 +299,8 @@ def action_conf(paths: IdsPaths) -> str:
 
 
 def _program(name: str) -> str:
-    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+    """One of the IDS's programs (programs/ids/), exactly as it is in the repository."""
+    return programs.text(f"ids/{name}")
 
 
 def bundle(

@@ -17,62 +17,19 @@ One concern per module:
 - `cli` (+ `__main__`): the emergency CLI, `python -m components.routing switch|show ...`.
 
 The same code serves three callers: the Pulumi dynamic resource (`Routing`), the
-emergency CLI for when the engine is unavailable, and the Docker tests and benchmark.
-Every public name stays importable as `components.routing.X`.
+emergency CLI for when the engine is unavailable, and the Docker tests and benchmark. The
+package's face is what the program and the benchmark use; everything else is imported from
+its module.
 """
 
 from __future__ import annotations
 
-from ..nginx.routing import ROUTING_DIR, ROUTING_PATH  # re-exported for callers
-from .base import (
-    COLOR_HEADER,
-    CONFIRM_SETTLE_S,
-    CONFIRM_STREAK,
-    NONE,
-    SWITCH_INPUTS,
-    SWITCH_KIND,
-    Checker,
-    Endpoint,
-    RoutingError,
-    SwitchResult,
-)
-from .cli import cli_auditor, main
-from .docker_side import (
-    LOCK_STALE_S,
-    LOCK_WAIT_S,
-    RELEASE_SCRIPT,
-    SWAP_SCRIPT,
-    Served,
-    current,
-    docker_client,
-    drain,
-    find_proxy,
-    live_color_of,
-    lock_owner,
-    read_file,
-    served,
-    swap_env,
-    swap_markers,
-    write_file,
-)
-from .listener import (
-    POST_PROMOTION_CATEGORIES,
-    PUBLIC_LISTENER_SKIPS,
-    confirm,
-    observe,
-    post_promotion_checker,
-    validation_checks,
-)
-from .provider import Routing, RoutingArgs, RoutingProvider, RoutingSwitch
+from .base import COLOR_HEADER, Endpoint, RoutingError, SwitchResult
+from .docker_side import current, live_color_of
+from .provider import Routing, RoutingArgs, RoutingProvider
 from .switching import switch
 
 __all__ = [
-    "COLOR_HEADER", "CONFIRM_SETTLE_S", "CONFIRM_STREAK", "LOCK_STALE_S", "LOCK_WAIT_S", "NONE",
-    "POST_PROMOTION_CATEGORIES", "PUBLIC_LISTENER_SKIPS", "ROUTING_DIR", "ROUTING_PATH", "RELEASE_SCRIPT",
-    "SWAP_SCRIPT",
-    "SWITCH_INPUTS", "SWITCH_KIND", "Checker", "Endpoint", "Routing", "RoutingArgs", "RoutingError",
-    "RoutingProvider", "RoutingSwitch", "Served", "SwitchResult", "cli_auditor", "confirm", "current",
-    "docker_client", "drain", "find_proxy", "live_color_of", "lock_owner", "main", "observe",
-    "post_promotion_checker", "read_file", "served", "swap_env", "swap_markers", "switch",
-    "validation_checks", "write_file",
+    "COLOR_HEADER", "Endpoint", "Routing", "RoutingArgs", "RoutingError", "RoutingProvider", "SwitchResult",
+    "current", "live_color_of", "switch",
 ]

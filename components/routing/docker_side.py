@@ -1,8 +1,9 @@
 """The Docker side of the switch: find the proxy, rename the routing markers, the lock, the drain.
 
 Every call goes through the Docker Engine API the docker provider uses; nothing here
-knows about listeners, checks or Pulumi. A switch is ONE exec round trip (`SWAP_SCRIPT`):
-take the lock, rename the markers (`nginx/routing.py`), print what was there before.
+knows about listeners, checks or Pulumi. A switch is ONE exec round trip (`SWAP_SCRIPT`, the
+program programs/routing/swap.sh): take the lock, rename the markers (`nginx/routing.py`), print
+what was there before.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import tarfile
 import time
 from dataclasses import dataclass
 from typing import Any
+
+import programs
 
 from ..nginx.routing import COLORS, MARKER_TEXT, ROLES, ROUTING_DIR, ROUTING_PATH
 from .base import NONE, RoutingError
@@ -81,60 +84,12 @@ LOCKED_EXIT = 4
 LOCK_STALE_S = 180
 #: How long a switch waits for another one to finish before it gives up, traffic unchanged.
 LOCK_WAIT_S = 60.0
-#: As root without any capability (the container drops ALL): enough to rename files in the
-#: root-owned routing volume, never to touch nginx (its configuration volume is read-only).
-#: First takes the switch lock (mkdir is atomic), so a `pulumi up` and the emergency CLI
-#: never interleave; re-entrant for its owner (a switch back), exit 4 if held. Then, per
-#: role, ONE rename(2) of the other color's marker to the wanted one (at every instant
-#: exactly one marker exists), or a create by rename when there was none, or a removal for
-#: `none`. Prints the colors that were there before.
-#: Where the proxy's `sh` or `mv` cannot (read-only volume, ...) it fails before any change.
-SWAP_SCRIPT = f"""set -e
-cd "${{ROUTING_DIR_PATH:-{ROUTING_DIR}}}"
-for want in "$ROUTING_LIVE" "$ROUTING_PREVIEW"; do
-  case "$want" in blue|green|none) ;; *) echo "invalid color '$want'"; exit {INVALID_EXIT};; esac
-done
-# The lock first; its owner line is written right after the live rename (nothing but
-# builtins and one `mv` before it: the switch is timed until traffic moves). A lock whose
-# owner is not written yet counts from the directory's age.
-fresh=
-if mkdir .switch.lock 2>/dev/null; then
-  fresh=1
-else
-  now=$(date +%s)
-  holder=unknown; since=0
-  read -r holder since < .switch.lock/owner 2>/dev/null || true
-  case "$since" in ''|*[!0-9]*|0) since=$(stat -c %Y .switch.lock 2>/dev/null || echo "$now");; esac
-  if [ "$holder" != "$ROUTING_OWNER" ]; then
-    age=$((now - since))
-    if [ "$age" -lt {LOCK_STALE_S} ]; then echo "$holder $age"; exit {LOCKED_EXIT}; fi
-    echo "$ROUTING_OWNER $now" > .switch.lock/owner
-  fi
-fi
-# What nginx reads now: the last existing marker wins, as in the server's `if` order.
-was_live=none; was_preview=none
-for c in {" ".join(COLORS)}; do
-  [ -e "live-$c" ] && was_live=$c
-  [ -e "preview-$c" ] && was_preview=$c
-done
-move() {{
-  for c in {" ".join(COLORS)}; do
-    [ "$c" = "$2" ] || [ ! -e "$1-$c" ] && continue
-    if [ "$2" = none ]; then rm -f "$1-$c"; else mv -f "$1-$c" "$1-$2"; fi
-  done
-  if [ "$2" != none ] && [ ! -e "$1-$2" ]; then
-    printf '%s' "$ROUTING_MARKER" > ".$1.next"; chmod 0444 ".$1.next"; mv -f ".$1.next" "$1-$2"
-  fi
-}}
-move live "$ROUTING_LIVE"
-[ -z "$fresh" ] || echo "$ROUTING_OWNER $(date +%s)" > .switch.lock/owner
-move preview "$ROUTING_PREVIEW"
-echo "$was_live $was_preview"
-"""
-RELEASE_SCRIPT = f"""cd "${{ROUTING_DIR_PATH:-{ROUTING_DIR}}}" || exit 0
-read -r holder since < .switch.lock/owner 2>/dev/null || exit 0
-if [ "$holder" = "$ROUTING_OWNER" ]; then rm -rf .switch.lock; fi
-"""
+#: The switch (programs/routing/swap.sh): takes the switch lock, renames the markers, prints
+#: what was there before; exit INVALID_EXIT for a color it refuses, LOCKED_EXIT when another
+#: switch holds the lock. Run in the proxy by `sh -c`, its parameters in `swap_env`.
+SWAP_SCRIPT = programs.text("routing/swap.sh")
+#: Drops the switch lock if its owner still holds it (programs/routing/release.sh).
+RELEASE_SCRIPT = programs.text("routing/release.sh")
 
 
 @dataclass(frozen=True)
@@ -150,11 +105,10 @@ class Served:
 
 def swap_env(live: str, preview: str, owner: str, routing_dir: str | None = None) -> dict[str, str]:
     """The environment SWAP_SCRIPT/RELEASE_SCRIPT read (`routing_dir`: tests run it on a local nginx)."""
-    env = {"ROUTING_LIVE": live, "ROUTING_PREVIEW": preview, "ROUTING_OWNER": owner,
-           "ROUTING_MARKER": MARKER_TEXT}
-    if routing_dir is not None:
-        env["ROUTING_DIR_PATH"] = routing_dir
-    return env
+    return {"ROUTING_LIVE": live, "ROUTING_PREVIEW": preview, "ROUTING_OWNER": owner,
+            "ROUTING_MARKER": MARKER_TEXT, "ROUTING_DIR_PATH": routing_dir or ROUTING_DIR,
+            "ROUTING_COLORS": " ".join(COLORS), "ROUTING_INVALID_EXIT": str(INVALID_EXIT),
+            "ROUTING_LOCKED_EXIT": str(LOCKED_EXIT), "ROUTING_LOCK_STALE_S": str(LOCK_STALE_S)}
 
 
 class Locked(Exception):
@@ -209,7 +163,8 @@ def swap_markers(container: Any, live: str, preview: str, owner: str) -> Served:
 def release_lock(container: Any, owner: str) -> None:
     """Drop the switch lock if `owner` still holds it (best effort: it goes stale anyway)."""
     with contextlib.suppress(Exception):
-        _exec(container, RELEASE_SCRIPT, user="0", env={"ROUTING_OWNER": owner})
+        _exec(container, RELEASE_SCRIPT, user="0",
+              env={"ROUTING_OWNER": owner, "ROUTING_DIR_PATH": ROUTING_DIR})
 
 
 def drain(container: Any) -> None:

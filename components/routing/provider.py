@@ -1,9 +1,9 @@
 """The Pulumi side: the dill-pickled dynamic provider, its arguments and the `Routing` component.
 
-The SDK pickles the provider by reference to its class's module and name. Both stay
-`components.routing.RoutingProvider` (the package re-exports it and the class says so in
-`__module__`), so the state of existing stacks, the `promotion-gated` policy (which reads the
-pickled name) and tools/render keep finding it wherever the code lives inside the package.
+The SDK pickles the provider by reference to its class's module and name,
+`components.routing.provider.RoutingProvider`; the `promotion-gated` policy reads that name
+from the pickle. Stacks deployed before it moved here name `components.routing.RoutingProvider`,
+which the package still exports so their state unpickles.
 """
 
 from __future__ import annotations
@@ -82,9 +82,6 @@ class RoutingProvider(StateProvider):
         """Offline stand-in for create (tools/render.py): what create would report, no engine."""
         return {**inputs, "previousLiveColor": None, "switchMs": 0.0, "handoffMs": None}
 
-
-# Pickled by reference as `components.routing.RoutingProvider` (see the module docstring).
-RoutingProvider.__module__ = "components.routing"
 
 
 @dataclass(frozen=True)
