@@ -7,7 +7,6 @@ import pulumi
 
 from components.app import AppColor, AppColorArgs
 from components.backup import Backup, BackupArgs
-from components.config import COLORS, load_settings, other_color
 from components.datastores import Datastores, DatastoresArgs
 from components.deploy_record import DeployRecord, fingerprint, program_sources
 from components.firewall import Firewall, FirewallArgs
@@ -22,6 +21,7 @@ from components.release_guard import ReleaseGuard, ReleaseRecord
 from components.routing import Routing, RoutingArgs
 from components.volumes import Volumes, VolumesArgs
 from contract import STACK_LABEL
+from settings import COLORS, load_settings, other_color
 
 settings = load_settings(os.path.dirname(os.path.abspath(__file__)))
 stack = pulumi.get_stack()

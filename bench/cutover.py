@@ -41,7 +41,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from components import routing  # noqa: E402
-from components.config import Color  # noqa: E402
+from settings import Color  # noqa: E402
 
 
 @dataclass

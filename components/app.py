@@ -16,6 +16,7 @@ import pulumi
 import pulumi_docker as docker
 
 from contract import APP_ROLE, COLOR_LABEL, ROLE_LABEL, SECRETS_DIR
+from settings import Color, Settings
 
 from .carrier import carry
 from .common import (
@@ -25,7 +26,6 @@ from .common import (
     http_probe,
     secret_file,
 )
-from .config import Color, Settings
 from .datastores import DATABASE_NAME, DATABASE_USER, RABBITMQ_USER, Datastores
 
 

@@ -16,11 +16,11 @@ import pulumi_docker as docker
 
 import programs
 from contract import SECRETS_DIR, SERVICE_LABEL, STACK_LABEL
+from settings import Settings
 
 from .audit import AUDIT_DIR, AUDIT_FILE
 from .audit import OWNERSHIP_DONOR as AUDIT_OWNERSHIP_DONOR
 from .common import NetworkNames, hardened_container_args, healthcheck, secret_file
-from .config import Settings
 from .datastores import RABBITMQ_USER, Datastores
 from .volumes import Volumes
 

@@ -15,8 +15,7 @@ import pulumi
 import pulumi_docker as docker
 
 from contract import COLOR_LABEL, SERVICE_LABEL, STACK_LABEL
-
-from .config import Limits
+from settings import Limits
 
 MIB = 1024 * 1024
 

@@ -19,6 +19,7 @@ import pulumi_docker as docker
 import pulumi_random as random
 
 from contract import SECRETS_DIR
+from settings import Settings
 
 from .common import (
     NetworkNames,
@@ -28,7 +29,6 @@ from .common import (
     scratch_volume,
     secret_file,
 )
-from .config import Settings
 from .volumes import Volumes
 
 DATABASE_NAME = "trading_bot"

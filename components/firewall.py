@@ -30,9 +30,9 @@ import pulumi_docker as docker
 
 import programs
 from contract import ROLE_LABEL
+from settings import Settings
 
 from .common import hardened_container_args, healthcheck
-from .config import Settings
 from .dynamic import StateProvider
 from .firewall_config import DECISIONS_DIR, FirewallRules, render_ruleset, table_name_for
 

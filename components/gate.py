@@ -34,7 +34,7 @@ import pulumi.dynamic
 from .dynamic import StateProvider
 
 if TYPE_CHECKING:
-    from components.config import Settings
+    from settings import Settings
     from validation.models import ValidationReport
 
 #: Check families no configuration may skip: the candidate must prove paper mode and health.

@@ -34,7 +34,8 @@ import programs
 from . import work_contract as wc
 
 if TYPE_CHECKING:
-    from .config import Settings
+    from settings import Settings
+
     from .datastores import Datastores
 
 DEFAULT_TIMEOUT_S = 15.0

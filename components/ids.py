@@ -25,9 +25,9 @@ import pulumi_docker as docker
 
 import programs
 from contract import ROLE_LABEL
+from settings import Limits, Settings
 
 from .common import NetworkNames, hardened_container_args, healthcheck
-from .config import Limits, Settings
 from .ids_config import (
     ACCESS_LOG_DIR,
     DECISIONS_DIR,

@@ -23,10 +23,10 @@ import pulumi_docker as docker
 import pulumi_random as random
 
 from contract import SECRETS_DIR, STACK_LABEL
+from settings import Limits, Settings
 
 from .audit import AUDIT_DIR
 from .common import NetworkNames, hardened_container_args, healthcheck, secret_file
-from .config import Limits, Settings
 from .monitoring_config import (
     alertmanager,
     blackbox,

@@ -16,6 +16,7 @@ import pulumi_docker as docker
 
 import programs
 from contract import ROLE_LABEL
+from settings import Settings
 
 from .carrier import carry
 from .common import (
@@ -26,7 +27,6 @@ from .common import (
     http_probe,
     scratch_volume,
 )
-from .config import Settings
 from .ids_config import ACCESS_LOG_DIR, ACCESS_LOG_FILE
 from .nginx import ROUTING_PATH, NginxListen, NginxPaths, render_nginx_conf, render_routing
 from .nginx.conf import CONF_DIR, CONF_PATH, STATUS_ALIAS

@@ -37,8 +37,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from contract import APP_ROLE, COLOR_LABEL, ROLE_LABEL
-
-from .config import COLORS, Color, Settings, other_color
+from settings import COLORS, Color, Settings, other_color
 
 #: The engine's built-in invoke: every resource's saved outputs, by URN.
 READ_STACK_STATE = "pulumi:pulumi:readStackResourceOutputs"

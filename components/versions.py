@@ -4,7 +4,7 @@ The proxy is the only internet-facing component, so its nginx release has a floo
 oldest release this project accepts. The `proxy-image-current` policy (policies/versions.py)
 refuses a proxy image whose tag names an older release or no exact release at all
 (`nginx:latest`, `nginx:alpine`, `nginx:1.30-alpine`, a bare digest). The default pin in
-`components.config.Images` and the ci stack's stand-in must both satisfy it; tests check that.
+`settings.Images` and the ci stack's stand-in must both satisfy it; tests check that.
 
 Raise the floor when nginx publishes a security advisory for the stable line
 (https://nginx.org/en/security_advisories.html), then move the pins above it. This module is

@@ -13,6 +13,7 @@ import posixpath
 from pulumi_policy import ReportViolation, ResourceValidationArgs
 
 from contract import CARRIER_LABEL, ROLE_LABEL
+from settings import image_pin_problem
 
 from . import settings
 from .host_guard import HOST_CAPABILITIES, is_host_guard
@@ -218,14 +219,9 @@ def check_ports_bound(args: ResourceValidationArgs, report: ReportViolation) -> 
 def _image_problem(image: str) -> str | None:
     if not image.strip() or any(c.isspace() for c in image):
         return f"image {image!r} is not a valid reference"
-    if "@sha256:" in image or is_image_id(image):
+    if is_image_id(image):
         return None
-    last = image.rsplit("/", 1)[-1]
-    if ":" not in last:
-        return f"image {image!r} must be pinned to a tag or digest"
-    if last.rsplit(":", 1)[1].lower() in ("", "latest"):
-        return f"image {image!r} must not use the 'latest' tag"
-    return None
+    return image_pin_problem(image, latest_in_any_case=True)
 
 
 def check_image_pinned(args: ResourceValidationArgs, report: ReportViolation) -> None:

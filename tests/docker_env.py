@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 if TYPE_CHECKING:
-    from components.config import Color
+    from settings import Color
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_LABEL = "paper-trading.test"
@@ -112,7 +112,7 @@ def _base_config(prefix: str) -> dict[str, Any]:
 
 def test_settings(prefix: str, work: bool = False) -> Any:
     """The program's Settings for the test config."""
-    from components.config import Settings
+    from settings import Settings
 
     return Settings.model_validate(test_config(prefix, work))
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from components.config import Settings, parse_settings
 from components.nginx.conf import STATUS_ALIAS, TLS_CIPHERS
+from settings import Settings, parse_settings
 from tests.fakes.validation_servers import Front, free_port, wait_port
 from tests.support import rendered, require_tool, stop_process
 from tools.render import stack_config

@@ -255,7 +255,7 @@ def test_gate_and_switch_know_where_to_record() -> None:
 
 
 def test_bad_audit_config_names_the_key() -> None:
-    from components.config import Settings
+    from settings import Settings
 
     with pytest.raises(Exception) as bad:
         Settings.model_validate({"paperTradingMode": True, "allowRealTrades": False,
@@ -266,7 +266,7 @@ def test_bad_audit_config_names_the_key() -> None:
 
 
 def test_bad_fail_closed_names_the_key() -> None:
-    from components.config import Settings
+    from settings import Settings
 
     base = {"paperTradingMode": True, "allowRealTrades": False,
             "deployment": {"activeColor": "blue", "blue": {"image": "a:1"}, "green": {"image": "a:1"}}}

@@ -155,7 +155,7 @@ def test_disabled_backup_keeps_metrics_volume_but_no_container() -> None:
     ],
 )
 def test_bad_backup_config_names_the_key(value: dict[str, Any], key: str) -> None:
-    from components.config import ConfigError
+    from settings import ConfigError
 
     with pytest.raises(ConfigError) as err:
         backup_graph("prod", backup=value)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from components.config import ConfigError, parse_settings
+from settings import ConfigError, parse_settings
 from tools.render import Resource, evaluate, stack_config
 
 BASE_DEPLOYMENT = {
@@ -199,7 +199,7 @@ def test_handoff_timeout_error_names_both_keys_and_the_bound() -> None:
 
 @pytest.mark.parametrize("value,ms", [("2m", 120_000), ("1h30m", 5_400_000), ("500ms", 500), ("90s", 90_000)])
 def test_no_active_workers_for_accepts_prometheus_durations(value: str, ms: int) -> None:
-    from components.config import duration_ms
+    from settings import duration_ms
 
     assert duration_ms(value) == ms
     if ms > 15_000:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, SecretStr
 
-from components.config import ConfigError, Settings, parse_settings
+from settings import ConfigError, Settings, parse_settings
 from tools.config_reference import ROOT, _shown, rows, table
 from tools.render import stack_config
 

@@ -96,6 +96,11 @@ def test_the_fingerprint_follows_the_program_and_the_settings(tmp_path: Path) ->
     assert fingerprint('{"a": 1}', program_sources(tmp_path)) != base
     (tmp_path / "components" / "x.py").write_text("X = 2\n")
     assert fingerprint("{}", program_sources(tmp_path)) != base
+    (tmp_path / "settings").mkdir()
+    (tmp_path / "settings" / "y.py").write_text("Y = 1\n")
+    changed = fingerprint("{}", program_sources(tmp_path))
+    (tmp_path / "settings" / "y.py").write_text("Y = 2\n")
+    assert fingerprint("{}", program_sources(tmp_path)) != changed
 
 
 PROGRAMS = ("routing/swap.sh", "backup/backup", "ids/decide.py", "handoff/consumers.erl")

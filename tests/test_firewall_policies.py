@@ -137,7 +137,7 @@ def test_wildcard_docker_interfaces_are_refused_naming_the_key() -> None:
     import pytest
     from pydantic import ValidationError
 
-    from components.config import FirewallConfig
+    from settings import FirewallConfig
 
     with pytest.raises(ValidationError, match="security.firewall.dockerInterfaces: 'br-\\*'"):
         FirewallConfig.model_validate({"dockerInterfaces": ["br-*"]})

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from components.config import ConfigError, parse_settings
 from components.ids_config import JAILS, bundle
+from settings import ConfigError, parse_settings
 from tests.fidelity_nginx import prod_settings
 from tests.support import rendered
 from tools.render import stack_config

@@ -34,9 +34,9 @@ from typing import Any
 import httpx
 import pytest
 
-from components.config import Settings
 from components.ids_config import IdsPaths, bundle
 from components.nginx import render_routing
+from settings import Settings
 from tests.fakes.validation_servers import free_port, wait_port
 from tests.fidelity_nginx import CONF_FILE, Edit, Ports, apply, loopback_edits, prod_settings, rendered_file
 from tests.support import IN_CI, require_tool, stop_process

@@ -22,8 +22,8 @@ from tools.render import ROOT, Graph, evaluate, stack_config
 
 PROGRAM = '''
 import pulumi
-from components.common import STACK_LABEL
-from components.config import load_settings
+from contract import STACK_LABEL
+from settings import load_settings
 from components.datastores import Datastores, DatastoresArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Networks, NetworksArgs

@@ -357,8 +357,8 @@ def test_promtool_test_rules_can_fail(tmp_path: Path) -> None:
 
 def test_worker_alerts_follow_the_workers_config() -> None:
     """Off: no worker alerts (nothing is meant to run) and no panel; the split-brain `for` outlasts scrape skew."""
-    from components.config import Settings
     from components.monitoring_config import grafana
+    from settings import Settings
 
     base = stack_settings("prod")
     worker_alerts = {"WorkersSplitBrain", "NoActiveWorkers", "QueueBacklogWithoutConsumer", "WorkersOnIdleColor"}

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.config import Settings, parse_settings
 from components.monitoring_config import alertmanager, grafana, layout, prometheus, rules
+from settings import Settings, parse_settings
 from tests.support import require_tool
 from tools.render import stack_config
 

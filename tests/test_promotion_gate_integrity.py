@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 from pulumi.dynamic.dynamic import serialize_provider
 
-from components.config import SKIPPABLE_CHECKS, ConfigError, Settings, parse_settings
 from components.gate import ALWAYS_REQUIRED, GATE_KIND, PromotionGateArgs, PromotionGateProvider, refusal
 from components.routing.base import SWITCH_KIND
 from components.routing.provider import RoutingProvider
 from policies.check import check_graph
 from policies.harness import Analyzer
 from policies.rules import STACK_POLICIES
+from settings import SKIPPABLE_CHECKS, ConfigError, Settings, parse_settings
 from tools.render import ROOT, UNKNOWN, Graph, Resource, evaluate, stack_config, stack_names
 from validation.runner import CHECKS
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from components.config import Settings, parse_settings
 from components.nginx import ROUTING_PATH, render_nginx_conf, render_routing
 from components.nginx.conf import CONF_PATH
 from components.proxy import LOG_ROTATION, LOG_ROTATION_NAME, preview_url, proxy_paths, public_url
+from settings import Settings, parse_settings
 from tools.render import ROOT, Graph, Resource, evaluate, stack_config
 
 CONTAINER = "docker:index/container:Container"
@@ -20,8 +20,8 @@ CONTAINER = "docker:index/container:Container"
 # Until __main__.py builds the proxy, evaluate it in a minimal program of the same shape.
 _MINI_MAIN = '''
 import pulumi
-from components.common import STACK_LABEL
-from components.config import load_settings
+from contract import STACK_LABEL
+from settings import load_settings
 from components.network import Networks, NetworksArgs
 from components.proxy import Proxy, ProxyArgs
 

@@ -32,9 +32,9 @@ from typing import Any
 
 import pytest
 
-from components.config import Settings, parse_settings
 from components.nginx.conf import CONF_PATH
 from components.versions import NGINX_FLOOR, release_in_tag
+from settings import Settings, parse_settings
 from tests.support import rendered, require_docker
 from tests.test_ci_images import CiStack
 from tools.render import stack_config

@@ -30,9 +30,9 @@ from typing import Any
 
 import pytest
 
-from components.config import Settings
 from components.nginx.conf import TLS_CIPHERS
 from components.versions import NGINX_FLOOR, dotted, release_in_tag
+from settings import Settings
 from tests.fakes.validation_servers import free_port
 from tests.fidelity_nginx import Edit, apply, prod_settings, product_proxy
 from tests.support import missing, rendered, require_tool

@@ -17,11 +17,11 @@ import pytest
 import yaml
 from pulumi_policy.deserialize import deserialize_properties
 
-from components.config import ConfigError, Images, parse_settings
 from components.versions import NGINX_FLOOR, dotted, nginx_floor_problem, release_in_tag
 from policies.check import check_graph, effective_config
 from policies.harness import Analyzer
 from policies.rules import BY_NAME, POLICIES
+from settings import ConfigError, Images, parse_settings
 from tests.support import rendered
 from tools.render import Graph, Resource
 

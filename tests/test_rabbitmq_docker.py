@@ -33,8 +33,8 @@ from typing import Any
 
 import pytest
 
-from components.config import parse_settings
 from components.datastores import RABBITMQ_DEFINITIONS, RABBITMQ_USER, rabbitmq_definitions
+from settings import parse_settings
 from tests.support import require_docker
 from tests.test_ci_images import CiStack
 from tools.render import stack_config

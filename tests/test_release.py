@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from components.config import COLORS
 from components.release import (
     RECORD_KIND,
     SWITCH_KIND,
@@ -23,6 +22,7 @@ from components.release import (
     plan,
     previous_from_state,
 )
+from settings import COLORS
 from tests.docker_env import test_settings as base_settings
 from tests.support import render_with, rendered
 from tools.render import evaluate, stack_config

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any
 
 import dill
@@ -15,7 +16,13 @@ import pytest
 from pulumi.dynamic.dynamic import serialize_provider
 
 from components import routing
-from components.nginx.routing import ROUTING_DIR, marker_path, render_markers, render_routing
+from components.nginx.routing import (
+    ROUTING_DIR,
+    marker_path,
+    render_markers,
+    render_routing,
+    routing_directives,
+)
 from components.routing import cli
 from components.routing.base import SWITCH_KIND
 from components.routing.docker_side import Served
@@ -163,3 +170,25 @@ def test_flipping_the_active_color_changes_only_routing_and_gate(stack: str) -> 
     # The graph shows the marker the switch leaves: live-<other>, and no live marker of the old color.
     live_markers = {path.rpartition("/")[2] for path in files if "/routing/live-" in path}
     assert live_markers == {f"live-{other}"}
+
+
+@pytest.mark.parametrize("role", ["live", "preview"])
+@pytest.mark.parametrize(("before", "after"), [("green", "blue"), ("blue", "green")])
+def test_a_rename_between_two_marker_tests_never_leaves_a_request_without_a_color(
+        role: str, before: str, after: str) -> None:
+    """Each `if (-f ...)` is its own stat(2). Whichever test the one rename falls before, the
+    request ends with one of the two colors, never the default (a 503 on the live listener)."""
+    tests = []
+    for line in routing_directives(role, "/r"):
+        found = re.match(r"^if \(-f /r/(\w+)-(\w+)\) \{ set \$\w+ (\w+); \}$", line)
+        if found:
+            assert found.group(1) == role and found.group(2) == found.group(3)
+            tests.append(found.group(2))
+    assert set(tests) == {"blue", "green"}
+    for renamed_at in range(len(tests) + 1):
+        color = "default"
+        for index, tested in enumerate(tests):
+            present = before if index < renamed_at else after
+            if tested == present:
+                color = tested
+        assert color in (before, after), (tests, renamed_at)

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from components.config import (
+from settings import (
     SECRET_PATHS,
     ConfigError,
     Settings,

@@ -279,7 +279,7 @@ def test_volume_aliases_are_registered(tmp_path: Path) -> None:
 
 
 def _settings(stack: str) -> Any:
-    from components.config import parse_settings
+    from settings import parse_settings
     from tools.render import stack_config
 
     config, secrets = stack_config(stack)

@@ -184,7 +184,7 @@ def test_provider_survives_dill_and_renders_offline(app: RefApp) -> None:
 
 
 def test_args_from_prod_settings() -> None:
-    from components.config import parse_settings
+    from settings import parse_settings
     from tools.render import stack_config
 
     config, secret_keys = stack_config("prod")

@@ -22,7 +22,7 @@ PUBLIC = {
 
 #: Imports allowed inside a function, by (module, imported module), each with its reason.
 DEFERRED = {
-    # components/config.py imports validation.options on every program evaluation, which runs
+    # settings/ imports validation.options on every program evaluation, which runs
     # validation/__init__.py; the runner (httpx, every check) is loaded only when checks run.
     ("validation", "validation.report"),
     ("validation", "validation.runner"),

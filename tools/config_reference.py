@@ -67,7 +67,7 @@ def rows(
     (every stack must set it) or "required with `x`" (must be set whenever the object
     `x` is). A key's default comes from the enclosing object's default when it has one
     (`app.limits` defaults to 512 MiB / 1 CPU although `Limits` itself has no defaults),
-    which is how the models fill a partly set object (`_Model._keep_nested_defaults`).
+    which is how the models fill a partly set object (`settings.base.Model._keep_nested_defaults`).
     """
     for name, field in model.model_fields.items():
         key = f"{prefix}{field.alias or name}"
@@ -95,7 +95,7 @@ def rows(
 
 
 def table() -> str:
-    from components.config import PROJECT, Settings
+    from settings import PROJECT, Settings
 
     lines = [
         f"| key (`{PROJECT}:` namespace) | type | default | secret |",

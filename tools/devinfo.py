@@ -19,8 +19,8 @@ from typing import Any, TextIO, cast
 
 import httpx
 
-from components.config import PROJECT, Settings, parse_settings
 from components.firewall_config import table_name_for
+from settings import PROJECT, Settings, parse_settings
 
 #: Why a part is off where no registry answers (one line each, printed before `pulumi up`).
 WHY_OFF = {

@@ -159,7 +159,7 @@ def run(stack: str, obtain: bool, pull_timeout: float) -> tuple[list[Image], lis
     """The stack's images and those still missing (after obtaining them when asked)."""
     import docker  # the docker SDK: images are looked up on the engine the stack deploys to
 
-    from components.config import PROJECT, parse_settings
+    from settings import PROJECT, parse_settings
     from tools.render import evaluate, stack_config
 
     config, secret_keys = stack_config(stack)
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pull-timeout", type=float, default=60.0, help="seconds to wait for each pull")
     parser.add_argument("--json", action="store_true", help="print every image as JSON on stdout")
     args = parser.parse_args(argv)
-    from components.config import ConfigError
+    from settings import ConfigError
 
     try:
         images, missing = run(args.stack, args.obtain, args.pull_timeout)

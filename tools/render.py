@@ -146,7 +146,7 @@ def _secure_to_standin(value: Any, path: str) -> tuple[Any, bool]:
 
 def _with_standins(key: str, value: Any) -> tuple[Any, bool]:
     """Add stand-ins for the secrets a stack sets with `pulumi config set --secret`."""
-    from components.config import SECRET_PATHS
+    from settings import SECRET_PATHS
 
     added = False
     for path in SECRET_PATHS:
@@ -180,7 +180,7 @@ def stack_config_file(path: Path) -> tuple[dict[str, str], list[str]]:
     values = document.get("config") or {}
     # Pulumi marks secrecy per top-level key, so a plain leaf next to a `secure:` one would arrive
     # as a secret: read as written, every secret key must be `secure:` (issue 13, item 12).
-    from components.config import ConfigError, plain_secret_leaves
+    from settings import ConfigError, plain_secret_leaves
 
     problems = plain_secret_leaves(values, path.name)
     if problems:
@@ -482,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
                              "Pulumi.<name>.yaml, else --stack")
     parser.add_argument("--out", type=Path, help="folder to write into (default build/render/<stack>)")
     args = parser.parse_args(argv)
-    from components.config import ConfigError
+    from settings import ConfigError
 
     stack, root = args.stack, ROOT
     try:

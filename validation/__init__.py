@@ -26,7 +26,7 @@ __all__ = [
 
 
 async def avalidate(options: ValidationOptions) -> ValidationReport:
-    # The one deferred import in this package. components/config.py imports
+    # The one deferred import in this package. settings/ imports
     # validation.options on every Pulumi program evaluation, which runs this file first;
     # the runner brings httpx and every check (+0.15 G instructions, +3.4 % of an
     # evaluation, bench/evaluate.py --instructions) that only a gate run or the CLI uses.

@@ -16,7 +16,7 @@ from pydantic.alias_generators import to_camel
 
 class _Model(BaseModel):
     # defer_build: the package's __init__ imports these models, and it runs on every Pulumi
-    # program evaluation (components/config.py imports validation.options); building the
+    # program evaluation (settings/ imports validation.options); building the
     # schemas then would cost each evaluation ~0.5 % for reports only a gate run writes.
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, defer_build=True)
 

@@ -40,6 +40,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from settings import ip_network, ipv4_address
+
 TABLE_FAMILY = "inet"
 TABLE_NAME = "paper_trading_guard"
 TABLE = f"{TABLE_FAMILY} {TABLE_NAME}"
@@ -93,9 +95,9 @@ class FirewallRules:
                                  "(no wildcards: letters, digits, _ . -, at most 15)")
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,63}", self.table_name):
             raise ValueError(f"table_name: {self.table_name!r} is not an nft table name")
-        ipaddress.IPv4Address(self.public_address)
+        ipv4_address(self.public_address)
         for cidr in (*self.admin_sources, *self.allow_list):
-            ipaddress.ip_network(cidr, strict=False)
+            ip_network(cidr)
         if self.new_connections_per_second < 1 or self.new_connections_burst < 0:
             raise ValueError("new connection limits must be positive")
 

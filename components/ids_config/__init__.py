@@ -22,8 +22,7 @@ import re
 from dataclasses import asdict, dataclass
 
 import programs
-
-from ..config import IdsJail, Settings
+from settings import IdsJail, Settings
 
 #: The detectors, in jail order; the jail name is the `<reason>` in a decision file and the
 #: `jail` label of `paper_trading_ids_bans_total`.

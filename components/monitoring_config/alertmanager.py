@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import Settings
+from settings import Settings
+
 from . import layout
 from ._yaml import dump
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import COLORS, Settings
+from settings import COLORS, Settings
+
 from ._yaml import dump
 
 # Redirects are never followed: a probe judges the answer of the listener it names. The

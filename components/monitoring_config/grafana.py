@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..config import Settings
+from settings import Settings
+
 from . import layout, rules, victorialogs
 from ._yaml import dump
 

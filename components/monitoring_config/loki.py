@@ -7,7 +7,8 @@ days, never less than the other logs (`monitoring.logs.retention`).
 
 from __future__ import annotations
 
-from ..config import Settings
+from settings import Settings
+
 from . import layout
 from ._yaml import dump
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from settings import Settings
+
 from ..audit import AUDIT_DIR, AUDIT_FILE
-from ..config import Settings
 from . import layout
 from ._yaml import dump
 

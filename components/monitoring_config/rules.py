@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..config import Settings, duration_ms
+from settings import Settings, duration_ms
+
 from ._yaml import dump
 
 Severity = Literal["critical", "warning"]

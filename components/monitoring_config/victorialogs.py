@@ -27,8 +27,9 @@ from __future__ import annotations
 import json
 from typing import Final
 
+from settings import Settings
+
 from ..audit import AUDIT_DIR, AUDIT_FILE
-from ..config import Settings
 from . import layout
 from .loki import audit_retention
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import COLORS, MAX_REPLICAS, Settings
+from settings import COLORS, MAX_REPLICAS, Settings
+
 from .routing import ROUTING_DIR, ROUTING_PATH, routing_directives
 
 CONF_DIR = "/etc/paper-trading/nginx"

@@ -14,7 +14,7 @@ With no marker, the routing include decides: the proxy ships it with `none` for 
 
 from __future__ import annotations
 
-from ..config import Color
+from settings import Color
 
 #: The marker files: a writable volume of the proxy's own (removed with the container), beside
 #: its read-only configuration volume (a volume nested in a read-only one cannot be mounted).
@@ -71,10 +71,15 @@ def routing_directives(role: str, routing_dir: str = ROUTING_DIR) -> list[str]:
     `set`/`if` in order, in the server rewrite phase).
     """
     variable, default = VARIABLES[role]
+    # Each test is its own stat(2): a rename of live-green to live-blue between testing blue
+    # (not there yet) and testing green (gone already) would leave the default. Testing the
+    # first color again after the last closes that window: with one rename, one of the three
+    # tests always sees the marker (the first test before the rename, or a later one after it).
+    order = [*COLORS, *COLORS[:-1]]
     return [
         f"# {role} color: the marker's name, tested per request (a switch renames it; no reload)",
         "open_file_cache off;",
         f"set {variable} {default};",
         *[f"if (-f {marker_path(role, color, routing_dir)}) {{ set {variable} {color}; }}"
-          for color in COLORS],
+          for color in order],
     ]

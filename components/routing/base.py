@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import Color
+from settings import Color
 
 COLOR_HEADER = "X-Deployment-Color"
 #: The value the live listener reports while nothing is promoted.

@@ -7,9 +7,9 @@ import sys
 from typing import Any, cast
 
 from contract import STACK_LABEL
+from settings import Color
 
 from ..audit import ACTOR_ENV, MAX_REASON, Auditor, AuditUnavailable, Checks
-from ..config import Color
 from ..handoff import DEFAULT_TIMEOUT_S, HandoffTarget
 from .base import NONE, Endpoint, RoutingError
 from .docker_side import LOCK_WAIT_S, current, docker_client, find_proxy

@@ -6,7 +6,8 @@ import functools
 import time
 from typing import Any
 
-from ..config import Color
+from settings import Color
+
 from .base import COLOR_HEADER, CONFIRM_SETTLE_S, CONFIRM_STREAK, Checker, Endpoint, RoutingError
 
 

@@ -14,8 +14,9 @@ from typing import Any, cast
 import pulumi
 import pulumi.dynamic as dyn
 
+from settings import Color
+
 from ..audit import Auditor
-from ..config import Color
 from ..dynamic import StateProvider
 from ..handoff import HandoffTarget
 from ..nginx.routing import render_markers

@@ -6,8 +6,9 @@ import contextlib
 import time
 from typing import Any
 
+from settings import Color
+
 from ..audit import Auditor, Operation
-from ..config import Color
 from ..handoff import HandoffTarget, hand_over
 from ..work_contract import NOBODY
 from .base import NONE, Checker, Endpoint, RoutingError, SwitchResult

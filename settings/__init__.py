@@ -1,0 +1,60 @@
+"""Typed stack configuration for the `paper-trading:` namespace: one module per section.
+
+This module is the public face: exactly the names the program, its components, the policy
+pack, the tools and the tests import (tests/test_settings_face.py keeps the list exact).
+`base` holds what every section shares, one module per top-level key holds that section's
+models, and `stack` the `Settings` root with its cross-section checks and the readers.
+"""
+
+from __future__ import annotations
+
+from .base import (
+    COLORS,
+    PROJECT,
+    Color,
+    ConfigError,
+    duration_ms,
+    image_pin_problem,
+    ip_network,
+    ipv4_address,
+    other_color,
+)
+from .deployment import MAX_REPLICAS
+from .images import Images
+from .limits import Limits
+from .security import FirewallConfig, IdsJail
+from .stack import (
+    SECRET_PATHS,
+    Settings,
+    load_settings,
+    parse_settings,
+    plain_secret_leaves,
+    read_stack_file,
+    stack_file_path,
+)
+from .validation import SKIPPABLE_CHECKS
+
+__all__ = [
+    "COLORS",
+    "MAX_REPLICAS",
+    "PROJECT",
+    "SECRET_PATHS",
+    "SKIPPABLE_CHECKS",
+    "Color",
+    "ConfigError",
+    "FirewallConfig",
+    "IdsJail",
+    "Images",
+    "Limits",
+    "Settings",
+    "duration_ms",
+    "image_pin_problem",
+    "ip_network",
+    "ipv4_address",
+    "load_settings",
+    "other_color",
+    "parse_settings",
+    "plain_secret_leaves",
+    "read_stack_file",
+    "stack_file_path",
+]
