@@ -6,11 +6,12 @@ from pathlib import Path
 import pulumi
 
 from components.app import AppColor, AppColorArgs
+from components.audit import audit_target
 from components.backup import Backup, BackupArgs
 from components.datastores import Datastores, DatastoresArgs
 from components.deploy_record import DeployRecord, fingerprint, program_sources
 from components.firewall import Firewall, FirewallArgs
-from components.gate import PromotionGate, PromotionGateArgs, audit_target
+from components.gate import PromotionGate, PromotionGateArgs
 from components.handoff import handoff_props
 from components.ids import Ids, IdsArgs
 from components.monitoring import Monitoring, MonitoringArgs

@@ -48,10 +48,13 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol, get_args
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 import programs
 from contract import ROLE_LABEL
+
+if TYPE_CHECKING:
+    from settings import Settings
 
 Operation = Literal["deploy", "gate", "switch", "rollback", "emergency-switch", "backup", "restore"]
 #: `started`: the intent record, appended before the operation acts; the others are outcomes.
@@ -516,3 +519,14 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def audit_target(settings: Settings, stack: str) -> dict[str, Any] | None:
+    """Where the gate, the routing switch and the deploy record append their records (None: off)."""
+    audit = settings.security.audit
+    if not audit.enabled:
+        return None
+    return AuditTarget(
+        stack=stack, volume=volume_name(settings.name_prefix), image=settings.images.postgres,
+        user=WRITER_USER, actor=audit.actor, fail_closed=audit.fail_closed,
+    ).props()

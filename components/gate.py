@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import pulumi
 import pulumi.dynamic
 
+from .audit import audit_target
 from .dynamic import StateProvider
 
 if TYPE_CHECKING:
@@ -326,19 +327,6 @@ class PromotionGateArgs:
             enabled=v.enabled,
             audit=audit_target(settings, pulumi.get_stack()),
         )
-
-
-def audit_target(settings: Settings, stack: str) -> dict[str, Any] | None:
-    """Where the gate and the routing switch append their records (None: audit off)."""
-    from .audit import WRITER_USER, AuditTarget, volume_name
-
-    audit = settings.security.audit
-    if not audit.enabled:
-        return None
-    return AuditTarget(
-        stack=stack, volume=volume_name(settings.name_prefix), image=settings.images.postgres,
-        user=WRITER_USER, actor=audit.actor, fail_closed=audit.fail_closed,
-    ).props()
 
 
 class PromotionGate(pulumi.dynamic.Resource):
