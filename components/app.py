@@ -67,7 +67,7 @@ def safety_envs(color: Color) -> list[str]:
 
 
 def work_envs(settings: Settings) -> list[str]:
-    """The background-work contract's settings (issue 15; components/work_contract.py).
+    """The background-work contract's settings (components/work_contract.py).
 
     The same for both colors: which color does the work is decided at run time by the Redis
     lease, never by the deploy, so a switch replaces no container.

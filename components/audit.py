@@ -1,4 +1,4 @@
-"""The audit trail of operations (issue 14, part 3): one JSON line per operation, append-only.
+"""The audit trail of operations: one JSON line per operation, append-only.
 
 Every writer builds its record here (the backup scripts use `programs/backup/lib.sh`'s
 `audit_record`, which writes the same fields in the same order):
@@ -7,7 +7,7 @@ Every writer builds its record here (the backup scripts use `programs/backup/lib
      "operation": "switch", "from": "blue", "to": "green", "backup_id": null,
      "result": "ok", "duration_ms": 812.4, "error": null, "reason": null, "checks": null}
 
-Intent first (issue 20, item 5): an operation that acts (gate, switch, emergency switch,
+Intent first: an operation that acts (gate, switch, emergency switch,
 backup, restore) appends a `started` record before it does anything (`Auditor.begin`), then
 its outcome (`ok`, `refused`, `failed`). Under `security.audit.failClosed` (the default) an
 intent that cannot be appended refuses the operation with `AuditUnavailable` before it acts,
@@ -81,7 +81,7 @@ OWNERSHIP_DONOR = "/var/lib/postgresql"
 WRITER_USER = "postgres"
 #: One record is one write(2) of at most this many bytes (PIPE_BUF is 4096 on Linux).
 MAX_LINE = 4000
-#: The hash chain (issue 21, item 6): every line a writer appends ends with
+#: The hash chain: every line a writer appends ends with
 #: `"prev":"<sha256 hex of the previous line>"` (the line's bytes without its newline), computed
 #: by the writer under an exclusive flock(2) on the file at append time; the first line of a
 #: trail chains onto GENESIS. `security.audit_log` verifies it. The key is not part of FIELDS:
@@ -464,7 +464,7 @@ class Stopwatch:
         return (time.monotonic() - self.start) * 1000
 
 
-#: Kernel append-only (issue 21, item 6, measured: ext4 volumes, Docker 20.10's default seccomp):
+#: Kernel append-only (measured: ext4 volumes, Docker 20.10's default seccomp):
 #: `chattr +a` on audit.jsonl makes every open for writing without O_APPEND, truncate, rename
 #: and unlink fail with EPERM for every process, root included; the writers (`>>`, O_APPEND)
 #: still append. Setting or clearing it needs CAP_LINUX_IMMUTABLE, and CAP_FOWNER because the

@@ -35,7 +35,7 @@ REDIS_SOURCE_DIR = "/sources/redis"
 RABBITMQ_API_URL = "http://rabbitmq:15672"
 IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-# Not root (issue 13, item 6): the image's own `postgres` user (uid 70 in postgres:*-alpine,
+# Not root: the image's own `postgres` user (uid 70 in postgres:*-alpine,
 # 999 in the Debian images), named so Docker resolves it in the image. It must own the
 # backups and metrics volumes, and nothing can chown without root; so each volume is also
 # mounted at a directory the image ships owned by `postgres` (both official variants):

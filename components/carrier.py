@@ -2,7 +2,7 @@
 
 pulumi-docker 5.x copies a container's uploads as one tar archive extracted at `/`, which Docker
 refuses on a read-only root filesystem even when every file lands in a volume. So a container that
-needs files (secrets, generated configuration) does not receive them itself (issue 21, item 7):
+needs files (secrets, generated configuration) does not receive them itself:
 
 - a `docker.Volume` named `<consumer>-files-<hash>` holds them; `<hash>` is 12 hex digits of a
   sha256 over each file's path, mode and content, where a content enters only as its own sha256

@@ -26,7 +26,7 @@ class NetworkNames:
 
     `monitoring` holds only the monitoring control plane (Prometheus, Alertmanager, Grafana,
     Loki and the log collector); `metrics` is where Prometheus meets what it scrapes (exporters,
-    RabbitMQ, the proxy's status listener). No app container joins either (issue 13, item 1).
+    RabbitMQ, the proxy's status listener). No app container joins either.
     """
 
     frontend: str
@@ -143,7 +143,7 @@ def hardened_container_args(
         destroy_grace_seconds=30,
         # Anonymous volumes (where secret files land, see `secret_file`) are deleted with the
         # container (`docker rm -v`). The provider's default too, spelt out so a policy and the
-        # render see it and nobody turns it off unnoticed (issue 13, item 5).
+        # render see it and nobody turns it off unnoticed.
         remove_volumes=True,
         # `{name: limit}`, soft = hard (a process cannot raise it); sorted so the graph is stable.
         # Docker's own default otherwise (since 25: nofile soft 1024). `nproc` counts every

@@ -123,7 +123,7 @@ def rabbitmq_definitions(queues: Sequence[str], password: str) -> str:
     The vhost `/`, our user (administrator: the management API answers the switch's handoff
     check and the backup's export) with all permissions on `/`, and the background-work queues:
     durable, and `x-single-active-consumer` so the broker itself delivers each queue to one
-    consumer at a time (the second fence behind the Redis lease, issue 15). The apps declare
+    consumer at a time (the second fence behind the Redis lease). The apps declare
     them only passively.
     """
     document = {

@@ -8,7 +8,7 @@ is live. It re-runs when the program's sources, the settings or the live color c
 never reaches it: the failing step (gate, switch, backup) records its own failure, and the
 engine's own history (`pulumi stack history`) keeps the failed update (docs/security.md).
 
-Its state also keeps `auditHead`, `LINE:SHA256` of the line it appended (issue 21, item 6):
+Its state also keeps `auditHead`, `LINE:SHA256` of the line it appended:
 the audit trail's hash chain anchored outside the Docker host. `python -m validation
 --audit-anchor <auditHead>` fails when the trail no longer holds that line unchanged (truncated,
 or rewritten with a recomputed chain), which the chain alone cannot show.

@@ -293,7 +293,7 @@ class PromotionGateArgs:
             "insecure": v.insecure,
             "skip": sorted(v.skip),
             "paths": settings.app.health.model_dump(),
-            # safety.background_work: whether the stack runs consumers/schedulers at all (issue 15).
+            # safety.background_work: whether the stack runs consumers/schedulers at all.
             "work_enabled": settings.workers.enabled,
         }
         optional = {

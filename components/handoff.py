@@ -1,4 +1,4 @@
-"""Moving background work with the traffic (issue 15): the switch side of the contract.
+"""Moving background work with the traffic: the switch side of the contract.
 
 After traffic has moved, the switch publishes the new live color with a new epoch in
 Redis, then confirms within a time limit that an instance of the new color holds the

@@ -1,4 +1,4 @@
-"""Intrusion detection with automatic bans: fail2ban on the proxy's access log (issue 14, part 2).
+"""Intrusion detection with automatic bans: fail2ban on the proxy's access log.
 
 One unprivileged container (role `ids`): no capabilities, uid 65534, read-only root, no host
 network, joined only to the internal `metrics` network, where Prometheus scrapes its metrics

@@ -47,7 +47,7 @@ LOKI_USER = "10001:10001"
 # docs/monitoring.md "Why the log collector runs as uid 0"). Every capability is still dropped.
 ROOT_USER = "0:0"
 
-#: Containers deployed without a healthcheck, and why (issue 13, item 6). Docker runs a
+#: Containers deployed without a healthcheck, and why. Docker runs a
 #: healthcheck inside the container, and these upstream images are `FROM scratch`: no shell,
 #: no wget/curl, nothing but the exporter. Prometheus scrapes each one (`up`), and
 #: `TargetDown` (`up == 0` for 2m) fires when it stops answering.
@@ -146,7 +146,7 @@ class Monitoring(pulumi.ComponentResource):
         bind = mon.bind_address
 
         # --- Prometheus
-        # Alertmanager's basic-auth password (issue 13, item 1): Prometheus and Grafana read it
+        # Alertmanager's basic-auth password: Prometheus and Grafana read it
         # from a secret file, Alertmanager gets only its bcrypt hash; never a plain output.
         self.alertmanager_password: random.RandomPassword | None = None
         am_secret: list[docker.ContainerUploadArgs] = []

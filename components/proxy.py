@@ -40,7 +40,7 @@ PROXY_ALIAS = "proxy"
 #: nginx's uid/gid in the official image; listens only on unprivileged ports.
 PROXY_USER = "101:101"
 LISTEN = NginxListen()
-#: The access log also goes to a file on the `proxy-logs` volume, the IDS's feed (issue 14, part 2).
+#: The access log also goes to a file on the `proxy-logs` volume, the IDS's feed.
 PATHS = NginxPaths(access_log_file=ACCESS_LOG_FILE)
 #: nginx with the access-log file's rotation beside it (`proxy_command`); its `$0` is the name.
 LOG_ROTATION = programs.text("proxy/nginx-rotating-log.sh")

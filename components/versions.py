@@ -1,4 +1,4 @@
-"""Version floors, kept in one place (issue 13, item 2).
+"""Version floors, kept in one place.
 
 The proxy is the only internet-facing component, so its nginx release has a floor: the
 oldest release this project accepts. The `proxy-image-current` policy (policies/versions.py)

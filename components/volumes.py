@@ -16,7 +16,7 @@ DATA_VOLUMES = (
 #: `audit`: the append-only operations audit trail (components/audit.py), protected like data.
 
 
-#: Shared runtime volumes of the security layer (issue 14, part 2), not data: no `protect`.
+#: Shared runtime volumes of the security layer, not data: no `protect`.
 #: tmpfs-backed with the writer's uid, so a non-root writer owns a fresh volume and the size
 #: is bounded: `proxy-logs` (nginx, uid 101, writes the access log; the IDS reads it) and
 #: `decisions` (the IDS, uid 65534, writes ban decisions; the host guard reads them). Their

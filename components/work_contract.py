@@ -1,4 +1,4 @@
-"""The background-work contract between the deploy and the app (issue 15).
+"""The background-work contract between the deploy and the app.
 
 Standard library only: the reference app's image copies this file next to the app,
 and the switch (`components.handoff`) uses the same names, so both sides cannot drift.

@@ -1,4 +1,4 @@
-"""The host guard's exemption (issue 14, part 1): host network and NET_ADMIN + NET_RAW, one role only.
+"""The host guard's exemption: host network and NET_ADMIN + NET_RAW, one role only.
 
 The host firewall's table must live in the host's network namespace, and `nft` needs
 NET_ADMIN and NET_RAW. The pack refuses both everywhere else (CIS 5.3, 5.9); the exemption is

@@ -109,19 +109,19 @@ POLICIES: list[ResourceValidationPolicy] = [
     _policy("proxy-image-current", versions.check_proxy_image_current, MANDATORY, HIGH,
             remediation="Pin images.nginx to an exact nginx release at or above NGINX_FLOOR in "
                         "components/versions.py, e.g. nginx:1.30.6-alpine."),
-    # The apps reach nothing of the monitoring control plane (issue 13, item 1).
+    # The apps reach nothing of the monitoring control plane.
     _policy("monitoring-segmented", segmentation.check_monitoring_segmented, MANDATORY, CRITICAL,
             remediation="Attach apps only to the frontend/backend networks and the control plane only "
                         "to monitoring/metrics (components/network.py); Prometheus reaches the apps "
                         "through the proxy's status relay."),
-    # The host firewall's guard: the one container with host network and NET_ADMIN/NET_RAW (issue 14).
+    # The host firewall's guard: the one container with host network and NET_ADMIN/NET_RAW.
     _policy("host-guard-confined", host_guard.check_host_guard_confined, MANDATORY, CRITICAL,
             remediation="Build the host guard with components.firewall; it adds only NET_ADMIN and "
                         "NET_RAW, runs read-only with host networking, publishes nothing."),
     # Data safety.
     _policy("data-volumes-protected", data.check_data_volumes_protected, MANDATORY, HIGH),
     _policy("backend-network-internal", data.check_backend_network_internal, MANDATORY, HIGH),
-    # CIS 5.12, mandatory again (issue 21, item 7): files reach containers through carriers.
+    # CIS 5.12, mandatory again: files reach containers through carriers.
     _policy("container-read-only-rootfs", hardening.check_read_only_rootfs, MANDATORY, MEDIUM, _cis("5.12")),
     # Advisory hardening.
     _policy("container-healthcheck", hardening.check_healthcheck, ADVISORY, LOW, _cis("4.6")),
@@ -155,7 +155,7 @@ STACK_POLICIES: list[StackValidationPolicy] = [
         "Keep app containers off every network that holds Prometheus, Alertmanager, "
         "Loki or Grafana (docs/monitoring.md, Networks).",
     ),
-    # One owner of the firewall table (issue 14, part 1).
+    # One owner of the firewall table.
     _stack_policy(
         "host-guard-single", host_guard.check_host_guard_single,
         "Build one Firewall component (components/firewall.py); no other container "

@@ -2,7 +2,7 @@
 
 A compromised app on a network with Alertmanager could silence the paper-mode and real-trade
 alerts; with Loki or VictoriaLogs, write the audit trail; with Prometheus or Grafana, read or reshape what
-operators see (issue 13, item 1). Two rules enforce it:
+operators see. Two rules enforce it:
 
 - the resource rule (mandatory, runs at `pulumi preview` before anything exists): an app
   container (`paper-trading.role=app`, or anything carrying an app marker: a `color` label or

@@ -54,7 +54,7 @@ WRITABLE_REASONS: dict[str, str] = {
         "blackbox-exporter": "its configuration",
     }.items()
 }
-#: Services whose root is never exempt (issue 21, item 7): the apps (any `app*` service) and the proxy.
+#: Services whose root is never exempt: the apps (any `app*` service) and the proxy.
 NEVER_WRITABLE = ("proxy",)
 
 _STRINGS = {"type": "array", "items": {"type": "string"}}

@@ -53,7 +53,7 @@ class Model(BaseModel):
 
         `app: {limits: {cpus: 2}}` means "512 MiB (the default) and 2 CPUs", not "memoryMb is
         missing": an object's default (e.g. `Limits(memory_mb=512, cpus=1.0)`) is merged under
-        what the stack sets, so a key that has a default never has to be set (issue 13, item 11).
+        what the stack sets, so a key that has a default never has to be set.
         """
         if not isinstance(data, dict):
             return data

@@ -13,7 +13,7 @@ from .base import Model, Pinned
 class Images(Model):
     """Infrastructure images, pinned by tag; override per stack to move versions."""
 
-    #: Must name an exact release at or above components/versions.py's NGINX_FLOOR (issue 13, item 2).
+    #: Must name an exact release at or above components/versions.py's NGINX_FLOOR.
     nginx: Pinned = "nginx:1.30.6-alpine"
     #: The host firewall's guard: python3 + nftables. No official nftables image exists, so it is
     #: built from this repo's images/host-guard/Dockerfile (Debian's nftables) and pushed to the

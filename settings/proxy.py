@@ -24,14 +24,14 @@ class ProxyConfig(Model):
     auth_rate_limit: RateLimit = RateLimit(rate_per_second=1, burst=5)
     worker_shutdown_timeout: str = Field(default="30s", pattern=r"^[0-9]+[sm]$")
     limits: Limits = Limits(memory_mb=256, cpus=1.0)
-    #: nginx `worker_connections`: client and upstream connections per worker (issue 13, item 3).
+    #: nginx `worker_connections`: client and upstream connections per worker.
     worker_connections: int = Field(default=4096, ge=512, le=65536)
     #: Open files per process: nginx's `worker_rlimit_nofile` and the container's `nofile` ulimit
     #: (soft = hard), one value for both. At least 2 x workerConnections: a proxied request
     #: holds a client and an upstream socket.
     open_files_limit: int = Field(default=16384, ge=1024, le=1048576)
     #: The container's `nproc` ulimit (soft = hard). The kernel counts every process of the
-    #: proxy's uid (101) on the host, not only this container's (docs/proxy.md, issue 13, item 4).
+    #: proxy's uid (101) on the host, not only this container's (docs/proxy.md).
     max_processes: int = Field(default=128, ge=32, le=4096)
 
     @property

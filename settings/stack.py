@@ -224,7 +224,7 @@ def load_settings(project_dir: str | Path | None = None) -> Settings:
     """Read the `paper-trading:` namespace from the running Pulumi program.
 
     With `project_dir` (the folder of `Pulumi.yaml`), the stack's file there is read too
-    when it exists, and a secret key it holds in plain text is refused (issue 13, item 12).
+    when it exists, and a secret key it holds in plain text is refused.
     Without a stack file (config from elsewhere) that check is skipped: see README, Secrets.
     """
     from pulumi.runtime import config as runtime_config

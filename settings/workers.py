@@ -19,7 +19,7 @@ HANDOFF_LEASE_TTLS = 2
 
 
 class WorkersConfig(Model):
-    """Background work (queue consumers, schedulers) that only the live color runs (issue 15).
+    """Background work (queue consumers, schedulers) that only the live color runs.
 
     The app gets these as WORK_* envs (components/app.py); the queues are declared by the
     broker's definitions with single active consumer (components/datastores.py); the switch

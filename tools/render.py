@@ -179,7 +179,7 @@ def stack_config_file(path: Path) -> tuple[dict[str, str], list[str]]:
         raise ValueError(f"{path}: expected a mapping with a `config:` mapping")
     values = document.get("config") or {}
     # Pulumi marks secrecy per top-level key, so a plain leaf next to a `secure:` one would arrive
-    # as a secret: read as written, every secret key must be `secure:` (issue 13, item 12).
+    # as a secret: read as written, every secret key must be `secure:`.
     from settings import ConfigError, plain_secret_leaves
 
     problems = plain_secret_leaves(values, path.name)

@@ -70,7 +70,7 @@ def _prefix(
     fail2ban cuts the matched `{"time":"...",` (the datepattern) out of the line first. Only the
     public listeners count: the preview listener (loopback) is where the gate's own checks
     deliberately send bad requests. Any method counts: nginx accepts `_` and `-` in one, and a
-    filter that named only `[A-Z]` methods let `POST_` requests escape every jail (issue 21).
+    filter that named only `[A-Z]` methods let `POST_` requests escape every jail.
     """
     listeners = "|".join(str(p) for p in public_listeners)
     return (

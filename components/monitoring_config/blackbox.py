@@ -15,7 +15,7 @@ from ._yaml import dump
 
 # Redirects are never followed: a probe judges the answer of the listener it names. The
 # key is `follow_redirects: false` (the HTTP client option); `no_follow_redirects` is
-# deprecated in blackbox_exporter (issue 13, item 6).
+# deprecated in blackbox_exporter.
 
 # Any answer counts: only the header decides which color is live (a 503 "none" matches neither).
 _ANY_STATUS = [200, 204, 301, 302, 400, 401, 403, 404, 429, 500, 502, 503, 504]

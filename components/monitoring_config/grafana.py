@@ -121,7 +121,7 @@ WORK_HOLDER_TITLE = "Background work holder"
 
 
 def work_holder_queries(settings: Settings) -> list[tuple[str, str]]:
-    """(expr, legend) of the "Background work holder" panel (issue 15): who holds the work,
+    """(expr, legend) of the "Background work holder" panel: who holds the work,
     the holder's epoch, and the consumers of each work queue."""
     queues = rules.queue_regex(settings.workers.queues)
     active = f'{rules.WORKER_ACTIVE}{{job="app"}}'

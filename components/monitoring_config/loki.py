@@ -1,6 +1,6 @@
 """loki.yml: single-binary Loki on the filesystem with retention from config.
 
-Retention per stream (issue 14, part 3): the operations audit (`{job="audit"}`) and the
+Retention per stream: the operations audit (`{job="audit"}`) and the
 proxy's request log (`{audit="access"}`, see promtail.py) are kept `security.audit.retentionDays`
 days, never less than the other logs (`monitoring.logs.retention`).
 """

@@ -185,7 +185,7 @@ IDS_HEARTBEAT_STALE_SECONDS = 120
 
 
 def _ids_alerts(settings: Settings) -> list[Alert]:
-    """Intrusion detection (issue 14, part 2; docs/security.md): ban storm, detector down."""
+    """Intrusion detection (docs/security.md): ban storm, detector down."""
     ids = settings.security.ids
     if not ids.enabled:
         return []
@@ -211,7 +211,7 @@ def _ids_alerts(settings: Settings) -> list[Alert]:
     ]
 
 
-#: The app's background-work metrics (issue 15; docs/monitoring.md "Background work").
+#: The app's background-work metrics (docs/monitoring.md "Background work").
 WORKER_ACTIVE = "paper_trading_worker_active"
 WORKER_EPOCH = "paper_trading_worker_epoch"
 
@@ -238,7 +238,7 @@ def queue_regex(queues: tuple[str, ...]) -> str:
 
 
 def _worker_alerts(settings: Settings) -> list[Alert]:
-    """Background work (issue 15): exactly one color holds it, the live one; its queues are consumed."""
+    """Background work: exactly one color holds it, the live one; its queues are consumed."""
     w = settings.workers
     if not w.enabled:
         return []

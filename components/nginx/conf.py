@@ -90,7 +90,7 @@ class NginxPaths:
     temp_dir: str = "/var/cache/nginx"
     mime_types: str = "/etc/nginx/mime.types"
     access_log: str = "/dev/stdout"
-    #: A second copy of the access log in a file, for the IDS (issue 14, part 2); None: none.
+    #: A second copy of the access log in a file, for the IDS; None: none.
     access_log_file: str | None = None
     error_log: str = "stderr"
     acme_root: str = ACME_ROOT
@@ -265,7 +265,7 @@ def _scrape_relays(settings: Settings) -> list[str]:
 
     The pattern admits exactly `<prefix>-app-<color>-<n>` for every replica count the config
     allows (`MAX_REPLICAS`), so scaling a color changes nothing here: the proxy is not
-    replaced (live traffic) when the live color scales out (issue 20, item 1).
+    replaced (live traffic) when the live color scales out.
     """
     health = settings.app.health
     numbers = "|".join(str(n) for n in range(1, MAX_REPLICAS + 1))
