@@ -44,7 +44,6 @@ import hashlib
 import json
 import os
 import re
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -454,14 +453,6 @@ class Auditor:
 
                 print(message, file=sys.stderr)
         return rec
-
-
-class Stopwatch:
-    def __init__(self) -> None:
-        self.start = time.monotonic()
-
-    def ms(self) -> float:
-        return (time.monotonic() - self.start) * 1000
 
 
 #: Kernel append-only (measured: ext4 volumes, Docker 20.10's default seccomp):
