@@ -23,3 +23,7 @@ CARRIER_LABEL: Final = f"{LABEL_PREFIX}.carrier-for"
 APP_ROLE: Final = "app"
 #: Where every container reads its secrets: files on a tmpfs, never environment variables.
 SECRETS_DIR: Final = "/run/secrets"
+#: Where the audit volume is mounted (the backup service, the one-shot writer, the log collector)
+#: and the trail's file in it.
+AUDIT_DIR: Final = "/var/log/paper-trading/audit"
+AUDIT_FILE: Final = "audit.jsonl"

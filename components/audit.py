@@ -50,6 +50,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 import programs
+from contract import AUDIT_DIR as AUDIT_DIR  # where the trail lives: part of this module's face
+from contract import AUDIT_FILE as AUDIT_FILE
 from contract import ROLE_LABEL
 
 if TYPE_CHECKING:
@@ -70,9 +72,6 @@ FIELDS = ("time", "actor", "stack", "operation", "from", "to", "backup_id", "res
 #: The keys of records written before `reason` and `checks` existed (still read, never written).
 LEGACY_FIELDS = FIELDS[:10]
 
-#: Where the volume is mounted in the backup container and the one-shot writer.
-AUDIT_DIR = "/var/log/paper-trading/audit"
-AUDIT_FILE = "audit.jsonl"
 #: The backup image ships this directory owned by its `postgres` user: mounting the (empty,
 #: new) audit volume there too makes Docker copy that owner onto it (copy-up), so the
 #: non-root writers can create the file. Same technique as the backups volume.

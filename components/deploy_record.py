@@ -42,16 +42,17 @@ def fingerprint(settings_json: str, sources: Iterable[Path]) -> str:
 
 
 def program_sources(root: Path) -> list[Path]:
-    """The files that decide what the program deploys: `__main__.py`, `contract.py`, the components' and
-    the settings' modules and every file under `programs/` (the code that runs inside the containers,
-    whatever its kind).
+    """The files that decide what the program deploys: `__main__.py`, `contract.py`, the components',
+    the settings' and the renderers' modules and every file under `programs/` (the code that runs
+    inside the containers, whatever its kind).
 
     Python's bytecode caches are not sources (they differ by interpreter and are not deployed).
     """
     programs = [path for path in sorted((root / "programs").rglob("*"))
                 if "__pycache__" not in path.relative_to(root).parts and path.suffix not in (".pyc", ".pyo")]
-    found = [root / "__main__.py", root / "contract.py", *sorted((root / "components").rglob("*.py")),
-             *sorted((root / "settings").rglob("*.py")), *programs]
+    modules = [path for folder in ("components", "settings", "render")
+               for path in sorted((root / folder).rglob("*.py"))]
+    found = [root / "__main__.py", root / "contract.py", *modules, *programs]
     return [path for path in found if path.is_file()]
 
 

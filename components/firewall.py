@@ -1,6 +1,6 @@
 """The host firewall (issues 14 and 21): one `host-guard` container keeping this stack's nftables table.
 
-The ruleset (components/firewall_config) filters what enters from outside Docker before
+The ruleset (render/firewall) filters what enters from outside Docker before
 Docker's own chains see it: only the proxy's public ports reach a container, each source
 limited in new connections; banned addresses (the IDS's decisions) are dropped first.
 
@@ -30,11 +30,11 @@ import pulumi_docker as docker
 
 import programs
 from contract import ROLE_LABEL
+from render.firewall import DECISIONS_DIR, FirewallRules, render_ruleset, table_name_for
 from settings import Settings
 
 from .common import hardened_container_args, healthcheck
 from .dynamic import StateProvider
-from .firewall_config import DECISIONS_DIR, FirewallRules, render_ruleset, table_name_for
 
 HOST_GUARD_ROLE = "host-guard"
 CAPABILITIES = ("NET_ADMIN", "NET_RAW")

@@ -347,7 +347,7 @@ class PromotionGate(pulumi.dynamic.Resource):
         options = dict(args.options)
         am_password: pulumi.Output[str] | None = None
         if options.get("alertmanager_url") and alertmanager_password is not None:
-            from .monitoring_config.layout import ALERTMANAGER_USER
+            from render.monitoring.layout import ALERTMANAGER_USER
 
             options["alertmanager_user"] = ALERTMANAGER_USER
             am_password = pulumi.Output.secret(alertmanager_password)

@@ -7,7 +7,7 @@ It reads the proxy's JSON access log from the `proxy-logs` volume (read-only) an
 decision file per banned address into the `decisions` volume, which the host guard
 (components/firewall.py) turns into nftables set elements. It never touches a firewall itself.
 
-The generated configuration (components/ids_config) reaches the container as one environment
+The generated configuration (render/ids) reaches the container as one environment
 value (base64 JSON: relative path -> text) that a short bootstrap (programs/ids/bootstrap.py)
 writes to a tmpfs: uploads would need a writable root filesystem (components/common.py), and
 nothing in it is secret.
@@ -25,10 +25,7 @@ import pulumi_docker as docker
 
 import programs
 from contract import ROLE_LABEL
-from settings import Limits, Settings
-
-from .common import NetworkNames, hardened_container_args, healthcheck
-from .ids_config import (
+from render.ids import (
     ACCESS_LOG_DIR,
     DECISIONS_DIR,
     HEARTBEAT_SECONDS,
@@ -37,6 +34,9 @@ from .ids_config import (
     IdsPaths,
     bundle,
 )
+from settings import Limits, Settings
+
+from .common import NetworkNames, hardened_container_args, healthcheck
 from .volumes import runtime_volume_name
 
 IDS_ROLE = "ids"

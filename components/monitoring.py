@@ -1,7 +1,7 @@
 """The monitoring stack: Prometheus, Alertmanager, Grafana, logs (Loki + promtail or VictoriaLogs +
 vlagent), exporters.
 
-All config files come from `components.monitoring_config` builders and are uploaded
+All config files come from `render.monitoring` builders and are uploaded
 into anonymous volumes (read-only root filesystems); secrets are files in
 `/run/secrets`, never envs. Nothing here reads `deployment.activeColor`: the live
 color is measured by the blackbox exporter from the proxy's `X-Deployment-Color`,
@@ -23,11 +23,7 @@ import pulumi_docker as docker
 import pulumi_random as random
 
 from contract import SECRETS_DIR, STACK_LABEL
-from settings import Limits, Settings
-
-from .audit import AUDIT_DIR
-from .common import NetworkNames, hardened_container_args, healthcheck, secret_file
-from .monitoring_config import (
+from render.monitoring import (
     alertmanager,
     blackbox,
     grafana,
@@ -38,6 +34,10 @@ from .monitoring_config import (
     rules,
     victorialogs,
 )
+from settings import Limits, Settings
+
+from .audit import AUDIT_DIR
+from .common import NetworkNames, hardened_container_args, healthcheck, secret_file
 
 NOBODY = "65534:65534"
 GRAFANA_USER = "472:0"

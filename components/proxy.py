@@ -16,6 +16,10 @@ import pulumi_docker as docker
 
 import programs
 from contract import ROLE_LABEL
+from render.ids import ACCESS_LOG_DIR, ACCESS_LOG_FILE
+from render.nginx import ROUTING_PATH, NginxListen, NginxPaths, render_nginx_conf, render_routing
+from render.nginx.conf import CONF_DIR, CONF_PATH, STATUS_ALIAS
+from render.nginx.routing import ROUTING_DIR
 from settings import Settings
 
 from .carrier import carry
@@ -27,10 +31,6 @@ from .common import (
     http_probe,
     scratch_volume,
 )
-from .ids_config import ACCESS_LOG_DIR, ACCESS_LOG_FILE
-from .nginx import ROUTING_PATH, NginxListen, NginxPaths, render_nginx_conf, render_routing
-from .nginx.conf import CONF_DIR, CONF_PATH, STATUS_ALIAS
-from .nginx.routing import ROUTING_DIR
 from .volumes import runtime_volume_name
 
 PROXY_ROLE = "proxy"

@@ -477,8 +477,8 @@ class DockerEnv:
 
     def start_proxy(self) -> Any:
         """The proxy as the program renders it, on the base image's nginx."""
-        from components.nginx.conf import CONF_DIR
         from components.proxy import LISTEN
+        from render.nginx.conf import CONF_DIR
 
         res = rendered_container(self.graph, f"{self.prefix}-proxy")
         i = res.inputs

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from components.nginx.conf import STATUS_ALIAS, TLS_CIPHERS
+from render.nginx.conf import STATUS_ALIAS, TLS_CIPHERS
 from settings import Settings, parse_settings
 from tests.fakes.validation_servers import Front, free_port, wait_port
 from tests.support import rendered, require_tool, stop_process
@@ -103,8 +103,9 @@ def loopback_edits(root: Path, ports: Ports, upstreams: Mapping[str, int]) -> li
             f"include {root}/routing/routing.conf;",
             1,
         ),
-        # the routing markers the app servers test per request (live-*, preview-*): 2 per server
-        Edit("/etc/paper-trading/routing/", f"{root}/routing/", 4),
+        # the routing markers the app servers test per request (live-*, preview-*): 3 tests per
+        # server (blue, green, blue again: render/nginx/routing.py routing_directives)
+        Edit("/etc/paper-trading/routing/", f"{root}/routing/", 6),
         Edit("root /var/www/acme;", f"root {root}/acme;", 1),
         # the IDS's copy of the access log on the proxy-logs volume -> the temp dir (issue 14, part 2)
         Edit("access_log /var/log/paper-trading/access.log ids;",

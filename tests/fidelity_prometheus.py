@@ -60,7 +60,7 @@ def rendered_secret(container: str, path: str) -> str:
 
 def alertmanager_password() -> str:
     """The rendered Alertmanager password (Prometheus's password file)."""
-    from components.monitoring_config import layout
+    from render.monitoring import layout
 
     return rendered_secret("paper-trading-prometheus", layout.ALERTMANAGER_PASSWORD_FILE)
 
@@ -86,7 +86,7 @@ def app_targets() -> list[str]:
 
 def _relayed(static: dict[str, Any], loopback: str) -> dict[str, Any]:
     """A rendered relay target group -> the replica on loopback, at the path the relay forwards to."""
-    from components.monitoring_config import layout
+    from render.monitoring import layout
 
     instance = static["labels"]["instance"]
     assert static["targets"] == [layout.PROXY_STATUS_ADDRESS], static
@@ -121,7 +121,7 @@ def prometheus_yml(
     if alertmanager is None:
         del config["alerting"]
     else:
-        from components.monitoring_config import layout
+        from render.monitoring import layout
 
         managers[0]["static_configs"][0]["targets"] = [alertmanager.removeprefix("http://")]
         assert managers[0]["basic_auth"]["password_file"] == layout.ALERTMANAGER_PASSWORD_FILE
@@ -208,7 +208,7 @@ def prometheus(
 def alertmanager(tmp: Path, auth: bool = True) -> Iterator[str]:
     """The real Alertmanager with the rendered alertmanager.yml (its receivers need no network) and
     the rendered web config (basic auth)."""
-    from components.monitoring_config import layout
+    from render.monitoring import layout
     from tests.support import rendered
 
     binary = require_tool("prometheus-alertmanager")

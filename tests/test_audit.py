@@ -22,7 +22,7 @@ import yaml
 
 from components import audit
 from components.audit import FIELDS, Auditor, AuditRecord, FileSink, parse
-from components.monitoring_config import layout
+from render.monitoring import layout
 from tests.support import render_with, rendered
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.monitoring_config import blackbox
+from render.monitoring import blackbox
 from tests.support import require_tool, stop_process
 from tests.test_monitoring_tools import stack_settings
 

@@ -241,7 +241,7 @@ def can_netns() -> str | None:
 
 import pytest  # noqa: E402
 
-from components.firewall_config import TABLE_FAMILY, table_name_for  # noqa: E402
+from render.firewall import TABLE_FAMILY, table_name_for  # noqa: E402
 from tests.support import missing, render_with, rendered, require_tool  # noqa: E402
 
 GUARD = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

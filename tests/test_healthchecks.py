@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from components.monitoring import NO_HEALTHCHECK
-from components.monitoring_config import layout
 from contract import SERVICE_LABEL
+from render.monitoring import layout
 from tests.support import rendered
 
 ROOT = Path(__file__).resolve().parent.parent

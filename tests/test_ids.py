@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from components.ids_config import JAILS, bundle
+from render.ids import JAILS, bundle
 from settings import ConfigError, parse_settings
 from tests.fidelity_nginx import prod_settings
 from tests.support import rendered
@@ -113,7 +113,7 @@ def test_auth_jail_watches_every_auth_rate_limited_location() -> None:
     jail's paths (issue 21, item 5: it once watched only the login), and the filter names each."""
     import re
 
-    from components.ids_config import auth_paths, failregexes
+    from render.ids import auth_paths, failregexes
 
     carrier = next(r for r in rendered("prod").containers if r.name == "proxy-carrier")
     conf = next(u["content"] for u in carrier.inputs["uploads"] if u["file"].endswith("nginx.conf"))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from components.ids_config import IdsPaths, bundle
+from render.ids import IdsPaths, bundle
 from tests.fidelity_nginx import prod_settings
 
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from components.ids_config import JAILS, IdsPaths, bundle
+from render.ids import JAILS, IdsPaths, bundle
 from tests.fidelity_nginx import prod_settings
 from tests.support import require_tool, stop_process
 from tests.test_ids_real import _start_proxy

@@ -11,7 +11,7 @@ import configparser
 
 import pytest
 
-from components.ids_config import JAILS, IdsPaths, jail_conf
+from render.ids import JAILS, IdsPaths, jail_conf
 from tests.fidelity_nginx import prod_settings
 
 

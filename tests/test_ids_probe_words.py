@@ -13,7 +13,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from components.ids_config import IdsPaths, bundle
+from render.ids import IdsPaths, bundle
 from tests.fidelity_nginx import prod_settings
 from tests.support import require_tool
 

@@ -5,7 +5,7 @@ banned within the configured window, and a clean client is never banned").
   substitutions; its public TLS listener also bound to each client's veth address), writing the
   JSON access log to a temp file as the proxy writes it to the `proxy-logs` volume;
 - the real fail2ban (Debian's, `fail2ban-server` under the generated `supervise.py`) runs on the
-  host in a temp dir with the bundle `components/ids_config` generates, reading that log;
+  host in a temp dir with the bundle `render/ids` generates, reading that log;
 - clients live in network namespaces (veth pairs to the host on private /30s, names unique per
   run, removed afterwards): a scanner, a brute forcer, an injector, a clean client and an
   allow-listed client that scans too.
@@ -34,8 +34,8 @@ from typing import Any
 import httpx
 import pytest
 
-from components.ids_config import IdsPaths, bundle
-from components.nginx import render_routing
+from render.ids import IdsPaths, bundle
+from render.nginx import render_routing
 from settings import Settings
 from tests.fakes.validation_servers import free_port, wait_port
 from tests.fidelity_nginx import CONF_FILE, Edit, Ports, apply, loopback_edits, prod_settings, rendered_file

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from components.monitoring_config import rules
+from render.monitoring import rules
 from tests.ids_rule_cases import DOWN, IDS, bans, ids_case_rows, threshold
 from tests.support import require_tool
 from tests.test_monitoring_rules import Case, _group, _sel

@@ -28,7 +28,7 @@ import pytest
 
 from components.common import log_options
 from components.monitoring import ROOT_USER
-from components.monitoring_config import layout
+from render.monitoring import layout
 from tests.support import missing, rendered, require_docker
 
 pytestmark = pytest.mark.docker

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from components.monitoring_config import alertmanager, grafana, layout, prometheus, rules
 from contract import SECRETS_DIR
+from render.monitoring import alertmanager, grafana, layout, prometheus, rules
 from tests.test_monitoring_tools import stack_settings
 from tools.render import ROOT, Graph, evaluate, stack_config
 

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from components.monitoring_config import rules
+from render.monitoring import rules
 from tests.fakes.validation_servers import reference_app
 from tests.fidelity_prometheus import INTERVAL_S, alertmanager, alertmanager_password, app_targets, prometheus
 

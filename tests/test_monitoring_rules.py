@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from components.monitoring_config import rules
+from render.monitoring import rules
 from tests.support import require_tool
 from tests.test_monitoring_tools import stack_settings, write_prometheus_tree
 
@@ -275,7 +275,7 @@ def _recording_group() -> dict[str, Any]:
 
 def _work_holder_group(settings: Any) -> dict[str, Any]:
     """The "Background work holder" panel's own queries, evaluated by promtool (issue 15, part C)."""
-    from components.monitoring_config import grafana
+    from render.monitoring import grafana
 
     board = json.loads(grafana.dashboards(settings)["overview.json"])
     [panel] = [p for p in board["panels"] if p["title"] == grafana.WORK_HOLDER_TITLE]
@@ -357,7 +357,7 @@ def test_promtool_test_rules_can_fail(tmp_path: Path) -> None:
 
 def test_worker_alerts_follow_the_workers_config() -> None:
     """Off: no worker alerts (nothing is meant to run) and no panel; the split-brain `for` outlasts scrape skew."""
-    from components.monitoring_config import grafana
+    from render.monitoring import grafana
     from settings import Settings
 
     base = stack_settings("prod")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.monitoring_config import alertmanager, grafana, layout, prometheus, rules
+from render.monitoring import alertmanager, grafana, layout, prometheus, rules
 from settings import Settings, parse_settings
 from tests.support import require_tool
 from tools.render import stack_config

@@ -29,7 +29,7 @@ import httpx
 import pytest
 import trustme
 
-from components.nginx import NginxListen, NginxPaths, render_nginx_conf, render_routing
+from render.nginx import NginxListen, NginxPaths, render_nginx_conf, render_routing
 from settings import Color, Settings, parse_settings
 from tests.support import require_tool
 from tools.render import stack_config

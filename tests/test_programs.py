@@ -21,8 +21,8 @@ import programs
 from components import audit, handoff, ids, proxy
 from components.backup import SCRIPTS, SCRIPTS_DIR, service_command
 from components.firewall import supervisor_source
-from components.ids_config import RUN_DIR, bundle
 from components.routing import docker_side
+from render.ids import RUN_DIR, bundle
 from tests.docker_env import test_settings as settings_for
 from tests.support import rendered
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from components.nginx import ROUTING_PATH, render_nginx_conf, render_routing
-from components.nginx.conf import CONF_PATH
 from components.proxy import LOG_ROTATION, LOG_ROTATION_NAME, preview_url, proxy_paths, public_url
+from render.nginx import ROUTING_PATH, render_nginx_conf, render_routing
+from render.nginx.conf import CONF_PATH
 from settings import Settings, parse_settings
 from tools.render import ROOT, Graph, Resource, evaluate, stack_config
 

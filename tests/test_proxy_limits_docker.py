@@ -32,8 +32,8 @@ from typing import Any
 
 import pytest
 
-from components.nginx.conf import CONF_PATH
 from components.versions import NGINX_FLOOR, release_in_tag
+from render.nginx.conf import CONF_PATH
 from settings import Settings, parse_settings
 from tests.support import rendered, require_docker
 from tests.test_ci_images import CiStack

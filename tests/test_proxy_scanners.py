@@ -30,8 +30,8 @@ from typing import Any
 
 import pytest
 
-from components.nginx.conf import TLS_CIPHERS
 from components.versions import NGINX_FLOOR, dotted, release_in_tag
+from render.nginx.conf import TLS_CIPHERS
 from settings import Settings
 from tests.fakes.validation_servers import free_port
 from tests.fidelity_nginx import Edit, apply, prod_settings, product_proxy

@@ -16,16 +16,16 @@ import pytest
 from pulumi.dynamic.dynamic import serialize_provider
 
 from components import routing
-from components.nginx.routing import (
+from components.routing import cli
+from components.routing.base import SWITCH_KIND
+from components.routing.docker_side import Served
+from render.nginx.routing import (
     ROUTING_DIR,
     marker_path,
     render_markers,
     render_routing,
     routing_directives,
 )
-from components.routing import cli
-from components.routing.base import SWITCH_KIND
-from components.routing.docker_side import Served
 from tools.render import stack_config
 
 BASE = {

@@ -20,9 +20,9 @@ import dill
 import pytest
 
 from components import routing
-from components.nginx.routing import ROUTING_DIR, render_markers
 from components.routing.docker_side import LOCK_STALE_S, lock_owner, swap_markers
 from components.routing.listener import validation_checks
+from render.nginx.routing import ROUTING_DIR, render_markers
 from tests.support import require_docker, require_tool
 
 pytestmark = pytest.mark.docker

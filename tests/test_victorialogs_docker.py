@@ -34,8 +34,8 @@ import pytest
 
 from components.audit import AUDIT_DIR, AUDIT_FILE, Auditor, FileSink
 from components.common import log_options
-from components.monitoring_config import layout, victorialogs
 from contract import SERVICE_LABEL
+from render.monitoring import layout, victorialogs
 from tests.support import missing, require_docker
 from tests.test_ci_images import CiStack, remove_labelled
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from components.audit import AUDIT_DIR, AUDIT_FILE, Auditor, FileSink, parse
-from components.monitoring_config import grafana, layout, loki, victorialogs
+from render.monitoring import grafana, layout, loki, victorialogs
 from settings import ConfigError, parse_settings
 from tests.support import render_with, rendered
 from tools.render import stack_config

@@ -19,7 +19,7 @@ from typing import Any, TextIO, cast
 
 import httpx
 
-from components.firewall_config import table_name_for
+from render.firewall import table_name_for
 from settings import PROJECT, Settings, parse_settings
 
 #: Why a part is off where no registry answers (one line each, printed before `pulumi up`).

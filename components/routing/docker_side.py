@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import programs
+from render.nginx.routing import COLORS, MARKER_TEXT, ROLES, ROUTING_DIR, ROUTING_PATH
 
-from ..nginx.routing import COLORS, MARKER_TEXT, ROLES, ROUTING_DIR, ROUTING_PATH
 from .base import NONE, RoutingError
 
 _MAP_RE = re.compile(r'map \$host \$(?:live_color|routing_live_default) \{ default "(blue|green|none)"; \}')

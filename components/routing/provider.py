@@ -14,12 +14,12 @@ from typing import Any, cast
 import pulumi
 import pulumi.dynamic as dyn
 
+from render.nginx.routing import render_markers
 from settings import Color
 
 from ..audit import Auditor
 from ..dynamic import StateProvider
 from ..handoff import HandoffTarget
-from ..nginx.routing import render_markers
 from .base import SWITCH_INPUTS, SWITCH_KIND, Endpoint
 from .docker_side import current, live_color_of
 from .listener import post_promotion_checker

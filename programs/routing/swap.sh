@@ -11,7 +11,7 @@
 # (read-only volume, ...) it fails before any change.
 #
 # Environment (docker_side.swap_env, from the Python constants):
-#   ROUTING_DIR_PATH      the routing markers' directory (components/nginx/routing.py ROUTING_DIR)
+#   ROUTING_DIR_PATH      the routing markers' directory (render/nginx/routing.py ROUTING_DIR)
 #   ROUTING_COLORS        the colors, space-separated, in the server's `if` order (COLORS)
 #   ROUTING_LIVE, ROUTING_PREVIEW   the wanted color per role: one of ROUTING_COLORS, or none
 #   ROUTING_OWNER         who switches (host/pid/nonce), written into the lock

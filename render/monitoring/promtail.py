@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from contract import AUDIT_DIR, AUDIT_FILE
 from settings import Settings
 
-from ..audit import AUDIT_DIR, AUDIT_FILE
 from . import layout
 from ._yaml import dump
 

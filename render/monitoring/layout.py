@@ -124,5 +124,5 @@ def app_container(prefix: str, color: str, n: int) -> str:
 
 
 def scrape_path(replica: str, what: str) -> str:
-    """The proxy's relay path for a replica's `metrics` or `ready` (components/nginx/conf.py)."""
+    """The proxy's relay path for a replica's `metrics` or `ready` (render/nginx/conf.py)."""
     return f"/scrape/{replica}/{what}"

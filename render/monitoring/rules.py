@@ -180,7 +180,7 @@ def alerts(settings: Settings) -> list[Alert]:
     ]
 
 
-#: The IDS pings fail2ban every 15 s (components/ids_config HEARTBEAT_SECONDS): 2 min is 8 misses.
+#: The IDS pings fail2ban every 15 s (render/ids HEARTBEAT_SECONDS): 2 min is 8 misses.
 IDS_HEARTBEAT_STALE_SECONDS = 120
 
 

@@ -130,7 +130,7 @@ def scrape_configs(settings: Settings) -> list[dict[str, Any]]:
         jobs.append(_static("promtail", f"{layout.ALIASES['log-collector']}:{layout.PROMTAIL_PORT}"))
     if settings.security.ids.enabled:
         # The IDS's ban metrics and heartbeat (components/ids.py).
-        from ..ids_config import METRICS_ALIAS, METRICS_PORT
+        from ..ids import METRICS_ALIAS, METRICS_PORT
 
         jobs.append(_static("ids", f"{METRICS_ALIAS}:{METRICS_PORT}"))
     return jobs

@@ -27,9 +27,9 @@ from __future__ import annotations
 import json
 from typing import Final
 
+from contract import AUDIT_DIR, AUDIT_FILE
 from settings import Settings
 
-from ..audit import AUDIT_DIR, AUDIT_FILE
 from . import layout
 from .loki import audit_retention
 
