@@ -454,39 +454,15 @@ class Auditor:
         return rec
 
 
-#: Kernel append-only (measured: ext4 volumes, Docker 20.10's default seccomp):
-#: `chattr +a` on audit.jsonl makes every open for writing without O_APPEND, truncate, rename
-#: and unlink fail with EPERM for every process, root included; the writers (`>>`, O_APPEND)
-#: still append. Setting or clearing it needs CAP_LINUX_IMMUTABLE, and CAP_FOWNER because the
-#: file belongs to the writer uid: this one-shot container (root, only those two capabilities,
-#: no network, read-only rootfs, only the audit volume) is the only thing that ever holds them.
-#: Opt-in (`seal`): afterwards `docker volume rm` and any rotation need `unseal` first.
-SEAL_SCRIPT = programs.text("audit/seal.sh")
-
-
-def seal(volume: str, image: str, client: Any = None, *, on: bool = True) -> str:
-    """Set (`on`) or clear kernel append-only on the volume's audit.jsonl; lsattr's line."""
-    import docker
-    import docker.errors
-
-    docker_client = client or docker.from_env(timeout=30)
-    try:
-        out = docker_client.containers.run(
-            image, ["sh", "-c", SEAL_SCRIPT], entrypoint=[], user="0",
-            environment={"AUDIT_LOG": AUDIT_PATH, "SEAL_FLAG": "+a" if on else "-a"},
-            volumes=[f"{volume}:{AUDIT_DIR}:rw"],
-            network_mode="none", read_only=True, cap_drop=["ALL"], cap_add=["LINUX_IMMUTABLE", "FOWNER"],
-            security_opt=["no-new-privileges"], labels={ROLE_LABEL: "audit-seal"}, mem_limit="32m",
-            remove=True, stdout=True, stderr=False,
-        )
-    except docker.errors.ContainerError as exc:
-        raw = exc.stderr
-        said = " ".join((raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw or "")).split())
-        raise OSError(f"audit seal exited {exc.exit_status}: {said or 'no message'}") from None
-    finally:
-        if client is None:
-            docker_client.close()
-    return " ".join((out.decode(errors="replace") if isinstance(out, bytes) else str(out or "")).split())
+def audit_target(settings: Settings, stack: str) -> dict[str, Any] | None:
+    """Where the gate, the routing switch and the deploy record append their records (None: off)."""
+    audit = settings.security.audit
+    if not audit.enabled:
+        return None
+    return AuditTarget(
+        stack=stack, volume=volume_name(settings.name_prefix), image=settings.images.postgres,
+        user=WRITER_USER, actor=audit.actor, fail_closed=audit.fail_closed,
+    ).props()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -499,6 +475,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--volume", required=True, help="the audit volume (<prefix>-audit-data)")
     parser.add_argument("--image", required=True, help="the backup image (has chattr/lsattr)")
     args = parser.parse_args(argv)
+    from .audit_seal import seal
+
     try:
         print(seal(args.volume, args.image, on=args.action == "seal"))
     except OSError as exc:
@@ -509,14 +487,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-
-def audit_target(settings: Settings, stack: str) -> dict[str, Any] | None:
-    """Where the gate, the routing switch and the deploy record append their records (None: off)."""
-    audit = settings.security.audit
-    if not audit.enabled:
-        return None
-    return AuditTarget(
-        stack=stack, volume=volume_name(settings.name_prefix), image=settings.images.postgres,
-        user=WRITER_USER, actor=audit.actor, fail_closed=audit.fail_closed,
-    ).props()

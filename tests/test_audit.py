@@ -294,7 +294,7 @@ def test_prod_sets_fail_closed_explicitly_and_every_writer_gets_it() -> None:
 
 
 def _check(lines: list[str], color: str = "green") -> tuple[list[str], dict[str, Any]]:
-    from validation.checks_security import audit_findings
+    from validation.checks_audit import audit_findings
 
     problems, details = audit_findings(lines, color)
     return problems, dict(details)
@@ -399,7 +399,7 @@ def test_a_gate_verdict_after_the_emergency_switch_clears_it(tmp_path: Path) -> 
 ])
 def test_which_emergency_switches_are_unreviewed(tmp_path: Path, steps: list[tuple[str, str, str]],
                                                  unreviewed: list[str]) -> None:
-    from validation.checks_security import audit_findings
+    from validation.checks_audit import audit_findings
 
     log, _ = _trail(tmp_path, steps)
     problems, details = audit_findings(log.read_text().splitlines(), "blue")

@@ -339,7 +339,7 @@ def test_the_lock_is_a_real_flock_shared_by_every_writer(tmp_path: Path) -> None
 def test_a_loki_window_is_checked_by_links_not_by_position(tmp_path: Path) -> None:
     """Loki returns a time-sorted window (the oldest lines may be past its limit): the lines need
     not start at genesis nor come in file order, but a gap or a fork is a break."""
-    from validation.checks_security import audit_chain
+    from validation.checks_audit import audit_chain
 
     log, lines = _trail(tmp_path)
     window = [lines[2], lines[4], lines[3], lines[5]]  # the first two gone, two swapped by time

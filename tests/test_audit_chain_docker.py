@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from components import audit
+from components import audit, audit_seal
 from components.backup import BIN_DIR
 from components.deploy_record import DEPLOY_RECORD_KIND, DeployRecordProvider
 from tests.support import require_docker
@@ -183,7 +183,7 @@ def test_sealed_the_backup_uid_can_only_append(volume: tuple[Any, str], tmp_path
 
     client, name = volume
     head = build_trail(client, name)
-    said = audit.seal(name, WRITER_IMAGE, client=client)
+    said = audit_seal.seal(name, WRITER_IMAGE, client=client)
     try:
         flags, path = said.split()
         assert "a" in flags and path == TRAIL, said
@@ -203,4 +203,4 @@ def test_sealed_the_backup_uid_can_only_append(volume: tuple[Any, str], tmp_path
         assert (found["details"]["chain"]["chained_lines"], found["details"]["chain"]["head"]) == (
             10, str(auditor.head))
     finally:
-        audit.seal(name, WRITER_IMAGE, client=client, on=False)
+        audit_seal.seal(name, WRITER_IMAGE, client=client, on=False)

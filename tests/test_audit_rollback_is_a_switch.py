@@ -56,7 +56,7 @@ def test_with_a_stack_only_that_stacks_records_count() -> None:
     other = AuditRecord(actor="a", stack="dev", operation="switch", result="ok",
                         duration_ms=1, to="blue").line()
     trail = [_line("gate", "ok", "green"), _line("switch", "ok", "green"), other]
-    from validation.checks_security import audit_findings
+    from validation.checks_audit import audit_findings
 
     assert audit_findings(trail, "green", "prod")[0] == []
     assert audit_findings(trail, "blue", "dev")[0] == ["no passed gate verdict for blue before its switch"]

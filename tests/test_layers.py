@@ -30,3 +30,13 @@ def test_a_layer_imports_nothing_it_must_not(layer: str) -> None:
     offending = {str(path.relative_to(ROOT)): sorted(_imports(path) & FORBIDDEN[layer])
                  for path in sorted((ROOT / layer).rglob("*.py"))}
     assert {k: v for k, v in offending.items() if v} == {}
+
+
+def test_no_source_file_outside_the_tests_is_over_500_lines() -> None:
+    import subprocess
+
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z", "*.py", "*.sh"],
+                            cwd=ROOT, capture_output=True, check=True).stdout.decode().split("\0")
+    long = {name: n for name in listed if name and not name.startswith("tests/") and (ROOT / name).is_file()
+            and (n := len((ROOT / name).read_text().splitlines())) > 500}
+    assert long == {}

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import programs
-from components import audit, handoff, ids, proxy
+from components import audit, audit_seal, handoff, ids, proxy
 from components.backup import SCRIPTS, SCRIPTS_DIR, service_command
 from components.firewall import supervisor_source
 from components.routing import docker_side
@@ -43,7 +43,7 @@ def test_the_components_run_the_files() -> None:
         "routing/swap.sh": docker_side.SWAP_SCRIPT, "routing/release.sh": docker_side.RELEASE_SCRIPT,
         "handoff/publish.sh": handoff._REDIS_SCRIPT, "handoff/consumers.sh": handoff._RABBITMQ_SCRIPT,
         "handoff/consumers.erl": handoff._BROKER_PROBE, "audit/append.sh": audit.APPEND_SCRIPT,
-        "audit/seal.sh": audit.SEAL_SCRIPT, "proxy/nginx-rotating-log.sh": proxy.LOG_ROTATION,
+        "audit/seal.sh": audit_seal.SEAL_SCRIPT, "proxy/nginx-rotating-log.sh": proxy.LOG_ROTATION,
         "backup/service.sh": service_command()[-1], "ids/bootstrap.py": ids.BOOTSTRAP,
         "host-guard/host_guard.py": supervisor_source(),
         **{f"backup/{name}": (SCRIPTS_DIR / name).read_text() for name in SCRIPTS},

@@ -26,7 +26,7 @@ from settings import (
     read_stack_file,
     stack_file_path,
 )
-from tools import render
+from tools import render, stack_files
 from tools.config_reference import rows
 from tools.render import ROOT, Resource, evaluate, stack_names
 
@@ -51,7 +51,7 @@ def _as_engine_gives(path: Path) -> tuple[dict[str, str], list[str]]:
     config: dict[str, str] = {}
     secret_keys: list[str] = []
     for key, value in values.items():
-        value, secret = render._secure_to_standin(value, key.split(":", 1)[1])
+        value, secret = stack_files._secure_to_standin(value, key.split(":", 1)[1])
         config[key] = value if isinstance(value, str) else json.dumps(value)
         if secret:
             secret_keys.append(key)

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from validation import (
+    checks_audit,
     checks_exchange,
     checks_health,
     checks_monitoring,
@@ -39,6 +40,7 @@ CHECK_MODULES = (
     checks_work,
     checks_exchange,
     checks_security,
+    checks_audit,
     checks_monitoring,
     checks_performance,
 )
