@@ -5,24 +5,23 @@ from pathlib import Path
 
 import pulumi
 
-from components.app import AppColor, AppColorArgs
-from components.audit import audit_target
-from components.backup import Backup, BackupArgs
-from components.datastores import Datastores, DatastoresArgs
-from components.deploy_record import DeployRecord, fingerprint, program_sources
-from components.firewall import Firewall, FirewallArgs
-from components.gate import PromotionGate, PromotionGateArgs
-from components.handoff import handoff_props
-from components.ids import Ids, IdsArgs
-from components.monitoring import Monitoring, MonitoringArgs
-from components.network import Networks, NetworksArgs
-from components.proxy import Proxy, ProxyArgs
-from components.release import plan, read_previous
-from components.release_guard import ReleaseGuard, ReleaseRecord
-from components.routing import Routing, RoutingArgs
-from components.volumes import Volumes, VolumesArgs
 from contract import STACK_LABEL
+from release.audit import audit_target
+from release.gate import PromotionGate, PromotionGateArgs
+from release.guard import ReleaseGuard, ReleaseRecord
+from release.plan import plan, read_previous
+from release.record import DeployRecord, fingerprint, program_sources
+from release.routing import Routing, RoutingArgs
 from settings import COLORS, load_settings, other_color
+from stack.app import AppColor, AppColorArgs, color_fingerprint
+from stack.backup import Backup, BackupArgs
+from stack.datastores import Datastores, DatastoresArgs, handoff_props
+from stack.firewall import Firewall, FirewallArgs
+from stack.ids import Ids, IdsArgs
+from stack.monitoring import Monitoring, MonitoringArgs
+from stack.network import Networks, NetworksArgs
+from stack.proxy import Proxy, ProxyArgs
+from stack.volumes import Volumes, VolumesArgs
 
 settings = load_settings(os.path.dirname(os.path.abspath(__file__)))
 stack = pulumi.get_stack()
@@ -42,9 +41,9 @@ backup = Backup(
         stack_labels=stack_labels,
     ),
 )
-# Releases go to the idle color only (components/release.py): the live color, as the last
+# Releases go to the idle color only (release/plan.py): the live color, as the last
 # confirmed switch left it, is pinned; a change of its own is refused here, at preview.
-release = plan(settings, read_previous())
+release = plan(settings, read_previous(), lambda color: color_fingerprint(settings, color))
 for note in release.notes:
     pulumi.log.info(note)
 release_guard = ReleaseGuard(

@@ -5,7 +5,7 @@
 Starts the test stack (tests/docker_env.py: the reference app as blue and green, the
 program's generated nginx.conf in the proxy), promotes blue, then drives HTTP/1.1 load
 (a new connection per request; `--keepalive` reuses connections) at the proxy's public
-listener from `--concurrency` workers while the real routing code (`components.routing.switch`,
+listener from `--concurrency` workers while the real routing code (`release.routing.switch`,
 the same code the Pulumi resource and the emergency CLI run) switches to green after 25% of
 the requests and back to blue after 60%.
 
@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from components import routing  # noqa: E402
+from release import routing  # noqa: E402
 from settings import Color  # noqa: E402
 
 
@@ -76,7 +76,7 @@ def handoff_target(env: Any) -> Any:
     """The stack's Redis/RabbitMQ as a HandoffTarget (the CLI's naming), or None when absent."""
     import docker.errors
 
-    from components.handoff import HandoffTarget
+    from release.handoff import HandoffTarget
 
     names = (f"{env.prefix}-redis", f"{env.prefix}-rabbitmq")
     try:

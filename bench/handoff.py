@@ -1,9 +1,9 @@
-"""How long `components.handoff.hand_over` takes, against another revision of it, in one run.
+"""How long `release.handoff.hand_over` takes, against another revision of it, in one run.
 
 Starts the work test stack (`tests/docker_env.py`'s `docker_env(work=True)`: blue and green from
 the reference app image, Redis and RabbitMQ as the program renders them), promotes blue, then
 moves the work back and forth, alternating the current `hand_over` and the one of `--baseline`
-(a git revision: its components/handoff.py, loaded as a separate module) so that both see the
+(a git revision: its release/handoff.py, loaded as a separate module) so that both see the
 same machine at the same time. Each call's own `handoff_ms` (from before the publish until both
 conditions held, exec round trips included) and its wall time are collected.
 
@@ -29,14 +29,14 @@ sys.path.insert(0, str(ROOT))
 
 
 def baseline_module(revision: str) -> ModuleType:
-    source = subprocess.run(["git", "show", f"{revision}:components/handoff.py"], cwd=ROOT, check=True,
+    source = subprocess.run(["git", "show", f"{revision}:release/handoff.py"], cwd=ROOT, check=True,
                             capture_output=True, text=True).stdout
-    spec = importlib.util.spec_from_loader("components._handoff_baseline", loader=None)
+    spec = importlib.util.spec_from_loader("release._handoff_baseline", loader=None)
     assert spec is not None
     module = importlib.util.module_from_spec(spec)
-    module.__package__ = "components"
+    module.__package__ = "release"
     sys.modules[spec.name] = module
-    exec(compile(source, f"{revision}:components/handoff.py", "exec"), module.__dict__)  # noqa: S102
+    exec(compile(source, f"{revision}:release/handoff.py", "exec"), module.__dict__)  # noqa: S102
     return module
 
 
@@ -46,7 +46,7 @@ def main() -> int:
     parser.add_argument("--baseline", default="HEAD", help="git revision of the handoff to compare with")
     args = parser.parse_args()
 
-    from components import handoff as current
+    from release import handoff as current
     from tests.docker_env import docker_env
 
     old = baseline_module(args.baseline)

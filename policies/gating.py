@@ -34,8 +34,8 @@ GATE_KIND = "paper-trading:promotion-gate"
 SWITCH_KIND = "paper-trading:routing-switch"
 #: kind marker -> the provider class (module, qualified name) that must implement it.
 PROVIDERS: dict[str, tuple[str, str]] = {
-    GATE_KIND: ("components.gate", "PromotionGateProvider"),
-    SWITCH_KIND: ("components.routing.provider", "RoutingProvider"),
+    GATE_KIND: ("release.gate", "PromotionGateProvider"),
+    SWITCH_KIND: ("release.routing.provider", "RoutingProvider"),
 }
 UNSKIPPABLE_PREFIXES = ("safety.", "health.")
 #: The switch inputs that decide which color is live: each must come from the gate.

@@ -277,7 +277,7 @@ def check_user_networks_only(args: ResourceValidationArgs, report: ReportViolati
 
 
 def is_carrier(props: object) -> bool:
-    """A never-started file carrier (components/carrier.py): labelled, `start` exactly false.
+    """A never-started file carrier (stack/carrier.py): labelled, `start` exactly false.
 
     No process ever runs in it, so its root (writable for the provider's copy at `/`) is never written.
     """
@@ -303,7 +303,7 @@ def check_read_only_rootfs(args: ResourceValidationArgs, report: ReportViolation
         or any(role in settings.NEVER_WRITABLE for role in found.get(ROLE_LABEL) or [])
     if protected:
         _say(report, f"readOnly (root filesystem) must be true for service {svc!r} (an app or the proxy "
-                     "never runs with a writable root; deliver files through components/carrier.py)")
+                     "never runs with a writable root; deliver files through stack/carrier.py)")
     elif svc not in writable:
         _say(report, "readOnly (root filesystem) must be true; use tmpfs/volumes for writable paths, or "
                      "list the service in writableServices with its reason (docs/policies.md)")

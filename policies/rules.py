@@ -85,7 +85,7 @@ CRITICAL, HIGH, MEDIUM, LOW = Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM,
 POLICIES: list[ResourceValidationPolicy] = [
     # The rule above all: no path to real trading.
     _policy("paper-trading-mode", trading.check_paper_trading_mode, MANDATORY, CRITICAL,
-            remediation="Build app containers with components.app; never override their trading envs."),
+            remediation="Build app containers with stack.app; never override their trading envs."),
     _policy("read-only-exchange-keys", trading.check_read_only_exchange_keys, MANDATORY, CRITICAL,
             remediation="Use READ_ONLY sandbox keys; set <EXCHANGE>_PERMISSIONS=READ_ONLY, _SANDBOX=true, "
                         "_BASE_URL to an allowed host."),
@@ -105,18 +105,18 @@ POLICIES: list[ResourceValidationPolicy] = [
     _policy("container-image-pinned", hardening.check_image_pinned, MANDATORY, MEDIUM),
     _policy("container-user-networks-only", hardening.check_user_networks_only, MANDATORY, MEDIUM,
             _cis("5.29")),
-    # The only internet-facing component runs a current nginx (floor: components/versions.py).
+    # The only internet-facing component runs a current nginx (floor: contract/versions.py).
     _policy("proxy-image-current", versions.check_proxy_image_current, MANDATORY, HIGH,
             remediation="Pin images.nginx to an exact nginx release at or above NGINX_FLOOR in "
-                        "components/versions.py, e.g. nginx:1.30.6-alpine."),
+                        "contract/versions.py, e.g. nginx:1.30.6-alpine."),
     # The apps reach nothing of the monitoring control plane.
     _policy("monitoring-segmented", segmentation.check_monitoring_segmented, MANDATORY, CRITICAL,
             remediation="Attach apps only to the frontend/backend networks and the control plane only "
-                        "to monitoring/metrics (components/network.py); Prometheus reaches the apps "
+                        "to monitoring/metrics (stack/network.py); Prometheus reaches the apps "
                         "through the proxy's status relay."),
     # The host firewall's guard: the one container with host network and NET_ADMIN/NET_RAW.
     _policy("host-guard-confined", host_guard.check_host_guard_confined, MANDATORY, CRITICAL,
-            remediation="Build the host guard with components.firewall; it adds only NET_ADMIN and "
+            remediation="Build the host guard with stack.firewall; it adds only NET_ADMIN and "
                         "NET_RAW, runs read-only with host networking, publishes nothing."),
     # Data safety.
     _policy("data-volumes-protected", data.check_data_volumes_protected, MANDATORY, HIGH),
@@ -158,7 +158,7 @@ STACK_POLICIES: list[StackValidationPolicy] = [
     # One owner of the firewall table.
     _stack_policy(
         "host-guard-single", host_guard.check_host_guard_single,
-        "Build one Firewall component (components/firewall.py); no other container "
+        "Build one Firewall component (stack/firewall.py); no other container "
         "carries the host-guard role.",
     ),
 ]

@@ -38,7 +38,7 @@ ALLOWED_HOST_MOUNTS: dict[str, list[str]] = {
 #: refuses a writable root for them whatever the config says.
 WRITABLE_REASONS: dict[str, str] = {
     service: f"receives uploaded files ({what}); pulumi-docker extracts uploads at `/`, which Docker refuses "
-             "on a read-only root; moving them to a carrier (components/carrier.py) is open work"
+             "on a read-only root; moving them to a carrier (stack/carrier.py) is open work"
     for service, what in {
         "postgres": "the password file",
         "redis": "redis.conf with the password",

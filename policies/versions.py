@@ -1,6 +1,6 @@
 """The proxy runs a current nginx: its image names a release at or above the floor.
 
-The floor lives in `components/versions.py` (one place; plain Python, no Pulumi import), and
+The floor lives in `contract/versions.py` (one place; plain Python, no Pulumi import), and
 `nginx_floor_problem` there decides. Which resources are the proxy's image:
 
 - a container labelled `paper-trading.service=proxy` or `paper-trading.role=proxy`, whatever its
@@ -19,13 +19,13 @@ from __future__ import annotations
 
 from pulumi_policy import ReportViolation, ResourceValidationArgs
 
-from components.versions import image_repository_name, nginx_floor_problem
 from contract import ROLE_LABEL, SERVICE_LABEL
+from contract.versions import image_repository_name, nginx_floor_problem
 
 from .props import CONTAINER, REMOTE_IMAGE, as_str, field, labels, single_label
 
 PROXY = "proxy"
-#: The proxy component's type token (components/proxy.py): its children's URNs carry it.
+#: The proxy component's type token (stack/proxy.py): its children's URNs carry it.
 PROXY_COMPONENT = "paper-trading:proxy:Proxy"
 
 
@@ -38,7 +38,7 @@ def _parent_types(urn: str) -> list[str]:
 
 
 def check_proxy_image_current(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    """The proxy's nginx image names an exact release at or above the floor (components/versions.py)."""
+    """The proxy's nginx image names an exact release at or above the floor (contract/versions.py)."""
     if args.resource_type == CONTAINER:
         image = as_str(field(args.props, "image"), "image", optional=False)
         found = labels(args.props)

@@ -5,7 +5,7 @@ One subfolder per container role (programs/README.md). Components load a program
 an exec); what a program needs (paths, ports, names) reaches it as environment variables or
 positional arguments that the component fills from its own constants, so each constant is
 defined once, in Python. Every file here is linted (ruff, mypy --strict, shellcheck -x) and
-part of the deploy fingerprint (components/deploy_record.py `program_sources`).
+part of the deploy fingerprint (release/record.py `program_sources`).
 """
 
 from __future__ import annotations

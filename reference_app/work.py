@@ -1,5 +1,5 @@
 """Background work of the reference app (issue 15): a RabbitMQ consumer and a scheduler that
-run only while this instance holds the work lease of the live color (components/work_contract.py).
+run only while this instance holds the work lease of the live color (contract/work.py).
 
 Threads: a control loop (reads LIVE_KEY, takes/renews/releases the lease, starts and stops
 the work; woken by the pub/sub listener, and polling every TTL/3 because pub/sub can be
@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from components import work_contract as wc
+from contract import work as wc
 
 #: How long a simulated paper order takes (`WORK_PROCESS_MS`; tests slow it down to catch a
 #: holder mid-message).

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import field_validator
 
 # Plain standard-library module (no Pulumi, no Docker): the floor's one home, shared with the policy pack.
-from components.versions import nginx_floor_problem
+from contract.versions import nginx_floor_problem
 
 from .base import Model, Pinned
 
@@ -13,7 +13,7 @@ from .base import Model, Pinned
 class Images(Model):
     """Infrastructure images, pinned by tag; override per stack to move versions."""
 
-    #: Must name an exact release at or above components/versions.py's NGINX_FLOOR.
+    #: Must name an exact release at or above contract/versions.py's NGINX_FLOOR.
     nginx: Pinned = "nginx:1.30.6-alpine"
     #: The host firewall's guard: python3 + nftables. No official nftables image exists, so it is
     #: built from this repo's images/host-guard/Dockerfile (Debian's nftables) and pushed to the

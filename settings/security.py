@@ -11,7 +11,7 @@ from .limits import Limits
 
 
 class FirewallConfig(Model):
-    """Host firewall (components/firewall.py, docs/security.md "Host firewall").
+    """Host firewall (stack/firewall.py, docs/security.md "Host firewall").
 
     An nftables table per stack (`inet paper_trading_guard_<namePrefix>`) loaded by the `host-guard`
     container: from outside, only the proxy's public ports (`proxy.httpPort`/`httpsPort` on
@@ -67,7 +67,7 @@ class IdsJail(Model):
 
 
 class IdsConfig(Model):
-    """Intrusion detection with automatic bans (components/ids.py, docs/security.md "Intrusion detection").
+    """Intrusion detection with automatic bans (stack/ids.py, docs/security.md "Intrusion detection").
 
     fail2ban reads the proxy's JSON access log; a ban is a decision file the host guard turns
     into an nftables set element for `banTimeSeconds`.

@@ -21,8 +21,8 @@ HANDOFF_LEASE_TTLS = 2
 class WorkersConfig(Model):
     """Background work (queue consumers, schedulers) that only the live color runs.
 
-    The app gets these as WORK_* envs (components/app.py); the queues are declared by the
-    broker's definitions with single active consumer (components/datastores.py); the switch
+    The app gets these as WORK_* envs (stack/app.py); the queues are declared by the
+    broker's definitions with single active consumer (stack/datastores.py); the switch
     waits up to `handoffTimeoutSeconds` for the new color to hold the lease and the old one to
     have no consumers; `NoActiveWorkers` pages when no color holds the work for `noActiveWorkersFor`.
     """

@@ -261,7 +261,7 @@ class DockerEnv:
 
     def start_app(self, color: Color) -> Any:
         """Replica 1 of `color` as the program renders it (work=True: also on backend, with its secrets)."""
-        from components.app import container_name
+        from stack.app import container_name
 
         res = rendered_container(self.graph, container_name(self.prefix, color, 1))
         i = res.inputs
@@ -291,7 +291,7 @@ class DockerEnv:
 
     def replace_app(self, color: Color, faults: str = "") -> Any:
         """Remove `color`'s container and start it again as rendered, with FAULTS=`faults`."""
-        from components.app import container_name
+        from stack.app import container_name
 
         name = container_name(self.prefix, color, 1)
         self.client.containers.get(name).remove(force=True, v=True)
@@ -315,7 +315,7 @@ class DockerEnv:
         return mounts
 
     def carriers_of(self, res: Any) -> list[Any]:
-        """The rendered never-started carriers that hold `res`'s files (components/carrier.py)."""
+        """The rendered never-started carriers that hold `res`'s files (stack/carrier.py)."""
         from contract import CARRIER_LABEL
 
         return [c for c in self.graph.containers if c.label_map.get(CARRIER_LABEL) == res.inputs["name"]]
@@ -425,7 +425,7 @@ class DockerEnv:
 
     def secret(self, path: str) -> str:
         """A secret the program uploads into the blue app (its datastore passwords)."""
-        from components.app import container_name
+        from stack.app import container_name
 
         res = rendered_container(self.graph, container_name(self.prefix, "blue", 1))
         [content] = [u["content"] for c in self.carriers_of(res) for u in c.inputs.get("uploads") or []
@@ -433,8 +433,8 @@ class DockerEnv:
         return str(content)
 
     def handoff_target(self) -> Any:
-        """Where `components.handoff.hand_over` moves the work, with the rendered handoff timeout."""
-        from components.handoff import HandoffTarget
+        """Where `release.handoff.hand_over` moves the work, with the rendered handoff timeout."""
+        from release.handoff import HandoffTarget
 
         if not self.work:
             raise RuntimeError("handoff_target() needs docker_env(work=True)")
@@ -452,7 +452,7 @@ class DockerEnv:
         """A pika connection to RabbitMQ's backend address as the rendered user (publishing from the host)."""
         import pika
 
-        from components.datastores import RABBITMQ_USER
+        from stack.datastores import RABBITMQ_USER
 
         return pika.BlockingConnection(pika.ConnectionParameters(
             host=self.address(self.rabbitmq_name), port=5672, socket_timeout=10,
@@ -462,7 +462,7 @@ class DockerEnv:
 
     def management(self, path: str) -> Any:
         """GET on RabbitMQ's management API (backend address, port 15672: never published)."""
-        from components.datastores import RABBITMQ_USER
+        from stack.datastores import RABBITMQ_USER
 
         r = httpx.get(f"http://{self.address(self.rabbitmq_name)}:15672{path}", timeout=10,
                       auth=(RABBITMQ_USER, self.secret("/run/secrets/rabbitmq_password")))
@@ -471,14 +471,14 @@ class DockerEnv:
 
     def app_url(self, color: Color) -> str:
         """One app replica directly (its frontend address), bypassing the proxy."""
-        from components.app import container_name
+        from stack.app import container_name
 
         return f"http://{self.address(container_name(self.prefix, color, 1), self.network)}:{APP_PORT}"
 
     def start_proxy(self) -> Any:
         """The proxy as the program renders it, on the base image's nginx."""
-        from components.proxy import LISTEN
         from render.nginx.conf import CONF_DIR
+        from stack.proxy import LISTEN
 
         res = rendered_container(self.graph, f"{self.prefix}-proxy")
         i = res.inputs

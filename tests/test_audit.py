@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 import yaml
 
-from components import audit
-from components.audit import FIELDS, Auditor, AuditRecord, FileSink, parse
+import contract
+from release import audit
+from release.audit import FIELDS, Auditor, AuditRecord, FileSink, parse
 from render.monitoring import layout
 from tests.support import render_with, rendered
 
@@ -86,7 +87,7 @@ def test_no_generated_secret_reaches_a_record(tmp_path: Path) -> None:
 def test_concurrent_appends_never_interleave(tmp_path: Path) -> None:
     """Many processes append long records at once: every line is one whole record."""
     path = tmp_path / "audit.jsonl"
-    script = ("import sys; from components.audit import Auditor, FileSink; "
+    script = ("import sys; from release.audit import Auditor, FileSink; "
               "a = Auditor('s', FileSink(sys.argv[1]), actor='w' + sys.argv[2]); "
               "[a.record('backup', 'failed', 1, backup_id='b' * 200, error='x' * 900) for _ in range(50)]")
     procs = [subprocess.Popen([sys.executable, "-c", script, str(path), str(i)], cwd=ROOT)
@@ -146,7 +147,7 @@ def test_fail_closed_outcome_that_cannot_be_appended_raises_after_acting() -> No
 
 
 def test_fail_closed_travels_through_the_target_props() -> None:
-    from components.audit import AuditTarget
+    from release.audit import AuditTarget
 
     on = AuditTarget("prod", "v", "img")
     assert on.fail_closed is True and on.props()["failClosed"] is True
@@ -218,7 +219,7 @@ def test_log_collector_mounts_the_audit_volume_read_only_and_backup_writes_it() 
     assert collector == [{"volumeName": volume, "containerPath": audit.AUDIT_DIR, "readOnly": True}]
     backup = {v["containerPath"]: v for v in by_name[f"{prefix}-backup"].inputs["volumes"]
               if v.get("volumeName") == volume}
-    assert set(backup) == {audit.AUDIT_DIR, audit.OWNERSHIP_DONOR}
+    assert set(backup) == {audit.AUDIT_DIR, contract.AUDIT_OWNERSHIP_DONOR}
     assert not any(v.get("readOnly") for v in backup.values())
     writers = [n for n, c in by_name.items() for v in c.inputs.get("volumes") or []
                if v.get("volumeName") == volume and not v.get("readOnly")]
@@ -429,19 +430,19 @@ def test_the_emergency_cli_requires_a_reason_and_has_no_way_around_the_record(
         extra: list[str], complaint: str) -> None:
     """Refused by the argument parser (exit 2) before any Docker call: DOCKER_HOST points nowhere."""
     proc = subprocess.run(
-        [sys.executable, "-m", "components.routing", "switch", "--to", "blue", "--container", "p", *extra],
+        [sys.executable, "-m", "release.routing", "switch", "--to", "blue", "--container", "p", *extra],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
         env={**os.environ, "PYTHONPATH": str(ROOT), "DOCKER_HOST": "tcp://127.0.0.1:9"},
     )
     assert proc.returncode == 2
     last = proc.stderr.splitlines()[-1]
-    assert last.startswith("python -m components.routing") and ": error: " in last and complaint in last, last
+    assert last.startswith("python -m release.routing") and ": error: " in last and complaint in last, last
 
 
 def test_what_an_emergency_switch_checked() -> None:
     import argparse
 
-    from components.routing.cli import checks_done
+    from release.routing.cli import checks_done
 
     def args(url: str | None, no_checks: bool) -> argparse.Namespace:
         return argparse.Namespace(url=url, no_checks=no_checks)

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from components.audit import (
+from release.audit import (
     APPEND_SCRIPT,
     GENESIS,
     Auditor,

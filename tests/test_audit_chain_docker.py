@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
-from components import audit, audit_seal
-from components.backup import BIN_DIR
-from components.deploy_record import DEPLOY_RECORD_KIND, DeployRecordProvider
+from release import audit, audit_seal
+from release.record import DEPLOY_RECORD_KIND, DeployRecordProvider
+from stack.backup import BIN_DIR
 from tests.support import require_docker
 
 pytestmark = pytest.mark.docker
@@ -176,7 +176,7 @@ def test_a_recomputed_chain_by_the_backup_uid_fails_against_the_deploy_record_an
 
 
 def test_sealed_the_backup_uid_can_only_append(volume: tuple[Any, str], tmp_path: Path) -> None:
-    """`python -m components.audit seal`: chattr +a by a one-shot container with only
+    """`python -m release.audit seal`: chattr +a by a one-shot container with only
     CAP_LINUX_IMMUTABLE and CAP_FOWNER. Then the backup uid cannot truncate, rewrite, delete,
     rename or unseal the trail, while lib.sh and the one-shot writer still append to the chain."""
     import docker.errors

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from components import audit, routing
+from release import audit, routing
 from tests.support import require_docker, require_tool
 
 pytestmark = pytest.mark.docker
@@ -134,7 +134,7 @@ def test_failed_checks_leave_a_failed_switch_and_one_rollback_record(env: Any) -
 
 def cli(env: Any, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "components.routing", "switch", "--container", env.proxy_name, "--no-handoff",
+        [sys.executable, "-m", "release.routing", "switch", "--container", env.proxy_name, "--no-handoff",
          *args],
         cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
@@ -248,7 +248,7 @@ def test_fail_closed_the_gate_is_refused_before_any_check_runs(
         env: Any, full_volume: str, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     import validation
-    from components.gate import run_gate
+    from release.gate import run_gate
 
     ran: list[Any] = []
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from components import audit
+from release import audit
 
 
 def test_known_secrets_are_masked_whole_even_when_one_contains_another() -> None:

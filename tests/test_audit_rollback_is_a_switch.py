@@ -51,7 +51,7 @@ def test_only_a_passed_gate_verdict_after_an_emergency_switch_reviews_it() -> No
 
 def test_with_a_stack_only_that_stacks_records_count() -> None:
     """Another stack's newer switch (same trail, e.g. one Loki) says nothing about this stack."""
-    from components.audit import AuditRecord
+    from release.audit import AuditRecord
 
     other = AuditRecord(actor="a", stack="dev", operation="switch", result="ok",
                         duration_ms=1, to="blue").line()

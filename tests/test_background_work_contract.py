@@ -1,4 +1,4 @@
-"""The background-work contract's scripts (components/work_contract.py) on a real redis-server.
+"""The background-work contract's scripts (contract/work.py) on a real redis-server.
 
 One redis-server per module, on a free port in a temporary folder; every test starts from an
 empty database.
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from components import work_contract as wc
+from contract import work as wc
 from tests.fakes.validation_servers import free_port, wait_port
 from tests.support import require_tool, stop_process
 

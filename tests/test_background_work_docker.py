@@ -3,8 +3,8 @@
 The stack is `tests/docker_env.py`'s `docker_env(work=True)`: the proxy, blue and green (the
 reference app image), Redis and RabbitMQ, all started as the program renders them (RabbitMQ's
 queues come from the rendered definitions: durable, `x-single-active-consumer`). The switches
-are the real `components.routing.switch(..., handoff=env.handoff_target())`: traffic moves,
-then `components.handoff.hand_over` publishes the new epoch in Redis and waits until the new
+are the real `release.routing.switch(..., handoff=env.handoff_target())`: traffic moves,
+then `release.handoff.hand_over` publishes the new epoch in Redis and waits until the new
 color holds the lease and the old one has no consumer on the broker.
 
 The scenario (one test, in this order), with HTTP load on the public listener all along and
@@ -36,8 +36,8 @@ from typing import Any
 import httpx
 import pytest
 
-from components import routing
-from components import work_contract as wc
+from contract import work as wc
+from release import routing
 from tests.work_support import (
     QUEUE,
     Publisher,
@@ -152,7 +152,7 @@ def test_work_moves_with_the_switch_exactly_once(env: Any) -> None:
 
         # Crash the live, active color; bring it back as its restart policy would.
         publisher.wait_published(MESSAGES // 2)
-        from components.app import container_name
+        from stack.app import container_name
 
         green_container = env.client.containers.get(container_name(env.prefix, "green", 1))
         kill_began = time.monotonic()

@@ -11,7 +11,7 @@ On its own `docker_env(work=True)` stack (the rendered Redis, RabbitMQ with its 
 blue and green from the reference app image):
 
 1. blue gets a slow simulated order (`WORK_PROCESS_MS`), the work is handed to blue
-   (`components.handoff.hand_over`) and a steady stream of uniquely numbered messages is
+   (`release.handoff.hand_over`) and a steady stream of uniquely numbered messages is
    published (publisher confirms) from the host for the whole scenario;
 2. `docker pause` blue right after one of its commits, i.e. inside its next message's simulated
    order, while it holds unacknowledged messages (the broker says so);
@@ -44,7 +44,7 @@ from typing import Any
 import httpx
 import pytest
 
-from components import work_contract as wc
+from contract import work as wc
 from tests.work_support import (
     QUEUE,
     Publisher,
@@ -111,7 +111,7 @@ class MemoryWatch:
 
 
 def test_a_frozen_old_holder_is_fenced_when_it_thaws(env: Any) -> None:
-    from components.handoff import HandoffTarget, hand_over
+    from release.handoff import HandoffTarget, hand_over
 
     began = time.monotonic()
     r = env.redis_client()

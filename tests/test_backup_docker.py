@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from components.backup import BACKUP_DIR, BACKUP_USER, METRICS_DIR
+from stack.backup import BACKUP_DIR, BACKUP_USER, METRICS_DIR
 from tests.support import require_docker
 from tests.test_ci_images import CiStack
 
@@ -172,7 +172,7 @@ def test_an_old_root_owned_volume_is_named_with_the_fix(stack: CiStack) -> None:
 
 
 def _audit_records(stack: CiStack) -> list[dict[str, Any]]:
-    from components import audit
+    from release import audit
 
     code, out = _exec(_container(stack, "backup"), "sh", "-c", 'cat "$AUDIT_LOG" 2>/dev/null || true')
     assert code == 0, out
@@ -182,7 +182,7 @@ def _audit_records(stack: CiStack) -> list[dict[str, Any]]:
 def test_backup_and_restore_leave_an_intent_and_one_outcome_record_each(stack: CiStack) -> None:
     """Issue 14, part 3: in the real container, on the real (fresh) audit volume; issue 20: the
     intent (`started`) first."""
-    from components import audit
+    from release import audit
 
     backup = _container(stack, "backup")
     before = len(_audit_records(stack))

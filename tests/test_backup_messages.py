@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from components.backup import SCRIPTS_DIR
+from stack.backup import SCRIPTS_DIR
 from tests.support import require_tool
 
 # `2026-01-01T00:00:00Z ERROR: message`

@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from components.backup import BACKUP_USER, BIN_DIR, OWNERSHIP_DONORS, SCRIPTS, SCRIPTS_DIR, service_command
+from stack.backup import BACKUP_USER, BIN_DIR, OWNERSHIP_DONORS, SCRIPTS, SCRIPTS_DIR, service_command
 from tests.support import rendered
 from tools.render import ROOT, Graph, Resource, evaluate, stack_config
 
 BACKUP_TYPE = "paper-trading:backup:Backup"
 WIRING = """
-from components.backup import Backup, BackupArgs
+from stack.backup import Backup, BackupArgs
 backup = Backup("backup", BackupArgs(settings=settings, networks=networks.names, volumes=volumes,
                 datastores=datastores, stack_labels=stack_labels))
 """
@@ -29,7 +29,7 @@ STACKS = ("prod", "dev")
 
 
 def _wired() -> bool:
-    return "components.backup" in (ROOT / "__main__.py").read_text()
+    return "stack.backup" in (ROOT / "__main__.py").read_text()
 
 
 def backup_graph(stack: str = "prod", **overrides: Any) -> Graph:

@@ -36,7 +36,7 @@ from typing import Any
 
 import pytest
 
-from components.backup import BIN_DIR
+from stack.backup import BIN_DIR
 from tests.support import missing, require_tool
 from tests.test_backup_render import backup_container, backup_graph, envs
 
@@ -664,7 +664,7 @@ def test_service_loop_backs_up_on_schedule_and_stops_on_sigterm(runner: Runner) 
     """The container's command, as rendered: a backup at once, none while the newest is fresh.
 
     It is `/bin/sh -c '<programs/backup/service.sh: narrow the volumes' modes, exec backup loop>'`
-    (components/backup.py, service_command); run with this userland's shell, `backup` found on PATH
+    (stack/backup.py, service_command); run with this userland's shell, `backup` found on PATH
     as in the container.
     """
     command = backup_container(backup_graph("prod")).inputs["command"]
@@ -717,7 +717,7 @@ def test_service_loop_backs_up_on_schedule_and_stops_on_sigterm(runner: Runner) 
 
 
 def _audit(runner: Runner, path: Path | None = None) -> list[dict[str, Any]]:
-    from components import audit
+    from release import audit
 
     log = path or Path(runner.env["AUDIT_LOG"])
     return [audit.parse(line) for line in log.read_text().splitlines()] if log.exists() else []
@@ -729,7 +729,7 @@ def _errors(done: subprocess.CompletedProcess[str]) -> list[str]:
 
 
 def test_a_backup_writes_its_intent_then_its_outcome(runner: Runner) -> None:
-    from components import audit
+    from release import audit
 
     assert runner.env["AUDIT_FAIL_CLOSED"] == "1"  # what the rendered container runs with
     done = runner.run("backup", "once", "--actor", "ops-alice")

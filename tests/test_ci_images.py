@@ -10,7 +10,7 @@ is only created). Containers start in
 dependency order (the rendered `dependsOn`), and a dependency created with `wait=true`
 must be healthy first, as the provider waits for it. Then each container must become
 healthy by its own rendered healthcheck, or, without one (only the exporters whose upstream
-image is FROM scratch, components.monitoring.NO_HEALTHCHECK), answer on its listen port;
+image is FROM scratch, stack.monitoring.NO_HEALTHCHECK), answer on its listen port;
 the exporters must also reach what they export (pg_up 1, redis_up 1, nginx_up 1).
 
 Deviations from the provider, each deliberate:
@@ -125,7 +125,7 @@ class CiStack:
         if rendered not in self.volumes:
             name = f"{self.prefix}-{rendered}"
             # A rendered volume with driver options (the security layer's tmpfs volumes, owned
-            # by their writer: components/volumes.py RUNTIME_VOLUMES) is created with them.
+            # by their writer: stack/volumes.py RUNTIME_VOLUMES) is created with them.
             spec: dict[str, Any] = next((v.inputs for v in self.graph.of_type("docker:index/volume:Volume")
                          if v.inputs.get("name") == rendered), {})
             self.client.volumes.create(name, labels=self.labels, driver=spec.get("driver") or "local",
@@ -249,7 +249,7 @@ class CiStack:
         for under, uploads in groups.items():
             assert container.put_archive(under, _upload_tar(uploads, under)), f"{name}: upload to {under}"
         if inputs.get("start") is False:
-            return container  # a file carrier (components/carrier.py): created, never started
+            return container  # a file carrier (stack/carrier.py): created, never started
         container.start()
         return container
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from components import audit
-from components.deploy_record import DEPLOY_RECORD_KIND, DeployRecordProvider, fingerprint, program_sources
+from release import audit
+from release.record import DEPLOY_RECORD_KIND, DeployRecordProvider, fingerprint, program_sources
 from tests.support import require_docker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,14 +87,14 @@ def test_each_changed_deployment_leaves_one_deploy_record(target: dict[str, Any]
 
 
 def test_the_fingerprint_follows_the_program_and_the_settings(tmp_path: Path) -> None:
-    (tmp_path / "components").mkdir()
+    (tmp_path / "stack").mkdir()
     main = tmp_path / "__main__.py"
     main.write_text("print('v1')\n")
-    (tmp_path / "components" / "x.py").write_text("X = 1\n")
+    (tmp_path / "stack" / "x.py").write_text("X = 1\n")
     base = fingerprint("{}", program_sources(tmp_path))
     assert fingerprint("{}", program_sources(tmp_path)) == base
     assert fingerprint('{"a": 1}', program_sources(tmp_path)) != base
-    (tmp_path / "components" / "x.py").write_text("X = 2\n")
+    (tmp_path / "stack" / "x.py").write_text("X = 2\n")
     assert fingerprint("{}", program_sources(tmp_path)) != base
     (tmp_path / "settings").mkdir()
     (tmp_path / "settings" / "y.py").write_text("Y = 1\n")
@@ -109,7 +109,7 @@ PROGRAMS = ("routing/swap.sh", "backup/backup", "ids/decide.py", "handoff/consum
 @pytest.mark.parametrize("program", PROGRAMS)
 def test_the_fingerprint_follows_every_program_that_runs_in_a_container(tmp_path: Path, program: str) -> None:
     """Issue 23: the in-container programs live in programs/, whatever their kind: each is fingerprinted."""
-    (tmp_path / "components").mkdir()
+    (tmp_path / "stack").mkdir()
     (tmp_path / "__main__.py").write_text("print('v1')\n")
     for name in PROGRAMS:
         (tmp_path / "programs" / name).parent.mkdir(parents=True, exist_ok=True)
@@ -138,10 +138,10 @@ def test_every_file_under_programs_is_fingerprinted() -> None:
 
 
 def test_every_module_the_program_is_built_from_is_fingerprinted() -> None:
-    """The program's Python: __main__, contract, components, settings and the config builders."""
-    modules = {ROOT / "__main__.py", ROOT / "contract.py"} | {
-        path for folder in ("components", "settings", "render") for path in (ROOT / folder).rglob("*.py")
-        if "__pycache__" not in path.parts}
+    """The program's Python: __main__, contract, stack, release, settings and the config builders."""
+    modules = {ROOT / "__main__.py"} | {
+        path for folder in ("contract", "stack", "release", "settings", "render")
+        for path in (ROOT / folder).rglob("*.py") if "__pycache__" not in path.parts}
     assert ROOT / "render" / "nginx" / "conf.py" in modules
     assert modules <= set(program_sources(ROOT))
 

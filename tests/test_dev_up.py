@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # What a fresh clone gives dev-up to work with.
 FILES = ("scripts/dev-up", "scripts/lib/dev-common.sh", "tools/engine/versions.env", "requirements.txt",
          "Pulumi.yaml", "Pulumi.dev.yaml",
-         "reference_app/Dockerfile", "components/__init__.py", "components/work_contract.py",
+         "reference_app/Dockerfile", "contract/__init__.py", "contract/work.py",
          *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "reference_app").glob("*.py")))
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"  # where Debian puts docker, bash, coreutils; not pulumi
 

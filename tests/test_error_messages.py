@@ -41,7 +41,7 @@ ENGINE_LINE = re.compile(
 
 
 def _routing_without_engine(docker_host: str, *args: str) -> re.Match[str]:
-    result = run("-m", "components.routing", *args, env={"DOCKER_HOST": docker_host}, timeout=60)
+    result = run("-m", "release.routing", *args, env={"DOCKER_HOST": docker_host}, timeout=60)
     assert result.returncode == 1
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr  # one line, no traceback

@@ -28,8 +28,8 @@ from typing import Any
 
 import pytest
 
-from components.firewall import bridge_name
 from render.firewall import RATE_SET_SIZE, TABLE_FAMILY, table_name_for
+from stack.firewall import bridge_name
 from tests.support import missing, render_with, require_tool
 from tests.test_firewall_netns import (
     GUARD,

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from components.firewall import FirewallTableProvider, supervisor_source
+from stack.firewall import FirewallTableProvider, supervisor_source
 from tests.support import missing, require_tool
 
 IMAGE = os.environ.get("HOST_GUARD_TEST_IMAGE", "paper-trading-ci/host-guard:1.0.6")

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from components import audit
-from components.gate import PromotionGateProvider
+from release import audit
+from release.gate import PromotionGateProvider
 from tests.fakes.validation_servers import RefApp, reference_app
 from tests.support import missing, require_docker
 from validation.errors import DeploymentError

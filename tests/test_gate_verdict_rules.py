@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-import components.gate as gate
-from components import audit
-from components.gate import PromotionGateProvider
+import release.gate as gate
+from release import audit
+from release.gate import PromotionGateProvider
 from tests.fakes.validation_servers import reference_app
 from validation.errors import DeploymentError
 

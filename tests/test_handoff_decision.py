@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from components.handoff import HandoffError, HandoffTarget, QueueConsumers, hand_over
+from release.handoff import HandoffError, HandoffTarget, QueueConsumers, hand_over
 
 TARGET = HandoffTarget("pt-redis", "pt-rabbitmq", 1.0, ("orders", "fills"))
 GOOD_REDIS = (0, "epoch=7\nlease=green:7:inst-1\n")

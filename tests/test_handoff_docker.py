@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from components import audit, routing
-from components import work_contract as wc
-from components.handoff import HandoffError, HandoffTarget, hand_over
+from contract import work as wc
+from release import audit, routing
+from release.handoff import HandoffError, HandoffTarget, hand_over
 from tests.work_support import QUEUE, detailed, wait_for, work_stack
 
 pytestmark = pytest.mark.docker

@@ -1,6 +1,6 @@
 """Every rendered container has a healthcheck, or a stated reason not to (issue 13, item 6).
 
-The reasons live in one structured place, `components.monitoring.NO_HEALTHCHECK`
+The reasons live in one structured place, `stack.monitoring.NO_HEALTHCHECK`
 (`{service: reason}`), are listed in docs/monitoring.md, and each exempt container must
 still be watched: a Prometheus scrape job targets it and an alert fires on its `up == 0`.
 That the checks really run in the images is proven by tests/test_ci_images.py (ci stack,
@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
-from components.monitoring import NO_HEALTHCHECK
 from contract import SERVICE_LABEL
 from render.monitoring import layout
+from stack.monitoring import NO_HEALTHCHECK
 from tests.support import rendered
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -27,5 +27,5 @@ def test_validation_imports_neither_pulumi_nor_components() -> None:
 
 
 def test_the_gate_resource_lives_with_the_other_resources() -> None:
-    assert (ROOT / "components" / "gate.py").is_file()
+    assert (ROOT / "release" / "gate.py").is_file()
     assert not (ROOT / "validation" / "gate.py").exists()

@@ -3,7 +3,7 @@
 `audit_begin` appends `started` and installs the EXIT trap; the outcome follows from the exit
 status alone (0 ok; 2, 3, 75 refused: bad backup, refused target, lock held; anything else
 failed). Run in dash (Debian) and, where installed, busybox ash (the postgres:*-alpine image);
-the lines are parsed with components/audit.py's own parser.
+the lines are parsed with release/audit.py's own parser.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from components import audit
+from release import audit
 
 LIB = Path(__file__).resolve().parent.parent / "programs" / "backup" / "lib.sh"
 

@@ -26,9 +26,9 @@ from typing import Any
 
 import pytest
 
-from components.common import log_options
-from components.monitoring import ROOT_USER
 from render.monitoring import layout
+from stack.common import log_options
+from stack.monitoring import ROOT_USER
 from tests.support import missing, rendered, require_docker
 
 pytestmark = pytest.mark.docker

@@ -24,10 +24,10 @@ PROGRAM = '''
 import pulumi
 from contract import STACK_LABEL
 from settings import load_settings
-from components.datastores import Datastores, DatastoresArgs
-from components.monitoring import Monitoring, MonitoringArgs
-from components.network import Networks, NetworksArgs
-from components.volumes import Volumes, VolumesArgs
+from stack.datastores import Datastores, DatastoresArgs
+from stack.monitoring import Monitoring, MonitoringArgs
+from stack.network import Networks, NetworksArgs
+from stack.volumes import Volumes, VolumesArgs
 import tests.test_monitoring_component as probe
 
 settings = load_settings()

@@ -248,7 +248,7 @@ class Running:
         With `recycle`, also the switch's last step: a graceful reload (SIGHUP), which makes
         old workers close connections opened before (websockets) after worker_shutdown_timeout.
         """
-        from components.routing import docker_side
+        from release.routing import docker_side
 
         env = {**docker_side.swap_env(live or "none", preview or "none", "test/1/0", self.paths.routing_dir),
                "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}

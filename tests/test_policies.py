@@ -383,7 +383,7 @@ MUTANTS: list[Mutant] = [
     M(IMG, "app-latest", app, put("image", f"{APP_IMAGE}:latest")),
     M(IMG, "remote-image-latest", of_type("docker:index/remoteImage:RemoteImage"),
            put("name", "nginx:latest")),
-    # proxy-image-current (floor in components/versions.py; more cases in tests/test_proxy_version.py)
+    # proxy-image-current (floor in contract/versions.py; more cases in tests/test_proxy_version.py)
     M("proxy-image-current", "proxy-old-release", svc("proxy"), put("image", "nginx:1.27.3-alpine")),
     M("proxy-image-current", "proxy-moving-tag", svc("proxy"), put("image", "nginx:alpine")),
     # container-user-networks-only

@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 
 import programs
-from components import audit, audit_seal, handoff, ids, proxy
-from components.backup import SCRIPTS, SCRIPTS_DIR, service_command
-from components.firewall import supervisor_source
-from components.routing import docker_side
+from release import audit, audit_seal, handoff
+from release.routing import docker_side
 from render.ids import RUN_DIR, bundle
+from stack import ids, proxy
+from stack.backup import SCRIPTS, SCRIPTS_DIR, service_command
+from stack.firewall import supervisor_source
 from tests.docker_env import test_settings as settings_for
 from tests.support import rendered
 
@@ -58,7 +59,7 @@ def test_the_components_run_the_files() -> None:
 
 def test_the_loader_reads_only_programs() -> None:
     assert programs.text("routing/swap.sh").startswith("#!/bin/sh\n")
-    for wrong in ("routing/nothing.sh", "../components/audit.py", "/etc/passwd", "routing"):
+    for wrong in ("routing/nothing.sh", "../release/audit.py", "/etc/passwd", "routing"):
         with pytest.raises(FileNotFoundError):
             programs.text(wrong)
 
@@ -129,7 +130,7 @@ def _program_literals(tree: ast.AST) -> list[int]:
 def test_no_component_writes_a_program_in_a_string() -> None:
     """The issue's bar: a `sh -c`/`python3 -c` program is a file's text, never a literal in a component.
 
-    Healthcheck one-liners (`CMD-SHELL` tests, components/common.py `http_probe`, the monitoring
+    Healthcheck one-liners (`CMD-SHELL` tests, stack/common.py `http_probe`, the monitoring
     checks) are Docker's healthcheck commands, not programs: they are not looked at here.
     """
     offenders = []

@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 from pulumi.dynamic.dynamic import serialize_provider
 
-from components.gate import ALWAYS_REQUIRED, GATE_KIND, PromotionGateArgs, PromotionGateProvider, refusal
-from components.routing.base import SWITCH_KIND
-from components.routing.provider import RoutingProvider
 from policies.check import check_graph
 from policies.harness import Analyzer
 from policies.rules import STACK_POLICIES
+from release.gate import ALWAYS_REQUIRED, GATE_KIND, PromotionGateArgs, PromotionGateProvider, refusal
+from release.routing.base import SWITCH_KIND
+from release.routing.provider import RoutingProvider
 from settings import SKIPPABLE_CHECKS, ConfigError, Settings, parse_settings
 from tools.render import ROOT, UNKNOWN, Graph, Resource, evaluate, stack_config, stack_names
 from validation.runner import CHECKS
@@ -270,7 +270,7 @@ def test_gate_refuses_when_a_required_check_did_not_run_and_pass(
     monkeypatch: pytest.MonkeyPatch, check: str, status: str
 ) -> None:
     """A required check that vanished from the report, or skipped itself, blocks the promotion."""
-    import components.gate as gate
+    import release.gate as gate
     from tests.fakes.validation_servers import reference_app
     from validation.errors import DeploymentError
 
@@ -311,7 +311,7 @@ def test_gate_expects_a_moving_candidate_to_be_standby(
     the gate tells `safety.background_work` so instead of trusting the app's own `liveColor`.
     Nor is the color approved last when its switch failed (`spent`: the proxy does not serve
     it; read from a real proxy in tests/test_release_guard_docker.py)."""
-    import components.gate as gate
+    import release.gate as gate
 
     seen: list[str | None] = []
     monkeypatch.setattr(gate, "spent", lambda _olds, _news, client=None: spent)

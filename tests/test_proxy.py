@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from components.proxy import LOG_ROTATION, LOG_ROTATION_NAME, preview_url, proxy_paths, public_url
 from render.nginx import ROUTING_PATH, render_nginx_conf, render_routing
 from render.nginx.conf import CONF_PATH
 from settings import Settings, parse_settings
+from stack.proxy import LOG_ROTATION, LOG_ROTATION_NAME, preview_url, proxy_paths, public_url
 from tools.render import ROOT, Graph, Resource, evaluate, stack_config
 
 CONTAINER = "docker:index/container:Container"
@@ -22,8 +22,8 @@ _MINI_MAIN = '''
 import pulumi
 from contract import STACK_LABEL
 from settings import load_settings
-from components.network import Networks, NetworksArgs
-from components.proxy import Proxy, ProxyArgs
+from stack.network import Networks, NetworksArgs
+from stack.proxy import Proxy, ProxyArgs
 
 settings = load_settings()
 stack_labels = {STACK_LABEL: pulumi.get_stack()}
@@ -65,7 +65,7 @@ def _proxy(graph: Graph) -> Resource:
 
 
 def _carrier(graph: Graph) -> Resource:
-    """The proxy's never-started file carrier (components/carrier.py)."""
+    """The proxy's never-started file carrier (stack/carrier.py)."""
     name = _proxy(graph).inputs["name"]
     (found,) = [r for r in graph.containers if r.label_map.get("paper-trading.carrier-for") == name]
     return found

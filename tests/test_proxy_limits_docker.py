@@ -4,7 +4,7 @@ Issue 13, items 2-4. The ci stack's proxy container is started from its rendered
 `tests.test_ci_images.CiStack` (user, read-only root, tmpfs, capabilities, limits, init, ulimits,
 uploads), from the image `scripts/build-test-images --ci` builds (Debian sid's nginx). Then:
 
-- `nginx -v` in the running container is at or above the floor (components/versions.py) and is
+- `nginx -v` in the running container is at or above the floor (contract/versions.py) and is
   the release its tag names;
 - `nginx -t` passes in that image for the rendered prod, dev and ci configs (the host's nginx
   1.22 checks the same files in tests/test_nginx_conf.py);
@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from components.versions import NGINX_FLOOR, release_in_tag
+from contract.versions import NGINX_FLOOR, release_in_tag
 from render.nginx.conf import CONF_PATH
 from settings import Settings, parse_settings
 from tests.support import rendered, require_docker
@@ -61,7 +61,7 @@ def proxy_resource(stack: str) -> Any:
 
 
 def proxy_uploads(stack: str) -> list[dict[str, Any]]:
-    """The files the proxy reads: its never-started carrier's uploads (components/carrier.py)."""
+    """The files the proxy reads: its never-started carrier's uploads (stack/carrier.py)."""
     name = proxy_resource(stack).inputs["name"]
     (carrier,) = [r for r in rendered(stack).containers
                   if r.label_map.get("paper-trading.carrier-for") == name]

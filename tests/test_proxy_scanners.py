@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from components.versions import NGINX_FLOOR, dotted, release_in_tag
+from contract.versions import NGINX_FLOOR, dotted, release_in_tag
 from render.nginx.conf import TLS_CIPHERS
 from settings import Settings
 from tests.fakes.validation_servers import free_port

@@ -1,4 +1,4 @@
-"""The proxy's nginx release has a floor (components/versions.py), enforced by config and policy.
+"""The proxy's nginx release has a floor (contract/versions.py), enforced by config and policy.
 
 Issue 13, item 2. The mandatory `proxy-image-current` policy runs through the pack's own
 harness (props as the engine hands them) on the real rendered graphs and on mutants of the
@@ -17,7 +17,7 @@ import pytest
 import yaml
 from pulumi_policy.deserialize import deserialize_properties
 
-from components.versions import NGINX_FLOOR, dotted, nginx_floor_problem, release_in_tag
+from contract.versions import NGINX_FLOOR, dotted, nginx_floor_problem, release_in_tag
 from policies.check import check_graph, effective_config
 from policies.harness import Analyzer
 from policies.rules import BY_NAME, POLICIES
@@ -100,15 +100,15 @@ def test_release_in_tag(image: str) -> None:
 
 
 def test_floor_is_kept_in_one_place() -> None:
-    """Only components/versions.py spells the floor; everything else imports it."""
+    """Only contract/versions.py spells the floor; everything else imports it."""
     spelled = re.compile(r"NGINX_FLOOR\s*(?::[^=]*)?=\s*\(")
     owners = [
         str(path.relative_to(ROOT))
-        for folder in ("components", "policies", "validation", "tools", "scripts")
+        for folder in ("stack", "release", "contract", "policies", "validation", "tools", "scripts")
         for path in sorted((ROOT / folder).rglob("*.py"))
         if spelled.search(path.read_text())
     ]
-    assert owners == ["components/versions.py"]
+    assert owners == ["contract/versions.py"]
 
 
 def test_default_pin_and_every_stack_satisfy_the_floor() -> None:

@@ -33,8 +33,8 @@ from typing import Any
 
 import pytest
 
-from components.datastores import RABBITMQ_DEFINITIONS, RABBITMQ_USER, rabbitmq_definitions
 from settings import parse_settings
+from stack.datastores import RABBITMQ_DEFINITIONS, RABBITMQ_USER, rabbitmq_definitions
 from tests.support import require_docker
 from tests.test_ci_images import CiStack
 from tools.render import stack_config
@@ -54,7 +54,7 @@ class _Subset:
         self._graph = graph
         service = [(r, r.label_map.get("paper-trading.service")) for r in graph.containers]
         self.containers = [r for r, name in service if name == "rabbitmq"]
-        # The blue app's files are its never-started carrier's uploads (components/carrier.py).
+        # The blue app's files are its never-started carrier's uploads (stack/carrier.py).
         self.apps = [r for r, name in service
                      if name == "app-blue" and "paper-trading.carrier-for" in r.label_map]
 
@@ -344,7 +344,7 @@ def test_no_port_is_published(broker: Broker) -> None:
 def test_memory_watermark_is_a_share_of_the_container_limit(broker: Broker) -> None:
     """RabbitMQ does not read its cgroup limit: without an absolute watermark it allows itself
     40% of the host's memory and the kernel OOM-kills it first. The rendered conf sets it."""
-    from components.datastores import RABBITMQ_MEMORY_SHARE
+    from stack.datastores import RABBITMQ_MEMORY_SHARE
 
     broker.container.reload()
     limit_bytes = broker.container.attrs["HostConfig"]["Memory"]

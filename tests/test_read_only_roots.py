@@ -1,6 +1,6 @@
 """Read-only root filesystems (CIS Docker 5.12, issue 21 item 7), on the rendered stacks.
 
-Files reach the apps and the proxy through never-started carriers (components/carrier.py); each
+Files reach the apps and the proxy through never-started carriers (stack/carrier.py); each
 container that still runs with a writable root is listed, with its reason, in
 `policies/settings.py: WRITABLE_REASONS` and in docs/policies.md.
 """
@@ -13,10 +13,10 @@ import pulumi
 import pulumi_docker as docker
 import pytest
 
-from components.carrier import files_hash, volume_name
-from components.common import config_file, secret_file
 from contract import CARRIER_LABEL
 from policies.settings import WRITABLE_REASONS
+from stack.carrier import files_hash, volume_name
+from stack.common import config_file, secret_file
 from tests.support import rendered
 from tools.render import ROOT, Resource
 

@@ -11,23 +11,30 @@ from typing import Any
 
 import pytest
 
-from components.release import (
+from release.plan import (
     RECORD_KIND,
     SWITCH_KIND,
     UNRECORDED,
     ColorRelease,
     Previous,
     ReleaseRefused,
-    color_fingerprint,
-    plan,
     previous_from_state,
 )
+from release.plan import (
+    plan as plan_release,
+)
 from settings import COLORS
+from stack.app import color_fingerprint
 from tests.docker_env import test_settings as base_settings
 from tests.support import render_with, rendered
 from tools.render import evaluate, stack_config
 
 DYNAMIC = "pulumi-python:dynamic:Resource"
+
+
+def plan(s: Any, previous: Previous) -> Any:
+    """The release plan for `s` on the single Docker host (its fingerprint: `stack.app`)."""
+    return plan_release(s, previous, lambda color: color_fingerprint(s, color))
 
 
 def settings(**deployment: Any) -> Any:

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from components import routing
-from components.gate import PromotionGateProvider, spent
-from components.release_guard import ReleaseGuardProvider, problems, served_color
+from release import routing
+from release.gate import PromotionGateProvider, spent
+from release.guard import ReleaseGuardProvider, problems, served_color
 from tests.support import require_docker, require_tool
 
 pytestmark = pytest.mark.docker
@@ -85,7 +85,7 @@ def test_the_gate_checks_again_after_a_failed_switch(env: Any) -> None:
     inputs = {"candidateColor": "green", "proxyContainerName": env.proxy_name, "enabled": True,
               "options": {}, "candidateContainers": ["a"]}
     olds = {**inputs, "approvedColor": "green", "secretsFingerprint": None}
-    import components.gate as gate
+    import release.gate as gate
 
     olds["secretsFingerprint"] = gate._fingerprint({k: None for k in gate.SECRET_FIELDS})
     assert PromotionGateProvider().diff("gate", olds, dict(inputs)).changes is False

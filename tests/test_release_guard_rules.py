@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from components import release_guard
-from components.release_guard import ReleaseRecordProvider, problems, served_color
+from release import guard as release_guard
+from release.guard import ReleaseRecordProvider, problems, served_color
 
 
 @pytest.mark.parametrize("recorded", ["blue", None])

@@ -13,22 +13,28 @@ from typing import Any
 
 import pytest
 
-from components.deploy_record import DeployRecordProvider
-from components.release import (
-    CONTAINER_CODE,
+from contract import APP_ROLE, COLOR_LABEL, ROLE_LABEL
+from release.plan import (
     CONTAINER_TYPE,
     RECORD_KIND,
     SWITCH_KIND,
     Previous,
     ReleaseRefused,
-    color_fingerprint,
-    plan,
     previous_from_state,
 )
-from contract import APP_ROLE, COLOR_LABEL, ROLE_LABEL
+from release.plan import (
+    plan as plan_release,
+)
+from release.record import DeployRecordProvider
+from stack.app import CONTAINER_CODE, color_fingerprint
 from tests.docker_env import test_settings as base_settings
 
-COMPONENTS = Path(__file__).resolve().parent.parent / "components"
+STACK = Path(__file__).resolve().parent.parent / "stack"
+
+
+def plan(s: Any, previous: Previous) -> Any:
+    """The release plan for `s` on the single Docker host (its fingerprint: `stack.app`)."""
+    return plan_release(s, previous, lambda color: color_fingerprint(s, color))
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +47,9 @@ def test_the_code_that_builds_a_container_is_part_of_the_fingerprint(
     settings: Any, tmp_path: Path, module: str
 ) -> None:
     for name in CONTAINER_CODE:
-        shutil.copy(COMPONENTS / name, tmp_path / name)
+        shutil.copy(STACK / name, tmp_path / name)
     before = color_fingerprint(settings, "blue", tmp_path)
-    assert before == color_fingerprint(settings, "blue", COMPONENTS)
+    assert before == color_fingerprint(settings, "blue", STACK)
     with (tmp_path / module).open("a") as handle:
         handle.write("\n# a change to the container code\n")
     assert color_fingerprint(settings, "blue", tmp_path) != before

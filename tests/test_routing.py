@@ -15,10 +15,10 @@ import pulumi
 import pytest
 from pulumi.dynamic.dynamic import serialize_provider
 
-from components import routing
-from components.routing import cli
-from components.routing.base import SWITCH_KIND
-from components.routing.docker_side import Served
+from release import routing
+from release.routing import cli
+from release.routing.base import SWITCH_KIND
+from release.routing.docker_side import Served
 from render.nginx.routing import (
     ROUTING_DIR,
     marker_path,

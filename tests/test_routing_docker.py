@@ -19,9 +19,9 @@ from typing import Any
 import dill
 import pytest
 
-from components import routing
-from components.routing.docker_side import LOCK_STALE_S, lock_owner, swap_markers
-from components.routing.listener import validation_checks
+from release import routing
+from release.routing.docker_side import LOCK_STALE_S, lock_owner, swap_markers
+from release.routing.listener import validation_checks
 from render.nginx.routing import ROUTING_DIR, render_markers
 from tests.support import require_docker, require_tool
 
@@ -111,7 +111,7 @@ WRITER_IMAGE = "paper-trading-ci/postgres:15"
 @pytest.fixture(scope="module")
 def audit_volume(env: Any) -> Iterator[str]:
     """The audit volume the CLI finds from the proxy's prefix (the program creates it on a stack)."""
-    from components import audit
+    from release import audit
     from tests.docker_env import TEST_LABEL
 
     volume = env.client.volumes.create(audit.volume_name(env.prefix), labels={TEST_LABEL: env.prefix})
@@ -125,7 +125,7 @@ def test_rollback_with_the_emergency_cli(env: Any, audit_volume: str) -> None:
     routing.switch(env.proxy_name, "green", "blue", endpoint(env), client=env.client)
     assert colors(env) == {"200:green:green"}
     proc = subprocess.run(
-        [sys.executable, "-m", "components.routing", "switch", "--to", "blue",
+        [sys.executable, "-m", "release.routing", "switch", "--to", "blue",
          "--container", env.proxy_name, "--url", env.live_url, "--no-handoff",
          "--audit-image", WRITER_IMAGE, "--reason", "green fails its health checks"],
         cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -139,7 +139,7 @@ def test_emergency_cli_without_redis_moves_nothing_unless_told_traffic_only(env:
     """No `<prefix>-redis` here: the CLI says so in one line and leaves traffic where it is."""
     routing.switch(env.proxy_name, "blue", "green", endpoint(env), client=env.client)
     proc = subprocess.run(
-        [sys.executable, "-m", "components.routing", "switch", "--to", "green",
+        [sys.executable, "-m", "release.routing", "switch", "--to", "green",
          "--container", env.proxy_name, "--url", env.live_url, "--no-checks", "--reason", "drill"],
         cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
@@ -152,7 +152,7 @@ def test_emergency_cli_without_redis_moves_nothing_unless_told_traffic_only(env:
 
 def test_failed_handoff_switches_traffic_back(env: Any) -> None:
     """The work cannot move (no such Redis/RabbitMQ): traffic goes back, the error names the handoff."""
-    from components.handoff import HandoffTarget
+    from release.handoff import HandoffTarget
 
     routing.switch(env.proxy_name, "blue", "green", endpoint(env), client=env.client)
     target = HandoffTarget(f"{env.prefix}-no-such-redis", f"{env.prefix}-no-such-rabbitmq", timeout_s=1.0)
@@ -215,7 +215,7 @@ def test_missing_proxy_container_gives_a_clear_error(env: Any) -> None:
     with pytest.raises(routing.RoutingError, match="proxy container 'no-such-proxy' not found"):
         routing.switch("no-such-proxy", "green", "blue", endpoint(env), client=env.client)
     proc = subprocess.run(
-        [sys.executable, "-m", "components.routing", "switch", "--to", "blue",
+        [sys.executable, "-m", "release.routing", "switch", "--to", "blue",
          "--container", "no-such-proxy", "--no-handoff", "--reason", "drill"],
         cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )

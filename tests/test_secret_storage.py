@@ -37,7 +37,7 @@ BASE = yaml.safe_load((ROOT / "Pulumi.prod.yaml").read_text())["config"]
 
 def _stack(tmp_path: Path, name: str, **objects: Any) -> Path:
     """A project folder holding the real program and `Pulumi.<name>.yaml` = prod + `objects`."""
-    for entry in ("__main__.py", "Pulumi.yaml", "components", "validation"):
+    for entry in ("__main__.py", "Pulumi.yaml", "stack", "release", "validation"):
         (tmp_path / entry).symlink_to(ROOT / entry)
     config = {**BASE, **{f"paper-trading:{key}": value for key, value in objects.items()}}
     path = tmp_path / f"Pulumi.{name}.yaml"

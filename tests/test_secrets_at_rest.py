@@ -101,7 +101,7 @@ def test_secret_files_have_the_narrowest_mode(stack: str) -> None:
 
 
 def test_a_secret_file_is_never_group_or_world_writable() -> None:
-    from components.common import secret_file
+    from stack.common import secret_file
 
     assert secret_file("/run/secrets/x", "v").permissions == "0400"
     assert secret_file("/run/secrets/x", "v", owner="1000").permissions == "0444"

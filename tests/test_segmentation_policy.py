@@ -84,7 +84,7 @@ def test_the_rule_sees_apps_and_the_control_plane() -> None:
     services = {_labels(r).get("paper-trading.service") for r in graph.containers}
     assert {"prometheus", "alertmanager", "grafana", "loki"} <= services
     apps = [r for r in graph.containers if _labels(r).get("paper-trading.role") == "app"]
-    # 4 replicas, and their 4 never-started carriers (components/carrier.py), on backend only.
+    # 4 replicas, and their 4 never-started carriers (stack/carrier.py), on backend only.
     assert sum(1 for r in apps if "paper-trading.carrier-for" not in _labels(r)) == 4
     assert {n["name"] for r in apps if "paper-trading.carrier-for" in _labels(r)
             for n in r.inputs["networksAdvanced"]} == {"paper-trading-backend"}

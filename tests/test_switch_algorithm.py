@@ -1,4 +1,4 @@
-"""The switch algorithm (components/routing/switching.py) against a scripted proxy, listener and handoff.
+"""The switch algorithm (release/routing/switching.py) against a scripted proxy, listener and handoff.
 
 The Docker proof is tests/test_routing_docker.py and tests/test_audit_docker.py; those need a
 real proxy and only reach some failure paths. Here the Docker side (find, rename, drain, lock),
@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from components import audit
-from components.handoff import HandoffError, HandoffResult, HandoffTarget
-from components.routing import listener, switching
-from components.routing.base import CONFIRM_SETTLE_S, CONFIRM_STREAK, Endpoint, RoutingError, SwitchResult
-from components.routing.docker_side import Locked, Served
+from release import audit
+from release.handoff import HandoffError, HandoffResult, HandoffTarget
+from release.routing import listener, switching
+from release.routing.base import CONFIRM_SETTLE_S, CONFIRM_STREAK, Endpoint, RoutingError, SwitchResult
+from release.routing.docker_side import Locked, Served
 
 ENDPOINT = Endpoint("http://127.0.0.1:9")
 TARGET = HandoffTarget("pt-redis", "pt-rabbitmq", 1.0)
@@ -302,7 +302,7 @@ def test_confirm_fails_at_the_deadline_naming_what_it_saw(monkeypatch: pytest.Mo
 def test_the_provider_runs_the_post_promotion_checks_unless_told_not_to(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from components.routing import provider
+    from release.routing import provider
 
     seen: list[Any] = []
 
@@ -322,7 +322,7 @@ def test_the_provider_runs_the_post_promotion_checks_unless_told_not_to(
 def test_refresh_keeps_the_recorded_color_when_the_proxy_names_none(
     monkeypatch: pytest.MonkeyPatch, content: str
 ) -> None:
-    from components.routing import provider
+    from release.routing import provider
 
     monkeypatch.setattr(provider, "current", lambda _name: content)
     result = provider.RoutingProvider().read("id", {"proxyContainerName": "pt-proxy", "liveColor": "blue"})
@@ -331,7 +331,7 @@ def test_refresh_keeps_the_recorded_color_when_the_proxy_names_none(
 
 def test_the_emergency_cli_checks_the_work_after_a_handoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """With a handoff the post-promotion checks expect the new color to hold the work ("active")."""
-    from components.routing import cli
+    from release.routing import cli
 
     seen: list[Any] = []
     monkeypatch.setattr(cli, "cli_handoff", lambda _args: TARGET)
@@ -353,7 +353,7 @@ def test_the_emergency_cli_checks_the_work_after_a_handoff(monkeypatch: pytest.M
 
 
 def test_a_reason_is_one_line_of_at_most_max_reason_characters() -> None:
-    from components.routing.cli import reason_text
+    from release.routing.cli import reason_text
 
     assert reason_text("x" * audit.MAX_REASON) == "x" * audit.MAX_REASON
     for bad in ("x" * (audit.MAX_REASON + 1), "two\nlines", "   "):
@@ -389,14 +389,14 @@ class _Client:
 
 @pytest.mark.parametrize("status", ["exited", "paused", "restarting"])
 def test_a_proxy_that_is_not_running_is_no_proxy(status: str) -> None:
-    from components.routing.docker_side import find_proxy
+    from release.routing.docker_side import find_proxy
 
     with pytest.raises(RoutingError, match=f"is {status}, not running; traffic unchanged"):
         find_proxy(_Client(_Container(status)), "pt-proxy")
 
 
 def test_a_rename_that_exits_non_zero_is_an_error_whatever_it_printed() -> None:
-    from components.routing.docker_side import swap_markers
+    from release.routing.docker_side import swap_markers
 
     assert swap_markers(_Container(), "green", "blue", "me") == Served("blue", "green")
     with pytest.raises(RoutingError, match=r"could not rename the routing markers in pt-proxy \(exit 1\)"):
@@ -404,7 +404,7 @@ def test_a_rename_that_exits_non_zero_is_an_error_whatever_it_printed() -> None:
 
 
 def test_the_emergency_cli_always_audits_fail_closed() -> None:
-    from components.routing.cli import cli_auditor
+    from release.routing.cli import cli_auditor
 
     args = argparse.Namespace(container="pt-proxy", audit_volume=None, audit_image="writer:1", actor="alice",
                               reason="pager: green is down", url="http://x", no_checks=False)

@@ -16,7 +16,7 @@ CONTAINER = "docker:index/container:Container"
 
 
 def _carrier(res: Resource) -> bool:
-    """A never-started file carrier (components/carrier.py), not a running container."""
+    """A never-started file carrier (stack/carrier.py), not a running container."""
     return "paper-trading.carrier-for" in _labels(res)
 
 
@@ -83,7 +83,7 @@ LAYOUT = {
     "node-exporter": {"metrics"}, "blackbox-exporter": {"metrics"}, "nginx-exporter": {"metrics"},
     "postgres-exporter": {"backend", "metrics"}, "redis-exporter": {"backend", "metrics"},
     "ids": {"metrics"},  # issue 14, part 2: scraped there, calls nobody
-    # Never-started file carriers (components/carrier.py): one network, no alias; the apps' on backend.
+    # Never-started file carriers (stack/carrier.py): one network, no alias; the apps' on backend.
     "proxy-files": {"frontend"},
     "host-guard": set(),  # issue 14, part 1: the host's network namespace (networkMode host), no user network
 }
@@ -266,7 +266,7 @@ def test_urns_unique(stack: str) -> None:
 def test_volume_aliases_are_registered(tmp_path: Path) -> None:
     """A renamed volume resource keeps its data: the old name travels as an alias."""
     (tmp_path / "__main__.py").write_text(
-        "from components.volumes import Volumes, VolumesArgs\n"
+        "from stack.volumes import Volumes, VolumesArgs\n"
         "Volumes('volumes', VolumesArgs(name_prefix='t', stack='s', aliases={'postgres': ['pg-data']}))\n"
     )
     graph = evaluate("dev", config={}, secret_keys=[], root=tmp_path)
@@ -313,7 +313,7 @@ def test_work_envs_follow_the_config() -> None:
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_rabbitmq_loads_secret_definitions_with_single_active_consumer_queues(stack: str) -> None:
-    from components.datastores import RABBITMQ_DEFINITIONS, rabbitmq_password_hash
+    from stack.datastores import RABBITMQ_DEFINITIONS, rabbitmq_password_hash
 
     graph, w = rendered(stack), _settings(stack).workers
     res = graph.by_name("rabbitmq")
@@ -349,7 +349,7 @@ def test_rabbitmq_password_hash_is_rabbitmqs_sha256_format() -> None:
     import base64
     import hashlib
 
-    from components.datastores import rabbitmq_password_hash
+    from stack.datastores import rabbitmq_password_hash
 
     raw = base64.b64decode(rabbitmq_password_hash("s3cret"))
     salt, digest = raw[:4], raw[4:]

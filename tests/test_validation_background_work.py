@@ -198,7 +198,7 @@ class RedisServer:
 
 
 def publish_live(client: Any, color: str) -> int:
-    from components import work_contract as wc
+    from contract import work as wc
 
     now_ms = int(time.time() * 1000)
     return int(client.eval(wc.PUBLISH_LIVE, 2, wc.EPOCH_KEY, wc.LIVE_KEY, color, now_ms, wc.CHANNEL))
@@ -239,7 +239,7 @@ def redis_db(redis_server: RedisServer) -> RedisServer:
 
 
 def work_env(server: RedisServer, **over: str) -> dict[str, str]:
-    """The app's work settings as components/app.py sets them, pointing at the test's Redis.
+    """The app's work settings as stack/app.py sets them, pointing at the test's Redis.
 
     No RabbitMQ here: no queues, so the work is the scheduler (`strategy-tick`).
     """
@@ -316,7 +316,7 @@ def test_ignore_lease_fails_naming_the_scheduler(redis_db: RedisServer) -> None:
     with reference_app(color="green", faults="ignore_lease", env=work_env(redis_db)) as green:
         body = wait_for(green, lambda b: "strategy-tick" in (b.get("schedulers") or []))
         # It runs the scheduler without the lease (blue is live; nobody holds it).
-        from components.work_contract import LEASE_KEY
+        from contract.work import LEASE_KEY
 
         assert not str(redis_db.client.get(LEASE_KEY) or "").startswith("green:")
         result = run_check(green.url, "green")
@@ -359,7 +359,7 @@ def gate_props(url: str, color: str) -> dict[str, Any]:
 
 def test_the_gate_approves_a_standby_candidate_and_refuses_one_that_works(redis_db: RedisServer) -> None:
     """The promotion gate (no work option: inferred from liveColor) on a candidate before promotion."""
-    from components.gate import PromotionGateProvider
+    from release.gate import PromotionGateProvider
     from tests.fidelity_report import assert_failed_checks
     from validation.errors import DeploymentError
 

@@ -52,7 +52,7 @@ def gate_props(env: Any, color: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("color", ["blue", "green"])
 def test_gate_approves_each_healthy_color_through_the_preview_listener(env: Any, color: str) -> None:
-    from components.gate import PromotionGateProvider
+    from release.gate import PromotionGateProvider
 
     outs = PromotionGateProvider().create(gate_props(env, color)).outs
     assert outs is not None and outs["approvedColor"] == color
@@ -60,7 +60,7 @@ def test_gate_approves_each_healthy_color_through_the_preview_listener(env: Any,
 
 
 def test_gate_refuses_a_faulty_candidate_and_names_the_check(env: Any) -> None:
-    from components.gate import PromotionGateProvider
+    from release.gate import PromotionGateProvider
     from validation.errors import DeploymentError
 
     set_faults(env, "green", "paper_mode_off")

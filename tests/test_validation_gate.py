@@ -11,7 +11,7 @@ import dill
 import pytest
 from pulumi.dynamic.dynamic import serialize_provider
 
-from components.gate import PromotionGateArgs, PromotionGateProvider
+from release.gate import PromotionGateArgs, PromotionGateProvider
 from tests.fakes.exchanges import FakeExchange, fake_exchange
 from tests.fakes.validation_servers import RefApp, free_port, reference_app
 from tests.fidelity_report import APP_BLOCKING_CHECKS, assert_failed_checks
@@ -108,7 +108,7 @@ def test_update_reruns_the_checks(app: RefApp) -> None:
 def test_diff_rewatches_candidate_image_replicas_and_secrets(
     app: RefApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import components.gate as gate
+    import release.gate as gate
 
     provider = PromotionGateProvider()
     app.set_faults()
@@ -219,7 +219,7 @@ def test_gate_resource_under_the_mock_runtime() -> None:
 
     asyncio.set_event_loop(asyncio.new_event_loop())  # earlier tests' asyncio.run left none
     pulumi.runtime.set_mocks(Mocks(), preview=False)
-    from components.gate import PromotionGate
+    from release.gate import PromotionGate
 
     @pulumi.runtime.test  # type: ignore[untyped-decorator]  # the SDK's decorator is untyped
     def check() -> pulumi.Output[Any]:

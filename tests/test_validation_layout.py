@@ -29,7 +29,8 @@ DEFERRED = {
 }
 
 #: What is specific to one deployment target (or to the Pulumi program): never imported here.
-TARGET_SPECIFIC = ("pulumi", "pulumi_docker", "pulumi_random", "docker", "components", "policies")
+TARGET_SPECIFIC = ("pulumi", "pulumi_docker", "pulumi_random", "docker", "components", "stack", "release",
+                   "policies")
 
 
 def _module_name(path: Path) -> str:

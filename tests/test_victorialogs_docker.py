@@ -9,7 +9,7 @@ their own name prefix `paper-trading-logs-<hex>`. Then:
 - a container logging through json-file with the program's own log options and service label
   prints a unique line, and the store's query API must return it with the labels the collector
   gives it (`job`, `stack`, `attrs.paper-trading.service`, `stream`) as stream fields;
-- a record written by the real audit writer (components/audit.py `FileSink`) is put into the
+- a record written by the real audit writer (release/audit.py `FileSink`) is put into the
   audit volume, and must arrive as `{job="audit", operation, result}` with the record's own time;
 - the collector, root with every capability dropped, cannot write the audit volume.
 
@@ -32,10 +32,11 @@ from typing import Any
 
 import pytest
 
-from components.audit import AUDIT_DIR, AUDIT_FILE, Auditor, FileSink
-from components.common import log_options
+import contract
 from contract import SERVICE_LABEL
+from release.audit import AUDIT_DIR, AUDIT_FILE, Auditor, FileSink
 from render.monitoring import layout, victorialogs
+from stack.common import log_options
 from tests.support import missing, require_docker
 from tests.test_ci_images import CiStack, remove_labelled
 
@@ -147,7 +148,7 @@ def test_an_audit_record_arrives_with_its_labels(stack: CiStack, tmp_path: Path)
     assert row["_stream"] == '{job="audit",operation="switch",result="ok",stack="ci"}'
     # Timestamped by the record itself, not by the time it was read.
     assert row["_time"].rstrip("Z")[:23] == record["time"].rstrip("Z")[:23]
-    assert row["file"] == victorialogs.AUDIT_PATH
+    assert row["file"] == contract.AUDIT_PATH
 
 
 def test_the_collector_cannot_write_the_audit_volume(stack: CiStack) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from components.audit import AUDIT_DIR, AUDIT_FILE, Auditor, FileSink, parse
+from release.audit import AUDIT_DIR, AUDIT_FILE, Auditor, FileSink, parse
 from render.monitoring import grafana, layout, loki, victorialogs
 from settings import ConfigError, parse_settings
 from tests.support import render_with, rendered

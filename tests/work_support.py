@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from components import work_contract as wc
+from contract import work as wc
 from tests.support import require_docker, require_tool
 
 QUEUE = wc.DEFAULT_QUEUE

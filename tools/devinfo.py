@@ -100,7 +100,7 @@ def summary(outputs: dict[str, Any], stack: str, prefix: str, status: int, color
         f"  release      pulumi config set --path deployment.{idle}.image <image> {dev_up}",
         f"  flip         pulumi config set --path deployment.activeColor {idle} {dev_up}",
         f"  rollback     pulumi config set --path deployment.activeColor {live} {dev_up}",
-        f"  emergency    venv/bin/python -m components.routing show --container {prefix}-proxy",
+        f"  emergency    venv/bin/python -m release.routing show --container {prefix}-proxy",
         f"  backup       docker exec {prefix}-backup backup once   (then: restore --list, docs/backup.md)",
         "  tear down    scripts/dev-down    (data volumes kept; scripts/dev-down --delete-data removes them)",
     ]

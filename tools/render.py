@@ -35,7 +35,7 @@ SECRET_SIG = "4dabf18193072939515e22adb298388d"
 SECRET_VALUE = "1b47061264138c4ac30d75fd1eb44270"
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 MASK = "[secret]"
-#: components/carrier.py's label: the container whose files a never-started carrier holds.
+#: stack/carrier.py's label: the container whose files a never-started carrier holds.
 
 
 @dataclass
@@ -86,7 +86,7 @@ class Graph:
         """Generated config files by `<container or resource name>/<path>`; secrets masked."""
         found: dict[str, str] = {}
         for resource in self.resources:
-            # A carrier's files are its consumer's (components/carrier.py): filed under the consumer.
+            # A carrier's files are its consumer's (stack/carrier.py): filed under the consumer.
             owner = resource.label_map.get(CARRIER_LABEL) if resource.type.endswith("container:Container") \
                 else None
             owner = owner or resource.inputs.get("name") or resource.name
@@ -231,7 +231,7 @@ def _evaluate(
             return f"{args.name}-id", _mock_state(args.typ, args.name, args.inputs)
 
         def call(self, args: pmocks.MockCallArgs) -> tuple[dict[Any, Any], list[tuple[str, str]] | None]:
-            from components.release import READ_STACK_STATE
+            from release.plan import READ_STACK_STATE
 
             answer = {"name": args.args.get("stackName"), "outputs": dict(state or {})}
             # No failures: an empty list (the SDK iterates it; None is only accepted from a bare dict).

@@ -5,7 +5,7 @@ report = validate(ValidationOptions(base_url="https://127.0.0.1:8443", color="gr
 report.passed  # every blocking check passed
 
 A plain library (no Pulumi, no `components`): the promotion gate resource
-(`components/gate.py`) and the CLI both call it.
+(`release/gate.py`) and the CLI both call it.
 """
 
 from __future__ import annotations

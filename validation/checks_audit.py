@@ -1,7 +1,7 @@
 """The audit trail check: the live color got there by a passed gate, and nobody rewrote the trail.
 
 Reads the trail (a file, or the log store's copy) and verifies its hash chain; the record format and
-the chain are components/audit.py's (this package imports neither Pulumi nor the components).
+the chain are release/audit.py's (this package imports neither Pulumi nor the components).
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from validation.registry import check
 # --------------------------------------------------------------------------- audit trail
 # The live color must be there by the gate's approval: the trail shows a passed verdict before its
 # switch, and a chain no one rewrote afterwards (docs/security.md, "Audit trail").
-#: The record keys components/audit.py writes (validation imports neither pulumi nor components).
+#: The record keys release/audit.py writes (validation imports neither pulumi nor components).
 AUDIT_FIELDS = ("time", "actor", "stack", "operation", "from", "to", "backup_id", "result", "duration_ms",
                 "error", "reason", "checks")
 #: Records written before `reason` and `checks` existed are still complete records.
 AUDIT_LEGACY_FIELDS = AUDIT_FIELDS[:10]
-#: The hash chain (components/audit.py): each line's last key `prev` is the sha256 of the line
+#: The hash chain (release/audit.py): each line's last key `prev` is the sha256 of the line
 #: before it (its bytes, no newline); the first line of a trail chains onto AUDIT_GENESIS.
 AUDIT_PREV = "prev"
 AUDIT_GENESIS = "0" * 64

@@ -86,7 +86,7 @@ class ValidationOptions(_Model):
     paths: HealthPaths = HealthPaths()
     exchanges: tuple[ExchangeCredentials, ...] = ()
     skip: frozenset[str] = frozenset()
-    #: security.audit_log: the audit file (components/audit.py, e.g. a copy of the volume's
+    #: security.audit_log: the audit file (release/audit.py, e.g. a copy of the volume's
     #: audit.jsonl) or Loki's base URL to query `{job="audit"}`; neither: the check skips.
     audit_log_file: str | None = None
     audit_loki_url: str | None = None

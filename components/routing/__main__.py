@@ -1,5 +1,8 @@
-"""`python -m components.routing switch|show ...`: the emergency CLI (see `cli.py`)."""
+"""`python -m components.routing`: the emergency CLI's old name, forwarded to `release.routing`."""
 
-from .cli import main
+import sys
 
-raise SystemExit(main())
+from release.routing.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

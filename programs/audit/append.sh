@@ -1,5 +1,5 @@
 #!/bin/sh
-# The audit trail's one-shot writer (components/audit.py, VolumeSink): run by `sh -c` in a
+# The audit trail's one-shot writer (release/audit.py, VolumeSink): run by `sh -c` in a
 # hardened container that mounts only the audit volume; programs/backup/lib.sh `audit_append`
 # does the same in the backup container.
 #
@@ -9,7 +9,7 @@
 # head). Anything it cannot do (no flock, no sha256sum, not a regular file, a write error) exits
 # non-zero: the append failed (fail closed).
 #
-# Environment (components/audit.py `append_env`):
+# Environment (release/audit.py `append_env`):
 #   AUDIT_LOG      the trail's file (AUDIT_DIR/AUDIT_FILE)
 #   AUDIT_GENESIS  the `prev` of the first record (GENESIS)
 #   AUDIT_RECORD   the record, one JSON object without `prev`

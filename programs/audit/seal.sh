@@ -1,5 +1,5 @@
 #!/bin/sh
-# Sets or clears kernel append-only on the audit trail (components/audit.py `seal`): run by
+# Sets or clears kernel append-only on the audit trail (release/audit.py `seal`): run by
 # `sh -c` in a one-shot container (root with only CAP_LINUX_IMMUTABLE and CAP_FOWNER, no
 # network, read-only root, only the audit volume). Prints lsattr's line.
 # Environment: AUDIT_LOG (the trail's file), SEAL_FLAG (`+a` to seal, `-a` to unseal).

@@ -14,7 +14,7 @@ log() { printf '%s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
 die() { log "ERROR: $1"; AUDIT_ERROR="$1"; exit "${2:-1}"; }
 
 # ---------------------------------------------------------------- audit trail
-# JSON lines appended to AUDIT_LOG (the audit volume; components/audit.py defines the record,
+# JSON lines appended to AUDIT_LOG (the audit volume; release/audit.py defines the record,
 # docs/security.md "Audit trail"). Same keys in the same order:
 #   time actor stack operation from to backup_id result duration_ms error reason checks
 # `audit_begin OPERATION` at the start of an operation appends the intent record (`started`)
@@ -27,7 +27,7 @@ die() { log "ERROR: $1"; AUDIT_ERROR="$1"; exit "${2:-1}"; }
 # appended turns exit 0 into exit 74. 0: a logged warning, and the run goes on.
 # The line is one printf to a file opened with O_APPEND (`>>`), shorter than PIPE_BUF, so
 # concurrent writers never interleave. Unset or empty AUDIT_LOG: nothing is recorded.
-# Hash chain (issue 21, item 6; components/audit.py APPEND_SCRIPT does the same): under an
+# Hash chain (issue 21, item 6; release/audit.py APPEND_SCRIPT does the same): under an
 # exclusive flock(2) on the file, the line gets `"prev":"<sha256 of the last line>"` (the
 # genesis value for an empty file) as its last key. No flock, no hash: the append fails.
 AUDIT_LOG="${AUDIT_LOG:-}"; AUDIT_OPERATION=""; AUDIT_BACKUP_ID=""; AUDIT_ERROR=""; AUDIT_START=0

@@ -1,9 +1,9 @@
 #!/bin/sh
-# The backup container's command (components/backup.py, `service_command`), run by `sh -c` as
+# The backup container's command (stack/backup.py, `service_command`), run by `sh -c` as
 # the image's `postgres` user: narrow the volumes' modes (copy-up gives a new volume the donor
 # directories' 1777/3777), then `backup loop` (found on PATH: BIN_DIR comes first, backup_envs).
 # Fails with one line naming the fix when the user does not own them (an old root-owned volume).
-# Not uploaded: only programs/backup/{backup,restore,lib.sh} are (components/backup.py SCRIPTS).
+# Not uploaded: only programs/backup/{backup,restore,lib.sh} are (stack/backup.py SCRIPTS).
 # Environment: BACKUP_DIR, BACKUP_METRICS_DIR (backup_envs).
 # Symbolic modes: GNU chmod keeps a directory's setgid bit under a numeric mode.
 if ! { chmod u=rwx,go=,-t "$BACKUP_DIR" 2>/dev/null \

@@ -1,5 +1,5 @@
 #!/bin/sh
-# The handoff's first step, run in the Redis container by one exec (components/handoff.py,
+# The handoff's first step, run in the Redis container by one exec (release/handoff.py,
 # `hand_over`): publish the new live color with a new epoch (the contract's PUBLISH_LIVE Lua
 # script), then poll the lease until the new color holds it for that epoch ("<color>:<epoch>:...",
 # or no holder at all when the color is $NOBODY). The password comes from the server's own
@@ -8,7 +8,7 @@
 # Prints `epoch=<n>` once published, then `lease=<value seen last>`. Exit 0: the lease moved;
 # 3: the publish failed; 4: the deadline passed first.
 #
-# Environment (components/handoff.py and components/work_contract.py constants):
+# Environment (release/handoff.py and contract/work.py constants):
 #   REDIS_CONF    the server's config file (its `requirepass` line)
 #   PUBLISH       the PUBLISH_LIVE Lua script
 #   EPOCH_KEY, LIVE_KEY, LEASE_KEY, CHANNEL   the contract's keys and channel

@@ -1,9 +1,9 @@
 """The IDS container's first process: write the configuration bundle, then run the supervisor.
 
-Run as `python3 -c <this file's text> <run dir> <bundle env name>` (components/ids.py): the
+Run as `python3 -c <this file's text> <run dir> <bundle env name>` (stack/ids.py): the
 bundle (render/ids `bundle()`: relative path -> text, as base64 JSON) arrives in
 the environment variable named by the second argument, because uploads would need a writable
-root filesystem (components/common.py) and nothing in it is secret. Every file is written
+root filesystem (stack/common.py) and nothing in it is secret. Every file is written
 under the run directory (a tmpfs), then `supervise.py` from there replaces this process.
 Standard library only.
 """

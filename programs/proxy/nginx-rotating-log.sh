@@ -1,5 +1,5 @@
 #!/bin/sh
-# The proxy's command when the IDS reads its access-log file (components/proxy.py,
+# The proxy's command when the IDS reads its access-log file (stack/proxy.py,
 # `proxy_command`), run by `sh -c` as nginx's user: nginx in the foreground and, beside it,
 # every 30 s, the access-log file's bounded rotation. Once the file is larger than the limit it
 # becomes `<file>.1` and nginx reopens its logs (`-s reopen`, same uid): at most two files on

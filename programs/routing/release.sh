@@ -1,5 +1,5 @@
 #!/bin/sh
-# Drops the switch lock when its owner still holds it (components/routing/docker_side.py,
+# Drops the switch lock when its owner still holds it (release/routing/docker_side.py,
 # `release_lock`; best effort: a lock goes stale anyway). Run in the proxy container as root.
 # Environment: ROUTING_DIR_PATH (the routing markers' directory), ROUTING_OWNER (who switched).
 cd "$ROUTING_DIR_PATH" || exit 0

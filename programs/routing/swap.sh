@@ -1,5 +1,5 @@
 #!/bin/sh
-# The switch, run in the proxy container by ONE exec (components/routing/docker_side.py,
+# The switch, run in the proxy container by ONE exec (release/routing/docker_side.py,
 # `swap_markers`), as root without any capability: enough to rename files in the root-owned
 # routing volume, never to touch nginx (its configuration volume is read-only).
 #

@@ -17,7 +17,7 @@ from ._yaml import dump
 PROM = {"type": "prometheus", "uid": layout.PROMETHEUS_UID}
 LOKI = {"type": "loki", "uid": layout.LOKI_UID}
 #: Grafana reads VictoriaLogs through VictoriaMetrics' datasource plugin (Apache-2.0), which the
-#: Grafana container installs at start (`GF_INSTALL_PLUGINS`, components/monitoring.py).
+#: Grafana container installs at start (`GF_INSTALL_PLUGINS`, stack/monitoring.py).
 VICTORIALOGS_PLUGIN = "victoriametrics-logs-datasource"
 VICTORIALOGS_PLUGIN_VERSION = "0.16.1"
 VICTORIALOGS = {"type": VICTORIALOGS_PLUGIN, "uid": layout.VICTORIALOGS_UID}

@@ -129,7 +129,7 @@ def scrape_configs(settings: Settings) -> list[dict[str, Any]]:
         jobs.append(_static("loki", f"{layout.ALIASES['loki']}:{layout.LOKI_PORT}"))
         jobs.append(_static("promtail", f"{layout.ALIASES['log-collector']}:{layout.PROMTAIL_PORT}"))
     if settings.security.ids.enabled:
-        # The IDS's ban metrics and heartbeat (components/ids.py).
+        # The IDS's ban metrics and heartbeat (stack/ids.py).
         from ..ids import METRICS_ALIAS, METRICS_PORT
 
         jobs.append(_static("ids", f"{METRICS_ALIAS}:{METRICS_PORT}"))

@@ -5,7 +5,7 @@ arrive in each line's `attrs` when the json-file driver is told to copy them
 (`log-opts labels=paper-trading.service,paper-trading.color,paper-trading.stack`).
 The proxy's JSON access log is parsed as the audit trail (`stream="audit"`).
 
-The operations audit file (components/audit.py) is mounted read-only at `AUDIT_DIR` and
+The operations audit file (release/audit.py) is mounted read-only at `AUDIT_DIR` and
 shipped as its own job: `{job="audit", operation=..., result=...}` (few values each, so
 cheap labels), timestamped with the record's own `time`, and counted in
 `paper_trading_audit_records_total{operation,result}` on promtail's /metrics.

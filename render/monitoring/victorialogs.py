@@ -10,10 +10,10 @@ What vlagent ships, the same two sources promtail ships (promtail.py):
 - `containers`: every `/var/lib/docker/containers/*/*-json.log` (mounted read-only). Each line is
   Docker's JSON (`log`, `stream`, `time`, `attrs`); vlagent parses it, `log` becomes the message,
   `time` the timestamp, and the container labels the json-file driver copies into `attrs`
-  (`log-opts labels=paper-trading.service,...`, components/common.py) arrive flattened as the fields
+  (`log-opts labels=paper-trading.service,...`, stack/common.py) arrive flattened as the fields
   `attrs.paper-trading.service` / `attrs.paper-trading.color`, which are stream fields (labels).
   `file` (the container's log path, so its id) stays on every record.
-- `audit`: the operations audit file (components/audit.py, its volume mounted read-only), one
+- `audit`: the operations audit file (release/audit.py, its volume mounted read-only), one
   record a line: `job="audit"`, `operation` and `result` as stream fields (few values each), the
   record's own `time` as the timestamp, every other field kept.
 
@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 from typing import Final
 
-from contract import AUDIT_DIR, AUDIT_FILE
+from contract import AUDIT_PATH
 from settings import Settings
 
 from . import layout
@@ -43,7 +43,6 @@ STREAM_FIELDS: Final = ("job", "stack", SERVICE_FIELD, COLOR_FIELD, "stream", "o
 #: `_msg` of an audit record (it has no message field of its own; Docker's lines always carry `log`).
 AUDIT_MESSAGE: Final = "audit record"
 CONTAINER_LOGS_GLOB: Final = f"{layout.DOCKER_CONTAINERS_DIR}/*/*-json.log"
-AUDIT_PATH: Final = f"{AUDIT_DIR}/{AUDIT_FILE}"
 #: How often vlagent looks for new containers' log files.
 REFRESH_INTERVAL: Final = "5s"
 

@@ -58,7 +58,7 @@ CARRIER_LABEL = "paper-trading.carrier-for"
 
 
 def _is_carrier(container: Any) -> bool:
-    """A never-started file carrier (components/carrier.py): `Created`, never running."""
+    """A never-started file carrier (stack/carrier.py): `Created`, never running."""
     return CARRIER_LABEL in container.labels
 
 
@@ -170,8 +170,8 @@ def _work() -> dict[str, Any]:
     """Who does the background work, from each source: the Redis lease, the broker's consumers
     per color (rabbitmqctl: live, unlike the management API's 5 s statistics), and each
     color's own `/health/detailed` role."""
-    from components import work_contract as wc
-    from components.handoff import REDIS_CONF, parse_consumers
+    from contract import work as wc
+    from release.handoff import REDIS_CONF, parse_consumers
 
     client = _docker()
     redis = client.containers.get(f"{PREFIX}-redis")
@@ -318,7 +318,7 @@ def test_flip_moves_only_gate_and_routing_with_no_failed_request(project: Engine
 
 
 def _audit_records() -> list[dict[str, Any]]:
-    from components import audit
+    from release import audit
 
     out = _docker().containers.run(
         "paper-trading-ci/postgres:15", ["sh", "-c", f"cat {audit.AUDIT_DIR}/{audit.AUDIT_FILE}"],
@@ -418,7 +418,7 @@ def test_release_on_the_idle_color_replaces_only_its_containers(project: EngineP
     names = {urn.rsplit("::", 1)[-1] for urn in steps} - {"deploy-record"}  # one record per release
     assert names and all("green" in name for name in names), steps
     # The image, the replica and its file carrier are replaced (the carrier runs the color's image);
-    # the files are the same, so their volume (named by their hash) is kept (components/carrier.py).
+    # the files are the same, so their volume (named by their hash) is kept (stack/carrier.py).
     replaced = {urn.rsplit("::", 1)[-1] for urn, op in steps.items() if op not in ("create", "update")}
     assert replaced == {"green-image", "green-1", "green-1-carrier"}, steps
     before = _ids("blue")
@@ -445,7 +445,7 @@ def test_scaling_the_live_color_out_replaces_nothing_and_drops_no_request(projec
     replaced = {urn.rsplit("::", 1)[-1] for urn, op in steps.items() if op not in ("create", "update")}
     assert replaced <= {"prometheus"}, steps
     created = {urn.rsplit("::", 1)[-1] for urn, op in steps.items() if op == "create"}
-    # The replica, its file carrier and the carrier's volume (components/carrier.py).
+    # The replica, its file carrier and the carrier's volume (stack/carrier.py).
     assert created == {"blue-2", "blue-2-carrier", "blue-2-files"}, steps
     url = project.outputs()["appUrl"]
     with _Load(url) as load:

@@ -1,7 +1,7 @@
 """The background-work contract between the deploy and the app.
 
 Standard library only: the reference app's image copies this file next to the app,
-and the switch (`components.handoff`) uses the same names, so both sides cannot drift.
+and the switch (`release.handoff`) uses the same names, so both sides cannot drift.
 
 The source of truth for "which color does background work" is Redis:
 

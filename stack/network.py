@@ -16,8 +16,7 @@ import pulumi
 import pulumi_docker as docker
 
 from contract import STACK_LABEL
-
-from .common import NetworkNames
+from stack.common import NetworkNames
 
 
 @dataclass(frozen=True)

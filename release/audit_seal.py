@@ -1,16 +1,17 @@
 """Kernel append-only for the audit trail: `chattr +a` by a one-shot container (opt-in).
 
-Run by `python -m components.audit seal|unseal` (docs/security.md, "Audit trail").
+Run by `python -m release.audit seal|unseal` (docs/security.md, "Audit trail").
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import programs
-from contract import AUDIT_DIR, ROLE_LABEL
+import docker
+import docker.errors
 
-from .audit import AUDIT_PATH
+import programs
+from contract import AUDIT_DIR, AUDIT_PATH, ROLE_LABEL
 
 #: Kernel append-only (measured: ext4 volumes, Docker 20.10's default seccomp):
 #: `chattr +a` on audit.jsonl makes every open for writing without O_APPEND, truncate, rename
@@ -24,8 +25,6 @@ SEAL_SCRIPT = programs.text("audit/seal.sh")
 
 def seal(volume: str, image: str, client: Any = None, *, on: bool = True) -> str:
     """Set (`on`) or clear kernel append-only on the volume's audit.jsonl; lsattr's line."""
-    import docker
-    import docker.errors
 
     docker_client = client or docker.from_env(timeout=30)
     try:

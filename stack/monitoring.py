@@ -22,7 +22,7 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_random as random
 
-from contract import SECRETS_DIR, STACK_LABEL
+from contract import AUDIT_DIR, SECRETS_DIR, STACK_LABEL
 from render.monitoring import (
     alertmanager,
     blackbox,
@@ -35,9 +35,7 @@ from render.monitoring import (
     victorialogs,
 )
 from settings import Limits, Settings
-
-from .audit import AUDIT_DIR
-from .common import NetworkNames, hardened_container_args, healthcheck, secret_file
+from stack.common import NetworkNames, hardened_container_args, healthcheck, secret_file
 
 NOBODY = "65534:65534"
 GRAFANA_USER = "472:0"
@@ -278,7 +276,7 @@ class Monitoring(pulumi.ComponentResource):
         collector_volumes = [
             docker.ContainerVolumeArgs(host_path=layout.DOCKER_CONTAINERS_DIR,
                                        container_path=layout.DOCKER_CONTAINERS_DIR, read_only=True),
-            # The operations audit trail (components/audit.py), read-only: shipped, never written.
+            # The operations audit trail (release/audit.py), read-only: shipped, never written.
             *([docker.ContainerVolumeArgs(volume_name=args.volume_names["audit"],
                                           container_path=AUDIT_DIR, read_only=True)]
               if "audit" in args.volume_names else []),

@@ -3,30 +3,32 @@
 The paper-trading switches are plain, known-at-preview environment values so the
 policy pack can read them; every credential is a file in a volume private to the
 container, filled by a never-started carrier and mounted read-only
-(components/carrier.py). Exchange permissions travel with the keys so the app can refuse a key
+(stack/carrier.py). Exchange permissions travel with the keys so the app can refuse a key
 that is not declared read-only.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pulumi
 import pulumi_docker as docker
 
 from contract import APP_ROLE, COLOR_LABEL, ROLE_LABEL, SECRETS_DIR
 from settings import Color, Settings
-
-from .carrier import carry
-from .common import (
+from stack.carrier import carry
+from stack.common import (
     NetworkNames,
     hardened_container_args,
     healthcheck,
     http_probe,
     secret_file,
 )
-from .datastores import DATABASE_NAME, DATABASE_USER, RABBITMQ_USER, Datastores
+from stack.datastores import DATABASE_NAME, DATABASE_USER, RABBITMQ_USER, Datastores
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ class AppColorArgs:
     networks: NetworkNames
     datastores: Datastores
     stack_labels: Mapping[str, str]
-    #: The live color (components/release.py): its containers keep their recorded inputs
+    #: The live color (release/plan.py): its containers keep their recorded inputs
     #: (`ignore_changes=["*"]`), so no change reaches it in place; new replicas are created.
     pinned: bool = False
     #: Checked before any container of this color is touched (the release guard).
@@ -67,7 +69,7 @@ def safety_envs(color: Color) -> list[str]:
 
 
 def work_envs(settings: Settings) -> list[str]:
-    """The background-work contract's settings (components/work_contract.py).
+    """The background-work contract's settings (contract/work.py).
 
     The same for both colors: which color does the work is decided at run time by the Redis
     lease, never by the deploy, so a switch replaces no container.
@@ -174,7 +176,7 @@ class AppColor(pulumi.ComponentResource):
         app_labels = {ROLE_LABEL: APP_ROLE, COLOR_LABEL: color}
         for index in range(1, color_config.replicas + 1):
             name_ = container_name(s.name_prefix, color, index)
-            # The secret files arrive through a carrier (components/carrier.py), so the app's root
+            # The secret files arrive through a carrier (stack/carrier.py), so the app's root
             # stays read-only. The carrier is an app container of this color for every policy
             # (same image, safety envs and labels), never started, on the backend network only.
             # Pinned like the replicas: a shared change (a new exchange key) neither rewrites the
@@ -213,3 +215,42 @@ class AppColor(pulumi.ComponentResource):
                 ),
             ))
         self.register_outputs({"containers": [c.name for c in self.containers]})
+
+
+#: The code that turns settings into an app container: a change here changes what a color runs.
+CONTAINER_CODE = ("app.py", "carrier.py", "common.py")
+
+
+def _sha(*parts: bytes) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def color_fingerprint(settings: Settings, color: Color, code_root: Path | None = None) -> str:
+    """sha256 over what `color`'s containers are built from, except its replica count.
+
+    The settings its containers read (envs, secret-file values, limits, user, health paths,
+    image) and the source of the modules that build them. Secrets enter only as a hash.
+    """
+    s = settings
+    secret_values = [s.database.url.get_secret_value() if s.database.url else ""]
+    for name, exchange in sorted(s.exchanges.configured().items()):
+        secret_values += [name, exchange.api_key.get_secret_value(),
+                          exchange.api_secret.get_secret_value() if exchange.api_secret else "",
+                          exchange.passphrase.get_secret_value() if exchange.passphrase else ""]
+    material = {
+        "image": s.deployment.color(color).image,
+        "envs": app_envs(s, color),
+        "limits": s.app.limits.model_dump(mode="json"),
+        "user": s.app.user,
+        "port": s.server.port,
+        "health": s.app.health.model_dump(mode="json"),
+        "prefix": s.name_prefix,
+        "secrets": _sha(*(value.encode() for value in secret_values)),
+    }
+    root = code_root or Path(__file__).resolve().parent
+    code = [(root / name).read_bytes() for name in CONTAINER_CODE]
+    return _sha(json.dumps(material, sort_keys=True).encode(), *code)

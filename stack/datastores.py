@@ -13,6 +13,7 @@ import hmac
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_docker as docker
@@ -20,8 +21,7 @@ import pulumi_random as random
 
 from contract import SECRETS_DIR
 from settings import Settings
-
-from .common import (
+from stack.common import (
     NetworkNames,
     config_file,
     hardened_container_args,
@@ -29,7 +29,7 @@ from .common import (
     scratch_volume,
     secret_file,
 )
-from .volumes import Volumes
+from stack.volumes import Volumes
 
 DATABASE_NAME = "trading_bot"
 DATABASE_USER = "trading"
@@ -276,3 +276,12 @@ class Datastores(pulumi.ComponentResource):
     @property
     def containers(self) -> list[docker.Container]:
         return [self.postgres, self.redis, self.rabbitmq]
+
+
+def handoff_props(settings: Settings, datastores: Datastores) -> dict[str, Any] | None:
+    """The routing switch's `handoff` input for this stack: its Redis and RabbitMQ containers
+    and `workers.handoffTimeoutSeconds`; None when the stack runs no background work."""
+    if not settings.workers.enabled:
+        return None
+    return {"redisContainer": datastores.redis.name, "rabbitmqContainer": datastores.rabbitmq.name,
+            "timeoutS": settings.workers.handoff_timeout_seconds, "queues": list(settings.workers.queues)}

@@ -6,13 +6,11 @@ import contextlib
 import time
 from typing import Any
 
-from settings import Color
-
-from ..audit import Auditor, Operation
-from ..handoff import HandoffTarget, hand_over
-from ..work_contract import NOBODY
-from .base import NONE, Checker, Endpoint, RoutingError, SwitchResult
-from .docker_side import (
+from contract.work import NOBODY
+from release.audit import Auditor, Operation
+from release.handoff import HandoffTarget, hand_over
+from release.routing.base import NONE, Checker, Endpoint, RoutingError, SwitchResult
+from release.routing.docker_side import (
     LOCK_STALE_S,
     LOCK_WAIT_S,
     Locked,
@@ -24,7 +22,8 @@ from .docker_side import (
     release_lock,
     swap_markers,
 )
-from .listener import confirm
+from release.routing.listener import confirm
+from settings import Color
 
 
 def _apply_locked(container: Any, live: str, preview: str, owner: str, wait_s: float) -> Served:
@@ -67,7 +66,7 @@ def switch(
     one proxy run one at a time: this one waits up to `lock_wait_s` for another to finish.
 
     `handoff`: once traffic is confirmed, and before the post-promotion checks, the
-    background work moves to `live` (`components.handoff.hand_over`). A failed handoff
+    background work moves to `live` (`release.handoff.hand_over`). A failed handoff
     switches traffic back like failed checks do, hands the work back (best effort) and
     fails; so does a rollback after failed checks. None: traffic only.
 

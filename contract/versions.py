@@ -69,5 +69,5 @@ def nginx_floor_problem(image: str) -> str | None:
                 f"cannot be checked against the floor {floor}; pin it as <repo>:<x.y.z>[-variant]")
     if version < NGINX_FLOOR:
         return (f"proxy image {image!r} runs nginx {dotted(version)}, older than the floor {floor} "
-                "(components/versions.py)")
+                "(contract/versions.py)")
     return None

@@ -36,8 +36,7 @@ import pulumi
 import pulumi_docker as docker
 
 from contract import CARRIER_LABEL
-
-from .common import hardened_container_args, labels
+from stack.common import hardened_container_args, labels
 
 DATA_LABEL = "paper-trading.data"
 #: Characters of the content hash in the volume's name.

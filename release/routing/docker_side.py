@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
+import socket
 import tarfile
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import programs
-from render.nginx.routing import COLORS, MARKER_TEXT, ROLES, ROUTING_DIR, ROUTING_PATH
+import docker
+import docker.errors
 
-from .base import NONE, RoutingError
+import programs
+from release.routing.base import NONE, RoutingError
+from render.nginx.routing import COLORS, MARKER_TEXT, ROLES, ROUTING_DIR, ROUTING_PATH
 
 _MAP_RE = re.compile(r'map \$host \$(?:live_color|routing_live_default) \{ default "(blue|green|none)"; \}')
 _STATE_RE = re.compile(r"^live (blue|green|none)$", re.MULTILINE)
@@ -27,14 +32,12 @@ _STATE_RE = re.compile(r"^live (blue|green|none)$", re.MULTILINE)
 
 def docker_client() -> Any:
     """The engine the docker provider uses: honours DOCKER_HOST, DOCKER_TLS_VERIFY, ..."""
-    import docker
 
     return docker.from_env(timeout=30)
 
 
 def find_proxy(client: Any, name: str) -> Any:
     """The running proxy container, or a RoutingError that says what to do."""
-    import docker.errors
 
     try:
         container = client.containers.get(name)
@@ -50,7 +53,6 @@ def find_proxy(client: Any, name: str) -> Any:
 
 def read_file(container: Any, path: str) -> str | None:
     """A text file from the container, or None when it does not exist."""
-    import docker.errors
 
     try:
         chunks, _ = container.get_archive(path)
@@ -117,9 +119,6 @@ class Locked(Exception):
 
 def lock_owner() -> str:
     """Who is switching, as recorded in the lock: host, process and a nonce."""
-    import os
-    import socket
-    import uuid
 
     return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
 
@@ -143,7 +142,6 @@ def swap_markers(container: Any, live: str, preview: str, owner: str) -> Served:
     One exec round trip, which also takes the switch lock for `owner` (raises Locked when
     another switch holds it). Anything but blue/green/none is refused by the script too.
     """
-    import docker.errors
 
     try:
         code, out, err = _exec(container, SWAP_SCRIPT, user="0", env=swap_env(live, preview, owner))
@@ -183,7 +181,6 @@ def served(container: Any) -> Served:
 
     Read through the archive API (no exec): the listing of the routing directory.
     """
-    import docker.errors
 
     try:
         chunks, _ = container.get_archive(ROUTING_DIR)

@@ -1,20 +1,32 @@
-"""The emergency CLI: `python -m components.routing switch|show ...` (same code as the resource)."""
+"""The emergency CLI: `python -m release.routing switch|show ...` (same code as the resource)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any, cast
 
-from contract import STACK_LABEL
-from settings import Color
+import docker.errors
+import requests
 
-from ..audit import ACTOR_ENV, MAX_REASON, Auditor, AuditUnavailable, Checks
-from ..handoff import DEFAULT_TIMEOUT_S, HandoffTarget
-from .base import NONE, Endpoint, RoutingError
-from .docker_side import LOCK_WAIT_S, current, docker_client, find_proxy
-from .listener import post_promotion_checker
-from .switching import switch
+from contract import STACK_LABEL
+from release.audit import (
+    ACTOR_ENV,
+    MAX_REASON,
+    Auditor,
+    AuditUnavailable,
+    Checks,
+    VolumeSink,
+    default_actor,
+    volume_name,
+)
+from release.handoff import DEFAULT_TIMEOUT_S, HandoffTarget
+from release.routing.base import NONE, Endpoint, RoutingError
+from release.routing.docker_side import LOCK_WAIT_S, current, docker_client, find_proxy
+from release.routing.listener import post_promotion_checker
+from release.routing.switching import switch
+from settings import Color
 
 # Why a Docker client call failed, as the first matching phrase of the client's (long) message.
 _ENGINE_PROBLEMS = (
@@ -30,10 +42,7 @@ _ENGINE_PROBLEMS = (
 
 def _engine_failure(exc: BaseException) -> str | None:
     """One line for an exception from the Docker client (None: not a Docker problem)."""
-    import os
 
-    import docker.errors
-    import requests
 
     if isinstance(exc, docker.errors.APIError):
         return f"the Docker Engine refused a request: {exc.explanation or exc}"
@@ -79,9 +88,7 @@ def cli_auditor(args: argparse.Namespace, client: Any = None) -> Auditor:
     acts (`AuditUnavailable`); `--audit-volume`/`--audit-image` point elsewhere. The record
     carries `--reason` and what the switch verified (`checks`).
     """
-    import docker.errors
 
-    from ..audit import VolumeSink, default_actor, volume_name
 
     client = client or docker_client()
     proxy = find_proxy(client, args.container)  # a wrong --container is the first thing to say
@@ -111,7 +118,6 @@ def cli_handoff(args: argparse.Namespace, client: Any = None) -> HandoffTarget:
     A missing container is a RoutingError before anything moves (the switch would fail
     half-way otherwise); `--no-handoff` is the way to move traffic alone.
     """
-    import docker.errors
 
     client = client or docker_client()
     find_proxy(client, args.container)  # a wrong --container is the first thing to say
@@ -132,7 +138,7 @@ def cli_handoff(args: argparse.Namespace, client: Any = None) -> HandoffTarget:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m components.routing",
+        prog="python -m release.routing",
         description="Switch or show the live color directly on the proxy (same code as the resource).",
     )
     sub = parser.add_subparsers(dest="command", required=True)

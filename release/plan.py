@@ -24,30 +24,28 @@ With that, `plan` decides:
   shared change is pending for it: the new replicas would run the change unchecked.
 
 What the outputs say can be stale (an emergency switch moves traffic behind the stack's back),
-so `components.release_guard` checks the proxy itself before any container changes.
+so `release.guard` checks the proxy itself before any container changes.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, cast
+
+import pulumi
+from pulumi.runtime import invoke
 
 from contract import APP_ROLE, COLOR_LABEL, ROLE_LABEL
 from settings import COLORS, Color, Settings, other_color
 
 #: The engine's built-in invoke: every resource's saved outputs, by URN.
 READ_STACK_STATE = "pulumi:pulumi:readStackResourceOutputs"
-#: `kind` markers of the dynamic resources read back (components/routing/base.py, release_guard.py).
+#: `kind` markers of the dynamic resources read back (release/routing/base.py, release_guard.py).
 SWITCH_KIND = "paper-trading:routing-switch"
 RECORD_KIND = "paper-trading:release-record"
 CONTAINER_TYPE = "docker:index/container:Container"
-#: Labels every app container carries (components/common.py, components/app.py).
-#: The code that turns settings into an app container: a change here changes what a color runs.
-CONTAINER_CODE = ("app.py", "carrier.py", "common.py")
+#: Labels every app container carries (stack/common.py, stack/app.py).
 #: The fingerprint of a release nobody recorded (a stack older than release records).
 UNRECORDED = "unrecorded"
 
@@ -91,43 +89,6 @@ class ReleasePlan:
         return color == self.live
 
 
-def _sha(*parts: bytes) -> str:
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(len(part).to_bytes(8, "big"))
-        digest.update(part)
-    return digest.hexdigest()
-
-
-def color_fingerprint(settings: Settings, color: Color, code_root: Path | None = None) -> str:
-    """sha256 over what `color`'s containers are built from, except its replica count.
-
-    The settings its containers read (envs, secret-file values, limits, user, health paths,
-    image) and the source of the modules that build them. Secrets enter only as a hash.
-    """
-    from .app import app_envs
-
-    s = settings
-    secret_values = [s.database.url.get_secret_value() if s.database.url else ""]
-    for name, exchange in sorted(s.exchanges.configured().items()):
-        secret_values += [name, exchange.api_key.get_secret_value(),
-                          exchange.api_secret.get_secret_value() if exchange.api_secret else "",
-                          exchange.passphrase.get_secret_value() if exchange.passphrase else ""]
-    material = {
-        "image": s.deployment.color(color).image,
-        "envs": app_envs(s, color),
-        "limits": s.app.limits.model_dump(mode="json"),
-        "user": s.app.user,
-        "port": s.server.port,
-        "health": s.app.health.model_dump(mode="json"),
-        "prefix": s.name_prefix,
-        "secrets": _sha(*(value.encode() for value in secret_values)),
-    }
-    root = code_root or Path(__file__).resolve().parent
-    code = [(root / name).read_bytes() for name in CONTAINER_CODE]
-    return _sha(json.dumps(material, sort_keys=True).encode(), *code)
-
-
 @dataclass(frozen=True)
 class Previous:
     """What the saved state says: the live color and each color's release (None: not recorded)."""
@@ -144,8 +105,6 @@ def read_previous() -> Previous:
     Raises when the engine cannot answer: without the state the program cannot tell which
     color is live, so it must not build (fail closed).
     """
-    import pulumi
-    from pulumi.runtime import invoke
 
     name = f"{pulumi.get_organization()}/{pulumi.get_project()}/{pulumi.get_stack()}"
     try:
@@ -204,14 +163,18 @@ def _procedure(live: Color) -> str:
     )
 
 
-def plan(settings: Settings, previous: Previous, code_root: Path | None = None) -> ReleasePlan:
-    """Decide what this run may change; raise `ReleaseRefused` for a change to the live color."""
+def plan(settings: Settings, previous: Previous, fingerprint: Callable[[Color], str]) -> ReleasePlan:
+    """Decide what this run may change; raise `ReleaseRefused` for a change to the live color.
+
+    `fingerprint(color)` digests everything the target builds that color's instances from
+    (`stack.app.color_fingerprint` on the single Docker host): a change of it is a release.
+    """
     live = previous.live
     current = {
         color: ColorRelease(
             settings.deployment.color(color).image,
             settings.deployment.color(color).replicas,
-            color_fingerprint(settings, color, code_root),
+            fingerprint(color),
         )
         for color in COLORS
     }

@@ -13,7 +13,7 @@ from contract import SERVICE_LABEL, STACK_LABEL
 DATA_VOLUMES = (
     "postgres", "redis", "rabbitmq", "prometheus", "alertmanager", "grafana", "logs", "backups", "audit",
 )
-#: `audit`: the append-only operations audit trail (components/audit.py), protected like data.
+#: `audit`: the append-only operations audit trail (release/audit.py), protected like data.
 
 
 #: Shared runtime volumes of the security layer, not data: no `protect`.

@@ -5,11 +5,11 @@ network, joined only to the internal `metrics` network, where Prometheus scrapes
 (job `ids`, alias `ids`, port 9191); it calls nobody.
 It reads the proxy's JSON access log from the `proxy-logs` volume (read-only) and writes one
 decision file per banned address into the `decisions` volume, which the host guard
-(components/firewall.py) turns into nftables set elements. It never touches a firewall itself.
+(stack/firewall.py) turns into nftables set elements. It never touches a firewall itself.
 
 The generated configuration (render/ids) reaches the container as one environment
 value (base64 JSON: relative path -> text) that a short bootstrap (programs/ids/bootstrap.py)
-writes to a tmpfs: uploads would need a writable root filesystem (components/common.py), and
+writes to a tmpfs: uploads would need a writable root filesystem (stack/common.py), and
 nothing in it is secret.
 """
 
@@ -35,12 +35,11 @@ from render.ids import (
     bundle,
 )
 from settings import Limits, Settings
-
-from .common import NetworkNames, hardened_container_args, healthcheck
-from .volumes import runtime_volume_name
+from stack.common import NetworkNames, hardened_container_args, healthcheck
+from stack.volumes import runtime_volume_name
 
 IDS_ROLE = "ids"
-#: nobody: owns the `decisions` volume (components/volumes.py RUNTIME_VOLUMES).
+#: nobody: owns the `decisions` volume (stack/volumes.py RUNTIME_VOLUMES).
 IDS_USER = "65534:65534"
 BUNDLE_ENV = "IDS_CONFIG_BUNDLE"
 LIMITS = Limits(memory_mb=192, cpus=0.5)

@@ -15,14 +15,11 @@ import pulumi
 import pulumi_docker as docker
 
 import programs
-from contract import SECRETS_DIR, SERVICE_LABEL, STACK_LABEL
+from contract import AUDIT_DIR, AUDIT_FILE, AUDIT_OWNERSHIP_DONOR, SECRETS_DIR, SERVICE_LABEL, STACK_LABEL
 from settings import Settings
-
-from .audit import AUDIT_DIR, AUDIT_FILE
-from .audit import OWNERSHIP_DONOR as AUDIT_OWNERSHIP_DONOR
-from .common import NetworkNames, hardened_container_args, healthcheck, secret_file
-from .datastores import RABBITMQ_USER, Datastores
-from .volumes import Volumes
+from stack.common import NetworkNames, hardened_container_args, healthcheck, secret_file
+from stack.datastores import RABBITMQ_USER, Datastores
+from stack.volumes import Volumes
 
 #: The scripts uploaded into BIN_DIR, as they are in the repository.
 SCRIPTS_DIR = programs.ROOT / "backup"
@@ -175,7 +172,7 @@ class Backup(pulumi.ComponentResource):
             docker.ContainerVolumeArgs(container_path=BIN_DIR),
             docker.ContainerVolumeArgs(container_path=SECRETS_DIR),
         ]
-        # The audit trail (components/audit.py): backup/restore append their records; also at the
+        # The audit trail (release/audit.py): backup/restore append their records; also at the
         # image's postgres-owned directory, so a new audit volume gets this user (copy-up).
         volumes += [args.volumes.mount("audit", AUDIT_DIR),
                     args.volumes.mount("audit", AUDIT_OWNERSHIP_DONOR)]

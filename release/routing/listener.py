@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import functools
 import time
 from typing import Any
 
-from settings import Color
+import httpx
 
-from .base import COLOR_HEADER, CONFIRM_SETTLE_S, CONFIRM_STREAK, Checker, Endpoint, RoutingError
+from release.routing.base import (
+    COLOR_HEADER,
+    CONFIRM_SETTLE_S,
+    CONFIRM_STREAK,
+    Checker,
+    Endpoint,
+    RoutingError,
+)
+from settings import Color
+from validation.options import ValidationOptions
+from validation.runner import applicable, run_checks
 
 
 def _fresh_client(endpoint: Endpoint, timeout: float = 2.0) -> Any:
     """An HTTP client that opens a new connection per request (no keep-alive reuse),
     so every probe is accepted by the current generation of nginx workers."""
-    import httpx
 
     headers = {"Host": endpoint.host_header} if endpoint.host_header else {}
     return httpx.Client(
@@ -25,7 +36,6 @@ def _fresh_client(endpoint: Endpoint, timeout: float = 2.0) -> Any:
 
 def observe(endpoint: Endpoint, client: Any = None) -> str | None:
     """`X-Deployment-Color` of one fresh-connection request to the listener (None if no answer)."""
-    import httpx
 
     owned = client is None
     client = client or _fresh_client(endpoint)
@@ -79,11 +89,7 @@ def validation_checks(endpoint: Endpoint, color: Color, expect_work_role: str | 
     validation options know it (`safety.background_work`). Returns one line per failed
     blocking check (empty: all passed).
     """
-    import asyncio
-    import concurrent.futures
 
-    from validation.options import ValidationOptions
-    from validation.runner import applicable, run_checks
 
     probe = ValidationOptions(base_url=endpoint.url)
     skip = {

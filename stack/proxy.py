@@ -21,9 +21,8 @@ from render.nginx import ROUTING_PATH, NginxListen, NginxPaths, render_nginx_con
 from render.nginx.conf import CONF_DIR, CONF_PATH, STATUS_ALIAS
 from render.nginx.routing import ROUTING_DIR
 from settings import Settings
-
-from .carrier import carry
-from .common import (
+from stack.carrier import carry
+from stack.common import (
     NetworkNames,
     config_file,
     hardened_container_args,
@@ -31,10 +30,10 @@ from .common import (
     http_probe,
     scratch_volume,
 )
-from .volumes import runtime_volume_name
+from stack.volumes import runtime_volume_name
 
 PROXY_ROLE = "proxy"
-#: The role of the proxy's never-started file carrier (components/carrier.py).
+#: The role of the proxy's never-started file carrier (stack/carrier.py).
 CARRIER_ROLE = "carrier"
 PROXY_ALIAS = "proxy"
 #: nginx's uid/gid in the official image; listens only on unprivileged ports.
@@ -156,7 +155,7 @@ class Proxy(pulumi.ComponentResource):
             "image", name=s.images.nginx, keep_locally=True, opts=pulumi.ResourceOptions(parent=self),
         )
         health = f"http://127.0.0.1:{LISTEN.status}/nginx-health"
-        # The generated files arrive through a never-started carrier (components/carrier.py):
+        # The generated files arrive through a never-started carrier (stack/carrier.py):
         # the proxy mounts them read-only and runs with a read-only root.
         carried = carry(
             "proxy", consumer=self.container_name, directory=CONF_DIR,

@@ -27,21 +27,18 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import docker.errors
 
 import programs
-
-from . import work_contract as wc
-
-if TYPE_CHECKING:
-    from settings import Settings
-
-    from .datastores import Datastores
+from contract import work as wc
+from release.routing.docker_side import docker_client
 
 DEFAULT_TIMEOUT_S = 15.0
 REDIS_CONF = "/run/secrets/redis.conf"
 RABBITMQ_CONF_DIR = "/etc/rabbitmq/conf.d"
-#: The vhost of the stack's queues (components/datastores.py's definitions).
+#: The vhost of the stack's queues (stack/datastores.py's definitions).
 VHOST = "/"
 
 
@@ -195,7 +192,6 @@ def parse_consumers(text: str) -> dict[str, int]:
 
 
 def _exec(client: Any, name: str, script: str, env: dict[str, str]) -> tuple[int, str, str]:
-    import docker.errors
 
     try:
         container = client.containers.get(name)
@@ -224,7 +220,6 @@ def hand_over(target: HandoffTarget, live: str, previous: str | None, client: An
     if live not in (*wc.COLORS, wc.NOBODY):
         raise HandoffError(f"live color must be one of {(*wc.COLORS, wc.NOBODY)}, got {live!r}", live=live)
     if client is None:
-        from .routing.docker_side import docker_client
 
         client = docker_client()
     start = time.perf_counter()
@@ -268,12 +263,3 @@ def hand_over(target: HandoffTarget, live: str, previous: str | None, client: An
             broker_error=broker_error)
     consumers = {who: sum(q.by_owner.get(who, 0) for q in queues.values()) for who in (*wc.COLORS, "other")}
     return HandoffResult(live, epoch, round(handoff_ms, 1), holder, consumers, queues)
-
-
-def handoff_props(settings: Settings, datastores: Datastores) -> dict[str, Any] | None:
-    """The routing switch's `handoff` input for this stack: its Redis and RabbitMQ containers
-    and `workers.handoffTimeoutSeconds`; None when the stack runs no background work."""
-    if not settings.workers.enabled:
-        return None
-    return {"redisContainer": datastores.redis.name, "rabbitmqContainer": datastores.rabbitmq.name,
-            "timeoutS": settings.workers.handoff_timeout_seconds, "queues": list(settings.workers.queues)}

@@ -17,7 +17,7 @@ COLOR_LABEL: Final = f"{LABEL_PREFIX}.color"
 STACK_LABEL: Final = f"{LABEL_PREFIX}.stack"
 #: The service (`proxy`, `postgres`, `app-blue`, ...).
 SERVICE_LABEL: Final = f"{LABEL_PREFIX}.service"
-#: On a never-started file carrier: the container whose files it carries (components/carrier.py).
+#: On a never-started file carrier: the container whose files it carries (stack/carrier.py).
 CARRIER_LABEL: Final = f"{LABEL_PREFIX}.carrier-for"
 #: The role of the app's containers.
 APP_ROLE: Final = "app"
@@ -27,3 +27,8 @@ SECRETS_DIR: Final = "/run/secrets"
 #: and the trail's file in it.
 AUDIT_DIR: Final = "/var/log/paper-trading/audit"
 AUDIT_FILE: Final = "audit.jsonl"
+AUDIT_PATH: Final = f"{AUDIT_DIR}/{AUDIT_FILE}"
+#: The backup image ships this directory owned by its `postgres` user: mounting the (empty,
+#: new) audit volume there too makes Docker copy that owner onto it (copy-up), so the
+#: non-root writers can create the file. Same technique as the backups volume.
+AUDIT_OWNERSHIP_DONOR: Final = "/var/lib/postgresql"
