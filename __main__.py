@@ -13,14 +13,14 @@ from release.plan import plan, read_previous
 from release.record import DeployRecord, fingerprint, program_sources
 from release.routing import Routing, RoutingArgs
 from settings import COLORS, load_settings, other_color
-from stack.app import AppColor, AppColorArgs, color_fingerprint
-from stack.backup import Backup, BackupArgs
-from stack.datastores import Datastores, DatastoresArgs, handoff_props
-from stack.firewall import Firewall, FirewallArgs
-from stack.ids import Ids, IdsArgs
-from stack.monitoring import Monitoring, MonitoringArgs
+from stack.app import AppColor, AppColorArgs, AppColorProps, color_fingerprint
+from stack.backup import Backup, BackupArgs, BackupProps
+from stack.datastores import Datastores, DatastoresArgs, DatastoresProps, handoff_props
+from stack.firewall import Firewall, FirewallArgs, FirewallProps
+from stack.ids import Ids, IdsArgs, IdsProps
+from stack.monitoring import Monitoring, MonitoringArgs, MonitoringProps
 from stack.network import Networks, NetworksArgs
-from stack.proxy import Proxy, ProxyArgs
+from stack.proxy import Proxy, ProxyArgs, ProxyProps
 from stack.volumes import Volumes, VolumesArgs
 
 settings = load_settings(os.path.dirname(os.path.abspath(__file__)))
@@ -31,13 +31,14 @@ networks = Networks("networks", NetworksArgs(name_prefix=settings.name_prefix, s
 volumes = Volumes("volumes", VolumesArgs(name_prefix=settings.name_prefix, stack=stack))
 datastores = Datastores(
     "datastores",
-    DatastoresArgs(settings=settings, networks=networks.names, volumes=volumes, stack_labels=stack_labels),
+    DatastoresArgs(props=DatastoresProps.of(settings), networks=networks.names, volumes=volumes,
+                   stack_labels=stack_labels),
     opts=pulumi.ResourceOptions(depends_on=[*networks.all, *volumes.by_service.values()]),
 )
 backup = Backup(
     "backup",
     BackupArgs(
-        settings=settings, networks=networks.names, volumes=volumes, datastores=datastores,
+        props=BackupProps.of(settings), networks=networks.names, volumes=volumes, datastores=datastores,
         stack_labels=stack_labels,
     ),
 )
@@ -54,8 +55,9 @@ apps = {
     color: AppColor(
         f"app-{color}",
         AppColorArgs(
-            color=color, settings=settings, networks=networks.names, datastores=datastores,
-            stack_labels=stack_labels, pinned=release.pinned(color), depends_on=[release_guard],
+            color=color, props=AppColorProps.of(settings, color), networks=networks.names,
+            datastores=datastores, stack_labels=stack_labels, pinned=release.pinned(color),
+            depends_on=[release_guard],
         ),
         opts=pulumi.ResourceOptions(depends_on=networks.all),
     )
@@ -73,15 +75,15 @@ release_records = [
 proxy = Proxy(
     "proxy",
     ProxyArgs(
-        settings=settings, networks=networks.names, stack_labels=stack_labels,
+        props=ProxyProps.of(settings), networks=networks.names, stack_labels=stack_labels,
         depends_on=[container for app in apps.values() for container in app.containers],
     ),
 )
 monitoring = Monitoring(
     "monitoring",
     MonitoringArgs(
-        settings=settings, networks=networks.names, volume_names=volumes.names, stack_labels=stack_labels,
-        datastores=datastores, textfile_volume=backup.metrics_volume_name,
+        props=MonitoringProps.of(settings, stack), networks=networks.names, volume_names=volumes.names,
+        stack_labels=stack_labels, datastores=datastores, textfile_volume=backup.metrics_volume_name,
         depends_on=[*networks.all, *volumes.by_service.values(), *datastores.containers],
     ),
 )
@@ -90,7 +92,7 @@ monitoring = Monitoring(
 security: list[pulumi.Resource] = []
 if settings.security.ids.enabled:
     security.append(Ids("ids", IdsArgs(
-        settings=settings, networks=networks.names, stack_labels=stack_labels,
+        props=IdsProps.of(settings), networks=networks.names, stack_labels=stack_labels,
         depends_on=[*networks.all, volumes.by_service["proxy-logs"], volumes.by_service["decisions"],
                     proxy.container],  # nginx creates the access-log file the jails read
     )))
@@ -101,7 +103,7 @@ if settings.security.firewall.enabled:
     decisions = volumes.by_service.get("decisions")
     security.append(Firewall(
         "firewall",
-        FirewallArgs(settings=settings, stack_labels=stack_labels,
+        FirewallArgs(props=FirewallProps.of(settings), stack_labels=stack_labels,
                      decisions_volume=volumes.names.get("decisions"), networks=networks.all,
                      depends_on=[decisions] if decisions is not None else []),
     ))
@@ -132,7 +134,7 @@ routing = Routing(
         insecure=settings.validation.insecure,
         audit=audit_target(settings, stack),  # switches leave audit records
         # Background work moves with the traffic (none when the stack runs no work).
-        handoff=handoff_props(settings, datastores),
+        handoff=handoff_props(settings.workers, datastores),
     ),
 )
 # `activeColor` moves only once the switch is confirmed through the public listener.

@@ -8,6 +8,8 @@ models, and `stack` the `Settings` root with its cross-section checks and the re
 
 from __future__ import annotations
 
+from .app import AppConfig
+from .backup import BackupConfig
 from .base import (
     COLORS,
     PROJECT,
@@ -21,8 +23,11 @@ from .base import (
 )
 from .deployment import MAX_REPLICAS
 from .images import Images
-from .limits import Limits
-from .security import FirewallConfig, IdsJail
+from .limits import DatastoreLimits, Limits
+from .monitoring import MonitoringConfig
+from .proxy import ProxyConfig
+from .security import AuditConfig, FirewallConfig, IdsConfig, IdsJail
+from .server import ServerConfig
 from .stack import (
     SECRET_PATHS,
     Settings,
@@ -33,6 +38,7 @@ from .stack import (
     stack_file_path,
 )
 from .validation import SKIPPABLE_CHECKS
+from .workers import WorkersConfig
 
 __all__ = [
     "COLORS",
@@ -40,13 +46,22 @@ __all__ = [
     "PROJECT",
     "SECRET_PATHS",
     "SKIPPABLE_CHECKS",
+    "AppConfig",
+    "AuditConfig",
+    "BackupConfig",
     "Color",
     "ConfigError",
+    "DatastoreLimits",
     "FirewallConfig",
+    "IdsConfig",
     "IdsJail",
     "Images",
     "Limits",
+    "MonitoringConfig",
+    "ProxyConfig",
+    "ServerConfig",
     "Settings",
+    "WorkersConfig",
     "duration_ms",
     "image_pin_problem",
     "ip_network",

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pulumi
 import pulumi_docker as docker
+from pydantic import SecretStr
 
 from contract import APP_ROLE, COLOR_LABEL, ROLE_LABEL, SECRETS_DIR
-from settings import Color, Settings
+from settings import AppConfig, Color, Settings
 from stack.carrier import carry
 from stack.common import (
     NetworkNames,
@@ -32,9 +33,30 @@ from stack.datastores import DATABASE_NAME, DATABASE_USER, RABBITMQ_USER, Datast
 
 
 @dataclass(frozen=True)
+class AppColorProps:
+    """What one color's containers read: its image and replicas, the app's section, its port,
+    its environment (`app_envs`: the safety switches, peers, work contract, exchange metadata)
+    and the secret files the settings hold (the database URL, the exchange keys)."""
+
+    name_prefix: str
+    image: str
+    replicas: int
+    port: int
+    app: AppConfig
+    envs: tuple[str, ...]
+    secret_files: tuple[tuple[str, SecretStr], ...]
+
+    @classmethod
+    def of(cls, settings: Settings, color: Color) -> AppColorProps:
+        deployed = settings.deployment.color(color)
+        return cls(settings.name_prefix, deployed.image, deployed.replicas, settings.server.port,
+                   settings.app, tuple(app_envs(settings, color)), settings_secret_files(settings))
+
+
+@dataclass(frozen=True)
 class AppColorArgs:
     color: Color
-    settings: Settings
+    props: AppColorProps
     networks: NetworkNames
     datastores: Datastores
     stack_labels: Mapping[str, str]
@@ -124,24 +146,31 @@ def app_envs(settings: Settings, color: Color) -> list[str]:
     return envs
 
 
+def settings_secret_files(settings: Settings) -> tuple[tuple[str, SecretStr], ...]:
+    """The secret files whose values the settings hold: the database URL, the exchange keys."""
+    files: list[tuple[str, SecretStr]] = []
+    if settings.database.url is not None:
+        files.append(("database_url", settings.database.url))
+    for name, exchange in settings.exchanges.configured().items():
+        files.append((f"{name}_api_key", exchange.api_key))
+        if exchange.api_secret is not None:
+            files.append((f"{name}_api_secret", exchange.api_secret))
+        if exchange.passphrase is not None:
+            files.append((f"{name}_passphrase", exchange.passphrase))
+    return tuple(files)
+
+
 def app_secret_files(
-    settings: Settings, datastores: Datastores,
+    props: AppColorProps, datastores: Datastores,
 ) -> list[tuple[docker.ContainerUploadArgs, pulumi.Input[str]]]:
     """Each secret file's upload and its value (the carrier's volume name hashes the value)."""
-    owner = settings.app.user.split(":")[0]
+    owner = props.app.user.split(":")[0]
     files: list[tuple[str, pulumi.Input[str]]] = [
         ("database_password", datastores.postgres_password.result),
         ("redis_password", datastores.redis_password.result),
         ("rabbitmq_password", datastores.rabbitmq_password.result),
+        *((file, value.get_secret_value()) for file, value in props.secret_files),
     ]
-    if settings.database.url is not None:
-        files.append(("database_url", settings.database.url.get_secret_value()))
-    for name, exchange in settings.exchanges.configured().items():
-        files.append((f"{name}_api_key", exchange.api_key.get_secret_value()))
-        if exchange.api_secret is not None:
-            files.append((f"{name}_api_secret", exchange.api_secret.get_secret_value()))
-        if exchange.passphrase is not None:
-            files.append((f"{name}_passphrase", exchange.passphrase.get_secret_value()))
     return [(secret_file(f"{SECRETS_DIR}/{file}", value, owner=owner), value) for file, value in files]
 
 
@@ -150,18 +179,17 @@ class AppColor(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: AppColorArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("paper-trading:app:AppColor", name, None, opts)
-        s, color = args.settings, args.color
-        color_config = s.deployment.color(color)
+        s, color = args.props, args.color
         self.color = color
         self.alias = alias(color)
-        self.image_ref = color_config.image
+        self.image_ref = s.image
         pin = PIN_ALL if args.pinned else None
         self.image = docker.RemoteImage(
-            f"{color}-image", name=color_config.image, keep_locally=True,
+            f"{color}-image", name=s.image, keep_locally=True,
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=pin, depends_on=list(args.depends_on)),
         )
-        ready = f"http://127.0.0.1:{s.server.port}{s.app.health.ready}"
-        envs = app_envs(s, color)
+        ready = f"http://127.0.0.1:{s.port}{s.app.health.ready}"
+        envs = list(s.envs)
         # Frontend (the proxy) and backend (datastores) only: never a network of the monitoring
         # control plane or the scrape network. Prometheus reads the replicas' metrics and
         # readiness through the proxy's status relay (docs/monitoring.md, "Networks").
@@ -174,7 +202,7 @@ class AppColor(pulumi.ComponentResource):
         self.carriers: list[docker.Container] = []
         self.file_volumes: list[docker.Volume] = []
         app_labels = {ROLE_LABEL: APP_ROLE, COLOR_LABEL: color}
-        for index in range(1, color_config.replicas + 1):
+        for index in range(1, s.replicas + 1):
             name_ = container_name(s.name_prefix, color, index)
             # The secret files arrive through a carrier (stack/carrier.py), so the app's root
             # stays read-only. The carrier is an app container of this color for every policy
@@ -185,7 +213,7 @@ class AppColor(pulumi.ComponentResource):
                 f"{color}-{index}", consumer=name_, directory=SECRETS_DIR,
                 files=app_secret_files(s, args.datastores),
                 container_args=dict(
-                    image=color_config.image, service=f"app-{color}", stack_labels=args.stack_labels,
+                    image=s.image, service=f"app-{color}", stack_labels=args.stack_labels,
                     networks={args.networks.backend: []}, limits=s.app.limits, user=s.app.user,
                     envs=envs, healthcheck=healthcheck(http_probe(ready)), extra_labels=app_labels,
                 ),
@@ -198,7 +226,7 @@ class AppColor(pulumi.ComponentResource):
             self.containers.append(docker.Container(
                 f"{color}-{index}",
                 **hardened_container_args(
-                    image=color_config.image, name=name_, service=f"app-{color}",
+                    image=s.image, name=name_, service=f"app-{color}",
                     stack_labels=args.stack_labels, networks=networks, limits=s.app.limits,
                     user=s.app.user, envs=envs,
                     tmpfs={"/tmp": "rw,noexec,nosuid,size=64m"},

@@ -16,7 +16,7 @@ import pulumi_docker as docker
 
 import programs
 from contract import AUDIT_DIR, AUDIT_FILE, AUDIT_OWNERSHIP_DONOR, SECRETS_DIR, SERVICE_LABEL, STACK_LABEL
-from settings import Settings
+from settings import AuditConfig, BackupConfig, Images, Settings
 from stack.common import NetworkNames, hardened_container_args, healthcheck, secret_file
 from stack.datastores import RABBITMQ_USER, Datastores
 from stack.volumes import Volumes
@@ -44,8 +44,22 @@ OWNERSHIP_DONORS = {"backups": "/var/lib/postgresql/data", "metrics": "/var/run/
 
 
 @dataclass(frozen=True)
+class BackupProps:
+    """What the backup service reads: its section, its image (postgres's), the audit trail's."""
+
+    name_prefix: str
+    images: Images
+    backup: BackupConfig
+    audit: AuditConfig
+
+    @classmethod
+    def of(cls, settings: Settings) -> BackupProps:
+        return cls(settings.name_prefix, settings.images, settings.backup, settings.security.audit)
+
+
+@dataclass(frozen=True)
 class BackupArgs:
-    settings: Settings
+    props: BackupProps
     networks: NetworkNames
     volumes: Volumes
     datastores: Datastores
@@ -66,9 +80,9 @@ def service_command() -> list[str]:
     return ["/bin/sh", "-c", programs.text("backup/service.sh")]
 
 
-def backup_envs(settings: Settings, database_name: str, database_user: str, stack: str = "") -> list[str]:
-    """The scripts' settings; all of them come from `settings.backup` (no secrets here)."""
-    cfg = settings.backup
+def backup_envs(props: BackupProps, database_name: str, database_user: str, stack: str = "") -> list[str]:
+    """The scripts' settings; all of them come from `backup` (no secrets here)."""
+    cfg = props.backup
     interval = cfg.interval_minutes * 60
     envs = {
         "PATH": f"{BIN_DIR}:{IMAGE_PATH}",
@@ -87,13 +101,13 @@ def backup_envs(settings: Settings, database_name: str, database_user: str, stac
         "PGPASSWORD_FILE": f"{SECRETS_DIR}/postgres_password",
         "PGCONNECT_TIMEOUT": "10",
         # Audit records of backup/restore (lib.sh `audit`); empty: not recorded.
-        "AUDIT_LOG": f"{AUDIT_DIR}/{AUDIT_FILE}" if settings.security.audit.enabled else "",
-        "AUDIT_STACK": stack or settings.name_prefix,
+        "AUDIT_LOG": f"{AUDIT_DIR}/{AUDIT_FILE}" if props.audit.enabled else "",
+        "AUDIT_STACK": stack or props.name_prefix,
         # security.audit.failClosed: a run whose record cannot be appended is refused (lib.sh, exit 74).
-        "AUDIT_FAIL_CLOSED": "1" if settings.security.audit.fail_closed else "0",
+        "AUDIT_FAIL_CLOSED": "1" if props.audit.fail_closed else "0",
     }
-    if settings.security.audit.actor:
-        envs["AUDIT_ACTOR_DEFAULT"] = settings.security.audit.actor
+    if props.audit.actor:
+        envs["AUDIT_ACTOR_DEFAULT"] = props.audit.actor
     if cfg.second_target:
         envs["BACKUP_SECOND_DIR"] = SECOND_DIR
     if cfg.rabbitmq_definitions:
@@ -112,7 +126,7 @@ class Backup(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: BackupArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("paper-trading:backup:Backup", name, None, opts)
-        s = args.settings
+        s = args.props
         prefix = s.name_prefix
         stack = args.stack_labels.get(STACK_LABEL, pulumi.get_stack())
         self.container_name = f"{prefix}-backup"
@@ -161,7 +175,7 @@ class Backup(pulumi.ComponentResource):
         self.register_outputs({"metricsVolumeName": self.metrics_volume_name})
 
     def _volumes(self, args: BackupArgs) -> list[docker.ContainerVolumeArgs]:
-        cfg = args.settings.backup
+        cfg = args.props.backup
         volumes = [
             args.volumes.mount("backups", BACKUP_DIR),
             args.volumes.mount("backups", OWNERSHIP_DONORS["backups"]),  # owner for a new volume
@@ -191,7 +205,7 @@ class Backup(pulumi.ComponentResource):
             secret_file(f"{SECRETS_DIR}/postgres_password", args.datastores.postgres_password.result,
                         owner=BACKUP_USER)
         )
-        if args.settings.backup.rabbitmq_definitions:
+        if args.props.backup.rabbitmq_definitions:
             uploads.append(
                 secret_file(f"{SECRETS_DIR}/rabbitmq_password", args.datastores.rabbitmq_password.result,
                             owner=BACKUP_USER)

@@ -20,7 +20,7 @@ import pulumi_docker as docker
 import pulumi_random as random
 
 from contract import SECRETS_DIR
-from settings import Settings
+from settings import DatastoreLimits, Images, Settings, WorkersConfig
 from stack.common import (
     NetworkNames,
     config_file,
@@ -40,8 +40,22 @@ ENTRYPOINT_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID")
 
 
 @dataclass(frozen=True)
+class DatastoresProps:
+    """What the datastores read: their images and limits, the work queues, the names' prefix."""
+
+    name_prefix: str
+    images: Images
+    limits: DatastoreLimits
+    workers: WorkersConfig
+
+    @classmethod
+    def of(cls, settings: Settings) -> DatastoresProps:
+        return cls(settings.name_prefix, settings.images, settings.limits, settings.workers)
+
+
+@dataclass(frozen=True)
 class DatastoresArgs:
-    settings: Settings
+    props: DatastoresProps
     networks: NetworkNames
     volumes: Volumes
     stack_labels: Mapping[str, str]
@@ -152,7 +166,7 @@ class Datastores(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: DatastoresArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("paper-trading:datastores:Datastores", name, None, opts)
-        s, prefix = args.settings, args.settings.name_prefix
+        s, prefix = args.props, args.props.name_prefix
         self.database_name = DATABASE_NAME
         self.database_user = DATABASE_USER
         self.postgres_password = _password("postgres-password", self)
@@ -278,10 +292,10 @@ class Datastores(pulumi.ComponentResource):
         return [self.postgres, self.redis, self.rabbitmq]
 
 
-def handoff_props(settings: Settings, datastores: Datastores) -> dict[str, Any] | None:
+def handoff_props(workers: WorkersConfig, datastores: Datastores) -> dict[str, Any] | None:
     """The routing switch's `handoff` input for this stack: its Redis and RabbitMQ containers
     and `workers.handoffTimeoutSeconds`; None when the stack runs no background work."""
-    if not settings.workers.enabled:
+    if not workers.enabled:
         return None
     return {"redisContainer": datastores.redis.name, "rabbitmqContainer": datastores.rabbitmq.name,
-            "timeoutS": settings.workers.handoff_timeout_seconds, "queues": list(settings.workers.queues)}
+            "timeoutS": workers.handoff_timeout_seconds, "queues": list(workers.queues)}

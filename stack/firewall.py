@@ -33,7 +33,7 @@ from contract import ROLE_LABEL
 from release.dynamic import StateProvider
 from release.routing.docker_side import docker_client
 from render.firewall import DECISIONS_DIR, FirewallRules, render_ruleset, table_name_for
-from settings import Settings
+from settings import FirewallConfig, Settings
 from stack.common import hardened_container_args, healthcheck
 
 HOST_GUARD_ROLE = "host-guard"
@@ -58,25 +58,25 @@ def bridge_name(network_id: str, options: Mapping[str, str] | None) -> str:
     return str(custom) if custom else f"br-{network_id[:12]}"
 
 
-def firewall_rules(settings: Settings, bridges: Sequence[str] = ()) -> FirewallRules:
-    fw = settings.security.firewall
+def firewall_rules(props: FirewallProps, bridges: Sequence[str] = ()) -> FirewallRules:
+    fw = props.firewall
     interfaces = tuple(dict.fromkeys((*bridges, *fw.docker_interfaces)))
     return FirewallRules(
-        public_ports=public_ports(settings),
-        public_address=settings.proxy.public_address,
+        public_ports=props.public_ports,
+        public_address=props.public_address,
         new_connections_per_second=fw.new_connections_per_second,
         new_connections_burst=fw.new_connections_burst,
         admin_sources=fw.admin_sources,
         docker_interfaces=interfaces,
         filter_host_input=fw.filter_host_input,
         host_ports=fw.host_ports,
-        allow_list=settings.security.ids.allow_list,
-        table_name=table_name_for(settings.name_prefix),
+        allow_list=props.allow_list,
+        table_name=table_name_for(props.name_prefix),
     )
 
 
-def ruleset(settings: Settings, bridges: Sequence[str] = ()) -> str:
-    return render_ruleset(firewall_rules(settings, bridges))
+def ruleset(props: FirewallProps, bridges: Sequence[str] = ()) -> str:
+    return render_ruleset(firewall_rules(props, bridges))
 
 
 def supervisor_source() -> str:
@@ -122,8 +122,27 @@ class FirewallTable(dyn.Resource):
 
 
 @dataclass(frozen=True)
+class FirewallProps:
+    """What the host guard reads: its section and image, the proxy's public ports and address,
+    the IDS's allow list (never banned)."""
+
+    name_prefix: str
+    image: str
+    firewall: FirewallConfig
+    public_ports: tuple[int, ...]
+    public_address: str
+    allow_list: tuple[str, ...]
+
+    @classmethod
+    def of(cls, settings: Settings) -> FirewallProps:
+        return cls(settings.name_prefix, settings.images.host_guard, settings.security.firewall,
+                   public_ports(settings), settings.proxy.public_address,
+                   tuple(settings.security.ids.allow_list))
+
+
+@dataclass(frozen=True)
 class FirewallArgs:
-    settings: Settings
+    props: FirewallProps
     stack_labels: Mapping[str, str]
     #: The IDS's `decisions` volume (stack/volumes.py), mounted read-only; None: no bans.
     decisions_volume: str | None = None
@@ -137,18 +156,18 @@ class Firewall(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: FirewallArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("paper-trading:security:Firewall", name, None, opts)
-        s = args.settings
-        fw = s.security.firewall
+        p = args.props
+        fw = p.firewall
         if not args.networks and not fw.docker_interfaces:
             raise ValueError("security.firewall: the host guard needs the stack's Docker networks "
                              "(FirewallArgs.networks) to know which bridges are Docker's")
-        self.container_name = f"{s.name_prefix}-host-guard"
-        rules = firewall_rules(s, ("docker0",))  # validates the settings at preview (bridges come later)
+        self.container_name = f"{p.name_prefix}-host-guard"
+        rules = firewall_rules(p, ("docker0",))  # validates the settings at preview (bridges come later)
         self.table = rules.table
         bridges = pulumi.Output.all(*[pulumi.Output.all(n.id, n.options) for n in args.networks]).apply(
             lambda pairs: [bridge_name(str(i), o) for i, o in pairs])
         self.bridges = bridges
-        self.ruleset = bridges.apply(lambda names: ruleset(s, names))
+        self.ruleset = bridges.apply(lambda names: ruleset(p, names))
         volumes = None
         if args.decisions_volume:
             volumes = [docker.ContainerVolumeArgs(volume_name=args.decisions_volume,
@@ -156,7 +175,7 @@ class Firewall(pulumi.ComponentResource):
         never_ban = ",".join(rules.never_banned)
         supervisor = ["python3", "-c", supervisor_source()]
         container_args = hardened_container_args(
-            image=s.images.host_guard, name=self.container_name, service=HOST_GUARD_ROLE,
+            image=p.image, name=self.container_name, service=HOST_GUARD_ROLE,
             stack_labels=args.stack_labels,
             networks={"host": []},  # replaced by network_mode below
             limits=fw.limits,
@@ -184,7 +203,7 @@ class Firewall(pulumi.ComponentResource):
         # A new ruleset replaces the container under the same name: the old one must go first
         # (its table stays loaded meanwhile: a stopped guard fails closed; the new one reloads).
         # Created before the guard, deleted after it: its delete removes the table at destroy.
-        self.table_resource = FirewallTable("host-guard-table", table=self.table, image=s.images.host_guard,
+        self.table_resource = FirewallTable("host-guard-table", table=self.table, image=p.image,
                                             opts=pulumi.ResourceOptions(parent=self))
         self.container = docker.Container(
             "host-guard", **container_args,

@@ -50,8 +50,22 @@ BOOTSTRAP = programs.text("ids/bootstrap.py")
 
 
 @dataclass(frozen=True)
+class IdsProps:
+    """What the IDS reads: its image, the names' prefix and its rendered bundle (jails, filters,
+    actions: render/ids from `security.ids` and the proxy's log format)."""
+
+    name_prefix: str
+    image: str
+    files: Mapping[str, str]
+
+    @classmethod
+    def of(cls, settings: Settings) -> IdsProps:
+        return cls(settings.name_prefix, settings.images.ids, ids_bundle(settings))
+
+
+@dataclass(frozen=True)
 class IdsArgs:
-    settings: Settings
+    props: IdsProps
     networks: NetworkNames
     stack_labels: Mapping[str, str]
     depends_on: Sequence[pulumi.Resource] = ()
@@ -61,13 +75,12 @@ def ids_bundle(settings: Settings) -> dict[str, str]:
     return bundle(settings, IdsPaths())
 
 
-def ids_envs(settings: Settings) -> list[str]:
-    encoded = base64.b64encode(json.dumps(ids_bundle(settings), sort_keys=True).encode()).decode()
+def ids_envs(files: Mapping[str, str]) -> list[str]:
+    encoded = base64.b64encode(json.dumps(dict(files), sort_keys=True).encode()).decode()
     return [f"{BUNDLE_ENV}={encoded}", "PYTHONDONTWRITEBYTECODE=1"]
 
 
-def ids_volumes(settings: Settings) -> list[docker.ContainerVolumeArgs]:
-    prefix = settings.name_prefix
+def ids_volumes(prefix: str) -> list[docker.ContainerVolumeArgs]:
     return [
         docker.ContainerVolumeArgs(volume_name=runtime_volume_name(prefix, "proxy-logs"),
                                    container_path=ACCESS_LOG_DIR, read_only=True),
@@ -81,20 +94,20 @@ class Ids(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: IdsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("paper-trading:security:Ids", name, None, opts)
-        s = args.settings
-        self.container_name = f"{s.name_prefix}-ids"
-        self.files = ids_bundle(s)
+        p = args.props
+        self.container_name = f"{p.name_prefix}-ids"
+        self.files = dict(p.files)
         container_args = hardened_container_args(
-            image=s.images.ids, name=self.container_name, service=IDS_ROLE,
+            image=p.image, name=self.container_name, service=IDS_ROLE,
             stack_labels=args.stack_labels,
             # Internal: only exporters and Prometheus's scrapes; the IDS calls nobody.
             networks={args.networks.metrics: [METRICS_ALIAS]},
-            limits=LIMITS, user=IDS_USER, envs=ids_envs(s),
+            limits=LIMITS, user=IDS_USER, envs=ids_envs(p.files),
             tmpfs={
                 RUN_DIR: "rw,noexec,nosuid,size=16m,mode=0700,uid=65534,gid=65534",
                 "/tmp": "rw,noexec,nosuid,size=8m",
             },
-            volumes=ids_volumes(s),
+            volumes=ids_volumes(p.name_prefix),
             command=["-c", BOOTSTRAP, RUN_DIR, BUNDLE_ENV],
             # fail2ban answers its socket: the same ping that feeds the heartbeat metric.
             healthcheck=healthcheck(

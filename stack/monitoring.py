@@ -22,19 +22,10 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_random as random
 
-from contract import AUDIT_DIR, SECRETS_DIR, STACK_LABEL
-from render.monitoring import (
-    alertmanager,
-    blackbox,
-    grafana,
-    layout,
-    loki,
-    prometheus,
-    promtail,
-    rules,
-    victorialogs,
-)
-from settings import Limits, Settings
+from contract import AUDIT_DIR, SECRETS_DIR
+from render.monitoring import alertmanager, grafana, layout, rules, victorialogs
+from render.monitoring.files import MonitoringFiles
+from settings import Images, Limits, MonitoringConfig, Settings
 from stack.common import NetworkNames, hardened_container_args, healthcheck, secret_file
 
 NOBODY = "65534:65534"
@@ -76,8 +67,25 @@ class DatastoresLike(Protocol):
 
 
 @dataclass(frozen=True)
+class MonitoringProps:
+    """What monitoring reads: its section, its images and limits, its rendered files."""
+
+    name_prefix: str
+    stack: str
+    images: Images
+    limits: Limits
+    monitoring: MonitoringConfig
+    files: MonitoringFiles
+
+    @classmethod
+    def of(cls, settings: Settings, stack: str) -> MonitoringProps:
+        return cls(settings.name_prefix, stack, settings.images, settings.limits.monitoring,
+                   settings.monitoring, MonitoringFiles.of(settings, stack))
+
+
+@dataclass(frozen=True)
 class MonitoringArgs:
-    settings: Settings
+    props: MonitoringProps
     networks: NetworkNames
     volume_names: Mapping[str, str]
     stack_labels: Mapping[str, str]
@@ -134,10 +142,11 @@ class Monitoring(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("paper-trading:monitoring:Monitoring", name, None, opts)
-        s = args.settings
+        s = args.props
         mon = s.monitoring
+        rendered = s.files
         self._args = args
-        self._stack = args.stack_labels.get(STACK_LABEL, pulumi.get_stack())
+        self._stack = s.stack
         self.images: dict[str, docker.RemoteImage] = {}
         self.containers: dict[str, docker.Container] = {}
         self.files: dict[str, dict[str, str]] = {}
@@ -158,10 +167,10 @@ class Monitoring(pulumi.ComponentResource):
         self.prometheus: docker.Container | None = None
         if mon.prometheus.enabled:
             self.prometheus = self._container(
-                "prometheus", s.images.prometheus, s.limits.monitoring, user=NOBODY,
+                "prometheus", s.images.prometheus, s.limits, user=NOBODY,
                 files={
-                    layout.PROMETHEUS_CONFIG: prometheus.prometheus_config(s, self._stack),
-                    layout.ALERT_RULES: rules.alert_rules(s),
+                    layout.PROMETHEUS_CONFIG: rendered.prometheus,
+                    layout.ALERT_RULES: rendered.alert_rules,
                     layout.RECORDING_RULES: rules.recording_rules(),
                 },
                 config_dir=layout.PROMETHEUS_DIR,
@@ -183,21 +192,17 @@ class Monitoring(pulumi.ComponentResource):
         self.alertmanager: docker.Container | None = None
         if self.alertmanager_password is not None:
             password = self.alertmanager_password
-            webhook = mon.alertmanager.webhook_url
-            if webhook is None:
-                am_content: pulumi.Input[str] = alertmanager.alertmanager_config(s, None)
-                am_shown = am_content
-                am_upload = _config_upload(layout.ALERTMANAGER_CONFIG, str(am_content))
+            am_shown = rendered.alertmanager
+            if rendered.alertmanager_secret is None:
+                am_upload = _config_upload(layout.ALERTMANAGER_CONFIG, am_shown)
             else:
-                am_shown = alertmanager.alertmanager_config(s, alertmanager.REDACTED_URL)
-                am_content = pulumi.Output.secret(webhook.get_secret_value()).apply(
-                    lambda url: alertmanager.alertmanager_config(s, url))
                 am_upload = docker.ContainerUploadArgs(
-                    file=layout.ALERTMANAGER_CONFIG, content=pulumi.Output.secret(am_content),
+                    file=layout.ALERTMANAGER_CONFIG,
+                    content=pulumi.Output.secret(rendered.alertmanager_secret.get_secret_value()),
                     permissions="0444")  # read by nobody (65534); see secret_file
             self.alertmanager = self._container(
-                "alertmanager", s.images.alertmanager, s.limits.monitoring, user=NOBODY,
-                files={layout.ALERTMANAGER_CONFIG: str(am_shown)}, uploads=[am_upload],
+                "alertmanager", s.images.alertmanager, s.limits, user=NOBODY,
+                files={layout.ALERTMANAGER_CONFIG: am_shown}, uploads=[am_upload],
                 config_dir=layout.ALERTMANAGER_DIR,
                 secrets=[
                     secret_file(layout.ALERTMANAGER_WEB_CONFIG,
@@ -233,13 +238,13 @@ class Monitoring(pulumi.ComponentResource):
                     opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["result"]))
                 admin = self.grafana_admin_password.result
             grafana_files = {
-                layout.GRAFANA_DATASOURCES: grafana.datasources(s),
+                layout.GRAFANA_DATASOURCES: rendered.grafana_datasources,
                 layout.GRAFANA_DASHBOARD_PROVIDERS: grafana.dashboard_providers(),
                 **{f"{layout.GRAFANA_DASHBOARDS_DIR}/{name}": text
-                   for name, text in grafana.dashboards(s).items()},
+                   for name, text in rendered.grafana_dashboards.items()},
             }
             self.grafana = self._container(
-                "grafana", s.images.grafana, s.limits.monitoring, user=GRAFANA_USER,
+                "grafana", s.images.grafana, s.limits, user=GRAFANA_USER,
                 files=grafana_files, config_dir=layout.GRAFANA_DIR,
                 data=(args.volume_names["grafana"], layout.GRAFANA_DATA),
                 secrets=[
@@ -260,7 +265,8 @@ class Monitoring(pulumi.ComponentResource):
                     "GF_ANALYTICS_REPORTING_ENABLED=false",
                     "GF_ANALYTICS_CHECK_FOR_UPDATES=false",
                     "GF_LOG_MODE=console",
-                    *([f"GF_INSTALL_PLUGINS={','.join(grafana.plugins(s))}"] if grafana.plugins(s) else []),
+                    *([f"GF_INSTALL_PLUGINS={','.join(rendered.grafana_plugins)}"]
+                      if rendered.grafana_plugins else []),
                     f"GF_SERVER_ROOT_URL={_url(bind, mon.grafana.port)}/",
                 ],
                 ports=[_published(bind, layout.GRAFANA_PORT, mon.grafana.port)],
@@ -283,9 +289,9 @@ class Monitoring(pulumi.ComponentResource):
         ]
         if mon.logs.enabled and mon.logs.backend == "victorialogs":
             self.victorialogs = self._container(
-                "victorialogs", s.images.victoria_logs, s.limits.monitoring, user=NOBODY,
+                "victorialogs", s.images.victoria_logs, s.limits, user=NOBODY,
                 data=(args.volume_names["logs"], layout.VICTORIALOGS_DATA),
-                command=victorialogs.server_args(s),
+                command=list(rendered.victorialogs_args),
                 ports=[_published(bind, layout.VICTORIALOGS_PORT, mon.logs.port)],
                 check=_http_check(layout.VICTORIALOGS_PORT, "/health"),
             )
@@ -294,13 +300,13 @@ class Monitoring(pulumi.ComponentResource):
                 alias=layout.COLLECTOR_ALIASES["victorialogs"],
                 extra_volumes=[docker.ContainerVolumeArgs(container_path=layout.VLAGENT_DATA),
                                *collector_volumes],
-                command=victorialogs.collector_args(s, self._stack, audit="audit" in args.volume_names),
+                command=victorialogs.collector_args(self._stack, audit="audit" in args.volume_names),
                 check=_collector_check(layout.VLAGENT_PORT),
             )
         elif mon.logs.enabled:
             self.loki = self._container(
-                "loki", s.images.loki, s.limits.monitoring, user=LOKI_USER,
-                files={layout.LOKI_CONFIG: loki.loki_config(s)}, config_dir=layout.LOKI_DIR,
+                "loki", s.images.loki, s.limits, user=LOKI_USER,
+                files={layout.LOKI_CONFIG: rendered.loki}, config_dir=layout.LOKI_DIR,
                 data=(args.volume_names["logs"], layout.LOKI_DATA),
                 command=[f"-config.file={layout.LOKI_CONFIG}"],
                 ports=[_published(bind, layout.LOKI_PORT, mon.logs.port)],
@@ -308,7 +314,7 @@ class Monitoring(pulumi.ComponentResource):
             )
             self.log_collector = self._container(
                 "log-collector", s.images.promtail, mon.exporter_limits, user=ROOT_USER,
-                files={layout.PROMTAIL_CONFIG: promtail.promtail_config(s, self._stack)},
+                files={layout.PROMTAIL_CONFIG: rendered.promtail},
                 config_dir=layout.PROMTAIL_DIR,
                 extra_volumes=[
                     docker.ContainerVolumeArgs(container_path=layout.PROMTAIL_POSITIONS_DIR),
@@ -339,7 +345,7 @@ class Monitoring(pulumi.ComponentResource):
         )
         self.blackbox_exporter = self._container(
             "blackbox-exporter", mon.blackbox_image, mon.exporter_limits, user=NOBODY,
-            files={layout.BLACKBOX_CONFIG: blackbox.blackbox_config(s)}, config_dir=layout.BLACKBOX_DIR,
+            files={layout.BLACKBOX_CONFIG: rendered.blackbox}, config_dir=layout.BLACKBOX_DIR,
             command=[f"--config.file={layout.BLACKBOX_CONFIG}",
                      f"--web.listen-address=:{layout.BLACKBOX_PORT}"],
             check=_http_check(layout.BLACKBOX_PORT, "/-/healthy"),
@@ -414,7 +420,7 @@ class Monitoring(pulumi.ComponentResource):
             raise ValueError(f"{service}: a monitoring container has a healthcheck unless NO_HEALTHCHECK "
                              "names it with the reason (and then has none)")
         args = self._args
-        prefix = args.settings.name_prefix
+        prefix = args.props.name_prefix
         name = f"{prefix}-{service}"
         files = files or {}
         if files:

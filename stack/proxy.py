@@ -20,7 +20,7 @@ from render.ids import ACCESS_LOG_DIR, ACCESS_LOG_FILE
 from render.nginx import ROUTING_PATH, NginxListen, NginxPaths, render_nginx_conf, render_routing
 from render.nginx.conf import CONF_DIR, CONF_PATH, STATUS_ALIAS
 from render.nginx.routing import ROUTING_DIR
-from settings import Settings
+from settings import IdsConfig, ProxyConfig, ServerConfig, Settings
 from stack.carrier import carry
 from stack.common import (
     NetworkNames,
@@ -47,8 +47,26 @@ LOG_ROTATION_NAME = "nginx-rotating-log"
 
 
 @dataclass(frozen=True)
+class ProxyProps:
+    """What the proxy reads: its section, the server's (host, TLS), whether the IDS reads its
+    access log, its image, and its rendered files (nginx.conf from render/nginx)."""
+
+    name_prefix: str
+    image: str
+    proxy: ProxyConfig
+    server: ServerConfig
+    ids: IdsConfig
+    files: Mapping[str, str]
+
+    @classmethod
+    def of(cls, settings: Settings) -> ProxyProps:
+        return cls(settings.name_prefix, settings.images.nginx, settings.proxy, settings.server,
+                   settings.security.ids, proxy_files(settings))
+
+
+@dataclass(frozen=True)
 class ProxyArgs:
-    settings: Settings
+    props: ProxyProps
     networks: NetworkNames
     stack_labels: Mapping[str, str]
     depends_on: Sequence[pulumi.Resource] = ()
@@ -59,7 +77,7 @@ def proxy_paths(settings: Settings) -> NginxPaths:
     return PATHS if settings.security.ids.enabled else NginxPaths()
 
 
-def proxy_command(settings: Settings) -> list[str]:
+def proxy_command(props: ProxyProps) -> list[str]:
     """nginx in the foreground; with the IDS on, also the access-log file's bounded rotation.
 
     With the IDS on, programs/proxy/nginx-rotating-log.sh (by `sh -c`): every 30 s a loop
@@ -70,19 +88,19 @@ def proxy_command(settings: Settings) -> list[str]:
     bytes, nginx's configuration.
     """
     nginx = ["nginx", "-e", "stderr", "-c", CONF_PATH, "-g", "daemon off;"]
-    if not settings.security.ids.enabled:
+    if not props.ids.enabled:
         return nginx
-    limit = settings.security.ids.access_log_max_mb * 1024 * 1024
+    limit = props.ids.access_log_max_mb * 1024 * 1024
     return ["sh", "-c", LOG_ROTATION, LOG_ROTATION_NAME, ACCESS_LOG_FILE, str(limit), CONF_PATH]
 
 
-def proxy_volumes(settings: Settings, conf: docker.ContainerVolumeArgs) -> list[docker.ContainerVolumeArgs]:
+def proxy_volumes(props: ProxyProps, conf: docker.ContainerVolumeArgs) -> list[docker.ContainerVolumeArgs]:
     """`conf`: the carrier's volume, read-only at CONF_DIR; the routing markers: a volume of the
     proxy's own (writable by root only, removed with the container: a new proxy promotes nothing)."""
     volumes = [conf, scratch_volume(ROUTING_DIR)]
-    if settings.security.ids.enabled:
+    if props.ids.enabled:
         volumes.append(docker.ContainerVolumeArgs(
-            volume_name=runtime_volume_name(settings.name_prefix, "proxy-logs"),
+            volume_name=runtime_volume_name(props.name_prefix, "proxy-logs"),
             container_path=ACCESS_LOG_DIR,
         ))
     return volumes
@@ -97,13 +115,13 @@ def proxy_files(settings: Settings) -> dict[str, str]:
     }
 
 
-def proxy_ports(settings: Settings) -> list[docker.ContainerPortArgs]:
+def proxy_ports(props: ProxyProps) -> list[docker.ContainerPortArgs]:
     """Published ports, each with an explicit host address; preview only on loopback."""
-    proxy = settings.proxy
+    proxy = props.proxy
     ports = [docker.ContainerPortArgs(
         internal=LISTEN.http, external=proxy.http_port, ip=proxy.public_address, protocol="tcp",
     )]
-    if settings.server.ssl.enabled:
+    if props.server.ssl.enabled:
         ports.append(docker.ContainerPortArgs(
             internal=LISTEN.https, external=proxy.https_port, ip=proxy.public_address, protocol="tcp",
         ))
@@ -113,10 +131,10 @@ def proxy_ports(settings: Settings) -> list[docker.ContainerPortArgs]:
     return ports
 
 
-def proxy_mounts(settings: Settings) -> list[docker.ContainerMountArgs]:
+def proxy_mounts(props: ProxyProps) -> list[docker.ContainerMountArgs]:
     """The TLS pair, read-only from the host (the key must be readable by uid 101)."""
     mounts: list[docker.ContainerMountArgs] = []
-    ssl = settings.server.ssl
+    ssl = props.server.ssl
     if ssl.enabled:
         for source, target in ((ssl.cert_path, PATHS.tls_cert), (ssl.key_path, PATHS.tls_key)):
             mounts.append(
@@ -125,20 +143,20 @@ def proxy_mounts(settings: Settings) -> list[docker.ContainerMountArgs]:
     return mounts
 
 
-def proxy_ulimits(settings: Settings) -> dict[str, int]:
+def proxy_ulimits(props: ProxyProps) -> dict[str, int]:
     """The container's ulimits (soft = hard): open files as the nginx.conf promises, processes."""
-    return {"nofile": settings.proxy.open_files_limit, "nproc": settings.proxy.max_processes}
+    return {"nofile": props.proxy.open_files_limit, "nproc": props.proxy.max_processes}
 
 
-def public_url(settings: Settings) -> str:
-    if settings.server.ssl.enabled:
-        return f"https://{settings.server.host}:{settings.proxy.https_port}"
-    return f"http://{settings.server.host}:{settings.proxy.http_port}"
+def public_url(props: ProxyProps) -> str:
+    if props.server.ssl.enabled:
+        return f"https://{props.server.host}:{props.proxy.https_port}"
+    return f"http://{props.server.host}:{props.proxy.http_port}"
 
 
-def preview_url(settings: Settings) -> str:
-    scheme = "https" if settings.server.ssl.enabled else "http"
-    return f"{scheme}://127.0.0.1:{settings.proxy.preview_port}"
+def preview_url(props: ProxyProps) -> str:
+    scheme = "https" if props.server.ssl.enabled else "http"
+    return f"{scheme}://127.0.0.1:{props.proxy.preview_port}"
 
 
 class Proxy(pulumi.ComponentResource):
@@ -146,13 +164,13 @@ class Proxy(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: ProxyArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("paper-trading:proxy:Proxy", name, None, opts)
-        s = args.settings
+        s = args.props
         self.container_name = f"{s.name_prefix}-proxy"
-        self.files = proxy_files(s)
+        self.files = dict(s.files)
         self.public_url = public_url(s)
         self.preview_url = preview_url(s)
         self.image = docker.RemoteImage(
-            "image", name=s.images.nginx, keep_locally=True, opts=pulumi.ResourceOptions(parent=self),
+            "image", name=s.image, keep_locally=True, opts=pulumi.ResourceOptions(parent=self),
         )
         health = f"http://127.0.0.1:{LISTEN.status}/nginx-health"
         # The generated files arrive through a never-started carrier (stack/carrier.py):
@@ -161,7 +179,7 @@ class Proxy(pulumi.ComponentResource):
             "proxy", consumer=self.container_name, directory=CONF_DIR,
             files=[(config_file(path, content), content) for path, content in self.files.items()],
             container_args=dict(
-                image=s.images.nginx, service=f"{PROXY_ROLE}-files", stack_labels=args.stack_labels,
+                image=s.image, service=f"{PROXY_ROLE}-files", stack_labels=args.stack_labels,
                 networks={args.networks.frontend: []}, limits=s.proxy.limits, user=PROXY_USER,
                 healthcheck=healthcheck(http_probe(health), start_period="10s"),
                 extra_labels={ROLE_LABEL: CARRIER_ROLE},
@@ -173,7 +191,7 @@ class Proxy(pulumi.ComponentResource):
         self.container = docker.Container(
             "proxy",
             **hardened_container_args(
-                image=s.images.nginx, name=self.container_name, service=PROXY_ROLE,
+                image=s.image, name=self.container_name, service=PROXY_ROLE,
                 stack_labels=args.stack_labels,
                 # `proxy` on frontend and metrics (the blackbox exporter probes the live listener);
                 # the status listener binds only to STATUS_ALIAS, an alias that exists on the

@@ -20,8 +20,8 @@ from tools.render import ROOT, Graph, Resource, evaluate, stack_config
 
 BACKUP_TYPE = "paper-trading:backup:Backup"
 WIRING = """
-from stack.backup import Backup, BackupArgs
-backup = Backup("backup", BackupArgs(settings=settings, networks=networks.names, volumes=volumes,
+from stack.backup import Backup, BackupArgs, BackupProps
+backup = Backup("backup", BackupArgs(props=BackupProps.of(settings), networks=networks.names, volumes=volumes,
                 datastores=datastores, stack_labels=stack_labels))
 """
 DATA_VOLUMES = ("postgres", "redis", "rabbitmq", "prometheus", "alertmanager", "grafana", "logs", "backups")

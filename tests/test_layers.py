@@ -130,3 +130,27 @@ def test_no_source_file_outside_the_tests_is_over_500_lines() -> None:
     long = {name: n for name in listed if name and not name.startswith("tests/") and (ROOT / name).is_file()
             and (n := len((ROOT / name).read_text().splitlines())) > 500}
     assert long == {}
+
+
+def test_no_component_is_given_the_whole_settings() -> None:
+    """Each component gets a Props holding what it reads (built by `Props.of(settings)` next to it);
+    no `*Args` field and no component body names `Settings`."""
+    offending = []
+    for path in sorted((ROOT / "stack").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ClassDef):
+                continue
+            bases = {ast.unparse(base) for base in node.bases}
+            if node.name.endswith("Args"):
+                for field in node.body:
+                    if isinstance(field, ast.AnnAssign) and "Settings" in ast.unparse(field.annotation):
+                        offending.append(f"{path.name}:{node.name}.{ast.unparse(field.target)}")
+            elif "pulumi.ComponentResource" in bases:
+                if "Settings" in ast.unparse(node) or ".settings" in ast.unparse(node):
+                    offending.append(f"{path.name}:{node.name}")
+    assert offending == []
+    # Every component's Args names a Props.
+    args = {node.name for p in (ROOT / "stack").glob("*.py") for node in ast.walk(ast.parse(p.read_text()))
+            if isinstance(node, ast.ClassDef) and node.name.endswith("Props")}
+    assert {"AppColorProps", "BackupProps", "DatastoresProps", "FirewallProps", "IdsProps", "MonitoringProps",
+            "ProxyProps"} <= args

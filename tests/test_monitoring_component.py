@@ -24,8 +24,8 @@ PROGRAM = '''
 import pulumi
 from contract import STACK_LABEL
 from settings import load_settings
-from stack.datastores import Datastores, DatastoresArgs
-from stack.monitoring import Monitoring, MonitoringArgs
+from stack.datastores import Datastores, DatastoresArgs, DatastoresProps
+from stack.monitoring import Monitoring, MonitoringArgs, MonitoringProps
 from stack.network import Networks, NetworksArgs
 from stack.volumes import Volumes, VolumesArgs
 import tests.test_monitoring_component as probe
@@ -35,10 +35,11 @@ stack = pulumi.get_stack()
 stack_labels = {STACK_LABEL: stack}
 networks = Networks("networks", NetworksArgs(name_prefix=settings.name_prefix, stack=stack))
 volumes = Volumes("volumes", VolumesArgs(name_prefix=settings.name_prefix, stack=stack))
-datastores = Datastores("datastores", DatastoresArgs(settings=settings, networks=networks.names,
-                        volumes=volumes, stack_labels=stack_labels))
+datastores = Datastores("datastores", DatastoresArgs(
+    props=DatastoresProps.of(settings), networks=networks.names, volumes=volumes, stack_labels=stack_labels))
 probe.LAST = Monitoring("monitoring", MonitoringArgs(
-    settings=settings, networks=networks.names, volume_names=volumes.names, stack_labels=stack_labels,
+    props=MonitoringProps.of(settings, stack), networks=networks.names, volume_names=volumes.names,
+    stack_labels=stack_labels,
     datastores=datastores, textfile_volume=settings.name_prefix + "-backup-metrics",
     depends_on=[datastores.postgres, datastores.redis, datastores.rabbitmq]))
 '''

@@ -12,7 +12,7 @@ import pytest
 from render.nginx import ROUTING_PATH, render_nginx_conf, render_routing
 from render.nginx.conf import CONF_PATH
 from settings import Settings, parse_settings
-from stack.proxy import LOG_ROTATION, LOG_ROTATION_NAME, preview_url, proxy_paths, public_url
+from stack.proxy import LOG_ROTATION, LOG_ROTATION_NAME, ProxyProps, preview_url, proxy_paths, public_url
 from tools.render import ROOT, Graph, Resource, evaluate, stack_config
 
 CONTAINER = "docker:index/container:Container"
@@ -23,12 +23,13 @@ import pulumi
 from contract import STACK_LABEL
 from settings import load_settings
 from stack.network import Networks, NetworksArgs
-from stack.proxy import Proxy, ProxyArgs
+from stack.proxy import Proxy, ProxyArgs, ProxyProps
 
 settings = load_settings()
 stack_labels = {STACK_LABEL: pulumi.get_stack()}
 networks = Networks("networks", NetworksArgs(name_prefix=settings.name_prefix, stack=pulumi.get_stack()))
-proxy = Proxy("proxy", ProxyArgs(settings=settings, networks=networks.names, stack_labels=stack_labels))
+proxy = Proxy("proxy", ProxyArgs(props=ProxyProps.of(settings), networks=networks.names,
+                                  stack_labels=stack_labels))
 '''
 
 
@@ -171,11 +172,11 @@ def test_uploads_are_the_rendered_config(rendered_proxy: Any) -> None:
 
 def test_urls() -> None:
     config, secrets = stack_config("prod")
-    prod = _settings(config, secrets)
+    prod = ProxyProps.of(_settings(config, secrets))
     assert public_url(prod) == "https://paper.example.com:443"
     assert preview_url(prod) == "https://127.0.0.1:8443"
     config, secrets = stack_config("dev")
-    dev = _settings(config, secrets)
+    dev = ProxyProps.of(_settings(config, secrets))
     assert public_url(dev) == "http://localhost:8080"
     assert preview_url(dev) == "http://127.0.0.1:8081"
 

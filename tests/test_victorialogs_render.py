@@ -86,7 +86,7 @@ def test_server_flags_keep_everything_as_long_as_the_audit_trail() -> None:
 
 
 def test_collector_flags_pair_each_source_with_its_fields() -> None:
-    parsed = victorialogs.flags(victorialogs.collector_args(_settings("ci"), "ci"))
+    parsed = victorialogs.flags(victorialogs.collector_args("ci"))
     sources = dict(zip(parsed["fileCollector.glob"],
                        [json.loads(f) for f in parsed["fileCollector.extraFields"]], strict=True))
     assert sources == {
@@ -103,7 +103,7 @@ def test_collector_flags_pair_each_source_with_its_fields() -> None:
 
 
 def test_collector_without_an_audit_volume_ships_only_the_containers() -> None:
-    parsed = victorialogs.flags(victorialogs.collector_args(_settings("ci"), "ci", audit=False))
+    parsed = victorialogs.flags(victorialogs.collector_args("ci", audit=False))
     assert parsed["fileCollector.glob"] == [f"{layout.DOCKER_CONTAINERS_DIR}/*/*-json.log"]
     assert len(parsed["fileCollector.extraFields"]) == 1
 
@@ -113,7 +113,7 @@ def test_the_audit_labels_and_time_are_fields_of_a_real_record(tmp_path: Path) -
     and the record has no `stack` clash: the audit source adds only `job`."""
     Auditor("ci", FileSink(str(tmp_path / AUDIT_FILE)), actor="a").record("gate", "refused", 3, to="green")
     record = parse((tmp_path / AUDIT_FILE).read_text().splitlines()[0])
-    parsed = victorialogs.flags(victorialogs.collector_args(_settings("ci"), "ci"))
+    parsed = victorialogs.flags(victorialogs.collector_args("ci"))
     assert {"operation", "result", "stack"} <= set(record) & set(victorialogs.STREAM_FIELDS)
     assert parsed["fileCollector.timeField"][0] in record
     audit_fields = json.loads(parsed["fileCollector.extraFields"][1])

@@ -61,9 +61,8 @@ def server_args(settings: Settings) -> list[str]:
     ]
 
 
-def collector_args(settings: Settings, stack: str, *, audit: bool = True) -> list[str]:
+def collector_args(stack: str, *, audit: bool = True) -> list[str]:
     """vlagent's flags. `-fileCollector.glob` and `-fileCollector.extraFields` pair up by position."""
-    del settings
     sources: list[tuple[str, dict[str, str]]] = [
         (CONTAINER_LOGS_GLOB, {"job": "containers", "stack": stack}),
     ]
