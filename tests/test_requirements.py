@@ -31,7 +31,7 @@ def test_each_provider_sdk_asks_for_the_provider_the_engine_builds() -> None:
 
 
 def test_the_installed_sdks_are_inside_the_pinned_ranges() -> None:
-    """What CI installed is what the ranges allow (pulumi's private APIs are used: narrow ranges)."""
+    """What CI installed is what the ranges allow (the offline render and policy check lean on SDK internals)."""
     pins = _pins()
     for name in ("pulumi", "pulumi-policy"):
         low, high = re.match(r"^>=([0-9.]+),<([0-9.]+)$", pins[name]).groups()  # type: ignore[union-attr]

@@ -13,18 +13,32 @@ The same machinery backs the tests and the offline policy check.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import base64
 import gc
 import json
 import runpy
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import bcrypt
+import dill
+import pulumi  # noqa: F401 - loaded before the freeze, as the language host does
+import pulumi_docker  # noqa: F401
+import pulumi_random  # noqa: F401
+import pydantic  # noqa: F401
 import yaml
+from google.protobuf import json_format, struct_pb2
+from pulumi.runtime import mocks as pmocks
+from pulumi.runtime import settings as runtime_settings
+from pulumi.runtime.proto import resource_pb2
 
 from contract import CARRIER_LABEL
+from release.plan import READ_STACK_STATE
+from settings import ConfigError
 from tools.stack_files import stack_config as stack_config  # the render's inputs; part of its face
 from tools.stack_files import stack_config_file as stack_config_file
 from tools.stack_files import stack_names as stack_names
@@ -138,7 +152,6 @@ def _computed_state(type_: str, name: str, inputs: Mapping[str, Any]) -> dict[st
         if type_ == "random:index/randomPassword:RandomPassword":
             # The provider's bcrypt_hash of the result; a fixed salt keeps the render deterministic,
             # and a real hash lets tests run rendered configs (Alertmanager's web config) as they are.
-            import bcrypt
 
             hashed = bcrypt.hashpw(result.encode(), b"$2b$10$paper.trading.render.u").decode()
             return {"result": result, "bcryptHash": hashed}
@@ -162,9 +175,7 @@ def _dynamic_outputs(provider: Any, inputs: Mapping[str, Any]) -> dict[str, Any]
     if not isinstance(provider, str):
         return {}
     try:
-        import base64
 
-        import dill
 
         instance = dill.loads(base64.b64decode(provider))
     except Exception:  # noqa: BLE001 - an undecodable provider just keeps its inputs
@@ -192,10 +203,6 @@ def evaluate(
     # The libraries' module objects live as long as the process. Freezing them once they
     # are loaded spares each full collection during the run (which allocates Outputs and
     # futures by the thousand) from traversing all of them again. Undone at the end.
-    import pulumi  # noqa: F401 - loaded before the freeze, as the language host does
-    import pulumi_docker  # noqa: F401
-    import pulumi_random  # noqa: F401
-    import pydantic  # noqa: F401
 
     gc.freeze()
     try:
@@ -213,13 +220,6 @@ def _evaluate(
     records: list[Resource] | None,
     state: Mapping[str, Any] | None = None,
 ) -> Graph:
-    import pulumi
-    from google.protobuf import json_format, struct_pb2
-    from pulumi.runtime import mocks as pmocks
-    from pulumi.runtime import settings
-    from pulumi.runtime.proto import resource_pb2
-    from pulumi.runtime.stack import run_pulumi_func
-    from pulumi.runtime.sync_await import _sync_await
 
     if config is None:
         config, default_secrets = stack_config(stack, root)
@@ -231,7 +231,6 @@ def _evaluate(
             return f"{args.name}-id", _mock_state(args.typ, args.name, args.inputs)
 
         def call(self, args: pmocks.MockCallArgs) -> tuple[dict[Any, Any], list[tuple[str, str]] | None]:
-            from release.plan import READ_STACK_STATE
 
             answer = {"name": args.args.get("stackName"), "outputs": dict(state or {})}
             # No failures: an empty list (the SDK iterates it; None is only accepted from a bare dict).
@@ -285,15 +284,11 @@ def _evaluate(
             ))
             return resource_pb2.RegisterResourceResponse(urn=urn, id=resource_id, object=state)
 
-    import asyncio
-
-    from pulumi.runtime import resource as runtime_resource
-
     try:
         asyncio.get_event_loop_policy().get_event_loop()
     except RuntimeError:  # an earlier asyncio.run() in this thread closed and unset its loop
         asyncio.set_event_loop(asyncio.new_event_loop())
-    settings.reset_options(project=PROJECT, stack=stack, preview=preview)
+    runtime_settings.reset_options(project=PROJECT, stack=stack, preview=preview)
     monitor = RecordingMonitor(Mocks())
     pmocks.set_mocks(Mocks(), project=PROJECT, stack=stack, preview=preview, monitor=monitor)
     pulumi.runtime.set_all_config(dict(config), secret_keys or [])
@@ -303,44 +298,31 @@ def _evaluate(
     if sys_path_added:
         sys.path.insert(0, str(root))
 
-    def run() -> Any:
-        runpy.run_path(program, run_name="__main__")
-        return None
+    outputs: dict[str, Any] = {}
+    secret_outputs: list[str] = []
 
-    # The SDK walks the Python stack (stat-ing every frame's file) at each registration to
-    # report source positions to the engine; a mock run has no engine to show them to.
-    stack_trace = runtime_resource._get_stack_trace
-    runtime_resource._get_stack_trace = _empty_stack_trace
+    async def collect(exported: Mapping[str, Any]) -> None:
+        for name, value in sorted(exported.items()):
+            out = pulumi.Output.from_input(value)
+            outputs[name] = await out.future()
+            if await out.is_secret():
+                secret_outputs.append(name)
+
+    def program_run() -> Any:
+        runpy.run_path(program, run_name="__main__")
+        exported = getattr(runtime_settings.get_root_resource(), "outputs", None) or {}
+        return asyncio.ensure_future(collect(exported))
+
+    # The SDK's public runner for programs under mocks (it awaits what the function returns).
+    run = cast(Callable[[], None], pulumi.runtime.test(program_run))  # type: ignore[no-untyped-call]
     try:
-        _sync_await(run_pulumi_func(lambda: run()))
+        run()
     finally:
-        runtime_resource._get_stack_trace = stack_trace
         if sys_path_added:
             sys.path.remove(str(root))
-    stack_resource = settings.get_root_resource()
-    outputs, secret_outputs = _stack_outputs(stack_resource)
     recorded.sort(key=lambda r: r.urn)
     return Graph(stack=stack, resources=recorded, outputs=outputs, secret_outputs=secret_outputs)
 
-
-def _empty_stack_trace() -> Any:
-    from pulumi.runtime.proto import source_pb2
-
-    return source_pb2.StackTrace()
-
-
-def _stack_outputs(stack_resource: Any) -> tuple[dict[str, Any], list[str]]:
-    import pulumi
-    from pulumi.runtime.sync_await import _sync_await
-
-    outputs: dict[str, Any] = {}
-    secret: list[str] = []
-    for name, value in sorted((getattr(stack_resource, "outputs", None) or {}).items()):
-        out = pulumi.Output.from_input(value)
-        outputs[name] = _sync_await(out.future())
-        if _sync_await(out.is_secret()):
-            secret.append(name)
-    return outputs, secret
 
 
 # --------------------------------------------------------------------------- output
@@ -405,7 +387,6 @@ def main(argv: list[str] | None = None) -> int:
                              "Pulumi.<name>.yaml, else --stack")
     parser.add_argument("--out", type=Path, help="folder to write into (default build/render/<stack>)")
     args = parser.parse_args(argv)
-    from settings import ConfigError
 
     stack, root = args.stack, ROOT
     try:
