@@ -2,7 +2,7 @@
 
     python bench/cutover.py [--requests 24000] [--concurrency 50] [--runs 3] [--keepalive]
 
-Starts the test stack (tests/docker_env.py: the reference app as blue and green, the
+Starts the test stack (tests/support/docker_env.py: the reference app as blue and green, the
 program's generated nginx.conf in the proxy), promotes blue, then drives HTTP/1.1 load
 (a new connection per request; `--keepalive` reuses connections) at the proxy's public
 listener from `--concurrency` workers while the real routing code (`release.routing.switch`,
@@ -14,7 +14,7 @@ fails if it raises (connection reset, timeout, ...) or answers anything but 200.
 is timed from the moment it starts until every response completing from then on carries
 the new color: max(first new-color response, last old-color response) - start.
 
-With Redis and RabbitMQ in the test stack (`docker_env(work=True)`, when tests/docker_env.py
+With Redis and RabbitMQ in the test stack (`docker_env(work=True)`, when tests/support/docker_env.py
 offers it), each switch also hands the background work over (`handoff=`), and the handoff's
 own time (publish -> the new color holds the lease and the old has no consumer) is reported.
 
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import inspect
 
-    from tests.docker_env import docker_env
+    from tests.support.docker_env import docker_env
 
     results = []
     # Redis and RabbitMQ in the stack when the test environment can start them (issue 15, part B).

@@ -1,6 +1,6 @@
 """How long `release.handoff.hand_over` takes, against another revision of it, in one run.
 
-Starts the work test stack (`tests/docker_env.py`'s `docker_env(work=True)`: blue and green from
+Starts the work test stack (`tests/support/docker_env.py`'s `docker_env(work=True)`: blue and green from
 the reference app image, Redis and RabbitMQ as the program renders them), promotes blue, then
 moves the work back and forth, alternating the current `hand_over` and the one of `--baseline`
 (a git revision: its release/handoff.py, loaded as a separate module) so that both see the
@@ -47,7 +47,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from release import handoff as current
-    from tests.docker_env import docker_env
+    from tests.support.docker_env import docker_env
 
     old = baseline_module(args.baseline)
     with docker_env(work=True) as env:

@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.fakes.validation_servers import nginx_front, reference_app  # noqa: E402
+from tests.support.fakes.validation_servers import nginx_front, reference_app  # noqa: E402
 
 BAR_SECONDS = 3.0
 MIN_CHECKS = 15

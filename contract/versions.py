@@ -19,7 +19,7 @@ import re
 #: published advisory at the time of writing. 1.30.4 fixed a buffer overflow in `map` with regular
 #: expressions (CVE-2026-42533), which the proxy's request filter uses; gixy-ng's nginx CVE data
 #: lists CVE-2026-93479 (buffer overflow evaluating string expressions with variables) for
-#: 1.30.0-1.30.5, fixed in 1.30.6 (tests/test_proxy_scanners.py checks gixy agrees).
+#: 1.30.0-1.30.5, fixed in 1.30.6 (tests/stack/test_proxy_scanners.py checks gixy agrees).
 NGINX_FLOOR: tuple[int, int, int] = (1, 30, 6)
 
 #: A tag that names one exact release: `1.30.6`, `1.30.6-alpine`, `1.30.6-alpine-slim`, `1.30.6-2`.

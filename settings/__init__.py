@@ -1,7 +1,7 @@
 """Typed stack configuration for the `paper-trading:` namespace: one module per section.
 
 This module is the public face: exactly the names the program, its components, the policy
-pack, the tools and the tests import (tests/test_settings_face.py keeps the list exact).
+pack, the tools and the tests import (tests/settings/test_settings_face.py keeps the list exact).
 `base` holds what every section shares, one module per top-level key holds that section's
 models, and `stack` the `Settings` root with its cross-section checks and the readers.
 """

@@ -37,7 +37,7 @@ IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # backups and metrics volumes, and nothing can chown without root; so each volume is also
 # mounted at a directory the image ships owned by `postgres` (both official variants):
 # Docker copies that directory's owner and mode onto an EMPTY volume at its first mount
-# ("copy-up", measured: tests/test_backup_docker.py). The service then narrows the inherited
+# ("copy-up", measured: tests/docker/test_backup_docker.py). The service then narrows the inherited
 # 1777/3777 modes. An existing root-owned volume needs a one-time chown (docs/backup.md).
 BACKUP_USER = "postgres"
 OWNERSHIP_DONORS = {"backups": "/var/lib/postgresql/data", "metrics": "/var/run/postgresql"}

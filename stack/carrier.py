@@ -15,7 +15,7 @@ needs files (secrets, generated configuration) does not receive them itself:
 - a carrier `docker.Container` named `<consumer>-files` mounts the volume at the target
   directory and receives the uploads; it is created and never started (`start=False`,
   `must_run=False`): no process ever runs in it, so its writable root is never written (Docker
-  needs it writable for the provider's copy at `/`; measured, tests/test_carrier_docker.py). The
+  needs it writable for the provider's copy at `/`; measured, tests/docker/test_carrier_docker.py). The
   provider copies before it would start a container, and Docker mounts a stopped container's
   volumes for the copy, so the files land in the volume;
 - the consumer mounts the volume read-only at the same directory and runs with a read-only root.

@@ -1,6 +1,6 @@
 """Suite plugin: a loud summary of the tests a missing system tool kept from running (issue 13, item 9).
 
-`tests/support.py`'s `missing()` skips a test whose tool or service is absent (nginx, promtool,
+`tests/support/__init__.py`'s `missing()` skips a test whose tool or service is absent (nginx, promtool,
 a Docker Engine, ...) and fails it instead under CI=true. Such an outcome is recognised by where
 it was raised (inside `missing`), not by its wording; the tests are grouped by what was missing,
 and the end of the run says how many tests each group holds, what installs it, and that under
@@ -20,11 +20,15 @@ import pytest
 
 from tests.support import IN_CI
 
-SUPPORT = Path(__file__).resolve().parent / "support.py"
+SUPPORT = Path(__file__).resolve().parent / "support" / "__init__.py"
+#: Support modules that hold fixtures shared by several test modules (found by pytest, not imported).
+pytest_plugins = ("tests.support.backup_lab", "tests.support.ci_stack", "tests.support.firewall_lab",
+                  "tests.support.ids_proxy",
+                  "tests.support.nginx_lab")
 INSTALL_COMMAND = ".ci/install-system-packages"
 
 # The Debian package that provides each tool the tests look up with require_tool
-# (tests/test_skip_summary.py keeps it complete and in step with .ci/install-system-packages).
+# (tests/tools/test_skip_summary.py keeps it complete and in step with .ci/install-system-packages).
 TOOL_PACKAGES = {
     "amtool": "prometheus-alertmanager",
     "busybox": "busybox",
