@@ -36,6 +36,7 @@ TOOL_PACKAGES = {
     "dash": "dash",
     "debootstrap": "debootstrap",
     "docker": "docker.io",
+    "dockerd": "docker.io",
     "fail2ban-client": "fail2ban",
     "fail2ban-regex": "fail2ban",
     "fail2ban-server": "fail2ban",
@@ -44,6 +45,7 @@ TOOL_PACKAGES = {
     "ip": "iproute2",
     "nft": "nftables",
     "nginx": "nginx",
+    "nsenter": "util-linux",
     "openssl": "openssl",
     "prometheus": "prometheus",
     "prometheus-alertmanager": "prometheus-alertmanager",
@@ -52,6 +54,7 @@ TOOL_PACKAGES = {
     "redis-cli": "redis-server",
     "redis-server": "redis-server",
     "sha256sum": "coreutils",
+    "unshare": "util-linux",
     "shellcheck": "shellcheck",
     "wrk": "wrk",
 }

@@ -248,7 +248,7 @@ def test_fail_closed_the_emergency_cli_refuses_with_exit_74(env: Any, full_volum
 def test_fail_closed_the_gate_is_refused_before_any_check_runs(
         env: Any, full_volume: str, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    import validation
+    from release import gate
     from release.gate import run_gate
 
     ran: list[Any] = []
@@ -257,7 +257,7 @@ def test_fail_closed_the_gate_is_refused_before_any_check_runs(
         ran.append(options)
         raise RuntimeError("the checks ran")
 
-    monkeypatch.setattr(validation, "avalidate", checks)
+    monkeypatch.setattr(gate, "avalidate", checks)  # the checks the gate runs
     props: dict[str, Any] = {"candidateColor": "green", "previewUrl": env.preview_url, "replicas": 1,
                              "options": {}, "enabled": True}
     closed = audit.AuditTarget("docker-test", full_volume, WRITER_IMAGE, fail_closed=True).props()

@@ -1,13 +1,6 @@
-"""Network namespaces standing in for "the outside world", a Docker host and a container.
-
-    outside (10.R.0.2-.5/29) --veth-- host (10.R.0.1/29, br-<id> 172.31.R.1/24) --veth-- container
-                                                                                       (172.31.R.2)
-
-In `host`, a table `ip docker_emulation` does what Docker's iptables rules do for published
-ports: DNAT in prerouting (priority dstnat) and accept in forward (priority filter). The
-product's ruleset is loaded there with real `nft`; nothing touches the test runner's own
-network namespace (every command runs through `ip netns exec` / `ip -n`).
-"""
+"""The product's ruleset, loaded with real `nft` in the firewall lab (tests/support/firewall_lab.py:
+outside world, Docker host and container as network namespaces): what answers without it and
+with it, each rule's one-line mutation, the guard's decision sync, loopback from outside."""
 
 from __future__ import annotations
 
