@@ -44,6 +44,14 @@ PATHS = NginxPaths(access_log_file=ACCESS_LOG_FILE)
 #: nginx with the access-log file's rotation beside it (`proxy_command`); its `$0` is the name.
 LOG_ROTATION = programs.text("proxy/nginx-rotating-log.sh")
 LOG_ROTATION_NAME = "nginx-rotating-log"
+#: The proxy opens a new connection to the app per request (its upstream is resolved per request,
+#: so no keepalive pool), and each one closed leaves a TIME_WAIT for 60 s on the proxy's side.
+#: Linux's default ephemeral range (32768-60999) then runs out at about 470 new requests a second
+#: sustained for a minute: nginx answers 502 (connect: cannot assign requested address), seen in
+#: bench/cutover.py's third run. Reusing TIME_WAIT ports for new outgoing connections (safe with
+#: TCP timestamps, Linux's default) and a wider range remove that ceiling; both are per network
+#: namespace, so they touch this container only.
+PROXY_SYSCTLS = {"net.ipv4.tcp_tw_reuse": "1", "net.ipv4.ip_local_port_range": "16384 65000"}
 
 
 @dataclass(frozen=True)
@@ -217,6 +225,7 @@ class Proxy(pulumi.ComponentResource):
                 # nofile is nginx's worker_rlimit_nofile (one setting); nproc bounds uid 101's processes.
                 ulimits=proxy_ulimits(s),
             ),
+            sysctls=PROXY_SYSCTLS,
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=[self.image, carried.carrier, *args.depends_on],

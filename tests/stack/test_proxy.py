@@ -203,3 +203,12 @@ def test_proxy_inputs_change_with_proxy_settings(tmp_path: Path) -> None:
     # A new file is a new volume name, so the proxy itself is replaced (its inputs change too).
     names = [_proxy(graph).inputs["volumes"][0]["volumeName"] for graph in (base, changed)]
     assert names[0] != names[1]
+
+
+def test_the_proxy_can_open_new_upstream_connections_at_load(rendered_proxy: Any) -> None:
+    """A new upstream connection per request: TIME_WAIT ports are reused and the range is wide,
+    or sustained load exhausts the proxy's ephemeral ports and nginx answers 502 (bench/cutover.py)."""
+    sysctls = rendered_proxy[3].inputs.get("sysctls") or {}
+    assert sysctls.get("net.ipv4.tcp_tw_reuse") == "1"
+    low, high = (int(n) for n in sysctls["net.ipv4.ip_local_port_range"].split())
+    assert high - low >= 45000

@@ -115,7 +115,7 @@ def hardening(resource: Any) -> dict[str, Any]:
         user=i.get("user"), read_only=i["readOnly"], privileged=i["privileged"], tmpfs=i.get("tmpfs"),
         cap_drop=caps.get("drops"), cap_add=caps.get("adds"), security_opt=i["securityOpts"],
         init=i.get("init"), mem_limit=f"{i['memory']}m", memswap_limit=f"{i['memorySwap']}m",
-        nano_cpus=int(float(i["cpus"]) * 1e9),
+        nano_cpus=int(float(i["cpus"]) * 1e9), sysctls=i.get("sysctls") or None,
     )
 
 
