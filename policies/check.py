@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     from tools.render import evaluate, load_graph, stack_names
 
     pack_config = load_pack_config(args.policy_pack_config)
-    stacks = stack_names() if args.all else [args.stack]
+    stacks = stack_names(target=None) if args.all else [args.stack]
     sources: list[str | Path] = [*args.graph] if args.graph else [*stacks]
     mandatory = 0
     for source in sources:

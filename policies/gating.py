@@ -32,10 +32,12 @@ from .props import Malformed, as_list, as_str, field, known
 DYNAMIC = "pulumi-python:dynamic:Resource"
 GATE_KIND = "paper-trading:promotion-gate"
 SWITCH_KIND = "paper-trading:routing-switch"
-#: kind marker -> the provider class (module, qualified name) that must implement it.
-PROVIDERS: dict[str, tuple[str, str]] = {
-    GATE_KIND: ("release.gate", "PromotionGateProvider"),
-    SWITCH_KIND: ("release.routing.provider", "RoutingProvider"),
+#: kind marker -> the provider classes (module, qualified name) that may implement it: the switch
+#: on the single host's proxy, or on every edge proxy of a swarm.
+PROVIDERS: dict[str, frozenset[tuple[str, str]]] = {
+    GATE_KIND: frozenset({("release.gate", "PromotionGateProvider")}),
+    SWITCH_KIND: frozenset({("release.routing.provider", "RoutingProvider"),
+                            ("release.swarm.provider", "SwarmRoutingProvider")}),
 }
 UNSKIPPABLE_PREFIXES = ("safety.", "health.")
 #: The switch inputs that decide which color is live: each must come from the gate.
@@ -68,7 +70,7 @@ def _role(resource: PolicyResource) -> str | None:
     encoded = known(field(resource.props, "__provider", where), f"{where}.__provider")
     if encoded is not None:
         module_class = provider_class(encoded, where)
-        by_provider = next((k for k, cls in PROVIDERS.items() if cls == module_class), None)
+        by_provider = next((k for k, classes in PROVIDERS.items() if module_class in classes), None)
         if role != by_provider:
             raise Malformed(
                 f"{where}: kind {kind!r} does not match its provider {'.'.join(module_class)} "

@@ -25,7 +25,7 @@ from pulumi_policy import (
 )
 from pulumi_policy.proxy import UnknownValueError
 
-from . import data, gating, hardening, host_guard, segmentation, settings, trading, versions
+from . import data, gating, hardening, host_guard, segmentation, services, settings, trading, versions
 from .props import Malformed
 
 Validator = Callable[[ResourceValidationArgs, ReportViolation], None]
@@ -58,6 +58,21 @@ def fail_closed(policy: str, check: AnyValidator) -> AnyValidator:
     return validate
 
 
+def _with_services(name: str, check: Validator) -> AnyValidator:
+    """`check`, which reads containers; a Swarm service is read as its tasks' container when the
+    rule applies to services (`services.SERVICE_RULES`)."""
+    if name not in services.SERVICE_RULES:
+        return check
+
+    @wraps(check)
+    def validate(args: Any, report: ReportViolation) -> None:
+        if args.resource_type == services.SERVICE:
+            args = services.ServiceAsContainer(args)
+        check(args, report)
+
+    return validate
+
+
 def _cis(section: str) -> PolicyComplianceFramework:
     return PolicyComplianceFramework(name="CIS Docker Benchmark", version="1.6.0", reference=section)
 
@@ -70,7 +85,7 @@ def _policy(
     return ResourceValidationPolicy(
         name=name,
         description=description,
-        validate=fail_closed(name, check),
+        validate=fail_closed(name, _with_services(name, check)),
         enforcement_level=level,
         config_schema=settings.schema(name),
         severity=severity,
@@ -102,6 +117,7 @@ POLICIES: list[ResourceValidationPolicy] = [
     _policy("container-no-new-privileges", hardening.check_no_new_privileges, MANDATORY, HIGH, _cis("5.25")),
     _policy("container-memory-limit", hardening.check_memory_limit, MANDATORY, MEDIUM, _cis("5.10")),
     _policy("container-ports-bound", hardening.check_ports_bound, MANDATORY, HIGH, _cis("5.13")),
+    _policy("service-ports-host-mode", services.check_service_ports, MANDATORY, HIGH, _cis("5.13")),
     _policy("container-image-pinned", hardening.check_image_pinned, MANDATORY, MEDIUM),
     _policy("container-user-networks-only", hardening.check_user_networks_only, MANDATORY, MEDIUM,
             _cis("5.29")),

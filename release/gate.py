@@ -35,6 +35,8 @@ import pulumi.dynamic
 from release.audit import Auditor, AuditTarget, Result, audit_target
 from release.dynamic import StateProvider
 from release.guard import served_color
+from release.swarm.checks import run_swarm_checks
+from release.swarm.nodes import Node, served_on
 from render.monitoring.layout import ALERTMANAGER_USER
 from validation import avalidate
 from validation.errors import DeploymentError, DeploymentErrorType
@@ -58,7 +60,8 @@ GATE_KIND = "paper-trading:promotion-gate"
 
 #: Inputs whose change re-runs the checks (the candidate, the exact containers it runs, how it
 #: is checked): an approval is bound to what it approved.
-WATCHED = ("candidateColor", "candidateContainers", "previewUrl", "image", "replicas", "options", "enabled")
+WATCHED = ("candidateColor", "candidateContainers", "previewUrl", "image", "replicas", "options", "enabled",
+           "swarm")
 #: Secret inputs: used by the checks, never recorded in state (only their fingerprint).
 SECRET_FIELDS = ("exchanges", "alertmanagerPassword")
 
@@ -173,6 +176,9 @@ def _verdict(props: Mapping[str, Any], expect_work_role: str | None = None) -> d
             DeploymentErrorType.VALIDATION_ERROR, "validation", "promotion-gate",
             f"promotion gate refuses to approve {candidate}: {refused}", recoverable=False,
         )
+    swarm = props.get("swarm")
+    if swarm:
+        _swarm_verdict(swarm, candidate, int(props["replicas"]))
     report = _run_report(props, expect_work_role)
     results = {check.name: check for check in report.checks}
     unproven = [
@@ -205,6 +211,21 @@ def _verdict(props: Mapping[str, Any], expect_work_role: str | None = None) -> d
     return {**state, "approvedColor": candidate, "validated": True, "checkedAt": checked_at, "report": brief}
 
 
+def _swarm_verdict(swarm: Mapping[str, Any], candidate: str, replicas: int) -> None:
+    """The candidate's service on Swarm: rollout completed, every replica healthy, on 2+ nodes."""
+    nodes = [Node.of(node) for node in swarm.get("nodes") or ()]
+    results = run_swarm_checks(str(swarm["manager"]), str(swarm["service"]), replicas, nodes)
+    failed = [check for check in results if not check.passed]
+    if failed:
+        lines = [f"  {check.name}: {check.message}" for check in failed]
+        raise DeploymentError(
+            DeploymentErrorType.VALIDATION_ERROR, "validation", "promotion-gate",
+            f"{candidate}'s service {swarm['service']} is not ready to go live:\n" + "\n".join(lines)
+            + f"\n\nlive traffic and activeColor stay where they were; {candidate} was not promoted",
+            recoverable=True, failed_checks=[check.name for check in failed],
+        )
+
+
 def spent(olds: Mapping[str, Any], news: Mapping[str, Any], client: Any = None) -> bool:
     """Whether the recorded approval no longer stands: its switch did not make it live.
 
@@ -217,6 +238,11 @@ def spent(olds: Mapping[str, Any], news: Mapping[str, Any], client: Any = None) 
     approved = olds.get("approvedColor")
     if not approved:
         return True
+    swarm = news.get("swarm")
+    if isinstance(swarm, Mapping):  # every edge proxy must serve it
+        edges = [Node.of(node) for node in swarm.get("edgeNodes") or ()]
+        served = set(served_on(edges, str(swarm.get("proxyService"))).values()) if edges else set()
+        return served != {approved}
     name = news.get("proxyContainerName")
     if not isinstance(name, str) or not name:
         return True
@@ -278,7 +304,9 @@ class PromotionGateArgs:
         color = settings.deployment.color(candidate)
         v = settings.validation
         tls = settings.server.ssl.enabled
-        preview = v.preview_url or f"{'https' if tls else 'http'}://127.0.0.1:{settings.proxy.preview_port}"
+        # The preview listener: the host's loopback; on Swarm, the first edge node's (host mode).
+        host = "127.0.0.1" if settings.swarm is None else settings.swarm.labelled("edge")[0].address
+        preview = v.preview_url or f"{'https' if tls else 'http'}://{host}:{settings.proxy.preview_port}"
         burst = v.rate_limit_burst if v.rate_limit_burst is not None else settings.proxy.auth_rate_limit.burst
         options: dict[str, Any] = {
             "timeout": v.timeout_seconds,
@@ -335,13 +363,18 @@ class PromotionGate(pulumi.dynamic.Resource):
         *, alertmanager_password: pulumi.Input[str] | None = None,
         proxy_container_name: str | None = None,
         candidate_containers: pulumi.Input[Sequence[pulumi.Input[str]]] | None = None,
+        swarm: Mapping[str, Any] | None = None,
     ) -> None:
         """`alertmanager_password`: Alertmanager's basic-auth password, for the monitoring.alertmanager
         check when the options name an `alertmanager_url` (a secret input, never in state).
 
         `proxy_container_name`: the proxy whose switch spends an approval (`spent`; None: every
         `up` checks again). `candidate_containers`: the candidate color's container ids, which the
-        approval is bound to: a replaced container is a new candidate."""
+        approval is bound to: a replaced container is a new candidate.
+
+        `swarm`: on the Swarm target, where the candidate's service is (`manager` endpoint,
+        `service`, `nodes`) and the edge proxies that spend an approval (`proxyService`,
+        `edgeNodes`): the Swarm checks run before the HTTP ones."""
         options = dict(args.options)
         am_password: pulumi.Output[str] | None = None
         if options.get("alertmanager_url") and alertmanager_password is not None:
@@ -366,6 +399,7 @@ class PromotionGate(pulumi.dynamic.Resource):
             "audit": dict(args.audit) if args.audit else None,
             "proxyContainerName": proxy_container_name,
             "candidateContainers": candidate_containers,
+            "swarm": dict(swarm) if swarm else None,
         }
         secret_opts = pulumi.ResourceOptions(additional_secret_outputs=list(SECRET_FIELDS))
         super().__init__(

@@ -37,6 +37,7 @@ from .stack import (
     read_stack_file,
     stack_file_path,
 )
+from .swarm import SwarmConfig
 from .validation import SKIPPABLE_CHECKS
 from .workers import WorkersConfig
 
@@ -61,6 +62,7 @@ __all__ = [
     "ProxyConfig",
     "ServerConfig",
     "Settings",
+    "SwarmConfig",
     "WorkersConfig",
     "duration_ms",
     "image_pin_problem",

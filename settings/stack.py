@@ -31,6 +31,7 @@ from .monitoring import MonitoringConfig
 from .proxy import ProxyConfig
 from .security import SecurityConfig
 from .server import ServerConfig
+from .swarm import SwarmConfig
 from .validation import SKIPPABLE_CHECKS, ValidationConfig
 from .workers import WorkersConfig
 
@@ -55,6 +56,10 @@ class Settings(Model):
     validation: ValidationConfig = ValidationConfig()
     security: SecurityConfig = SecurityConfig()
     workers: WorkersConfig = WorkersConfig()
+    #: `docker`: one Docker host (the engine the docker provider reaches). `swarm`: Docker Swarm
+    #: services across `swarm.nodes` (docs/swarm.md).
+    target: Literal["docker", "swarm"] = "docker"
+    swarm: SwarmConfig | None = None
 
     @model_validator(mode="after")
     def _production_is_tls_only(self) -> Settings:
@@ -72,7 +77,48 @@ class Settings(Model):
                 raise ValueError(
                     f"validation.skip: {name!r} applies to this stack ({applies}); it cannot be skipped"
                 )
+        problem = _swarm_problem(self)
+        if problem:
+            raise ValueError(problem)
         return self
+
+
+#: What the swarm target does not deploy yet, by the key that turns it on (docs/swarm.md, "Not
+#: built yet"): a stack must turn each off itself, so nobody believes a protection runs that does not.
+SWARM_NOT_YET: tuple[tuple[str, str], ...] = (
+    ("server.ssl.enabled", "TLS on the edge nodes"),
+    ("workers.enabled", "background work and its handoff"),
+    ("backup.enabled", "backups"),
+    ("monitoring.prometheus.enabled", "Prometheus"),
+    ("monitoring.alertmanager.enabled", "Alertmanager"),
+    ("monitoring.grafana.enabled", "Grafana"),
+    ("monitoring.logs.enabled", "log aggregation"),
+    ("security.firewall.enabled", "the host firewall on each node"),
+    ("security.ids.enabled", "intrusion detection on each node"),
+    ("security.audit.enabled", "the audit trail"),
+    ("swarm.autoscale.enabled", "auto-scaling"),
+)
+
+
+def _swarm_problem(settings: Settings) -> str | None:
+    """Why the `target`/`swarm` pair cannot be deployed, named by key; None when it can."""
+    if settings.target == "docker":
+        return "swarm: set only with target: swarm" if settings.swarm is not None else None
+    if settings.swarm is None:
+        return "swarm: is required with target: swarm (the nodes, their endpoints and labels)"
+    for color in ("blue", "green"):
+        if settings.deployment.color(color).replicas < 2:
+            return (f"deployment.{color}.replicas: the swarm target runs each color on at least 2 nodes, "
+                    "so at least 2 replicas")
+    dump = settings.model_dump(by_alias=True)
+    for key, what in SWARM_NOT_YET:
+        node: Any = dump
+        for part in key.split("."):
+            node = node[part]
+        if node:
+            return (f"{key}: the swarm target does not deploy {what} yet (docs/swarm.md); "
+                    "set it false to deploy without it")
+    return None
 
 
 def _port_clash(settings: Settings) -> str | None:

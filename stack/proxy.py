@@ -85,6 +85,10 @@ def proxy_paths(settings: Settings) -> NginxPaths:
     return PATHS if settings.security.ids.enabled else NginxPaths()
 
 
+#: nginx in the foreground, its error log on stderr (the container's log).
+NGINX_FOREGROUND = ("nginx", "-e", "stderr", "-c", CONF_PATH, "-g", "daemon off;")
+
+
 def proxy_command(props: ProxyProps) -> list[str]:
     """nginx in the foreground; with the IDS on, also the access-log file's bounded rotation.
 
@@ -95,9 +99,8 @@ def proxy_command(props: ProxyProps) -> list[str]:
     would blind the IDS). fail2ban follows the rename. Its arguments: the file, the limit in
     bytes, nginx's configuration.
     """
-    nginx = ["nginx", "-e", "stderr", "-c", CONF_PATH, "-g", "daemon off;"]
     if not props.ids.enabled:
-        return nginx
+        return list(NGINX_FOREGROUND)
     limit = props.ids.access_log_max_mb * 1024 * 1024
     return ["sh", "-c", LOG_ROTATION, LOG_ROTATION_NAME, ACCESS_LOG_FILE, str(limit), CONF_PATH]
 
@@ -114,10 +117,10 @@ def proxy_volumes(props: ProxyProps, conf: docker.ContainerVolumeArgs) -> list[d
     return volumes
 
 
-def proxy_files(settings: Settings) -> dict[str, str]:
-    """In-container path -> content of every file the proxy reads from its carrier's volume."""
+def proxy_files(settings: Settings, listen: NginxListen = LISTEN) -> dict[str, str]:
+    """In-container path -> content of every file the proxy reads (from its carrier's volume here)."""
     return {
-        CONF_PATH: render_nginx_conf(settings, proxy_paths(settings), LISTEN),
+        CONF_PATH: render_nginx_conf(settings, proxy_paths(settings), listen),
         # Bootstrap copy: nothing promoted, so nothing unvalidated is ever live.
         ROUTING_PATH: render_routing(None, None),
     }

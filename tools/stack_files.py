@@ -86,8 +86,16 @@ def stack_config_file(path: Path) -> tuple[dict[str, str], list[str]]:
     return config, secret_keys
 
 
-def stack_names(root: Path = ROOT) -> list[str]:
-    return sorted(p.name[len("Pulumi."):-len(".yaml")] for p in root.glob("Pulumi.*.yaml"))
+def stack_names(root: Path = ROOT, target: str | None = "docker") -> list[str]:
+    """The committed stacks deploying to `target` (`paper-trading:target`, `docker` when unset); None: all."""
+    names = []
+    for path in sorted(root.glob("Pulumi.*.yaml")):
+        document = yaml.safe_load(path.read_text()) or {}
+        config = document.get("config") if isinstance(document, dict) else None
+        stack_target = (config or {}).get(f"{PROJECT}:target", "docker")
+        if target is None or stack_target == target:
+            names.append(path.name[len("Pulumi."):-len(".yaml")])
+    return names
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -171,7 +171,7 @@ class Lab:
             "dockerd",
             "--config-file", str(config), "--data-root", str(node.data_root),
             "--exec-root", str(node.exec_root), "--pidfile", str(node.pidfile),
-            "-H", node.docker_host, "--bridge=none", "--iptables=false", "--ip-masq=false",
+            "-H", node.docker_host, "--bridge=none", "--iptables=true", "--userland-proxy=false",
             "--exec-opt", "native.cgroupdriver=cgroupfs", "--cgroup-parent", f"/{node.netns}",
             "--log-level", "warn",
         ]

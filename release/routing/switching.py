@@ -26,7 +26,7 @@ from release.routing.listener import confirm
 from settings import Color
 
 
-def _apply_locked(container: Any, live: str, preview: str, owner: str, wait_s: float) -> Served:
+def apply_locked(container: Any, live: str, preview: str, owner: str, wait_s: float) -> Served:
     """`swap_markers` once the switch lock is free: waits up to `wait_s` for another switch to end."""
     deadline = time.monotonic() + wait_s
     while True:
@@ -137,7 +137,7 @@ def switch(
         lap("find")
         owner = lock_owner()
         try:
-            previous = _apply_locked(container, live, preview or NONE, owner, lock_wait_s)
+            previous = apply_locked(container, live, preview or NONE, owner, lock_wait_s)
             previous_live: str | None = previous.live
             seen.update({"from": previous_live, "applied": True})
             lap("swap")

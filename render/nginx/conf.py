@@ -227,6 +227,9 @@ def _app_server(settings: Settings, listen_on: str, tls: bool, preview: bool, pa
         body.append(
             'if ($preview_color = invalid) { return 400 "X-Preview-Color must be blue or green\\n"; }'
         )
+        if settings.swarm is not None:
+            # Swarm publishes on every address of an edge node: only the deployer may see the candidate.
+            body += [f"allow {source};" for source in settings.swarm.preview_from] + ["deny all;"]
     body.append(f'if ({color} = none) {{ return 503 "no color promoted yet ({role})\\n"; }}')
     lines = [f"    # {role} traffic", "    server {"]
     lines += [f"        {line}" for line in body]
@@ -291,7 +294,9 @@ def _status_server(settings: Settings, listen: NginxListen) -> list[str]:
         listens = [f"listen {listen.at(listen.status)};"]
     else:
         # Not on every address: the apps share the frontend network with the proxy.
-        listens = [f"listen {listen.status_host}:{listen.status};", f"listen 127.0.0.1:{listen.status};"]
+        # (On Swarm, where the alias would name every proxy task, `status_host` is loopback: once.)
+        listens = list(dict.fromkeys([f"listen {listen.status_host}:{listen.status};",
+                                      f"listen 127.0.0.1:{listen.status};"]))
     return [
         "    # status: container health, stub_status for the exporter and the scrape relay for",
         "    # Prometheus; bound to the metrics network's alias and loopback only, never published",

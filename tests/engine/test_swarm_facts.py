@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.engine.engine import EngineProject
-from tests.support import missing, require_docker, require_tool
+from tests.support import missing
 from tools.swarm_lab import DATA, Lab
 
 pytestmark = pytest.mark.engine
@@ -31,24 +31,7 @@ SECOND_SECRET = "facts-second-a5b4c3d2e1f0"
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    for tool in ("ip", "nsenter", "unshare", "dockerd"):
-        require_tool(tool)
-    require_docker()
-    box = Lab()
-    if not box.can_run():
-        missing("the swarm lab needs root")
-    try:
-        box.up()
-        box.load([IMAGE])
-        yield box
-    finally:
-        box.down()
-    assert box.leftovers() == []
-
-
-@pytest.fixture(scope="module")
-def facts(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineProject]:
+def facts(swarm_lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineProject]:
     pulumi = shutil.which("pulumi")
     if pulumi is None:
         missing("the Pulumi CLI is not installed (run scripts/install-engine)")
@@ -57,7 +40,7 @@ def facts(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine
     engine.prepare()
     where = engine.workdir / FACTS
     engine.run("stack", "init", "facts", "--secrets-provider", "passphrase", cwd=where)
-    for key, value in (("docker:host", lab.node("n1").docker_host), ("image", IMAGE), ("replicas", "3"),
+    for key, value in (("docker:host", swarm_lab.node("n1").docker_host), ("image", IMAGE), ("replicas", "3"),
                        ("settings", '{"mode": "paper"}')):
         engine.run("config", "set", key, value, cwd=where)
     engine.run("config", "set", "--secret", "secret", FIRST_SECRET, cwd=where)
@@ -71,14 +54,14 @@ def _where(engine: EngineProject) -> Path:
     return engine.workdir / FACTS
 
 
-def _running_nodes(lab: Lab) -> set[str]:
-    client = lab.manager()
+def _running_nodes(swarm_lab: Lab) -> set[str]:
+    client = swarm_lab.manager()
     tasks = client.api.tasks(filters={"service": "facts-app", "desired-state": "running"})
     return {t["NodeID"] for t in tasks if t["Status"]["State"] == "running"}
 
 
-def _secret_names(lab: Lab) -> set[str]:
-    return {s.name for s in lab.manager().secrets.list() if s.name.startswith("facts-secret-")}
+def _secret_names(swarm_lab: Lab) -> set[str]:
+    return {s.name for s in swarm_lab.manager().secrets.list() if s.name.startswith("facts-secret-")}
 
 
 def _on_disk_under(root: Path, needle: bytes) -> list[str]:
@@ -91,13 +74,13 @@ def _on_disk_under(root: Path, needle: bytes) -> list[str]:
     return [f for f in found if not any(f == m or f.startswith(m + "/") for m in tmpfs)]
 
 
-def test_up_creates_the_swarm_resources_and_the_tasks_spread(lab: Lab, facts: EngineProject) -> None:
+def test_up_creates_the_swarm_resources_and_the_tasks_spread(swarm_lab: Lab, facts: EngineProject) -> None:
     facts.run("up", "--yes", "--skip-preview", cwd=_where(facts), timing="swarm up")
-    assert len(_running_nodes(lab)) == 3
+    assert len(_running_nodes(swarm_lab)) == 3
     outputs: dict[str, Any] = json.loads(facts.run("stack", "output", "--json", cwd=_where(facts)).stdout)
     assert outputs["secretName"].startswith("facts-secret-")
     assert outputs["configName"].startswith("facts-settings-")
-    assert _secret_names(lab) == {outputs["secretName"]}
+    assert _secret_names(swarm_lab) == {outputs["secretName"]}
 
 
 def test_refresh_then_preview_is_clean(facts: EngineProject) -> None:
@@ -106,17 +89,17 @@ def test_refresh_then_preview_is_clean(facts: EngineProject) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:]
 
 
-def test_a_rotated_secret_is_a_new_secret_and_the_old_one_goes(lab: Lab, facts: EngineProject) -> None:
-    before = _secret_names(lab)
+def test_a_rotated_secret_is_a_new_secret_and_the_old_one_goes(swarm_lab: Lab, facts: EngineProject) -> None:
+    before = _secret_names(swarm_lab)
     facts.run("config", "set", "--secret", "secret", SECOND_SECRET, cwd=_where(facts))
     facts.run("up", "--yes", "--skip-preview", cwd=_where(facts), timing="swarm secret rotation")
-    after = _secret_names(lab)
+    after = _secret_names(swarm_lab)
     assert len(after) == 1 and after != before
-    spec = lab.manager().services.get("facts-app").attrs["Spec"]["TaskTemplate"]["ContainerSpec"]
+    spec = swarm_lab.manager().services.get("facts-app").attrs["Spec"]["TaskTemplate"]["ContainerSpec"]
     assert [s["SecretName"] for s in spec["Secrets"]] == sorted(after)
     # Start-first: each new task starts beside the old one it replaces, so the spread preference
     # may put two on a node; the replicas stay on at least two nodes.
-    assert len(_running_nodes(lab)) >= 2
+    assert len(_running_nodes(swarm_lab)) >= 2
 
 
 def test_no_secret_value_in_the_clear_on_disk_or_in_the_state(facts: EngineProject) -> None:

@@ -11,13 +11,11 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from docker.types import EndpointSpec, ServiceMode
 
-from tests.support import missing, require_tool
 from tools.swarm_lab import Lab
 
 pytestmark = pytest.mark.docker
@@ -34,22 +32,6 @@ for ip in sorted({a[4][0] for a in socket.getaddrinfo("tasks.probe", 3000)}):
         found[ip] = str(exc)
 print(json.dumps(found))
 """
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    for tool in ("ip", "nsenter", "unshare", "dockerd", "docker"):
-        require_tool(tool)
-    box = Lab()
-    if not box.can_run():
-        missing("the swarm lab needs root")
-    try:
-        box.up()
-        box.load([IMAGE])
-        yield box
-    finally:
-        box.down()
-    assert box.leftovers() == []
 
 
 def _tasks(client: Any, service: str) -> list[dict[str, Any]]:
@@ -70,45 +52,45 @@ def _running_on(client: Any, service: str) -> dict[str, str]:
     return {t["ID"]: t["NodeID"] for t in _tasks(client, service) if t["Status"]["State"] == "running"}
 
 
-def test_three_managers_ready_with_their_labels(lab: Lab) -> None:
-    status = lab.status()
+def test_three_managers_ready_with_their_labels(swarm_lab: Lab) -> None:
+    status = swarm_lab.status()
     assert {name: (s["state"], s["availability"], s["labels"]) for name, s in status.items()} == {
         "n1": ("ready", "active", "edge"), "n2": ("ready", "active", "edge"),
         "n3": ("ready", "active", "data")}
-    managers = [n for n in lab.manager().nodes.list() if n.attrs.get("ManagerStatus")]
+    managers = [n for n in swarm_lab.manager().nodes.list() if n.attrs.get("ManagerStatus")]
     assert len(managers) == 3
 
 
-def test_a_dnsrr_service_spreads_and_its_tasks_reach_each_other_over_the_overlay(lab: Lab) -> None:
-    client = lab.manager()
+def test_a_dnsrr_service_spreads_and_its_tasks_reach_each_other_over_the_overlay(swarm_lab: Lab) -> None:
+    client = swarm_lab.manager()
     network = client.networks.create("probe-net", driver="overlay", attachable=True)
     service = client.services.create(IMAGE, name="probe", networks=[network.id], endpoint_spec=DNSRR,
                                      mode=ServiceMode("replicated", replicas=3))
     try:
         assert _wait(lambda: len(_running_on(client, "probe")) == 3, 90), _tasks(client, "probe")
         assert len(set(_running_on(client, "probe").values())) == 3  # one per node: spread
-        local = next(c for c in lab.nodes[0].client().containers.list() if c.name.startswith("probe."))
+        local = next(c for c in swarm_lab.nodes[0].client().containers.list() if c.name.startswith("probe."))
         done = local.exec_run(["python3", "-c", PROBE])
         assert done.exit_code == 0, done.output
         answers = json.loads(done.output.decode())
         assert len(answers) == 3 and set(answers.values()) == {200}, answers
     finally:
         service.remove()
-        _wait(lambda: not lab.nodes[0].client().containers.list(filters={"name": "probe."}), 60)
+        _wait(lambda: not swarm_lab.nodes[0].client().containers.list(filters={"name": "probe."}), 60)
         network.remove()
 
 
-def test_a_partitioned_node_is_marked_down_and_its_task_replaced_within_30_s(lab: Lab) -> None:
-    client = lab.manager()
+def test_a_partitioned_node_is_marked_down_and_its_task_replaced_within_30_s(swarm_lab: Lab) -> None:
+    client = swarm_lab.manager()
     client.services.create(IMAGE, name="spread", mode=ServiceMode("replicated", replicas=3),
                            endpoint_spec=DNSRR)
     try:
         assert _wait(lambda: len(_running_on(client, "spread")) == 3, 90)
-        n3_id = lab.swarm_node(lab.node("n3")).id
+        n3_id = swarm_lab.swarm_node(swarm_lab.node("n3")).id
         assert n3_id in _running_on(client, "spread").values()
         started = time.monotonic()
-        lab.partition("n3")
-        manager = lab.manager(exclude=("n3",))
+        swarm_lab.partition("n3")
+        manager = swarm_lab.manager(exclude=("n3",))
 
         def down() -> bool:
             return bool(manager.nodes.get(n3_id).attrs["Status"]["State"] == "down")
@@ -124,12 +106,12 @@ def test_a_partitioned_node_is_marked_down_and_its_task_replaced_within_30_s(lab
         elapsed = time.monotonic() - started
         assert elapsed < 30, f"replacement after {elapsed:.1f} s (n3 down after {marked:.1f} s)"
     finally:
-        lab.heal("n3")
-        _wait(lambda: lab.status()["n3"]["state"] == "ready", 60)
-        lab.manager().services.get("spread").remove()
+        swarm_lab.heal("n3")
+        _wait(lambda: swarm_lab.status()["n3"]["state"] == "ready", 60)
+        swarm_lab.manager().services.get("spread").remove()
 
 
-def test_the_lab_is_only_reachable_on_its_own_subnet(lab: Lab) -> None:
+def test_the_lab_is_only_reachable_on_its_own_subnet(swarm_lab: Lab) -> None:
     """The host reaches the nodes' addresses (a dockerd listens for swarm on 2377) via its veth."""
-    with socket.create_connection((lab.node("n1").address, 2377), timeout=3):
+    with socket.create_connection((swarm_lab.node("n1").address, 2377), timeout=3):
         pass

@@ -17,6 +17,8 @@ from release.gate import PromotionGateProvider
 from release.guard import ReleaseGuardProvider, ReleaseRecordProvider
 from release.record import DeployRecordProvider
 from release.routing.provider import RoutingProvider
+from release.swarm.guard import SwarmReleaseGuardProvider
+from release.swarm.provider import SwarmRoutingProvider
 from stack.firewall import FirewallTableProvider
 from tools.render import evaluate
 
@@ -31,7 +33,7 @@ def _kinds() -> set[str]:
 
 def test_every_provider_class_derives_from_the_base() -> None:
     classes = [DeployRecordProvider, FirewallTableProvider, PromotionGateProvider, ReleaseGuardProvider,
-               ReleaseRecordProvider, RoutingProvider]
+               ReleaseRecordProvider, RoutingProvider, SwarmRoutingProvider, SwarmReleaseGuardProvider]
     assert all(issubclass(c, StateProvider) for c in classes)
     # No provider outside the base: every ResourceProvider subclass in stack/ and release/ is one of them.
 

@@ -33,6 +33,7 @@ FACE = [
     "ProxyConfig",
     "ServerConfig",
     "Settings",
+    "SwarmConfig",
     "WorkersConfig",
     "duration_ms",
     "image_pin_problem",

@@ -25,6 +25,12 @@ def _mutate(graph: Graph, name: str, *, inputs: dict[str, Any] | None = None,
         out.append(resource)
     return out
 
+def _docker_resource(graph: Graph) -> Resource:
+    """A container (single host) or a service (swarm): some resource that is not the gate."""
+    return next(r for r in graph.resources if r.type in ("docker:index/container:Container",
+                                                         "docker:index/service:Service"))
+
+
 def _gate_options(graph: Graph, **over: Any) -> dict[str, Any]:
     return {"options": {**graph.by_name("promotion-gate").wire["options"], **over}}
 
@@ -51,7 +57,7 @@ MUTANTS: dict[str, Callable[[Graph], list[Resource]]] = {
     "live color from the config": lambda g: _mutate(
         g, "routing-switch", options={"propertyDependencies": {}}),
     "live color from another resource": lambda g: _mutate(
-        g, "routing-switch", options={"propertyDependencies": {"liveColor": [g.containers[0].urn]}}),
+        g, "routing-switch", options={"propertyDependencies": {"liveColor": [_docker_resource(g).urn]}}),
     "post-promotion checks off": lambda g: _mutate(
         g, "routing-switch", inputs={"postPromotionChecks": False}),
     "no routing switch": lambda g: [r for r in g.resources if r.name != "routing-switch"],

@@ -160,6 +160,7 @@ class Mutant:
 
 KEY = "/run/secrets/binance_api_key"
 SOCKET = "/var/run/docker.sock"
+SERVICE = "docker:index/service:Service"
 APP_IMAGE = "ghcr.io/example/paper-trading-app"
 
 PTM = "paper-trading-mode"
@@ -410,6 +411,14 @@ MUTANTS: list[Mutant] = [
     M(RO, "carrier-must-run", app_carrier, put("mustRun", True)),
     M(RO, "carrier-label-on-a-running-app", app, both(put("readOnly", False),
                                                         add_label("paper-trading.carrier-for", "x"))),
+    # service-ports-host-mode (the swarm stack: services, not containers)
+    M("service-ports-host-mode", "ingress-mesh", of_type(SERVICE, "proxy"),
+      put("endpointSpec.ports.0.publishMode", "ingress"), stack="swarmlab"),
+    M("service-ports-host-mode", "mode-dropped", of_type(SERVICE, "proxy"),
+      put("endpointSpec.ports.1.publishMode", DROP), stack="swarmlab"),
+    M("service-ports-host-mode", "app-publishes", of_type(SERVICE, "blue"),
+      put("endpointSpec.ports", [{"targetPort": 3000.0, "publishedPort": 3000.0, "publishMode": "host"}]),
+      stack="swarmlab"),
     # advisory
     M("container-healthcheck", "no-healthcheck", svc("postgres"), put("healthcheck", DROP)),
     M("container-restart-bounded", "restart-always", svc("redis"), put("restart", "always")),

@@ -34,9 +34,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _full_tree() -> dict[str, Any]:
-    """The prod stack with every key spelt out (what its settings resolve to)."""
-    config, secrets = stack_config("prod")
+def _full_tree(stack: str = "prod") -> dict[str, Any]:
+    """A stack with every key spelt out (what its settings resolve to)."""
+    config, secrets = stack_config(stack)
     raw = {k.split(":", 1)[1]: v for k, v in config.items() if k.startswith("paper-trading:")}
     settings = parse_settings(raw, frozenset(k.split(":", 1)[1] for k in secrets))
     tree = _plain(settings.model_dump(by_alias=True))
@@ -45,6 +45,12 @@ def _full_tree() -> dict[str, Any]:
 
 
 FULL = _full_tree()
+#: The `swarm` keys are exercised on the swarm lab stack (the prod stack has no `swarm` object).
+FULL_SWARM = _full_tree("swarmlab")
+
+
+def _base(key: str) -> dict[str, Any]:
+    return FULL_SWARM if key.startswith("swarm.") else FULL
 
 
 def _parse(tree: dict[str, Any]) -> Settings:
@@ -53,7 +59,7 @@ def _parse(tree: dict[str, Any]) -> Settings:
 
 
 def _without(path: list[str]) -> dict[str, Any]:
-    tree = copy.deepcopy(FULL)
+    tree = copy.deepcopy(_base(".".join(path)))
     node = tree
     for part in path[:-1]:
         node = node[part]
@@ -93,7 +99,7 @@ def test_a_required_key_left_out_is_refused_by_name(key: str, default: str) -> N
     if default != "required":
         # "required with `x`": the base stack sets x, so the key is required here.
         owner = default.split("`")[1]
-        assert _get(FULL, owner.split(".")) is not None, f"{owner} must be set to exercise {key}"
+        assert _get(_base(key), owner.split(".")) is not None, f"{owner} must be set to exercise {key}"
     with pytest.raises(ConfigError) as caught:
         _parse(_without(key.split(".")))
     assert any(p.startswith(f"paper-trading:{key}: ") for p in caught.value.problems), caught.value.problems

@@ -30,6 +30,10 @@ DOCKER_SIDE = {
     "release/routing/cli.py", "release/routing/__main__.py", "release/routing/__init__.py",
     "release/guard.py", "release/gate.py",
     "release/handoff.py", "release/audit.py", "release/audit_seal.py", "release/record.py",
+    # The Swarm target's engine side: each node's engine, the proxy tasks, the gate's Swarm checks.
+    "release/swarm/nodes.py", "release/swarm/checks.py", "release/swarm/switch.py",
+    "release/swarm/provider.py", "release/swarm/cli.py", "release/swarm/__main__.py",
+    "release/swarm/guard.py",
 }
 
 
@@ -136,7 +140,7 @@ def test_no_component_is_given_the_whole_settings() -> None:
     """Each component gets a Props holding what it reads (built by `Props.of(settings)` next to it);
     no `*Args` field and no component body names `Settings`."""
     offending = []
-    for path in sorted((ROOT / "stack").glob("*.py")):
+    for path in sorted((ROOT / "stack").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, ast.ClassDef):
                 continue
@@ -150,10 +154,10 @@ def test_no_component_is_given_the_whole_settings() -> None:
                 offending.append(f"{path.name}:{node.name}")
     assert offending == []
     # Every component's Args names a Props.
-    args = {node.name for p in (ROOT / "stack").glob("*.py") for node in ast.walk(ast.parse(p.read_text()))
+    args = {node.name for p in (ROOT / "stack").rglob("*.py") for node in ast.walk(ast.parse(p.read_text()))
             if isinstance(node, ast.ClassDef) and node.name.endswith("Props")}
     assert {"AppColorProps", "BackupProps", "DatastoresProps", "FirewallProps", "IdsProps", "MonitoringProps",
-            "ProxyProps"} <= args
+            "ProxyProps", "SwarmColorProps", "SwarmProxyProps"} <= args
 
 
 def test_the_tests_mirror_the_code_and_keep_their_helpers_in_one_place() -> None:

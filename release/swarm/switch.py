@@ -1,0 +1,142 @@
+"""The switch on every edge node: rename the markers in each proxy task, confirm each node, all or nothing.
+
+The single host's protocol (release/routing/switching.py) once per edge node: each proxy task's
+switch lock is taken and its markers renamed (one exec), then each node's own listener must
+serve the new color; then the post-promotion checks run through the first edge node. If any
+node cannot be reached, refuses, or does not confirm, or the checks fail, every node already
+switched gets its previous markers back, so the edge never stays split between colors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from release.audit import Auditor
+from release.routing.base import NONE, Checker, Endpoint, RoutingError
+from release.routing.docker_side import LOCK_WAIT_S, Served, drain, lock_owner, release_lock, swap_markers
+from release.routing.listener import confirm
+from release.routing.switching import apply_locked
+from release.swarm.nodes import Node, client_for, task_container
+from settings import Color
+
+
+@dataclass(frozen=True)
+class EdgeListener:
+    """How each edge node's live listener is reached: `scheme://<node address>:<port>`."""
+
+    scheme: str
+    port: int
+    host_header: str | None = None
+    ca_file: str | None = None
+    insecure: bool = False
+    probe_path: str = "/health"
+
+    def endpoint(self, node: Node) -> Endpoint:
+        return Endpoint(url=f"{self.scheme}://{node.address}:{self.port}", ca_file=self.ca_file,
+                        insecure=self.insecure, host_header=self.host_header, probe_path=self.probe_path)
+
+
+@dataclass(frozen=True)
+class EdgeSwitch:
+    live: Color
+    previous_live: dict[str, str]
+    switch_ms: float
+    steps: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Edge:
+    node: Node
+    client: Any
+    container: Any
+    previous: Served | None = None
+
+
+def switch_edges(
+    nodes: Sequence[Node], proxy_service: str, live: Color, preview: Color | None,
+    listener: EdgeListener,
+    checker: Checker | None = None, lock_wait_s: float = LOCK_WAIT_S, audit: Auditor | None = None,
+    confirm_s: float = 15.0,
+) -> EdgeSwitch:
+    """Make `live` the live color of the proxy task on every node in `nodes`, or of none of them."""
+    for role, value in (("live", live), ("preview", preview)):
+        if value not in ("blue", "green") and not (role == "preview" and value is None):
+            raise RoutingError(
+                f"refused: {role} color must be blue or green, not {value!r}; traffic unchanged")
+    if not nodes:
+        raise RoutingError("refused: no edge node to switch; traffic unchanged")
+    if audit is not None:
+        audit.begin("switch", to=live)
+    start = time.monotonic()
+    steps: dict[str, float] = {}
+    owner = lock_owner()
+    edges: list[_Edge] = []
+
+    def lap(name: str) -> None:
+        steps[name] = round((time.monotonic() - start) * 1000 - sum(steps.values()), 1)
+
+    try:
+        try:
+            for node in nodes:  # every proxy found before any marker moves
+                client = client_for(node.endpoint)
+                edges.append(_Edge(node, client, task_container(client, node, proxy_service)))
+            lap("find")
+            for edge in edges:
+                edge.previous = apply_locked(edge.container, live, preview or NONE, owner, lock_wait_s)
+            lap("swap")
+            for edge in edges:
+                try:
+                    confirm(listener.endpoint(edge.node), live, deadline_s=confirm_s)
+                except RoutingError as exc:
+                    raise RoutingError(f"node {edge.node.name}: {exc}") from None
+            lap("confirm")
+            if checker is not None:
+                failures = checker(listener.endpoint(edges[0].node), live)
+                if failures:
+                    raise RoutingError(f"post-promotion checks failed on {live}:\n  " + "\n  ".join(failures))
+                lap("checks")
+        except Exception as exc:
+            moved = [edge for edge in edges if edge.previous is not None]
+            back = _switch_back(moved, listener, owner)
+            if audit is not None:
+                audit.record("switch", "failed" if moved else "refused", (time.monotonic() - start) * 1000,
+                             from_=_first_live(moved), to=live, error=str(exc))
+            raise RoutingError(f"{exc}; {back}" if moved else f"{exc}; traffic unchanged") from None
+        for edge in edges:
+            with contextlib.suppress(Exception):  # traffic already moved: recycling is best effort
+                drain(edge.container)
+    finally:
+        for edge in edges:
+            release_lock(edge.container, owner)
+            edge.client.close()
+    previous_live = {edge.node.name: edge.previous.live for edge in edges if edge.previous is not None}
+    if audit is not None:
+        audit.record("switch", "ok", (time.monotonic() - start) * 1000, from_=_first_live(edges), to=live)
+    return EdgeSwitch(live, previous_live, (time.monotonic() - start) * 1000, steps)
+
+
+def _first_live(edges: Sequence[_Edge]) -> str | None:
+    return next((edge.previous.live for edge in edges if edge.previous is not None), None)
+
+
+def _switch_back(edges: Sequence[_Edge], listener: EdgeListener, owner: str) -> str:
+    """Every switched node gets its previous markers back; what happened, node by node."""
+    failed: list[str] = []
+    for edge in edges:
+        assert edge.previous is not None
+        try:
+            swap_markers(edge.container, edge.previous.live, edge.previous.preview, owner)
+        except Exception as exc:  # noqa: BLE001 - reported: the caller raises with it
+            failed.append(f"{edge.node.name} ({exc})")
+            continue
+        if edge.previous.live in ("blue", "green"):
+            with contextlib.suppress(RoutingError):
+                confirm(listener.endpoint(edge.node), edge.previous.live, deadline_s=5.0)
+    if failed:
+        return f"switching back FAILED on {', '.join(failed)}: the edge may serve two colors"
+    names = ", ".join(edge.node.name for edge in edges)
+    return f"switched back on every edge node ({names})"

@@ -1,0 +1,34 @@
+"""The 3-node Swarm lab as a fixture (tools/swarm_lab.py): up with the test images loaded, down after.
+
+Registered in tests/conftest.py (`pytest_plugins`). Module-scoped: each test module gets a lab
+of its own and leaves nothing behind (`leftovers()` is asserted empty on the way out).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support import missing, require_docker, require_tool
+from tools.swarm_lab import Lab
+
+#: The images the Swarm tests run: the reference app and the ci stack's nginx.
+LAB_IMAGES = ("paper-trading-reference-app:test", "paper-trading-ci/nginx:1.30.6")
+
+
+@pytest.fixture(scope="module")
+def swarm_lab() -> Iterator[Lab]:
+    for tool in ("ip", "nsenter", "unshare", "dockerd", "docker", "nft"):
+        require_tool(tool)
+    require_docker()
+    box = Lab()
+    if not box.can_run():
+        missing("the swarm lab needs root")
+    try:
+        box.up()
+        box.load(list(LAB_IMAGES))
+        yield box
+    finally:
+        box.down()
+    assert box.leftovers() == []
