@@ -21,6 +21,8 @@ SERVICE_LABEL: Final = f"{LABEL_PREFIX}.service"
 CARRIER_LABEL: Final = f"{LABEL_PREFIX}.carrier-for"
 #: The role of the app's containers.
 APP_ROLE: Final = "app"
+#: The role of the Swarm auto-scaler's Prometheus (stack/swarm/signal.py): it publishes one port.
+SIGNAL_ROLE: Final = "autoscale-signal"
 #: Where every container reads its secrets: files on a tmpfs, never environment variables.
 SECRETS_DIR: Final = "/run/secrets"
 #: Where the audit volume is mounted (the backup service, the one-shot writer, the log collector)
@@ -32,3 +34,8 @@ AUDIT_PATH: Final = f"{AUDIT_DIR}/{AUDIT_FILE}"
 #: new) audit volume there too makes Docker copy that owner onto it (copy-up), so the
 #: non-root writers can create the file. Same technique as the backups volume.
 AUDIT_OWNERSHIP_DONOR: Final = "/var/lib/postgresql"
+
+
+def swarm_app_service(name_prefix: str, color: str) -> str:
+    """A color's Swarm service name: the stack builds it, the release and the scaler find it by it."""
+    return f"{name_prefix}-app-{color}"

@@ -19,7 +19,7 @@ from typing import Any
 
 from pulumi_policy import ReportViolation, ResourceValidationArgs
 
-from contract import ROLE_LABEL
+from contract import ROLE_LABEL, SIGNAL_ROLE
 
 from .props import CONTAINER, as_list, as_map, as_number, as_str, field
 
@@ -32,8 +32,8 @@ SERVICE_RULES = frozenset({
     "container-memory-limit", "container-image-pinned", "proxy-image-current", "host-guard-confined",
     "container-read-only-rootfs", "container-healthcheck", "container-restart-bounded",
 })
-#: Service roles that may publish ports (on every address of the node they run on).
-PUBLISHING_ROLES = ("proxy",)
+#: Service roles that may publish ports (on every address of the node they run on), and how many.
+PUBLISHING_ROLES: dict[str, int] = {"proxy": 3, SIGNAL_ROLE: 1}
 
 
 class ServiceAsContainer:
@@ -112,9 +112,12 @@ def check_service_ports(args: ResourceValidationArgs, report: ReportViolation) -
         return
     view = as_container(args.props)
     roles = sorted({entry["value"] for entry in view["labels"] if entry["label"] == ROLE_LABEL})
-    if roles != ["proxy"]:
-        report(f"service with role {roles} publishes ports; only the proxy may (every address of its nodes)",
-               None)
+    allowed = PUBLISHING_ROLES.get(roles[0]) if len(roles) == 1 else 0
+    if not allowed:
+        report(f"service with role {roles} publishes ports; only the proxy may (every address of its "
+               "nodes), and the auto-scaler's signal its one port", None)
+    elif len(ports) > allowed:
+        report(f"service with role {roles} publishes {len(ports)} ports; it may publish {allowed}", None)
     for i, port in enumerate(ports):
         at = f"endpointSpec.ports.{i}"
         mode = as_str(field(port, "publishMode", at), f"{at}.publishMode")

@@ -67,9 +67,14 @@ ROUTES = (
     "/api/status",
     "/api/search",
     "/api/orders",
+    "/api/backtest",
     "/api/auth/login",
     "/admin/faults",
 )
+#: `/api/backtest?ms=N` works N ms (at most this): load that holds requests in flight.
+MAX_BACKTEST_MS = 5000
+#: Routes not counted in `http_requests_in_flight` (the probes and scrapes, not the app's load).
+NOT_LOAD = ("/metrics", "/health")
 SAFE_QUERY = re.compile(r"^[A-Za-z0-9 ._-]{0,64}$")
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -121,6 +126,8 @@ class State:
         self.hist_sum: dict[str, float] = {}
         self.trades_executed = 0
         self.real_blocked = 0
+        #: Requests being served now, probes and scrapes aside (the auto-scaler's signal).
+        self.in_flight = 0
         self.balance = 100000.0
         self.started = time.time()
         self.worker: Any = None  # reference_app.work.Worker when WORK_ENABLED
@@ -206,6 +213,10 @@ class Handler(BaseHTTPRequestHandler):
         self._status = 0
         url = urlsplit(self.path)
         route = self._route(url.path)
+        load = not url.path.startswith(NOT_LOAD)
+        if load:
+            with self.state.lock:
+                self.state.in_flight += 1
         try:
             if url.path == "/admin/faults":
                 self._admin()
@@ -214,6 +225,9 @@ class Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         finally:
+            if load:
+                with self.state.lock:
+                    self.state.in_flight -= 1
             elapsed = time.perf_counter() - start
             self.state.observe(self.command, route, self._status, elapsed)
             if os.environ.get("ACCESS_LOG") == "1":
@@ -290,6 +304,8 @@ class Handler(BaseHTTPRequestHandler):
             self._search(query.get("q", [""])[0])
         elif path == "/api/orders":
             self._order()
+        elif path == "/api/backtest":
+            self._backtest(query.get("ms", ["100"])[0])
         elif path in ("/api/auth/login", "/auth/login"):
             if not state.has("no_rate_limit") and not state.allow(self.client_address[0]):
                 self._json(429, {"error": "too many requests"})
@@ -346,6 +362,13 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._json(400, {"error": "invalid query", "query": html.escape(q, quote=True)})
 
+    def _backtest(self, raw: str) -> None:
+        if not raw.isdigit() or int(raw) > MAX_BACKTEST_MS:
+            self._json(400, {"error": f"ms: a whole number of milliseconds up to {MAX_BACKTEST_MS}"})
+            return
+        time.sleep(int(raw) / 1000)
+        self._json(200, {"status": "done", "ms": int(raw), "mode": "paper"})
+
     def _order(self) -> None:
         """Paper orders only: a request for a real order is refused and counted."""
         if self.command != "POST":
@@ -378,6 +401,7 @@ class Handler(BaseHTTPRequestHandler):
             hist = {k: list(v) for k, v in s.hist.items()}
             sums = dict(s.hist_sum)
             executed, blocked, balance = s.trades_executed, s.real_blocked, s.balance
+            in_flight = s.in_flight
         lines = [
             "# HELP paper_trading_mode 1 when the app runs in paper-trading mode.",
             "# TYPE paper_trading_mode gauge",
@@ -392,6 +416,9 @@ class Handler(BaseHTTPRequestHandler):
             f"paper_trading_trades_executed_total {executed}",
             "# TYPE paper_trading_virtual_balance gauge",
             f"paper_trading_virtual_balance {balance}",
+            "# HELP http_requests_in_flight Requests being served (probes and scrapes aside).",
+            "# TYPE http_requests_in_flight gauge",
+            f"http_requests_in_flight {in_flight}",
             "# HELP http_requests_total HTTP requests by method, route and status.",
             "# TYPE http_requests_total counter",
         ]

@@ -65,7 +65,7 @@ from release.audit_seal import seal
 if TYPE_CHECKING:
     from settings import Settings
 
-Operation = Literal["deploy", "gate", "switch", "rollback", "emergency-switch", "backup", "restore"]
+Operation = Literal["deploy", "gate", "switch", "rollback", "emergency-switch", "backup", "restore", "scale"]
 #: `started`: the intent record, appended before the operation acts; the others are outcomes.
 Result = Literal["started", "ok", "refused", "failed"]
 #: What an emergency switch verified: nothing; the public listener serves the color; and the

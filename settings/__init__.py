@@ -37,7 +37,7 @@ from .stack import (
     read_stack_file,
     stack_file_path,
 )
-from .swarm import SwarmConfig
+from .swarm import AutoscaleConfig, SwarmConfig
 from .validation import SKIPPABLE_CHECKS
 from .workers import WorkersConfig
 
@@ -49,6 +49,7 @@ __all__ = [
     "SKIPPABLE_CHECKS",
     "AppConfig",
     "AuditConfig",
+    "AutoscaleConfig",
     "BackupConfig",
     "Color",
     "ConfigError",

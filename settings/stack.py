@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validat
 
 from .app import AppConfig
 from .backup import BackupConfig
-from .base import PROJECT, ConfigError, Model
+from .base import COLORS, PROJECT, ConfigError, Model
 from .database import DatabaseConfig
 from .deployment import DeploymentConfig
 from .errors import config_path, problem
@@ -31,7 +31,7 @@ from .monitoring import MonitoringConfig
 from .proxy import ProxyConfig
 from .security import SecurityConfig
 from .server import ServerConfig
-from .swarm import SwarmConfig
+from .swarm import SWARM_NOT_YET, SwarmConfig
 from .validation import SKIPPABLE_CHECKS, ValidationConfig
 from .workers import WorkersConfig
 
@@ -83,33 +83,21 @@ class Settings(Model):
         return self
 
 
-#: What the swarm target does not deploy yet, by the key that turns it on (docs/swarm.md, "Not
-#: built yet"): a stack must turn each off itself, so nobody believes a protection runs that does not.
-SWARM_NOT_YET: tuple[tuple[str, str], ...] = (
-    ("server.ssl.enabled", "TLS on the edge nodes"),
-    ("workers.enabled", "background work and its handoff"),
-    ("backup.enabled", "backups"),
-    ("monitoring.prometheus.enabled", "Prometheus"),
-    ("monitoring.alertmanager.enabled", "Alertmanager"),
-    ("monitoring.grafana.enabled", "Grafana"),
-    ("monitoring.logs.enabled", "log aggregation"),
-    ("security.firewall.enabled", "the host firewall on each node"),
-    ("security.ids.enabled", "intrusion detection on each node"),
-    ("security.audit.enabled", "the audit trail"),
-    ("swarm.autoscale.enabled", "auto-scaling"),
-)
-
-
 def _swarm_problem(settings: Settings) -> str | None:
     """Why the `target`/`swarm` pair cannot be deployed, named by key; None when it can."""
     if settings.target == "docker":
         return "swarm: set only with target: swarm" if settings.swarm is not None else None
     if settings.swarm is None:
         return "swarm: is required with target: swarm (the nodes, their endpoints and labels)"
-    for color in ("blue", "green"):
-        if settings.deployment.color(color).replicas < 2:
+    scale = settings.swarm.autoscale
+    for color in COLORS:
+        replicas = settings.deployment.color(color).replicas
+        if replicas < 2:
             return (f"deployment.{color}.replicas: the swarm target runs each color on at least 2 nodes, "
                     "so at least 2 replicas")
+        if scale.enabled and not scale.min_replicas <= replicas <= scale.max_replicas:
+            return (f"deployment.{color}.replicas: {replicas} is outside swarm.autoscale's bounds "
+                    f"({scale.min_replicas} to {scale.max_replicas})")
     dump = settings.model_dump(by_alias=True)
     for key, what in SWARM_NOT_YET:
         node: Any = dump

@@ -16,6 +16,20 @@ from pydantic import AfterValidator, Field, model_validator
 
 from .base import IPv4, Model, Networks
 
+#: What the swarm target does not deploy yet, by the key that turns it on (docs/swarm.md, "Not
+#: built yet"): a stack must turn each off itself, so nobody believes a protection runs that does not.
+SWARM_NOT_YET: tuple[tuple[str, str], ...] = (
+    ("server.ssl.enabled", "TLS on the edge nodes"),
+    ("workers.enabled", "background work and its handoff"),
+    ("backup.enabled", "backups"),
+    ("monitoring.prometheus.enabled", "Prometheus"),
+    ("monitoring.alertmanager.enabled", "Alertmanager"),
+    ("monitoring.grafana.enabled", "Grafana"),
+    ("monitoring.logs.enabled", "log aggregation"),
+    ("security.firewall.enabled", "the host firewall on each node"),
+    ("security.ids.enabled", "intrusion detection on each node"),
+    ("security.audit.enabled", "the audit trail"),
+)
 NodeLabel = Literal["edge", "data"]
 #: How the release reaches a node's Docker Engine: a socket, TCP (with TLS from the environment)
 #: or SSH, as the docker CLI and SDK accept them.
@@ -64,10 +78,18 @@ class AutoscaleConfig(Model):
     """The live color's replicas follow its requests in flight per replica, between bounds.
 
     Out above `scaleOutAbove`, in below `scaleInBelow` (the gap is the hysteresis), one step per
-    decision and at most one decision per `cooldownSeconds` (release/swarm/autoscale.py).
+    decision and at most one decision per `cooldownSeconds` (release/swarm/autoscale.py). The
+    signal is the app's `http_requests_in_flight` gauge, averaged over the live color's tasks by
+    a Prometheus the program runs on the manager node (`signalPort`); a decision that reaches or
+    is held at a bound is posted to `alertmanagerUrl`.
     """
 
     enabled: bool = False
+    #: The operator's Alertmanager (the base URL of its API v2): required when enabled.
+    alertmanager_url: str | None = Field(default=None, pattern=r"^https?://[A-Za-z0-9.\-\[\]:]+(/\S*)?$",
+                                        json_schema_extra={"requiredWith": "swarm.autoscale.enabled"})
+    #: The signal's Prometheus, published on the manager node's own port (host mode).
+    signal_port: int = Field(default=29090, ge=1024, le=65535)
     min_replicas: int = Field(default=2, ge=2, le=20)
     max_replicas: int = Field(default=6, ge=2, le=20)
     #: Requests in flight per replica above which one replica is added.
@@ -78,6 +100,9 @@ class AutoscaleConfig(Model):
 
     @model_validator(mode="after")
     def _bounds(self) -> AutoscaleConfig:
+        if self.enabled and self.alertmanager_url is None:
+            raise ValueError("alertmanagerUrl: is required when swarm.autoscale.enabled is true "
+                             "(a decision held at a bound is alerted there)")
         if self.max_replicas < self.min_replicas:
             raise ValueError(
                 f"maxReplicas: must be at least swarm.autoscale.minReplicas ({self.min_replicas})")

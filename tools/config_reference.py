@@ -57,6 +57,10 @@ def _shown(value: Any) -> str:
     return f"`{str(value).lower() if isinstance(value, bool) else value}`"
 
 
+#: A field's `json_schema_extra` key naming the switch that makes it required (settings/swarm.py).
+REQUIRED_WITH = "requiredWith"
+
+
 def rows(
     model: type[BaseModel], prefix: str = "", defaults: BaseModel | None = None, condition: str | None = None,
 ) -> Iterator[tuple[str, str, str, str]]:
@@ -77,7 +81,10 @@ def rows(
             has_default, value = False, None
         else:
             has_default, value = True, field.get_default(call_default_factory=True)
-        if has_default:
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        if REQUIRED_WITH in extra:  # optional, but required once the switch it names is on
+            default = f"required with `{extra[REQUIRED_WITH]}`"
+        elif has_default:
             default = "" if isinstance(value, BaseModel) else _shown(value)
         else:
             default = "required" if condition is None else f"required with `{condition}`"

@@ -9,6 +9,7 @@ routing mesh and encrypted overlays: services use dnsrr endpoints and host-mode 
 
     python -m tools.swarm_lab up            # 3 nodes; prints each node's DOCKER_HOST
     python -m tools.swarm_lab partition n2  # cut n2 off the hub (its veth down); `heal n2` undoes it
+    python -m tools.swarm_lab cut-raft n2   # only n2's swarm control traffic (2377); `heal-raft n2`
     python -m tools.swarm_lab load IMAGE..  # docker save | docker load into every node
     python -m tools.swarm_lab down          # containers, daemons, mounts, cgroups, namespaces: gone
 
@@ -49,6 +50,8 @@ READY_TIMEOUT_S = 60.0
 #: How often a node reports to the managers (Swarm's default is 5 s): a node that stops reporting
 #: is marked down after a few periods, and only then are its tasks replaced elsewhere.
 HEARTBEAT_NS = 2_000_000_000
+#: The nft table `cut-raft` adds in a node's namespace (`heal-raft` deletes it).
+RAFT_TABLE = "ptsl_raft"
 
 
 class LabError(RuntimeError):
@@ -249,6 +252,19 @@ class Lab:
     def heal(self, name: str) -> None:
         _ip("-n", HUB, "link", "set", self.node(name).hub_veth, "up")
 
+    def cut_raft(self, name: str) -> None:
+        """Drop the node's swarm control traffic (tcp 2377: raft, dispatcher) both ways, nothing else:
+        as a manager it is gone, while its tasks and the overlay (udp 4789, 7946) keep working."""
+        drop = f"tcp dport {SWARM_PORT} drop; tcp sport {SWARM_PORT} drop;"
+        rules = (f"table inet {RAFT_TABLE} {{\n"
+                 f"  chain in {{ type filter hook input priority -10; {drop} }}\n"
+                 f"  chain out {{ type filter hook output priority -10; {drop} }}\n"
+                 "}\n")
+        _nft(self.node(name), rules)
+
+    def heal_raft(self, name: str) -> None:
+        _nft(self.node(name), f"delete table inet {RAFT_TABLE}\n", check=False)
+
     def node(self, name: str) -> Node:
         for node in self.nodes:
             if node.name == name:
@@ -313,6 +329,13 @@ def _ip(*args: str, check: bool = True) -> None:
         raise LabError(f"ip {' '.join(args)}: {done.stderr.strip()}")
 
 
+def _nft(node: Node, script: str, check: bool = True) -> None:
+    done = subprocess.run(["nsenter", f"--net=/var/run/netns/{node.netns}", "nft", "-f", "-"], input=script,
+                          capture_output=True, text=True, check=False)
+    if check and done.returncode != 0:
+        raise LabError(f"{node.name}: nft: {done.stderr.strip()}")
+
+
 def _netns_list() -> list[str]:
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
     return [line.split()[0] for line in out.splitlines() if line.strip()]
@@ -373,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--nodes", type=int, default=3)
     sub.add_parser("down", help="remove everything the lab made")
     sub.add_parser("status", help="each node's state, availability and labels, as JSON")
-    for verb in ("partition", "heal"):
+    for verb in ("partition", "heal", "cut-raft", "heal-raft"):
         sub.add_parser(verb).add_argument("node")
     sub.add_parser("load", help="copy images into every node").add_argument("images", nargs="+")
     sub.add_parser("leftovers", help="what the lab would leave behind (empty after down)")
@@ -394,6 +417,10 @@ def main(argv: list[str] | None = None) -> int:
             lab.partition(args.node)
         elif args.command == "heal":
             lab.heal(args.node)
+        elif args.command == "cut-raft":
+            lab.cut_raft(args.node)
+        elif args.command == "heal-raft":
+            lab.heal_raft(args.node)
         elif args.command == "load":
             lab.load(args.images)
         elif args.command == "leftovers":

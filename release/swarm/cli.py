@@ -11,18 +11,31 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import cast
 
 from pydantic import ValidationError
 
+from contract import swarm_app_service
+from release.audit import AuditUnavailable, FileSink
 from release.routing.base import NONE, RoutingError
 from release.routing.cli import reason_text
 from release.routing.docker_side import LOCK_WAIT_S
 from release.routing.listener import post_promotion_checker
+from release.swarm.autoscale import AutoscaleError, Autoscaler
 from release.swarm.nodes import Node, served_on
 from release.swarm.switch import EdgeListener, switch_edges
-from settings import PROJECT, Color, ConfigError, ProxyConfig, ServerConfig, SwarmConfig, read_stack_file
+from settings import (
+    COLORS,
+    PROJECT,
+    Color,
+    ConfigError,
+    ProxyConfig,
+    ServerConfig,
+    SwarmConfig,
+    read_stack_file,
+)
 
 
 class Target:
@@ -42,7 +55,9 @@ class Target:
             server = ServerConfig.model_validate(section("server") or {})
         except ValidationError as exc:
             raise ConfigError([f"{path}: {error['loc']}: {error['msg']}" for error in exc.errors()]) from None
-        prefix = section("namePrefix") or "paper-trading"
+        prefix = str(section("namePrefix") or "paper-trading")
+        self.swarm = swarm
+        self.services: dict[str, str] = {color: swarm_app_service(prefix, color) for color in COLORS}
         self.proxy_service = f"{prefix}-proxy"
         self.edges = [Node(n.name, n.endpoint, n.address) for n in swarm.labelled("edge")]
         scheme = "https" if server.ssl.enabled else "http"
@@ -61,6 +76,14 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--stack", required=True,
                              help="the stack whose Pulumi.<stack>.yaml names the nodes")
         command.add_argument("--project-dir", type=Path, default=Path("."))
+    scale = sub.add_parser("autoscale",
+                           help="scale the live color by its requests in flight (swarm.autoscale)")
+    scale.add_argument("--stack", required=True, help="the stack whose Pulumi.<stack>.yaml names the nodes")
+    scale.add_argument("--project-dir", type=Path, default=Path("."))
+    scale.add_argument("--audit-file", required=True, type=Path,
+                       help="the trail this scaler appends its decisions to (hash-chained JSON lines)")
+    scale.add_argument("--interval", type=float, default=5.0, metavar="SECONDS", help="between decisions")
+    scale.add_argument("--once", action="store_true", help="one decision, then exit")
     go = sub.choices["switch"]
     go.add_argument("--to", required=True, choices=["blue", "green"])
     go.add_argument("--preview", choices=["blue", "green", "none"], help="default: the other color")
@@ -70,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         target = Target(args.project_dir / f"Pulumi.{args.stack}.yaml")
+        if args.command == "autoscale":
+            return autoscale(target, args.stack, args.audit_file, args.interval, args.once)
         if args.command == "show":
             served = served_on(target.edges, target.proxy_service)
             for node, color in served.items():
@@ -89,3 +114,35 @@ def main(argv: list[str] | None = None) -> int:
     print(f"swarm routing: live {result.live} on every edge node in {result.switch_ms:.0f} ms "
           f"(was: {before}); reason: {args.reason}")
     return 0
+
+
+def autoscale(target: Target, stack: str, audit_file: Path, interval: float, once: bool) -> int:
+    """Decide every `interval` seconds until interrupted (or once); each decision printed as a line.
+
+    A decision that cannot be made or applied (signal, live color, audit, alert) is printed and
+    leaves the replicas as they are; with `--once` it is the exit status.
+    """
+    rule = target.swarm.autoscale
+    if not rule.enabled:
+        print(f"swarm autoscale: {PROJECT}:swarm.autoscale.enabled is false for stack {stack}",
+              file=sys.stderr)
+        return 1
+    manager = target.swarm.manager_node
+    scaler = Autoscaler(stack, rule, manager.endpoint, target.edges, target.proxy_service, target.services,
+                        f"http://{manager.address}:{rule.signal_port}", FileSink(str(audit_file)))
+    status = 0
+    while True:
+        try:
+            outcome = scaler.tick()
+            decision = outcome.decision
+            assert decision is not None and outcome.signal is not None
+            at = f" (at {decision.bound})" if decision.bound else ""
+            print(f"swarm autoscale: {outcome.color} {decision.action} {decision.current} -> "
+                  f"{decision.target}{at}: {decision.why}", flush=True)
+            status = 0
+        except (AutoscaleError, AuditUnavailable, RoutingError) as exc:
+            print(f"swarm autoscale: nothing scaled: {exc}", file=sys.stderr, flush=True)
+            status = 1
+        if once:
+            return status
+        time.sleep(interval)

@@ -122,6 +122,10 @@ class NginxListen:
     #: Where the status listener binds besides 127.0.0.1 (the container healthcheck): the
     #: metrics-only alias. Ignored when `address` is set (tests bind everything there).
     status_host: str = STATUS_ALIAS
+    #: How long nginx waits to connect to one app task before it tries the next. On Swarm a task
+    #: on a node just lost stays in DNS until the managers mark the node down; every request sent
+    #: to it waits this long first (stack/swarm/proxy.py sets 1 s: the nodes share a LAN).
+    connect_timeout_s: int = 5
 
     def at(self, port: int) -> str:
         return f"{self.address}:{port}" if self.address else str(port)
@@ -392,7 +396,7 @@ def render_nginx_conf(
         "    # so a replaced app container is found without a reload.",
         "    resolver 127.0.0.11 valid=5s ipv6=off;",
         "    resolver_timeout 3s;",
-        "    proxy_connect_timeout 5s;",
+        f"    proxy_connect_timeout {listen.connect_timeout_s}s;",
         "    proxy_send_timeout 60s;",
         "    proxy_read_timeout 60s;",
         "    proxy_hide_header X-Powered-By;",

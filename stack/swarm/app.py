@@ -21,7 +21,15 @@ import pulumi_docker as docker
 import pulumi_random as random
 from pydantic import SecretStr
 
-from contract import APP_ROLE, COLOR_LABEL, ROLE_LABEL, SECRETS_DIR, SERVICE_LABEL, STACK_LABEL
+from contract import (
+    APP_ROLE,
+    COLOR_LABEL,
+    ROLE_LABEL,
+    SECRETS_DIR,
+    SERVICE_LABEL,
+    STACK_LABEL,
+    swarm_app_service,
+)
 from settings import AppConfig, Color, Settings
 from stack.app import alias, app_envs, color_fingerprint, settings_secret_files
 from stack.common import http_probe
@@ -69,6 +77,8 @@ class SwarmColorArgs:
     secret_name_key: random.RandomId
     #: The live color: the service keeps its recorded inputs (a release never changes it in place).
     pinned: bool = False
+    #: The auto-scaler owns the live color's replica count (release/swarm/autoscale.py): `up` leaves it.
+    autoscaled: bool = False
     depends_on: Sequence[pulumi.Resource] = field(default_factory=tuple)
 
 
@@ -84,7 +94,7 @@ def _secret_name(prefix: str, plain: str, key: str) -> str:
 
 
 def service_name(prefix: str, color: Color) -> str:
-    return f"{prefix}-app-{color}"
+    return swarm_app_service(prefix, color)
 
 
 def env_map(envs: Sequence[str]) -> dict[str, str]:
@@ -104,7 +114,7 @@ class SwarmColor(pulumi.ComponentResource):
     def __init__(self, name: str, args: SwarmColorArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("paper-trading:swarm:AppColor", name, None, opts)
         s, color = args.props, args.color
-        pin = PINNED_INPUTS if args.pinned else None
+        pin = ([*PINNED_INPUTS, "mode"] if args.autoscaled else PINNED_INPUTS) if args.pinned else None
         owner = s.app.user.split(":")[0]
         group = s.app.user.split(":")[1] if ":" in s.app.user else owner
         self.secrets: list[docker.Secret] = []

@@ -23,6 +23,7 @@ from settings import COLORS, ConfigError, Settings, other_color
 from stack.swarm.app import SwarmColor, SwarmColorArgs, SwarmColorProps, swarm_color_fingerprint
 from stack.swarm.network import SwarmNetworks, SwarmNetworksArgs
 from stack.swarm.proxy import SwarmProxy, SwarmProxyArgs, SwarmProxyProps
+from stack.swarm.signal import SwarmSignal, SwarmSignalArgs, SwarmSignalProps
 
 
 def swarm_program(settings: Settings, stack: str) -> None:
@@ -38,14 +39,16 @@ def swarm_program(settings: Settings, stack: str) -> None:
         pulumi.log.info(note)
     edges = [Node(node.name, node.endpoint, node.address) for node in swarm.labelled("edge")]
     proxy_name = SwarmProxyProps.service_name(settings.name_prefix)
-    guard = SwarmReleaseGuard("release-guard", proxy_service=proxy_name, edge_nodes=edges,
+    guard = SwarmReleaseGuard("release-guard", manager=swarm.manager_node.endpoint,
+                              proxy_service=proxy_name, edge_nodes=edges,
                               recorded_live=release.live, changing=release.changing)
     apps = {
         color: SwarmColor(
             f"app-{color}",
             SwarmColorArgs(color=color, props=SwarmColorProps.of(settings, color), stack=stack,
                            frontend_network_id=networks.frontend.id, secret_name_key=name_key,
-                           pinned=release.pinned(color), depends_on=[guard]),
+                           pinned=release.pinned(color), autoscaled=swarm.autoscale.enabled,
+                           depends_on=[guard]),
             opts=pulumi.ResourceOptions(depends_on=[networks]),
         )
         for color in COLORS
@@ -64,13 +67,23 @@ def swarm_program(settings: Settings, stack: str) -> None:
                        frontend_network_id=networks.frontend.id,
                        depends_on=[app.service for app in apps.values()]),
     )
+    # The auto-scaler's signal, when on: part of what the gate waits for (a deploy is whole first).
+    signals: list[pulumi.Resource] = []
+    if swarm.autoscale.enabled:
+        signal = SwarmSignal("autoscale-signal", SwarmSignalArgs(
+            props=SwarmSignalProps.of(settings, stack, {color: apps[color].name for color in COLORS}),
+            stack=stack, frontend_network_id=networks.frontend.id))
+        signals.append(signal.service)
+        pulumi.export("signalService", signal.name)
+        pulumi.export("signalUrl", f"http://{swarm.manager_node.address}:{swarm.autoscale.signal_port}")
     candidate = settings.deployment.active_color
     port = settings.proxy.http_port
     public_url = f"http://{edges[0].address}:{port}"
     gate = PromotionGate(
         "promotion-gate",
         PromotionGateArgs.from_settings(settings),
-        opts=pulumi.ResourceOptions(depends_on=[proxy.service, *(app.service for app in apps.values())]),
+        opts=pulumi.ResourceOptions(depends_on=[proxy.service, *(app.service for app in apps.values()),
+                                                *signals]),
         candidate_containers=[apps[candidate].service.id],
         swarm={
             "manager": swarm.manager_node.endpoint,

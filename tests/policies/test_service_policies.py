@@ -63,6 +63,11 @@ def _app_publishes(inputs: dict[str, Any]) -> None:
     inputs["endpointSpec"]["ports"] = [{"targetPort": 3000, "publishedPort": 3000, "publishMode": "host"}]
 
 
+def _one_more_port(inputs: dict[str, Any]) -> None:
+    ports = inputs["endpointSpec"]["ports"]
+    ports.append({"targetPort": 9091, "publishedPort": 29091, "publishMode": "host"})
+
+
 def _docker_socket(inputs: dict[str, Any]) -> None:
     _spec(inputs)["mounts"].append({"type": "bind", "source": "/var/run/docker.sock",
                                     "target": "/var/run/docker.sock"})
@@ -94,6 +99,10 @@ MUTANTS: list[tuple[str, str, Callable[[dict[str, Any]], None], str]] = [
     ("old-nginx", "proxy", _spec_set("image", "nginx:1.18.0"), "proxy-image-current"),
     ("ingress-mesh", "proxy", _ingress, "service-ports-host-mode"),
     ("app-publishes", "blue", _app_publishes, "service-ports-host-mode"),
+    ("signal-publishes-two", "signal", _one_more_port, "service-ports-host-mode"),
+    ("signal-on-the-mesh", "signal", _ingress, "service-ports-host-mode"),
+    ("signal-writable-root", "signal", _spec_set("readOnly", False), "container-read-only-rootfs"),
+    ("signal-cap-added", "signal", _spec_set("capAdds", ["NET_ADMIN"]), "container-capabilities-dropped"),
 ]
 
 

@@ -20,6 +20,7 @@ FACE = [
     "SKIPPABLE_CHECKS",
     "AppConfig",
     "AuditConfig",
+    "AutoscaleConfig",
     "BackupConfig",
     "Color",
     "ConfigError",

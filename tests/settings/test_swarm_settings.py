@@ -100,8 +100,13 @@ def test_swarm_nodes_on_a_docker_target_are_refused() -> None:
     ("autoscale-bounds", {"autoscale": {"minReplicas": 5, "maxReplicas": 3}},
      "paper-trading:swarm.autoscale.maxReplicas: must be at least"),
     ("typo", {"managr": "ptsl-n1"}, "paper-trading:swarm.managr: unknown key"),
-    ("autoscale-not-built", {"autoscale": {"enabled": True}},
-     "paper-trading:swarm.autoscale.enabled: the swarm"),
+    ("autoscale-no-alerts", {"autoscale": {"enabled": True}},
+     "paper-trading:swarm.autoscale.alertmanagerUrl: is required"),
+    ("autoscale-bad-alerts", {"autoscale": {"enabled": True, "alertmanagerUrl": "am:9093"}},
+     "paper-trading:swarm.autoscale.alertmanagerUrl:"),
+    ("autoscale-replicas-outside", {"autoscale": {"enabled": True, "alertmanagerUrl": "http://am:9093",
+                                                  "minReplicas": 3}},
+     "paper-trading:deployment.blue.replicas: 2 is outside swarm.autoscale's bounds"),
 ])
 def test_bad_swarm_sections_name_the_key(case: str, swarm: dict[str, Any], key: str) -> None:
     problems = _problems(swarm=_swarm(**swarm))

@@ -13,8 +13,10 @@ import pytest
 from tests.support import missing, require_docker, require_tool
 from tools.swarm_lab import Lab
 
-#: The images the Swarm tests run: the reference app and the ci stack's nginx.
-LAB_IMAGES = ("paper-trading-reference-app:test", "paper-trading-ci/nginx:1.30.6")
+#: The images the Swarm tests run: the reference app, the ci stack's nginx and Prometheus (the
+#: auto-scaler's signal).
+LAB_IMAGES = ("paper-trading-reference-app:test", "paper-trading-ci/nginx:1.30.6",
+              "paper-trading-ci/prometheus:2.42")
 
 
 @pytest.fixture(scope="module")

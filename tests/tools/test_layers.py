@@ -33,7 +33,7 @@ DOCKER_SIDE = {
     # The Swarm target's engine side: each node's engine, the proxy tasks, the gate's Swarm checks.
     "release/swarm/nodes.py", "release/swarm/checks.py", "release/swarm/switch.py",
     "release/swarm/provider.py", "release/swarm/cli.py", "release/swarm/__main__.py",
-    "release/swarm/guard.py",
+    "release/swarm/guard.py", "release/swarm/autoscale.py",
 }
 
 
