@@ -56,14 +56,15 @@ def proxy_identity(env: Any) -> tuple[str, str, int]:
     return container.id, container.attrs["State"]["StartedAt"], int(pid)
 
 
-WORKERS = ('for d in /proc/[0-9]*; do c=$(tr "\\0" " " < $d/cmdline 2>/dev/null); '
+WORKERS = ('for d in /proc/[0-9]*; do c=$(tr "\\0" " " 2>/dev/null < $d/cmdline); '
            'case "$c" in "nginx: worker process"*) echo ${d#/proc/};; esac; done')
 
 
 def worker_pids(env: Any) -> set[int]:
     """nginx worker pids: a reload replaces them, a refused switch must not."""
     container = env.client.containers.get(env.proxy_name)
-    out = container.exec_run(["sh", "-c", WORKERS]).output.decode().split()
+    # stdout only: a process that exits mid-loop makes the shell complain on stderr.
+    out = container.exec_run(["sh", "-c", WORKERS], stderr=False).output.decode().split()
     return {int(pid) for pid in out}
 
 

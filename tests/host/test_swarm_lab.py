@@ -70,10 +70,17 @@ def test_a_dnsrr_service_spreads_and_its_tasks_reach_each_other_over_the_overlay
         assert _wait(lambda: len(_running_on(client, "probe")) == 3, 90), _tasks(client, "probe")
         assert len(set(_running_on(client, "probe").values())) == 3  # one per node: spread
         local = next(c for c in swarm_lab.nodes[0].client().containers.list() if c.name.startswith("probe."))
-        done = local.exec_run(["python3", "-c", PROBE])
-        assert done.exit_code == 0, done.output
-        answers = json.loads(done.output.decode())
-        assert len(answers) == 3 and set(answers.values()) == {200}, answers
+        answers: dict[str, Any] = {}
+
+        def all_three_answer() -> bool:
+            # tasks.<service> is spread by gossip: a task on another node can take seconds to appear.
+            done = local.exec_run(["python3", "-c", PROBE])
+            assert done.exit_code == 0, done.output
+            answers.clear()
+            answers.update(json.loads(done.output.decode()))
+            return len(answers) == 3 and set(answers.values()) == {200}
+
+        assert _wait(all_three_answer, 30, step=1), answers
     finally:
         service.remove()
         _wait(lambda: not swarm_lab.nodes[0].client().containers.list(filters={"name": "probe."}), 60)
