@@ -39,3 +39,8 @@ AUDIT_OWNERSHIP_DONOR: Final = "/var/lib/postgresql"
 def swarm_app_service(name_prefix: str, color: str) -> str:
     """A color's Swarm service name: the stack builds it, the release and the scaler find it by it."""
     return f"{name_prefix}-app-{color}"
+
+
+def swarm_data_service(name_prefix: str, store: str) -> str:
+    """A datastore's Swarm service name (postgres, redis, rabbitmq): the handoff finds its task by it."""
+    return f"{name_prefix}-{store}"

@@ -20,7 +20,6 @@ from .base import IPv4, Model, Networks
 #: built yet"): a stack must turn each off itself, so nobody believes a protection runs that does not.
 SWARM_NOT_YET: tuple[tuple[str, str], ...] = (
     ("server.ssl.enabled", "TLS on the edge nodes"),
-    ("workers.enabled", "background work and its handoff"),
     ("backup.enabled", "backups"),
     ("monitoring.prometheus.enabled", "Prometheus"),
     ("monitoring.alertmanager.enabled", "Alertmanager"),
@@ -115,7 +114,7 @@ class AutoscaleConfig(Model):
 
 
 class SwarmConfig(Model):
-    """The nodes (at least 2, at least one `edge` and one `data`) and the manager the program uses."""
+    """The nodes (at least one `edge`, one `data` and two without `data`) and the manager the program uses."""
 
     #: The node whose engine the program deploys through (a manager; `docker:host` of the stack).
     manager: NodeName
@@ -141,6 +140,11 @@ class SwarmConfig(Model):
                     + ("the proxies run on edge nodes" if label == "edge"
                        else "the datastores run on a data node")
                 )
+        apps = [node.name for node in self.nodes if "data" not in node.labels]
+        if len(apps) < 2:
+            raise ValueError(
+                f"nodes: the apps run on nodes without the 'data' label, and each color on at least 2 "
+                f"of them; found {len(apps)} ({', '.join(apps) or 'none'})")
         if self.manager not in {node.name for node in self.nodes}:
             raise ValueError(f"manager: {self.manager!r} is not one of swarm.nodes")
         return self

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import base64
 import gc
+import hashlib
 import json
 import runpy
 import sys
@@ -155,6 +156,9 @@ def _computed_state(type_: str, name: str, inputs: Mapping[str, Any]) -> dict[st
 
             hashed = bcrypt.hashpw(result.encode(), b"$2b$10$paper.trading.render.u").decode()
             return {"result": result, "bcryptHash": hashed}
+        if type_ == "random:index/randomId:RandomId":
+            digest = hashlib.sha256(name.encode()).hexdigest()[:2 * int(inputs.get("byteLength", 8))]
+            return {"hex": digest, "dec": str(int(digest, 16))}
         return {"result": result}
     if type_ == "docker:index/remoteImage:RemoteImage":
         image = inputs.get("name")

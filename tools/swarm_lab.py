@@ -271,13 +271,16 @@ class Lab:
                 return node
         raise LabError(f"no node {name!r}: the lab has {', '.join(n.name for n in self.nodes)}")
 
-    def load(self, images: Sequence[str]) -> None:
-        """Copy images from the host's engine into every node (no registry here)."""
+    def load(self, images: Sequence[str], label: str | None = None) -> None:
+        """Copy images from the host's engine into every node, or only those labelled `label`
+        (no registry here)."""
+        nodes = [node for node, labels in zip(self.nodes, self._labels(), strict=True)
+                 if label is None or labels.get(label) == "true"]
         for image in images:
             saved = subprocess.run(["docker", "save", image], capture_output=True, check=False)
             if saved.returncode != 0:
                 raise LabError(f"docker save {image}: {saved.stderr.decode(errors='replace').strip()}")
-            for node in self.nodes:
+            for node in nodes:
                 loaded = subprocess.run(["docker", "-H", node.docker_host, "load"], input=saved.stdout,
                                         capture_output=True, check=False)
                 if loaded.returncode != 0:
@@ -398,7 +401,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", help="each node's state, availability and labels, as JSON")
     for verb in ("partition", "heal", "cut-raft", "heal-raft"):
         sub.add_parser(verb).add_argument("node")
-    sub.add_parser("load", help="copy images into every node").add_argument("images", nargs="+")
+    loader = sub.add_parser("load", help="copy images into every node (or those with --label)")
+    loader.add_argument("images", nargs="+")
+    loader.add_argument("--label", help="only the nodes with this label (e.g. data)")
     sub.add_parser("leftovers", help="what the lab would leave behind (empty after down)")
     args = parser.parse_args(argv)
     lab = Lab(size=getattr(args, "nodes", 3))
@@ -422,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "heal-raft":
             lab.heal_raft(args.node)
         elif args.command == "load":
-            lab.load(args.images)
+            lab.load(args.images, label=args.label)
         elif args.command == "leftovers":
             left = lab.leftovers()
             print("\n".join(left) or "nothing")

@@ -2,7 +2,8 @@
 
 Reads the nodes, the proxy's port and the public name from the stack file (no engine needed),
 then shows what every edge proxy serves, or switches every edge node at once, all or nothing,
-confirmed on each node's own listener (instant rollback is this: a marker rename per node).
+confirmed on each node's own listener (instant rollback is this: a marker rename per node), and
+moves the background work with the traffic when the stack runs workers, as `up`'s switch does.
 The stack's audit trail is not deployed on Swarm yet (settings refuse `security.audit.enabled`),
 so the reason is printed, not recorded.
 """
@@ -17,7 +18,7 @@ from typing import cast
 
 from pydantic import ValidationError
 
-from contract import swarm_app_service
+from contract import swarm_app_service, swarm_data_service
 from release.audit import AuditUnavailable, FileSink
 from release.routing.base import NONE, RoutingError
 from release.routing.cli import reason_text
@@ -26,6 +27,7 @@ from release.routing.listener import post_promotion_checker
 from release.swarm.autoscale import AutoscaleError, Autoscaler
 from release.swarm.nodes import Node, served_on
 from release.swarm.switch import EdgeListener, switch_edges
+from release.swarm.work import SwarmHandoff
 from settings import (
     COLORS,
     PROJECT,
@@ -34,6 +36,7 @@ from settings import (
     ProxyConfig,
     ServerConfig,
     SwarmConfig,
+    WorkersConfig,
     read_stack_file,
 )
 
@@ -53,6 +56,7 @@ class Target:
             swarm = SwarmConfig.model_validate(section("swarm"))
             proxy = ProxyConfig.model_validate(section("proxy") or {})
             server = ServerConfig.model_validate(section("server") or {})
+            workers = WorkersConfig.model_validate(section("workers") or {})
         except ValidationError as exc:
             raise ConfigError([f"{path}: {error['loc']}: {error['msg']}" for error in exc.errors()]) from None
         prefix = str(section("namePrefix") or "paper-trading")
@@ -63,6 +67,11 @@ class Target:
         scheme = "https" if server.ssl.enabled else "http"
         port = proxy.https_port if server.ssl.enabled else proxy.http_port
         self.listener = EdgeListener(scheme=scheme, port=port, host_header=server.host)
+        data = swarm.labelled("data")[0]
+        self.handoff = SwarmHandoff(
+            Node(data.name, data.endpoint, data.address), swarm_data_service(prefix, "redis"),
+            swarm_data_service(prefix, "rabbitmq"),
+            workers.handoff_timeout_seconds, workers.queues) if workers.enabled else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,9 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         live = cast(Color, args.to)
         preview_arg = args.preview or ("green" if live == "blue" else "blue")
         preview = None if preview_arg == NONE else cast(Color, preview_arg)
-        checker = None if args.no_checks else post_promotion_checker(False)
+        checker = None if args.no_checks else post_promotion_checker(target.handoff is not None)
         result = switch_edges(target.edges, target.proxy_service, live, preview, target.listener,
-                              checker=checker, lock_wait_s=args.lock_wait)
+                              checker=checker, lock_wait_s=args.lock_wait, handoff=target.handoff)
     except (ConfigError, RoutingError) as exc:
         print(f"swarm routing: {exc}", file=sys.stderr)
         return 1

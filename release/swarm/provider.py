@@ -21,6 +21,7 @@ from release.routing.base import SWITCH_KIND
 from release.routing.listener import post_promotion_checker
 from release.swarm.nodes import Node, served_on
 from release.swarm.switch import EdgeListener, switch_edges
+from release.swarm.work import SwarmHandoff
 from render.nginx.routing import render_markers
 from settings import Color
 
@@ -49,12 +50,15 @@ class SwarmRoutingProvider(StateProvider):
 
     def apply(self, props: dict[str, Any], olds: dict[str, Any] | None) -> dict[str, Any]:
         checks = bool(props.get("postPromotionChecks", True))
+        handoff = SwarmHandoff.of(props.get("handoff"))
         result = switch_edges(
             _nodes(props), str(props["proxyService"]), cast(Color, props["liveColor"]),
             cast(Color | None, props.get("previewColor") or None), _listener(props),
-            checker=post_promotion_checker(False) if checks else None,
+            checker=post_promotion_checker(handoff is not None) if checks else None,
+            handoff=handoff,
         )
-        return {**props, "previousLiveColor": result.previous_live, "switchMs": round(result.switch_ms, 1)}
+        return {**props, "previousLiveColor": result.previous_live, "switchMs": round(result.switch_ms, 1),
+                "handoffMs": None if result.handoff_ms is None else round(result.handoff_ms, 1)}
 
     def read(self, id_: str, props: dict[str, Any]) -> dyn.ReadResult:
         """Refresh reports the color every edge proxy serves (e.g. after an emergency switch).
@@ -75,7 +79,7 @@ class SwarmRoutingProvider(StateProvider):
         """Leave traffic as it is: deleting the record must not take the site down."""
 
     def render_outputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        return {**inputs, "previousLiveColor": None, "switchMs": 0.0}
+        return {**inputs, "previousLiveColor": None, "switchMs": 0.0, "handoffMs": None}
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,8 @@ class SwarmRoutingArgs:
     ca_file: str | None = None
     insecure: bool = False
     post_promotion_checks: bool = True
+    #: Where the background work moves with the traffic (stack/swarm/data.py, `handoff_props`).
+    handoff: dict[str, Any] | None = None
 
 
 class SwarmRoutingSwitch(dyn.Resource):
@@ -127,6 +133,7 @@ class SwarmRouting(pulumi.ComponentResource):
             "caFile": args.ca_file,
             "insecure": args.insecure,
             "postPromotionChecks": args.post_promotion_checks,
+            "handoff": args.handoff,
             "renderedFiles": pulumi.Output.all(args.live_color, args.preview_color).apply(_rendered),
         }
         self.switch = SwarmRoutingSwitch(

@@ -2,9 +2,11 @@
 
 The single host's protocol (release/routing/switching.py) once per edge node: each proxy task's
 switch lock is taken and its markers renamed (one exec), then each node's own listener must
-serve the new color; then the post-promotion checks run through the first edge node. If any
-node cannot be reached, refuses, or does not confirm, or the checks fail, every node already
-switched gets its previous markers back, so the edge never stays split between colors.
+serve the new color; then the background work moves to it (release/swarm/work.py, when the
+stack runs workers) and the post-promotion checks run through the first edge node. If any node
+cannot be reached, refuses, or does not confirm, or the handoff or the checks fail, every node
+already switched gets its previous markers back, so the edge never stays split between colors,
+and the work, if it moved or may have, goes back to the color traffic went back to.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from release.routing.docker_side import LOCK_WAIT_S, Served, drain, lock_owner, 
 from release.routing.listener import confirm
 from release.routing.switching import apply_locked
 from release.swarm.nodes import Node, client_for, task_container
+from release.swarm.work import SwarmHandoff
 from settings import Color
 
 
@@ -46,6 +49,9 @@ class EdgeSwitch:
     previous_live: dict[str, str]
     switch_ms: float
     steps: dict[str, float] = field(default_factory=dict)
+    #: The work's epoch and how long it took to move (None: the stack runs no background work).
+    epoch: int | None = None
+    handoff_ms: float | None = None
 
 
 @dataclass
@@ -60,7 +66,7 @@ def switch_edges(
     nodes: Sequence[Node], proxy_service: str, live: Color, preview: Color | None,
     listener: EdgeListener,
     checker: Checker | None = None, lock_wait_s: float = LOCK_WAIT_S, audit: Auditor | None = None,
-    confirm_s: float = 15.0,
+    confirm_s: float = 15.0, handoff: SwarmHandoff | None = None,
 ) -> EdgeSwitch:
     """Make `live` the live color of the proxy task on every node in `nodes`, or of none of them."""
     for role, value in (("live", live), ("preview", preview)):
@@ -75,6 +81,7 @@ def switch_edges(
     steps: dict[str, float] = {}
     owner = lock_owner()
     edges: list[_Edge] = []
+    handed: dict[str, Any] = {}
 
     def lap(name: str) -> None:
         steps[name] = round((time.monotonic() - start) * 1000 - sum(steps.values()), 1)
@@ -94,6 +101,14 @@ def switch_edges(
                 except RoutingError as exc:
                     raise RoutingError(f"node {edge.node.name}: {exc}") from None
             lap("confirm")
+            if handoff is not None:
+                handed["from"] = _first_live(edges)  # from here on a failure hands the work back
+                try:
+                    work = handoff.move(live, handed["from"])
+                except Exception as exc:  # noqa: BLE001 - HandoffError, or the work left unknown
+                    raise RoutingError(f"background-work handoff to {live} failed ({exc})") from None
+                handed.update(epoch=work.epoch, ms=work.handoff_ms)
+                lap("handoff")
             if checker is not None:
                 failures = checker(listener.endpoint(edges[0].node), live)
                 if failures:
@@ -102,6 +117,8 @@ def switch_edges(
         except Exception as exc:
             moved = [edge for edge in edges if edge.previous is not None]
             back = _switch_back(moved, listener, owner)
+            if handoff is not None and "from" in handed:
+                back += _hand_back(handoff, handed["from"], live)
             if audit is not None:
                 audit.record("switch", "failed" if moved else "refused", (time.monotonic() - start) * 1000,
                              from_=_first_live(moved), to=live, error=str(exc))
@@ -116,7 +133,18 @@ def switch_edges(
     previous_live = {edge.node.name: edge.previous.live for edge in edges if edge.previous is not None}
     if audit is not None:
         audit.record("switch", "ok", (time.monotonic() - start) * 1000, from_=_first_live(edges), to=live)
-    return EdgeSwitch(live, previous_live, (time.monotonic() - start) * 1000, steps)
+    return EdgeSwitch(live, previous_live, (time.monotonic() - start) * 1000, steps,
+                      handed.get("epoch"), handed.get("ms"))
+
+
+def _hand_back(handoff: SwarmHandoff, previous: str | None, live: str) -> str:
+    """Give the work back to the color traffic went back to ("none" after a first promotion)."""
+    back = previous if previous in ("blue", "green") else "none"
+    try:
+        handoff.move(back, live)
+    except Exception as exc:  # noqa: BLE001 - reported: the caller raises with it
+        return f"; background work NOT handed back to {back} ({live} may still hold it): {exc}"
+    return f"; background work handed back to {back}"
 
 
 def _first_live(edges: Sequence[_Edge]) -> str | None:

@@ -36,13 +36,13 @@ from stack.common import http_probe
 from stack.swarm.objects import (
     APP_SYSCTLS,
     RESTART,
-    b64,
     container_labels,
     converge,
     health,
-    keyed,
+    keyed_name,
     resources,
     rollout,
+    secret_b64,
     service_labels,
     tmpfs,
 )
@@ -73,6 +73,9 @@ class SwarmColorArgs:
     props: SwarmColorProps
     stack: str
     frontend_network_id: pulumi.Input[str]
+    #: The datastores' network (stack/swarm/data.py) and the secret files the app reads from them.
+    backend_network_id: pulumi.Input[str]
+    data_secrets: Mapping[str, pulumi.Output[str]]
     #: Keys the names of this stack's secrets (a `random.RandomId`, in the state only).
     secret_name_key: random.RandomId
     #: The live color: the service keeps its recorded inputs (a release never changes it in place).
@@ -87,10 +90,6 @@ class SwarmColorArgs:
 #: allows it only when nothing else about it changed), never change in place.
 PINNED_INPUTS = ["name", "labels", "taskSpec", "endpointSpec", "updateConfig", "rollbackConfig",
                  "convergeConfig", "auth"]
-
-
-def _secret_name(prefix: str, plain: str, key: str) -> str:
-    return keyed(prefix, key, plain)
 
 
 def service_name(prefix: str, color: Color) -> str:
@@ -108,6 +107,10 @@ def env_map(envs: Sequence[str]) -> dict[str, str]:
     return found
 
 
+#: Where app tasks may run: any node but a data node.
+APP_PLACEMENT = "node.labels.data!=true"
+
+
 class SwarmColor(pulumi.ComponentResource):
     """All replicas of one color as one service, `app-<color>` on the frontend overlay."""
 
@@ -119,12 +122,15 @@ class SwarmColor(pulumi.ComponentResource):
         group = s.app.user.split(":")[1] if ":" in s.app.user else owner
         self.secrets: list[docker.Secret] = []
         mounts: list[docker.ServiceTaskSpecContainerSpecSecretArgs] = []
-        for file, value in s.secret_files:
-            plain = value.get_secret_value()
-            secret_name = pulumi.Output.unsecret(args.secret_name_key.hex.apply(
-                functools.partial(_secret_name, f"{s.name_prefix}-{color}-{file}", plain)))
+        files: list[tuple[str, pulumi.Input[str]]] = [
+            *sorted(args.data_secrets.items()),
+            *((file, value.get_secret_value()) for file, value in s.secret_files)]
+        for file, value in files:
+            secret_name = pulumi.Output.unsecret(pulumi.Output.all(args.secret_name_key.hex, value).apply(
+                functools.partial(keyed_name, f"{s.name_prefix}-{color}-{file}")))
             secret = docker.Secret(
-                f"{color}-{file}", name=secret_name, data=pulumi.Output.secret(b64(plain)),
+                f"{color}-{file}", name=secret_name,
+                data=secret_b64(value),
                 opts=pulumi.ResourceOptions(parent=self, ignore_changes=["*"] if args.pinned else None),
             )
             self.secrets.append(secret)
@@ -155,9 +161,15 @@ class SwarmColor(pulumi.ComponentResource):
                     healthcheck=health(http_probe(ready)),
                     stop_grace_period="10s",
                 ),
-                networks_advanceds=[docker.ServiceTaskSpecNetworksAdvancedArgs(
-                    id=args.frontend_network_id, aliases=[alias(color)])],
-                placement=docker.ServiceTaskSpecPlacementArgs(prefs=["spread=node.id"]),
+                networks_advanceds=[
+                    docker.ServiceTaskSpecNetworksAdvancedArgs(id=args.frontend_network_id,
+                                                               aliases=[alias(color)]),
+                    docker.ServiceTaskSpecNetworksAdvancedArgs(id=args.backend_network_id,
+                                                               aliases=[alias(color)]),
+                ],
+                # Not on a data node: its memory and disk are the datastores' (stack/swarm/data.py).
+                placement=docker.ServiceTaskSpecPlacementArgs(constraints=[APP_PLACEMENT],
+                                                              prefs=["spread=node.id"]),
                 resources=resources(s.app.limits),
                 restart_policy=RESTART,
             ),

@@ -1,4 +1,5 @@
-"""The Swarm target's overlay network: the apps and the proxy on `frontend`."""
+"""The Swarm target's overlay networks: the apps and the proxy on `frontend`, the apps and the
+datastores on `backend` (internal: nothing on it reaches outside the swarm)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ class SwarmNetworksArgs:
 
 
 class SwarmNetworks(pulumi.ComponentResource):
-    """The overlay network, attached by id (a name reads back as an id on refresh: a replace, measured)."""
+    """The overlay networks, attached by id (a name reads back as an id on refresh: a replace, measured)."""
 
     def __init__(self, name: str, args: SwarmNetworksArgs,
                  opts: pulumi.ResourceOptions | None = None) -> None:
@@ -27,4 +28,8 @@ class SwarmNetworks(pulumi.ComponentResource):
             "frontend", name=f"{args.name_prefix}-frontend", driver="overlay", labels=labels,
             opts=pulumi.ResourceOptions(parent=self),
         )
-        self.register_outputs({"frontend": self.frontend.name})
+        self.backend = docker.Network(
+            "backend", name=f"{args.name_prefix}-backend", driver="overlay", internal=True, labels=labels,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.register_outputs({"frontend": self.frontend.name, "backend": self.backend.name})

@@ -39,6 +39,19 @@ def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
+def secret_b64(value: pulumi.Input[str]) -> pulumi.Output[str]:
+    """A secret's data as Swarm takes it (base64), kept secret in the state."""
+    def encode(plain: str) -> pulumi.Output[str]:
+        return pulumi.Output.secret(b64(plain))
+    return pulumi.Output.from_input(value).apply(encode)
+
+
+def keyed_name(prefix: str, key_and_value: list[str]) -> str:
+    """`keyed` for `Output.all(key, value).apply`: the name of a secret whose value is an output."""
+    key, plain = key_and_value
+    return keyed(prefix, key, plain)
+
+
 def labels(values: Mapping[str, str]) -> list[docker.ServiceLabelArgs]:
     return [docker.ServiceLabelArgs(label=k, value=v) for k, v in sorted(values.items())]
 

@@ -1,8 +1,9 @@
 """The Swarm target's program: the same release (plan, gate, switch) over services across nodes.
 
-What `__main__.py` runs for `target: swarm`: overlay networks, both colors as services, the
-proxy on every edge node, the release records, the gate (its Swarm checks, then the HTTP
-checks through an edge node's preview listener) and the switch on every edge proxy. The live
+What `__main__.py` runs for `target: swarm`: overlay networks, the datastores on the data node,
+both colors as services, the proxy on every edge node, the release records, the gate (its Swarm
+checks, then the HTTP checks through an edge node's preview listener) and the switch on every
+edge proxy, which moves the background work with the traffic. The live
 color's service is pinned (release/plan.py): a release changes only the idle color's service.
 """
 
@@ -21,6 +22,7 @@ from release.swarm.nodes import Node
 from release.swarm.provider import SwarmRouting, SwarmRoutingArgs
 from settings import COLORS, ConfigError, Settings, other_color
 from stack.swarm.app import SwarmColor, SwarmColorArgs, SwarmColorProps, swarm_color_fingerprint
+from stack.swarm.data import SwarmData, SwarmDataArgs, SwarmDataProps, handoff_props
 from stack.swarm.network import SwarmNetworks, SwarmNetworksArgs
 from stack.swarm.proxy import SwarmProxy, SwarmProxyArgs, SwarmProxyProps
 from stack.swarm.signal import SwarmSignal, SwarmSignalArgs, SwarmSignalProps
@@ -34,10 +36,14 @@ def swarm_program(settings: Settings, stack: str) -> None:
                              SwarmNetworksArgs(name_prefix=settings.name_prefix, stack=stack))
     # Keys the names of this stack's Docker secrets (stack/swarm/objects.py, `keyed`).
     name_key = random.RandomId("secret-name-key", byte_length=16)
+    data = SwarmData("datastores", SwarmDataArgs(props=SwarmDataProps.of(settings), stack=stack,
+                                                 backend_network_id=networks.backend.id,
+                                                 secret_name_key=name_key))
     release = plan(settings, read_previous(), lambda color: swarm_color_fingerprint(settings, color))
     for note in release.notes:
         pulumi.log.info(note)
     edges = [Node(node.name, node.endpoint, node.address) for node in swarm.labelled("edge")]
+    data_node = swarm.labelled("data")[0]
     proxy_name = SwarmProxyProps.service_name(settings.name_prefix)
     guard = SwarmReleaseGuard("release-guard", manager=swarm.manager_node.endpoint,
                               proxy_service=proxy_name, edge_nodes=edges,
@@ -46,7 +52,9 @@ def swarm_program(settings: Settings, stack: str) -> None:
         color: SwarmColor(
             f"app-{color}",
             SwarmColorArgs(color=color, props=SwarmColorProps.of(settings, color), stack=stack,
-                           frontend_network_id=networks.frontend.id, secret_name_key=name_key,
+                           frontend_network_id=networks.frontend.id,
+                           backend_network_id=networks.backend.id, data_secrets=data.app_secrets,
+                           secret_name_key=name_key,
                            pinned=release.pinned(color), autoscaled=swarm.autoscale.enabled,
                            depends_on=[guard]),
             opts=pulumi.ResourceOptions(depends_on=[networks]),
@@ -83,7 +91,7 @@ def swarm_program(settings: Settings, stack: str) -> None:
         "promotion-gate",
         PromotionGateArgs.from_settings(settings),
         opts=pulumi.ResourceOptions(depends_on=[proxy.service, *(app.service for app in apps.values()),
-                                                *signals]),
+                                                *data.services, *signals]),
         candidate_containers=[apps[candidate].service.id],
         swarm={
             "manager": swarm.manager_node.endpoint,
@@ -101,6 +109,8 @@ def swarm_program(settings: Settings, stack: str) -> None:
             live_color=gate.approved_color, preview_color=gate.approved_color.apply(other_color),
             scheme="http", port=port, public_url=public_url, host_header=settings.server.host,
             ca_file=settings.validation.ca_file, insecure=settings.validation.insecure,
+            handoff=handoff_props(settings.workers, data, Node(
+                data_node.name, data_node.endpoint, data_node.address).props()),
         ),
     )
     # `activeColor` moves only once every edge node confirmed the switch.

@@ -26,8 +26,10 @@ from typing import Any
 import httpx
 import pytest
 
+from contract import work as wc
 from tests.engine.engine import EngineProject
 from tests.support import missing
+from tests.support import swarm_work as work
 from tests.support.swarm_load import Load, answers, leader_back, no_leader, steady_leader, until
 from tools.swarm_lab import Lab
 
@@ -120,6 +122,9 @@ def test_up_from_nothing_with_the_policy_pack(swarm_lab: Lab, project: EnginePro
     assert outputs["edgeUrls"] == _edge_urls(swarm_lab)
     for url in _edge_urls(swarm_lab):
         assert _served(url) == {"blue"}, url
+    # The first switch handed the work to blue: a blue task holds the lease, blue's tags consume.
+    assert work.holder_node(swarm_lab, "blue") in EDGES
+    assert all(tag.startswith("paper-trading-blue-") for tag in work.queue_consumers(swarm_lab))
 
 
 def test_each_color_runs_on_at_least_two_nodes(swarm_lab: Lab) -> None:
@@ -153,10 +158,14 @@ def test_flip_under_load_moves_every_edge_and_leaves_blue_warm(
         swarm_lab: Lab, project: EngineProject) -> None:
     blue_before = _service_version(swarm_lab, "blue")
     project.config_set("deployment.activeColor", "green")
-    with Load(_edge_urls(swarm_lab)) as load:
+    with Load(_edge_urls(swarm_lab)) as load, work.publishing(swarm_lab, "flip", 400, 20):
         project.run("up", "--yes", "--skip-preview", "--policy-pack", "policies", timing="swarm flip")
         time.sleep(1)
+        assert work.published(swarm_lab, "flip", 60) == "published=400"
     MEASURED["flip"] = {"ok": load.ok, "failed": load.failed}
+    # The work moved with the traffic, and every order published across the flip ran exactly once.
+    assert work.holder_node(swarm_lab, "green") in EDGES
+    _exactly_once(swarm_lab, "flip", 400)
     assert load.failed == 0 and load.ok > 50, (load.ok, load.failed, load.errors[:5])
     assert load.colors == {"blue", "green"}
     assert project.outputs()["activeColor"] == "green"
@@ -165,6 +174,13 @@ def test_flip_under_load_moves_every_edge_and_leaves_blue_warm(
     # The old color was not touched: same service version, still 2 running tasks (warm for rollback).
     assert _service_version(swarm_lab, "blue") == blue_before
     assert len(_tasks(swarm_lab, "blue")) == 2
+
+
+def _exactly_once(swarm_lab: Lab, run: str, count: int) -> None:
+    until(lambda: len(work.processed(swarm_lab, run)) >= count and work.queue_depth(swarm_lab) == 0, 60)
+    assert work.processed(swarm_lab, run) == [f"{run}-{i:05d}" for i in range(count)]
+    assert work.duplicates(swarm_lab) == []
+    assert work.queue_depth(swarm_lab) == 0
 
 
 def _cli(project: EngineProject, *args: str) -> subprocess.CompletedProcess[str]:
@@ -244,32 +260,47 @@ def test_a_faulty_candidate_is_refused_and_every_edge_stays_live(
 
 
 def test_a_node_holding_live_tasks_lost_drops_no_request(swarm_lab: Lab) -> None:
-    """A node running a live task is cut off while 4 clients go through n1's edge: nginx tries the
-    next task (connect timeout 1 s on Swarm), Swarm replaces the lost task on the others within 30 s."""
-    names = {_node_id(swarm_lab, n.name): n.name for n in swarm_lab.nodes}
-    victim = sorted({names[t["NodeID"]] for t in _tasks(swarm_lab, "green")} - {"n1"})[0]
+    """The node whose green task holds the work is cut off while orders are published and 4 clients
+    go through the other edge: nginx tries the next task (connect timeout 1 s on Swarm), Swarm
+    replaces the lost task within 30 s, the other green task takes the lease once the orphan's
+    expires, and every order runs exactly once (the orphan's commits are fenced)."""
+    victim = work.holder_node(swarm_lab, "green")
+    assert victim in EDGES, victim
+    orphan = work.lease(swarm_lab)
     lost = _node_id(swarm_lab, victim)
-    replaced_after: float | None = None
-    with Load(_edge_urls(swarm_lab)[:1], timeout=20, clients=4) as load:
+    other = next(url for name, url in zip(EDGES, _edge_urls(swarm_lab), strict=True) if name != victim)
+    replaced_after = restored_after = None
+    with work.publishing(swarm_lab, "cut", 600, 20), Load([other], timeout=20, clients=4) as load:
+        time.sleep(5)  # orders in flight to the holder when it goes
         started = time.monotonic()
         swarm_lab.partition(victim)
         try:
-            deadline = started + 60
-            while time.monotonic() < deadline:
-                if len(_tasks(swarm_lab, "green", lost=lost)) == 2:
-                    replaced_after = time.monotonic() - started
-                    break
-                time.sleep(0.5)
+            replaced_after = until(lambda: len(_tasks(swarm_lab, "green", lost=lost)) == 2, 60)
+            if until(lambda: _work_restored(swarm_lab, orphan), 60) is not None:
+                restored_after = time.monotonic() - started
             time.sleep(3)  # traffic on the replacement too
         finally:
             swarm_lab.heal(victim)
+        assert work.published(swarm_lab, "cut", 90) == "published=600"
     MEASURED["partition"] = {"ok": load.ok, "failed": load.failed,
-                             "replaced_ms": int((replaced_after or -1) * 1000)}
+                             "replaced_ms": int((replaced_after or -1) * 1000),
+                             "work_restored_ms": int((restored_after or -1) * 1000)}
     assert load.failed == 0 and load.ok > 20, (load.ok, load.failed, load.errors[:5])
     assert replaced_after is not None and replaced_after <= 30, replaced_after
+    assert restored_after is not None, "no other green task took the work within 60 s"
+    _exactly_once(swarm_lab, "cut", 600)
     # The healed node rejoins: a raft leader again (its return can unseat the old one for a while:
     # swarmkit has no pre-vote), every node ready, and steadily so, before the next test.
     assert steady_leader(swarm_lab), "no steady raft leader within 150 s of healing"
+
+
+def _work_restored(swarm_lab: Lab, orphan: tuple[str, int, str] | None) -> bool:
+    """Another green task holds the lease at the same epoch, and only its tag consumes."""
+    held = work.lease(swarm_lab)
+    if orphan is None or held is None or held[:2] != orphan[:2] or held[2] == orphan[2]:
+        return False
+    hostname = held[2].rsplit("-", 1)[0]
+    return work.queue_consumers(swarm_lab) == [f"paper-trading-green-{hostname}-{wc.DEFAULT_QUEUE}"]
 
 
 ALERTMANAGER_IMAGE = "paper-trading-ci/alertmanager:0.25"
@@ -421,32 +452,38 @@ def test_two_managers_down_up_fails_clearly_and_the_apps_keep_serving(
 
 def test_a_node_lost_during_the_idle_rollout_leaves_live_untouched(
         swarm_lab: Lab, project: EngineProject) -> None:
-    """A release of blue (idle: a new image tag, 3 tasks, one at a time) while n3 is cut off the hub
-    mid-rollout: clients through both edges see no failure, and the release either completes
-    (blue's tasks all on the new image, on the nodes left) or fails naming why, with green live."""
+    """A release of blue (idle: a new image tag, 3 tasks, one at a time) while n2, an edge node running
+    app tasks, is cut off the hub mid-rollout: clients through n1's edge see no failure, and the
+    release either completes (blue's tasks all on the new image) or fails naming why (the gate
+    wants blue on 2 nodes), with green live on every edge once n2 is back. (When every green task
+    runs on n2, which Swarm allows after a node loss, it never rebalances, cutting n2 would take
+    green away from every edge: n3, the data node, is cut instead.)"""
     assert steady_leader(swarm_lab)
+    names = {_node_id(swarm_lab, n.name): n.name for n in swarm_lab.nodes}
+    victim = "n3" if {names[t["NodeID"]] for t in _tasks(swarm_lab, "green")} == {"n2"} else "n2"
     for node in swarm_lab.nodes:
         node.client().images.get(APP_IMAGE).tag(APP_IMAGE.split(":")[0], "test-rollout")
     project.config_set("deployment.blue.image", f"{APP_IMAGE.split(':')[0]}:test-rollout")
     result: dict[str, subprocess.CompletedProcess[str]] = {}
     release = threading.Thread(target=lambda: result.update(
         up=project.run("up", "--yes", "--skip-preview", check=False)))
-    with Load(_edge_urls(swarm_lab), clients=2, timeout=20) as load:
+    with Load(_edge_urls(swarm_lab)[:1], clients=2, timeout=20) as load:
         release.start()
-        # Cut n3 off once blue's rollout is under way (its service has a newer spec than its tasks).
+        # Cut n2 off once blue's rollout is under way (its service has a newer spec than its tasks).
         rolling = until(lambda: _updating(swarm_lab, "blue"), 60)
-        swarm_lab.partition("n3")
+        swarm_lab.partition(victim)
         try:
             release.join(timeout=300)
         finally:
-            swarm_lab.heal("n3")
+            swarm_lab.heal(victim)
     assert not release.is_alive()
     up = result["up"]
-    MEASURED["rollout_node_lost"] = {"ok": load.ok, "failed": load.failed, "up_rc": up.returncode}
+    MEASURED["rollout_node_lost"] = {"ok": load.ok, "failed": load.failed, "up_rc": up.returncode,
+                                     "victim": int(victim[1:])}
     assert rolling is not None, "blue's rollout never started"
     assert load.failed == 0 and load.ok > 20, (load.ok, load.failed, load.errors[:5])
     assert steady_leader(swarm_lab)
-    # n3 back: its proxy-less edge set and its old task settle (a healed node reports late).
+    # The node back: its edge set and its old task settle (a healed node reports late).
     assert until(lambda: all(_served(url, 2) == {"green"} for url in _edge_urls(swarm_lab)), 90) is not None
     assert project.outputs()["activeColor"] == "green"
     if up.returncode == 0:

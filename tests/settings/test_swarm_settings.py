@@ -55,7 +55,7 @@ def test_the_lab_stack_is_a_swarm_stack() -> None:
     ("one-replica", {"deployment": {"activeColor": "blue", "blue": {"image": "a:1", "replicas": 1},
                                     "green": {"image": "a:1", "replicas": 2}}},
      "paper-trading:deployment.blue.replicas:"),
-    ("workers-on", {"workers": {"enabled": True}}, "paper-trading:workers.enabled:"),
+    ("backup-on", {"backup": {"enabled": True}}, "paper-trading:backup.enabled:"),
     ("firewall-on", {"security": {"firewall": {"enabled": True}, "ids": {"enabled": False},
                                   "audit": {"enabled": False}}}, "paper-trading:security.firewall.enabled:"),
     ("tls-on", {"server": {"ssl": {"enabled": True}}}, "paper-trading:server.ssl.enabled:"),
@@ -93,6 +93,10 @@ def test_swarm_nodes_on_a_docker_target_are_refused() -> None:
     ("one-node", {"nodes": [
         {"name": "a", "endpoint": "unix:///a.sock", "address": "10.0.0.1", "labels": ["edge", "data"]}],
         "manager": "a"}, "paper-trading:swarm.nodes:"),
+    ("one-app-node", {"nodes": [
+        {"name": "a", "endpoint": "unix:///a.sock", "address": "10.0.0.1", "labels": ["edge"]},
+        {"name": "b", "endpoint": "unix:///b.sock", "address": "10.0.0.2", "labels": ["edge", "data"]}],
+        "manager": "a"}, "paper-trading:swarm.nodes: the apps run on nodes without the 'data' label"),
     ("preview-open", {"previewFrom": []}, "paper-trading:swarm.previewFrom:"),
     ("preview-typo", {"previewFrom": ["192.168.77.x"]}, "paper-trading:swarm.previewFrom:"),
     ("autoscale-flat", {"autoscale": {"scaleOutAbove": 4, "scaleInBelow": 4}},

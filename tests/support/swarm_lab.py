@@ -17,6 +17,8 @@ from tools.swarm_lab import Lab
 #: auto-scaler's signal).
 LAB_IMAGES = ("paper-trading-reference-app:test", "paper-trading-ci/nginx:1.30.6",
               "paper-trading-ci/prometheus:2.42")
+#: The datastores' images (Pulumi.swarmlab.yaml), loaded only into the data node: they run nowhere else.
+DATA_IMAGES = ("paper-trading-ci/postgres:15", "paper-trading-ci/redis:7.0", "paper-trading-ci/rabbitmq:3.10")
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +32,7 @@ def swarm_lab() -> Iterator[Lab]:
     try:
         box.up()
         box.load(list(LAB_IMAGES))
+        box.load(list(DATA_IMAGES), label="data")
         yield box
     finally:
         box.down()

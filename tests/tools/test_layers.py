@@ -30,10 +30,11 @@ DOCKER_SIDE = {
     "release/routing/cli.py", "release/routing/__main__.py", "release/routing/__init__.py",
     "release/guard.py", "release/gate.py",
     "release/handoff.py", "release/audit.py", "release/audit_seal.py", "release/record.py",
-    # The Swarm target's engine side: each node's engine, the proxy tasks, the gate's Swarm checks.
+    # The Swarm target's engine side: each node's engine, the proxy tasks, the gate's Swarm checks,
+    # the handoff on the data node.
     "release/swarm/nodes.py", "release/swarm/checks.py", "release/swarm/switch.py",
     "release/swarm/provider.py", "release/swarm/cli.py", "release/swarm/__main__.py",
-    "release/swarm/guard.py", "release/swarm/autoscale.py",
+    "release/swarm/guard.py", "release/swarm/autoscale.py", "release/swarm/work.py",
 }
 
 
