@@ -1,15 +1,17 @@
 """The swarm target under the real engine, on the 3-node lab: the program's own `swarmlab` stack.
 
-`pulumi up --policy-pack policies` from nothing deploys both colors as services and the proxy on
-both edge nodes; a second preview (and one after `refresh`) plans nothing; each color runs on
-at least 2 nodes; the preview listener admits only `swarm.previewFrom`; a flip under load moves
-every edge node with 0 failed requests and leaves the old color's service untouched (warm); a
-faulty candidate is refused by the gate with live unchanged on every edge node; the emergency
-CLI rolls every edge node back and forth by marker renames under load; a node holding a live task
-is cut off under load with 0 failed requests and its task replaced within 30 s; load scales the
-live color out to its bound and back (audited, alerted, no running task replaced); with two
-managers down `up` is refused before anything changes while clients see no failure; a node lost
-during the idle color's rollout leaves live untouched.
+`pulumi up --policy-pack policies` from nothing deploys the datastores on the data node, both
+colors as services and the proxy on both edge nodes, and hands the work to blue; a second preview
+(and one after `refresh`) plans nothing; each color runs on at least 2 nodes; the preview
+listener admits only `swarm.previewFrom`; a flip under load moves every edge node and the work
+with 0 failed requests and every order published across it committed exactly once, and leaves
+the old color's service untouched (warm); a faulty candidate is refused by the gate with live
+unchanged on every edge node; the emergency CLI rolls every edge node back and forth by marker
+renames under load; the node whose task holds the work is cut off under load with 0 failed
+requests, its task replaced within 30 s, the work taken over and every order exactly once; load
+scales the live color out to its bound and back (audited, alerted, no running task replaced);
+with two managers down `up` is refused before anything changes while clients see no failure; a
+node lost during the idle color's rollout leaves live untouched.
 """
 
 from __future__ import annotations
