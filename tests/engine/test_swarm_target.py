@@ -28,7 +28,6 @@ from typing import Any
 import httpx
 import pytest
 
-from contract import work as wc
 from tests.engine.engine import EngineProject
 from tests.support import missing
 from tests.support import swarm_work as work
@@ -167,7 +166,7 @@ def test_flip_under_load_moves_every_edge_and_leaves_blue_warm(
     MEASURED["flip"] = {"ok": load.ok, "failed": load.failed}
     # The work moved with the traffic, and every order published across the flip ran exactly once.
     assert work.holder_node(swarm_lab, "green") in EDGES
-    _exactly_once(swarm_lab, "flip", 400)
+    work.exactly_once(swarm_lab, "flip", 400)
     assert load.failed == 0 and load.ok > 50, (load.ok, load.failed, load.errors[:5])
     assert load.colors == {"blue", "green"}
     assert project.outputs()["activeColor"] == "green"
@@ -176,13 +175,6 @@ def test_flip_under_load_moves_every_edge_and_leaves_blue_warm(
     # The old color was not touched: same service version, still 2 running tasks (warm for rollback).
     assert _service_version(swarm_lab, "blue") == blue_before
     assert len(_tasks(swarm_lab, "blue")) == 2
-
-
-def _exactly_once(swarm_lab: Lab, run: str, count: int) -> None:
-    until(lambda: len(work.processed(swarm_lab, run)) >= count and work.queue_depth(swarm_lab) == 0, 60)
-    assert work.processed(swarm_lab, run) == [f"{run}-{i:05d}" for i in range(count)]
-    assert work.duplicates(swarm_lab) == []
-    assert work.queue_depth(swarm_lab) == 0
 
 
 def _cli(project: EngineProject, *args: str) -> subprocess.CompletedProcess[str]:
@@ -243,6 +235,29 @@ def test_a_switch_one_edge_cannot_confirm_is_undone_on_every_edge(
         assert _served(url) == {"green"}, url
 
 
+def test_a_handoff_the_broker_cannot_confirm_is_undone_on_every_edge(
+        swarm_lab: Lab, project: EngineProject) -> None:
+    """Another program consumes the work queue: the switch to blue moves both edges, the handoff
+    cannot confirm that only blue consumes and fails at its deadline, both edges go back to green
+    and the work is handed back to green (whose own check the same consumer fails: said too)."""
+    epoch = work.lease(swarm_lab)
+    with work.publishing(swarm_lab, "rogue", 0, 1, mode="consume"):
+        assert until(lambda: "reporting-tool-1" in work.queue_consumers(swarm_lab), 60) is not None
+        moved = _cli(project, "switch", "--to", "blue", "--reason", "engine test: a foreign consumer")
+    assert moved.returncode == 1
+    assert "background-work handoff to blue failed" in moved.stderr, moved.stderr
+    assert "'paper-trading.orders' has 1 consumer(s) not of blue" in moved.stderr, moved.stderr
+    assert "switched back on every edge node (ptsl-n1, ptsl-n2)" in moved.stderr, moved.stderr
+    assert "background work NOT handed back to green" in moved.stderr, moved.stderr
+    for url in _edge_urls(swarm_lab):
+        assert _served(url) == {"green"}, url
+    # The hand-back published green again: a green task holds the work at a later epoch.
+    held = work.lease(swarm_lab)
+    assert epoch is not None and held is not None and held[0] == "green" and held[1] > epoch[1], held
+    only_green = until(lambda: work.only_consumer(swarm_lab, "green"), 30)
+    assert only_green is not None, work.queue_consumers(swarm_lab)
+
+
 def test_a_faulty_candidate_is_refused_and_every_edge_stays_live(
         swarm_lab: Lab, project: EngineProject) -> None:
     _set_faults(swarm_lab, "blue", "paper_mode_off")
@@ -278,7 +293,7 @@ def test_a_node_holding_live_tasks_lost_drops_no_request(swarm_lab: Lab) -> None
         swarm_lab.partition(victim)
         try:
             replaced_after = until(lambda: len(_tasks(swarm_lab, "green", lost=lost)) == 2, 60)
-            if until(lambda: _work_restored(swarm_lab, orphan), 60) is not None:
+            if until(lambda: work.restored(swarm_lab, orphan), 60) is not None:
                 restored_after = time.monotonic() - started
             time.sleep(3)  # traffic on the replacement too
         finally:
@@ -290,19 +305,10 @@ def test_a_node_holding_live_tasks_lost_drops_no_request(swarm_lab: Lab) -> None
     assert load.failed == 0 and load.ok > 20, (load.ok, load.failed, load.errors[:5])
     assert replaced_after is not None and replaced_after <= 30, replaced_after
     assert restored_after is not None, "no other green task took the work within 60 s"
-    _exactly_once(swarm_lab, "cut", 600)
+    work.exactly_once(swarm_lab, "cut", 600)
     # The healed node rejoins: a raft leader again (its return can unseat the old one for a while:
     # swarmkit has no pre-vote), every node ready, and steadily so, before the next test.
     assert steady_leader(swarm_lab), "no steady raft leader within 150 s of healing"
-
-
-def _work_restored(swarm_lab: Lab, orphan: tuple[str, int, str] | None) -> bool:
-    """Another green task holds the lease at the same epoch, and only its tag consumes."""
-    held = work.lease(swarm_lab)
-    if orphan is None or held is None or held[:2] != orphan[:2] or held[2] == orphan[2]:
-        return False
-    hostname = held[2].rsplit("-", 1)[0]
-    return work.queue_consumers(swarm_lab) == [f"paper-trading-green-{hostname}-{wc.DEFAULT_QUEUE}"]
 
 
 ALERTMANAGER_IMAGE = "paper-trading-ci/alertmanager:0.25"

@@ -1,7 +1,9 @@
 """Publishes numbered orders to the work queue from inside the lab swarm (a one-off service on the
 data node, tests/support/swarm_work.py): `<RUN>-<i>` for i < COUNT at PER_S a second, each
 confirmed by the broker (publisher confirms), then prints `published=<COUNT>`. Any failure exits 1
-with `error=...`: the test counts only what the broker confirmed.
+with `error=...`: the test counts only what the broker confirmed. With MODE=consume it is a
+consumer of another program instead (tag `reporting-tool-1`, nothing acknowledged), until stopped:
+what the handoff must refuse to count as the live color's.
 
 Runs in the reference app's image (its python3-pika); the password is the apps' own secret file.
 """
@@ -27,6 +29,10 @@ def main() -> int:
     try:
         connection = pika.BlockingConnection(params)
         channel = connection.channel()
+        if os.environ.get("MODE") == "consume":
+            channel.basic_consume(queue, lambda *_: None, consumer_tag="reporting-tool-1")
+            print("consuming", flush=True)
+            channel.start_consuming()
         channel.confirm_delivery()
         began = time.monotonic()
         for i in range(count):

@@ -19,6 +19,7 @@ import docker.errors
 from docker.types import RestartPolicy, SecretReference
 
 from contract import work as wc
+from tests.support.swarm_load import until
 from tools.swarm_lab import Lab
 
 PREFIX = "paper-trading-lab"
@@ -91,14 +92,15 @@ def queue_consumers(swarm_lab: Lab) -> list[str]:
 
 
 @contextmanager
-def publishing(swarm_lab: Lab, run: str, count: int, per_s: float) -> Iterator[Any]:
+def publishing(swarm_lab: Lab, run: str, count: int, per_s: float, mode: str = "publish") -> Iterator[Any]:
     """A one-off publisher service on the data node, on the stack's backend network, with the apps'
-    RabbitMQ password secret; yields the service, removed on exit."""
+    RabbitMQ password secret; yields the service, removed on exit. `mode="consume"`: a consumer
+    of another program on the work queue instead (tests/support/swarm_publisher.py)."""
     client = swarm_lab.manager()
     secret = next(s for s in client.secrets.list() if s.name.startswith(f"{PREFIX}-blue-rabbitmq_password-"))
     service = client.services.create(
         APP_IMAGE, name=f"{PREFIX}-publisher-{run}", command=["python3", "-c", PUBLISHER],
-        env=[f"RUN={run}", f"COUNT={count}", f"PER_S={per_s}",
+        env=[f"RUN={run}", f"COUNT={count}", f"PER_S={per_s}", f"MODE={mode}",
              "PASSWORD_FILE=/run/secrets/rabbitmq_password"],
         networks=[f"{PREFIX}-backend"], constraints=["node.labels.data==true"],
         secrets=[SecretReference(secret.id, secret.name, filename="rabbitmq_password", mode=0o444)],
@@ -136,3 +138,27 @@ def published(swarm_lab: Lab, run: str, timeout: float) -> str:
             return lines[-1] if lines else f"exit {found[0].attrs['State']['ExitCode']}, no output"
         time.sleep(0.5)
     return f"still publishing after {timeout:g}s"
+
+
+def exactly_once(swarm_lab: Lab, run: str, count: int) -> None:
+    """Every order of `run` committed once: each id in the record, no refused second commit, the
+    queue empty (waits up to 60 s for the last ones)."""
+    until(lambda: len(processed(swarm_lab, run)) >= count and queue_depth(swarm_lab) == 0, 60)
+    assert processed(swarm_lab, run) == [f"{run}-{i:05d}" for i in range(count)]
+    assert duplicates(swarm_lab) == []
+    assert queue_depth(swarm_lab) == 0
+
+
+def restored(swarm_lab: Lab, orphan: tuple[str, int, str] | None) -> bool:
+    """Another task of the orphan's color holds the lease at the same epoch, and only its tag consumes."""
+    held = lease(swarm_lab)
+    if orphan is None or held is None or held[:2] != orphan[:2] or held[2] == orphan[2]:
+        return False
+    hostname = held[2].rsplit("-", 1)[0]
+    return queue_consumers(swarm_lab) == [f"paper-trading-{held[0]}-{hostname}-{wc.DEFAULT_QUEUE}"]
+
+
+def only_consumer(swarm_lab: Lab, color: str) -> bool:
+    """The work queue has consumers, and every one is `color`'s."""
+    tags = queue_consumers(swarm_lab)
+    return bool(tags) and all(tag.startswith(f"paper-trading-{color}-") for tag in tags)
