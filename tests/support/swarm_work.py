@@ -162,3 +162,34 @@ def only_consumer(swarm_lab: Lab, color: str) -> bool:
     """The work queue has consumers, and every one is `color`'s."""
     tags = queue_consumers(swarm_lab)
     return bool(tags) and all(tag.startswith(f"paper-trading-{color}-") for tag in tags)
+
+
+def leader(swarm_lab: Lab) -> str:
+    """The lab node (n1, n2, n3) leading the raft, as a manager reports it."""
+    for node in swarm_lab.manager().nodes.list():
+        if (node.attrs.get("ManagerStatus") or {}).get("Leader"):
+            return str(node.attrs["Description"]["Hostname"]).rsplit("-", 1)[-1]
+    raise AssertionError("no raft leader")
+
+
+def move_work_off(swarm_lab: Lab, color: str, node: str) -> str:
+    """Crash `color`'s task holding the work on `node` (its container killed; Swarm starts a new
+    task): the other task takes the lease once it expires. Returns the node the work moved to,
+    once `color` runs 2 tasks again."""
+    held = lease(swarm_lab)
+    assert held is not None and held[0] == color, held
+    hostname = held[2].rsplit("-", 1)[0]
+    service = f"{PREFIX}-app-{color}"
+    [holder] = [c for c in swarm_lab.node(node).client().containers.list(
+        filters={"label": f"{_SERVICE_LABEL}={service}"}) if c.id.startswith(hostname)]
+    holder.kill()
+    assert until(lambda: holder_node(swarm_lab, color) not in (None, node), 30) is not None
+
+    def running() -> int:
+        tasks = swarm_lab.manager().api.tasks(filters={"service": service, "desired-state": "running"})
+        return sum(1 for t in tasks if t["Status"]["State"] == "running")
+
+    assert until(lambda: running() == 2, 60) is not None
+    moved = holder_node(swarm_lab, color)
+    assert moved is not None
+    return moved
