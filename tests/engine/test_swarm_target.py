@@ -282,6 +282,7 @@ def test_a_node_holding_live_tasks_lost_drops_no_request(swarm_lab: Lab) -> None
     1 s on Swarm), Swarm replaces the lost task within 30 s, the other green task takes the lease
     once the orphan's expires, and every order runs exactly once (the orphan's commits are fenced)."""
     victim = work.holder_node(swarm_lab, "green")
+    assert victim is not None, work.lease(swarm_lab)
     moved_off = int(victim == work.leader(swarm_lab))
     if moved_off:
         # Cutting the raft leader adds an election before Swarm can replace anything (measured
