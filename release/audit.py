@@ -316,19 +316,22 @@ def append_env(line: str, path: str = AUDIT_PATH) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class VolumeSink:
-    """Appends to `audit.jsonl` in a Docker volume through a one-shot, hardened container."""
+    """Appends to `audit.jsonl` in a Docker volume through a one-shot, hardened container; through
+    `client`, else the engine at `endpoint` (Swarm: the data node's), else the environment's."""
 
     volume: str
     image: str
     user: str = WRITER_USER
     client: Any = None
+    endpoint: str | None = None
 
     def describe(self) -> str:
-        return f"volume {self.volume} (writer image {self.image})"
+        where = f" on {self.endpoint}" if self.endpoint else ""
+        return f"volume {self.volume}{where} (writer image {self.image})"
 
     def append(self, line: str) -> ChainHead | None:
-
-        client = self.client or docker.from_env(timeout=30)
+        client = self.client or (docker.DockerClient(base_url=self.endpoint, timeout=30) if self.endpoint
+                                 else docker.from_env(timeout=30))
         try:
             out = client.containers.run(
                 self.image, ["sh", "-c", APPEND_SCRIPT], entrypoint=[], user=self.user,
@@ -370,10 +373,13 @@ class AuditTarget:
     enabled: bool = True
     #: `security.audit.failClosed`: refuse an operation whose record cannot be appended.
     fail_closed: bool = True
+    #: The Docker Engine that holds the volume (None: the environment's; on Swarm the data node's).
+    endpoint: str | None = None
 
     def props(self) -> dict[str, Any]:
         return {"stack": self.stack, "volume": self.volume, "image": self.image, "user": self.user,
-                "actor": self.actor, "enabled": self.enabled, "failClosed": self.fail_closed}
+                "actor": self.actor, "enabled": self.enabled, "failClosed": self.fail_closed,
+                "endpoint": self.endpoint}
 
     @staticmethod
     def from_props(props: Mapping[str, Any] | None) -> AuditTarget | None:
@@ -388,6 +394,7 @@ class AuditTarget:
             image=str(props["image"]),
             user=str(props.get("user") or WRITER_USER), actor=props.get("actor") or None,
             enabled=bool(props.get("enabled", True)), fail_closed=fail_closed,
+            endpoint=str(props["endpoint"]) if props.get("endpoint") else None,
         )
 
 
@@ -418,7 +425,7 @@ class Auditor:
                    checks: Checks | None = None) -> Auditor | None:
         if target is None or not target.enabled:
             return None
-        sink = VolumeSink(target.volume, target.image, target.user, client)
+        sink = VolumeSink(target.volume, target.image, target.user, client, target.endpoint)
         return Auditor(target.stack, sink, actor or default_actor(target.actor), secrets, warn,
                        fail_closed=target.fail_closed, reason=reason, checks=checks)
 
@@ -455,13 +462,17 @@ class Auditor:
 
 
 def audit_target(settings: Settings, stack: str) -> dict[str, Any] | None:
-    """Where the gate, the routing switch and the deploy record append their records (None: off)."""
+    """Where the gate, the routing switch and the deploy record append their records (None: off);
+    on Swarm a local volume on the first `data` node (never moved), written through its engine."""
     audit = settings.security.audit
     if not audit.enabled:
         return None
+    endpoint = None
+    if settings.target == "swarm" and settings.swarm is not None:
+        endpoint = settings.swarm.labelled("data")[0].endpoint
     return AuditTarget(
         stack=stack, volume=volume_name(settings.name_prefix), image=settings.images.postgres,
-        user=WRITER_USER, actor=audit.actor, fail_closed=audit.fail_closed,
+        user=WRITER_USER, actor=audit.actor, fail_closed=audit.fail_closed, endpoint=endpoint,
     ).props()
 
 

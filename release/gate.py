@@ -35,7 +35,7 @@ import pulumi.dynamic
 from release.audit import Auditor, AuditTarget, Result, audit_target
 from release.dynamic import StateProvider
 from release.guard import served_color
-from release.swarm.checks import run_swarm_checks
+from release.swarm.checks import settled_checks
 from release.swarm.nodes import Node, served_on
 from render.monitoring.layout import ALERTMANAGER_USER
 from validation import avalidate
@@ -214,7 +214,7 @@ def _verdict(props: Mapping[str, Any], expect_work_role: str | None = None) -> d
 def _swarm_verdict(swarm: Mapping[str, Any], candidate: str, replicas: int) -> None:
     """The candidate's service on Swarm: rollout completed, every replica healthy, on 2+ nodes."""
     nodes = [Node.of(node) for node in swarm.get("nodes") or ()]
-    results = run_swarm_checks(str(swarm["manager"]), str(swarm["service"]), replicas, nodes)
+    results = settled_checks(str(swarm["manager"]), str(swarm["service"]), replicas, nodes)
     failed = [check for check in results if not check.passed]
     if failed:
         lines = [f"  {check.name}: {check.message}" for check in failed]

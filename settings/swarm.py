@@ -27,7 +27,6 @@ SWARM_NOT_YET: tuple[tuple[str, str], ...] = (
     ("monitoring.logs.enabled", "log aggregation"),
     ("security.firewall.enabled", "the host firewall on each node"),
     ("security.ids.enabled", "intrusion detection on each node"),
-    ("security.audit.enabled", "the audit trail"),
 )
 NodeLabel = Literal["edge", "data"]
 #: How the release reaches a node's Docker Engine: a socket, TCP (with TLS from the environment)

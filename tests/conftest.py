@@ -24,7 +24,7 @@ SUPPORT = Path(__file__).resolve().parent / "support" / "__init__.py"
 #: Support modules that hold fixtures shared by several test modules (found by pytest, not imported).
 pytest_plugins = ("tests.support.backup_lab", "tests.support.ci_stack", "tests.support.firewall_lab",
                   "tests.support.ids_proxy",
-                  "tests.support.nginx_lab", "tests.support.swarm_lab")
+                  "tests.support.nginx_lab", "tests.support.swarm_lab", "tests.support.swarm_target")
 INSTALL_COMMAND = ".ci/install-system-packages"
 
 # The Debian package that provides each tool the tests look up with require_tool

@@ -7,7 +7,8 @@ refused release says which one failed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,10 @@ from release.swarm.nodes import Node, client_for
 SWARM_CHECKS = ("swarm.rollout", "swarm.replicas", "swarm.spread")
 #: Update states that mean the candidate runs the spec it was given (none: never updated).
 _SETTLED = (None, "completed")
+#: Update states Swarm is still moving through: the gate waits them out (bounded), never judges them.
+MOVING = ("updating", "rollback_started")
+#: How long the gate waits for a rollout that is still moving before it judges it as it is.
+SETTLE_S = 90.0
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,24 @@ def run_swarm_checks(manager: str, service: str, replicas: int, nodes: Sequence[
         {"nodes": spread},
     ))
     return results
+
+
+def settled_checks(manager: str, service: str, replicas: int, nodes: Sequence[Node],
+                   wait_s: float = SETTLE_S, poll_s: float = 1.0,
+                   sleep: Callable[[float], None] = time.sleep) -> list[SwarmCheck]:
+    """`run_swarm_checks` once the candidate's rollout has stopped moving (at most `wait_s`).
+
+    `converge_config` lets `up` go on once every task runs the new spec, but Swarm reports the
+    update as `updating` until its monitor window after the last task has passed: a release
+    and a flip in one `up` met the gate inside that window (found on the lab) and was refused
+    for a rollout that was about to complete. A rollout still moving at the deadline fails.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        results = run_swarm_checks(manager, service, replicas, nodes)
+        if results[0].details.get("state") not in MOVING or time.monotonic() >= deadline:
+            return results
+        sleep(poll_s)
 
 
 def _rollout(spec: Mapping[str, Any]) -> SwarmCheck:

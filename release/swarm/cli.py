@@ -4,8 +4,9 @@ Reads the nodes, the proxy's port and the public name from the stack file (no en
 then shows what every edge proxy serves, or switches every edge node at once, all or nothing,
 confirmed on each node's own listener (instant rollback is this: a marker rename per node), and
 moves the background work with the traffic when the stack runs workers, as `up`'s switch does.
-The stack's audit trail is not deployed on Swarm yet (settings refuse `security.audit.enabled`),
-so the reason is printed, not recorded.
+A switch is recorded in the stack's audit trail (the data node's volume, release/audit.py) as
+`emergency-switch` with `--reason` and what it verified, and always fails closed: a trail that
+cannot take the intent record refuses the switch before it acts (exit 74), as on one host.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from typing import cast
 from pydantic import ValidationError
 
 from contract import swarm_app_service, swarm_data_service
-from release.audit import AuditUnavailable, FileSink
+from release.audit import Auditor, AuditTarget, AuditUnavailable, Checks, FileSink, volume_name
 from release.routing.base import NONE, RoutingError
-from release.routing.cli import reason_text
+from release.routing.cli import EXIT_AUDIT_UNAVAILABLE, reason_text
 from release.routing.docker_side import LOCK_WAIT_S
 from release.routing.listener import post_promotion_checker
 from release.swarm.autoscale import AutoscaleError, Autoscaler
@@ -31,8 +32,10 @@ from release.swarm.work import SwarmHandoff
 from settings import (
     COLORS,
     PROJECT,
+    AuditConfig,
     Color,
     ConfigError,
+    Images,
     ProxyConfig,
     ServerConfig,
     SwarmConfig,
@@ -44,7 +47,7 @@ from settings import (
 class Target:
     """What the CLI needs from a swarm stack file: the edge nodes, the proxy service, its listener."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, stack: str) -> None:
         config = read_stack_file(path)
 
         def section(key: str) -> object:
@@ -57,6 +60,10 @@ class Target:
             proxy = ProxyConfig.model_validate(section("proxy") or {})
             server = ServerConfig.model_validate(section("server") or {})
             workers = WorkersConfig.model_validate(section("workers") or {})
+            security = section("security") or {}
+            audit = AuditConfig.model_validate(security.get("audit") or {} if isinstance(security, dict)
+                                               else security)
+            images = Images.model_validate(section("images") or {})
         except ValidationError as exc:
             raise ConfigError([f"{path}: {error['loc']}: {error['msg']}" for error in exc.errors()]) from None
         prefix = str(section("namePrefix") or "paper-trading")
@@ -72,6 +79,9 @@ class Target:
             Node(data.name, data.endpoint, data.address), swarm_data_service(prefix, "redis"),
             swarm_data_service(prefix, "rabbitmq"),
             workers.handoff_timeout_seconds, workers.queues) if workers.enabled else None
+        # The program's trail (release/audit.py `audit_target`), always fail closed here.
+        self.audit = AuditTarget(stack, volume_name(prefix), images.postgres, actor=audit.actor,
+                                 endpoint=data.endpoint) if audit.enabled else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,10 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     go.add_argument("--preview", choices=["blue", "green", "none"], help="default: the other color")
     go.add_argument("--no-checks", action="store_true", help="skip the post-promotion checks")
     go.add_argument("--lock-wait", type=float, default=LOCK_WAIT_S, metavar="SECONDS")
-    go.add_argument("--reason", required=True, type=reason_text, help="why (one line); required")
+    go.add_argument("--reason", required=True, type=reason_text,
+                    help="why (one line, recorded in the audit trail with the actor); required")
+    go.add_argument("--actor",
+                    help="who the audit record names (default: $PAPER_TRADING_ACTOR, else the OS user)")
     args = parser.parse_args(argv)
     try:
-        target = Target(args.project_dir / f"Pulumi.{args.stack}.yaml")
+        target = Target(args.project_dir / f"Pulumi.{args.stack}.yaml", args.stack)
         if args.command == "autoscale":
             return autoscale(target, args.stack, args.audit_file, args.interval, args.once)
         if args.command == "show":
@@ -114,14 +127,22 @@ def main(argv: list[str] | None = None) -> int:
         preview_arg = args.preview or ("green" if live == "blue" else "blue")
         preview = None if preview_arg == NONE else cast(Color, preview_arg)
         checker = None if args.no_checks else post_promotion_checker(target.handoff is not None)
+        checks: Checks = "confirm" if args.no_checks else "post-promotion"
+        auditor = Auditor.for_target(target.audit, actor=args.actor, reason=args.reason, checks=checks)
         result = switch_edges(target.edges, target.proxy_service, live, preview, target.listener,
-                              checker=checker, lock_wait_s=args.lock_wait, handoff=target.handoff)
+                              checker=checker, lock_wait_s=args.lock_wait, handoff=target.handoff,
+                              audit=auditor, operation="emergency-switch")
+    except AuditUnavailable as exc:
+        print(f"swarm routing: {exc}", file=sys.stderr)
+        return EXIT_AUDIT_UNAVAILABLE
     except (ConfigError, RoutingError) as exc:
         print(f"swarm routing: {exc}", file=sys.stderr)
         return 1
     before = ", ".join(f"{node} {color}" for node, color in result.previous_live.items())
+    recorded = (f"recorded as emergency-switch, checks={checks}" if auditor is not None
+                else f"NOT recorded: {PROJECT}:security.audit.enabled is false")
     print(f"swarm routing: live {result.live} on every edge node in {result.switch_ms:.0f} ms "
-          f"(was: {before}); reason: {args.reason}")
+          f"(was: {before}); reason: {args.reason}; {recorded}")
     return 0
 
 

@@ -16,6 +16,7 @@ from typing import Any, cast
 import pulumi
 import pulumi.dynamic as dyn
 
+from release.audit import Auditor, AuditTarget
 from release.dynamic import StateProvider
 from release.routing.base import SWITCH_KIND
 from release.routing.listener import post_promotion_checker
@@ -55,7 +56,7 @@ class SwarmRoutingProvider(StateProvider):
             _nodes(props), str(props["proxyService"]), cast(Color, props["liveColor"]),
             cast(Color | None, props.get("previewColor") or None), _listener(props),
             checker=post_promotion_checker(handoff is not None) if checks else None,
-            handoff=handoff,
+            handoff=handoff, audit=Auditor.for_target(AuditTarget.from_props(props.get("audit"))),
         )
         return {**props, "previousLiveColor": result.previous_live, "switchMs": round(result.switch_ms, 1),
                 "handoffMs": None if result.handoff_ms is None else round(result.handoff_ms, 1)}
@@ -102,6 +103,8 @@ class SwarmRoutingArgs:
     post_promotion_checks: bool = True
     #: Where the background work moves with the traffic (stack/swarm/data.py, `handoff_props`).
     handoff: dict[str, Any] | None = None
+    #: Where the switch appends its records (release/audit.py `audit_target`; None: no trail).
+    audit: dict[str, Any] | None = None
 
 
 class SwarmRoutingSwitch(dyn.Resource):
@@ -134,6 +137,7 @@ class SwarmRouting(pulumi.ComponentResource):
             "insecure": args.insecure,
             "postPromotionChecks": args.post_promotion_checks,
             "handoff": args.handoff,
+            "audit": args.audit,
             "renderedFiles": pulumi.Output.all(args.live_color, args.preview_color).apply(_rendered),
         }
         self.switch = SwarmRoutingSwitch(

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from release.audit import Auditor
+from release.audit import Auditor, Operation
 from release.routing.base import NONE, Checker, Endpoint, RoutingError
 from release.routing.docker_side import LOCK_WAIT_S, Served, drain, lock_owner, release_lock, swap_markers
 from release.routing.listener import confirm
@@ -66,9 +66,14 @@ def switch_edges(
     nodes: Sequence[Node], proxy_service: str, live: Color, preview: Color | None,
     listener: EdgeListener,
     checker: Checker | None = None, lock_wait_s: float = LOCK_WAIT_S, audit: Auditor | None = None,
-    confirm_s: float = 15.0, handoff: SwarmHandoff | None = None,
+    confirm_s: float = 15.0, handoff: SwarmHandoff | None = None, operation: Operation = "switch",
 ) -> EdgeSwitch:
-    """Make `live` the live color of the proxy task on every node in `nodes`, or of none of them."""
+    """Make `live` the live color of the proxy task on every node in `nodes`, or of none of them.
+
+    With `audit`: an intent record first (fail closed: none, no switch), then one `operation`
+    record (`switch`, or the CLI's `emergency-switch`); a switch undone adds a `rollback`
+    record, `ok` only when every edge node and the work went back.
+    """
     for role, value in (("live", live), ("preview", preview)):
         if value not in ("blue", "green") and not (role == "preview" and value is None):
             raise RoutingError(
@@ -76,7 +81,7 @@ def switch_edges(
     if not nodes:
         raise RoutingError("refused: no edge node to switch; traffic unchanged")
     if audit is not None:
-        audit.begin("switch", to=live)
+        audit.begin(operation, to=live)
     start = time.monotonic()
     steps: dict[str, float] = {}
     owner = lock_owner()
@@ -116,12 +121,17 @@ def switch_edges(
                 lap("checks")
         except Exception as exc:
             moved = [edge for edge in edges if edge.previous is not None]
-            back = _switch_back(moved, listener, owner)
+            began = time.monotonic()
+            back, undone = _switch_back(moved, listener, owner)
             if handoff is not None and "from" in handed:
-                back += _hand_back(handoff, handed["from"], live)
+                said, handed_back = _hand_back(handoff, handed["from"], live)
+                back, undone = back + said, undone and handed_back
             if audit is not None:
-                audit.record("switch", "failed" if moved else "refused", (time.monotonic() - start) * 1000,
+                audit.record(operation, "failed" if moved else "refused", (time.monotonic() - start) * 1000,
                              from_=_first_live(moved), to=live, error=str(exc))
+                if moved:
+                    audit.record("rollback", "ok" if undone else "failed", (time.monotonic() - began) * 1000,
+                                 from_=live, to=_first_live(moved), error=None if undone else back)
             raise RoutingError(f"{exc}; {back}" if moved else f"{exc}; traffic unchanged") from None
         for edge in edges:
             with contextlib.suppress(Exception):  # traffic already moved: recycling is best effort
@@ -132,27 +142,29 @@ def switch_edges(
             edge.client.close()
     previous_live = {edge.node.name: edge.previous.live for edge in edges if edge.previous is not None}
     if audit is not None:
-        audit.record("switch", "ok", (time.monotonic() - start) * 1000, from_=_first_live(edges), to=live)
+        audit.record(operation, "ok", (time.monotonic() - start) * 1000, from_=_first_live(edges), to=live)
     return EdgeSwitch(live, previous_live, (time.monotonic() - start) * 1000, steps,
                       handed.get("epoch"), handed.get("ms"))
 
 
-def _hand_back(handoff: SwarmHandoff, previous: str | None, live: str) -> str:
-    """Give the work back to the color traffic went back to ("none" after a first promotion)."""
+def _hand_back(handoff: SwarmHandoff, previous: str | None, live: str) -> tuple[str, bool]:
+    """Give the work back to the color traffic went back to ("none" after a first promotion);
+    what happened, and whether it did."""
     back = previous if previous in ("blue", "green") else "none"
     try:
         handoff.move(back, live)
     except Exception as exc:  # noqa: BLE001 - reported: the caller raises with it
-        return f"; background work NOT handed back to {back} ({live} may still hold it): {exc}"
-    return f"; background work handed back to {back}"
+        return f"; background work NOT handed back to {back} ({live} may still hold it): {exc}", False
+    return f"; background work handed back to {back}", True
 
 
 def _first_live(edges: Sequence[_Edge]) -> str | None:
     return next((edge.previous.live for edge in edges if edge.previous is not None), None)
 
 
-def _switch_back(edges: Sequence[_Edge], listener: EdgeListener, owner: str) -> str:
-    """Every switched node gets its previous markers back; what happened, node by node."""
+def _switch_back(edges: Sequence[_Edge], listener: EdgeListener, owner: str) -> tuple[str, bool]:
+    """Every switched node gets its previous markers back; what happened, node by node, and
+    whether every node did."""
     failed: list[str] = []
     for edge in edges:
         assert edge.previous is not None
@@ -165,6 +177,6 @@ def _switch_back(edges: Sequence[_Edge], listener: EdgeListener, owner: str) -> 
             with contextlib.suppress(RoutingError):
                 confirm(listener.endpoint(edge.node), edge.previous.live, deadline_s=5.0)
     if failed:
-        return f"switching back FAILED on {', '.join(failed)}: the edge may serve two colors"
+        return f"switching back FAILED on {', '.join(failed)}: the edge may serve two colors", False
     names = ", ".join(edge.node.name for edge in edges)
-    return f"switched back on every edge node ({names})"
+    return f"switched back on every edge node ({names})", True

@@ -9,14 +9,17 @@ color's service is pinned (release/plan.py): a release changes only the idle col
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pulumi
 import pulumi_random as random
 
+from release.audit import audit_target
 from release.gate import PromotionGate, PromotionGateArgs
 from release.guard import ReleaseRecord
 from release.plan import plan, read_previous
+from release.record import DeployRecord, fingerprint, program_sources
 from release.swarm.guard import SwarmReleaseGuard
 from release.swarm.nodes import Node
 from release.swarm.provider import SwarmRouting, SwarmRoutingArgs
@@ -26,6 +29,9 @@ from stack.swarm.data import SwarmData, SwarmDataArgs, SwarmDataProps, handoff_p
 from stack.swarm.network import SwarmNetworks, SwarmNetworksArgs
 from stack.swarm.proxy import SwarmProxy, SwarmProxyArgs, SwarmProxyProps
 from stack.swarm.signal import SwarmSignal, SwarmSignalArgs, SwarmSignalProps
+
+#: The project's root (`__main__.py`): the deploy record's fingerprint covers its sources.
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def swarm_program(settings: Settings, stack: str) -> None:
@@ -85,6 +91,8 @@ def swarm_program(settings: Settings, stack: str) -> None:
         pulumi.export("signalService", signal.name)
         pulumi.export("signalUrl", f"http://{swarm.manager_node.address}:{swarm.autoscale.signal_port}")
     candidate = settings.deployment.active_color
+    # The audit trail (release/audit.py): a local volume on the data node, written through its engine.
+    audit = audit_target(settings, stack)
     port = settings.proxy.http_port
     public_url = f"http://{edges[0].address}:{port}"
     gate = PromotionGate(
@@ -111,6 +119,7 @@ def swarm_program(settings: Settings, stack: str) -> None:
             ca_file=settings.validation.ca_file, insecure=settings.validation.insecure,
             handoff=handoff_props(settings.workers, data, Node(
                 data_node.name, data_node.endpoint, data_node.address).props()),
+            audit=audit,
         ),
     )
     # `activeColor` moves only once every edge node confirmed the switch.
@@ -125,3 +134,11 @@ def swarm_program(settings: Settings, stack: str) -> None:
         pulumi.export(f"{color}Image", release.releases[color].image)
         pulumi.export(f"{color}Service", apps[color].name)
     pulumi.export("releaseRecords", [record.urn for record in records])
+    # One `deploy` audit record per changed deployment, once everything above is done (as on one host).
+    DeployRecord(
+        "deploy-record", stack=stack,
+        fingerprint=fingerprint(settings.model_dump_json(), program_sources(ROOT)),
+        live_color=active, audit=audit,
+        opts=pulumi.ResourceOptions(depends_on=[networks, data, guard, *apps.values(), *records, proxy,
+                                                *signals, gate, routing]),
+    )

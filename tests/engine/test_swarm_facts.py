@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import pytest
 
 from tests.engine.engine import EngineProject
 from tests.support import missing
+from tests.support.swarm_target import on_disk_under
 from tools.swarm_lab import DATA, Lab
 
 pytestmark = pytest.mark.engine
@@ -64,16 +64,6 @@ def _secret_names(swarm_lab: Lab) -> set[str]:
     return {s.name for s in swarm_lab.manager().secrets.list() if s.name.startswith("facts-secret-")}
 
 
-def _on_disk_under(root: Path, needle: bytes) -> list[str]:
-    """Files under `root` holding `needle`, except on tmpfs mounts (memory: where Swarm puts a
-    task's secrets, /run/secrets being a bind of one)."""
-    tmpfs = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
-             if line.split()[2] == "tmpfs" and line.split()[1].startswith(str(root))]
-    done = subprocess.run(["grep", "-rlaF", needle.decode(), str(root)], capture_output=True, check=False)
-    found = done.stdout.decode(errors="replace").split()
-    return [f for f in found if not any(f == m or f.startswith(m + "/") for m in tmpfs)]
-
-
 def test_up_creates_the_swarm_resources_and_the_tasks_spread(swarm_lab: Lab, facts: EngineProject) -> None:
     facts.run("up", "--yes", "--skip-preview", cwd=_where(facts), timing="swarm up")
     assert len(_running_nodes(swarm_lab)) == 3
@@ -104,6 +94,6 @@ def test_a_rotated_secret_is_a_new_secret_and_the_old_one_goes(swarm_lab: Lab, f
 
 def test_no_secret_value_in_the_clear_on_disk_or_in_the_state(facts: EngineProject) -> None:
     for value in (FIRST_SECRET, SECOND_SECRET):
-        assert _on_disk_under(DATA, value.encode()) == []
+        assert on_disk_under(DATA, value.encode()) == []
     exported = facts.run("stack", "export", cwd=_where(facts)).stdout
     assert FIRST_SECRET not in exported and SECOND_SECRET not in exported

@@ -2,7 +2,8 @@
 
 Each case builds a service the way a candidate can really end up, and the checks must name
 exactly the one that fails: all on one node (`swarm.spread`), tasks that never turn healthy
-(`swarm.replicas`), an update Swarm rolled back (`swarm.rollout`); a good candidate passes all.
+(`swarm.replicas`), an update Swarm rolled back (`swarm.rollout`); a good candidate passes all,
+also when the gate meets it while Swarm still reports its finished update as moving.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 from docker.types import EndpointSpec, Healthcheck, ServiceMode, UpdateConfig
 
-from release.swarm.checks import SWARM_CHECKS, SwarmCheck, run_swarm_checks
+from release.swarm.checks import SWARM_CHECKS, SwarmCheck, run_swarm_checks, settled_checks
 from release.swarm.nodes import Node
 from tests.support.swarm_lab import LAB_IMAGES
 from tools.swarm_lab import Lab
@@ -99,6 +100,28 @@ def test_an_update_swarm_rolled_back_fails_rollout(swarm_lab: Lab) -> None:
     assert results["swarm.rollout"].details["state"] == "rollback_completed"
     # Swarm put the old tasks back: they are healthy and spread, so only the rollout speaks.
     assert _until(lambda: _failed(swarm_lab, "flaky") == {"swarm.rollout"}, 60), _checks(swarm_lab, "flaky")
+
+
+def test_the_gate_waits_out_an_update_still_moving_and_judges_it_once_settled(swarm_lab: Lab) -> None:
+    """Swarm reports an update `updating` until its monitor window after the last new task has
+    passed: judged at once, `swarm.rollout` fails; `settled_checks` (the gate's) waits it out."""
+    service = _service(swarm_lab, "moving")
+    assert _until(lambda: _failed(swarm_lab, "moving") == set(), 60)
+    service.reload()
+    service.update(env=["RELEASE=2"])
+    # Judged at once (the supervisor sets the state within moments): moving, refused.
+    assert _until(lambda: not _checks(swarm_lab, "moving")["swarm.rollout"].passed, 10)
+    began = time.monotonic()
+    results = settled_checks(swarm_lab.node("n1").docker_host, "moving", 2, _nodes(swarm_lab), wait_s=90)
+    waited = time.monotonic() - began
+    assert [(r.name, r.passed) for r in results] == [(name, True) for name in SWARM_CHECKS], results
+    assert results[0].details["state"] == "completed" and waited > 1, waited
+    # A rollout that stays moving is judged as it is at the deadline: refused, never waited forever.
+    service.reload()
+    service.update(env=["RELEASE=3"])
+    assert _until(lambda: _checks(swarm_lab, "moving")["swarm.rollout"].details["state"] == "updating", 10)
+    stuck = settled_checks(swarm_lab.node("n1").docker_host, "moving", 2, _nodes(swarm_lab), wait_s=0)
+    assert not stuck[0].passed and stuck[0].details["state"] == "updating", stuck[0]
 
 
 def test_a_manager_that_cannot_answer_fails_every_check(swarm_lab: Lab) -> None:

@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
+from release.audit import AuditTarget, audit_target
+from release.swarm.cli import Target
 from settings import ConfigError, Settings, parse_settings
-from tools.render import stack_config
+from tools.render import ROOT, stack_config
 
 STACK = "swarmlab"
 
@@ -66,6 +68,18 @@ def test_the_lab_stack_is_a_swarm_stack() -> None:
 def test_what_swarm_cannot_deploy_is_refused_by_its_key(case: str, changes: dict[str, Any], key: str) -> None:
     problems = _problems(**changes)
     assert len(problems) == 1 and problems[0].startswith(key), problems
+
+
+def test_the_audit_trail_is_written_through_the_data_nodes_engine() -> None:
+    """Swarm never moves a local volume: the trail lives on the first `data` node, written with the
+    image it already runs; the emergency CLI finds the same trail in the stack file alone."""
+    target = AuditTarget.from_props(audit_target(_parse(), STACK))
+    assert target is not None
+    assert (target.endpoint, target.volume, target.image, target.fail_closed) == (
+        "unix:///run/ptsl/n3.sock", "paper-trading-lab-audit-data", "paper-trading-ci/postgres:15", True)
+    assert Target(ROOT / f"Pulumi.{STACK}.yaml", STACK).audit == target
+    assert audit_target(_parse(security={"audit": {"enabled": False}, "firewall": {"enabled": False},
+                                         "ids": {"enabled": False}}), STACK) is None
 
 
 def test_swarm_nodes_on_a_docker_target_are_refused() -> None:

@@ -135,9 +135,18 @@ def published(swarm_lab: Lab, run: str, timeout: float) -> str:
             all=True, filters={"label": f"{_SERVICE_LABEL}={name}"})
         if found and found[0].status == "exited":
             lines = found[0].logs().decode(errors="replace").strip().splitlines()
-            return lines[-1] if lines else f"exit {found[0].attrs['State']['ExitCode']}, no output"
+            return lines[-1] if lines else _why_gone(swarm_lab, name, found[0].attrs["State"])
         time.sleep(0.5)
     return f"still publishing after {timeout:g}s"
+
+
+def _why_gone(swarm_lab: Lab, service: str, state: dict[str, Any]) -> str:
+    """A publisher that exited without a word: its container's end and its task's, as Swarm says."""
+    tasks = swarm_lab.manager().api.tasks(filters={"service": service})
+    said = [(t["DesiredState"], t["Status"]["State"], t["Status"].get("Message"), t["Status"].get("Err"))
+            for t in tasks]
+    return (f"exit {state['ExitCode']}, no output (oom killed: {state.get('OOMKilled')}, "
+            f"finished {state.get('FinishedAt')}; tasks: {said})")
 
 
 def exactly_once(swarm_lab: Lab, run: str, count: int) -> None:
