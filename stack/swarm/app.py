@@ -139,7 +139,11 @@ class SwarmColor(pulumi.ComponentResource):
                 file_uid=owner, file_gid=group, file_mode=0o400))
         ready = f"http://127.0.0.1:{s.port}{s.app.health.ready}"
         self.name = service_name(s.name_prefix, color)
-        update, rollback = rollout("start-first")
+        # Start-first, every task at once: placed one at a time, each new task ties with the old
+        # one it replaces and the scheduler can put them all on one node (seen: a rotated key's
+        # release refused by `swarm.spread`); placed as one batch, spread puts them on the
+        # emptiest nodes. Only the idle color is ever updated (the live one is pinned).
+        update, rollback = rollout("start-first", parallelism=0)
         self.service = docker.Service(
             color,
             name=self.name,

@@ -96,11 +96,12 @@ TIMEZONE_ENV = {"TZ": "UTC"}
 APP_SYSCTLS = {"net.ipv4.tcp_tw_reuse": "1"}
 
 
-def rollout(order: str) -> tuple[docker.ServiceUpdateConfigArgs, docker.ServiceRollbackConfigArgs]:
-    """One task at a time, watched for 5 s; a failed update rolls back (Swarm's own rollback)."""
-    update = docker.ServiceUpdateConfigArgs(order=order, failure_action="rollback", parallelism=1,
+def rollout(order: str, parallelism: int = 1) -> tuple[docker.ServiceUpdateConfigArgs,
+                                                       docker.ServiceRollbackConfigArgs]:
+    """`parallelism` tasks at a time (0: all), watched for 5 s; a failed update rolls back (Swarm's own)."""
+    update = docker.ServiceUpdateConfigArgs(order=order, failure_action="rollback", parallelism=parallelism,
                                             monitor="5s", delay="1s", max_failure_ratio="0")
-    rollback = docker.ServiceRollbackConfigArgs(order=order, parallelism=1, monitor="5s")
+    rollback = docker.ServiceRollbackConfigArgs(order=order, parallelism=parallelism, monitor="5s")
     return update, rollback
 
 

@@ -104,7 +104,7 @@ def test_up_from_nothing_with_the_policy_pack(swarm_lab: Lab, project: EnginePro
     assert work.holder_node(swarm_lab, "blue") in EDGES
     assert all(tag.startswith("paper-trading-blue-") for tag in work.queue_consumers(swarm_lab))
     # The trail on the data node: blue's gate verdict, the switch to it, the deploy; chained.
-    assert outcomes(swarm_lab) == [("gate", "ok", None, "blue"), ("switch", "ok", None, "blue"),
+    assert outcomes(swarm_lab) == [("gate", "ok", None, "blue"), ("switch", "ok", "none", "blue"),
                                    ("deploy", "ok", None, "blue")]
     assert audit_findings(trail(swarm_lab), "blue", STACK)[0] == []
 
@@ -475,7 +475,7 @@ def test_two_managers_down_up_fails_clearly_and_the_apps_keep_serving(
 
 def test_a_node_lost_during_the_idle_rollout_leaves_live_untouched(
         swarm_lab: Lab, project: EngineProject) -> None:
-    """A release of blue (idle: a new image tag, 3 tasks, one at a time) while n2, an edge node running
+    """A release of blue (idle: a new image tag, 3 tasks, all at once) while n2, an edge node running
     app tasks, is cut off the hub mid-rollout: clients through n1's edge see no failure, and the
     release either completes (blue's tasks all on the new image) or fails naming why (the gate
     wants blue on 2 nodes), with green live on every edge once n2 is back. (When every green task
